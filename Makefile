@@ -1,0 +1,48 @@
+# relviz: the two commands are `make app` and `make test`; everything else here serves them.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+# The environment is rebuilt only when what defines it changes.
+ENV_HASH := $(shell cat requirements.txt requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.relviz-env-$(ENV_HASH)
+# Ignore machine-wide pip settings: some machines offer a local CPU-only torch wheel that breaks
+# torchvision; the registry's torch build is the one that works everywhere.
+PIP := env PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8501
+
+.PHONY: app test env sysdeps workspace lock bench
+
+app: env workspace
+	$(VENV)/bin/streamlit run app.py --server.address $(HOST) --server.port $(PORT) \
+		--server.fileWatcherType none --server.headless true --browser.gatherUsageStats false
+
+test: env
+	$(VENV)/bin/python -m pytest
+
+env: sysdeps $(STAMP)
+
+$(STAMP):
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet -r requirements.txt -c requirements.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.relviz-env-*; touch $@
+	@echo "environment ready: $(VENV)"
+
+# open3d needs libusb-1.0 from the system.
+sysdeps:
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing libusb-1.0-0 (needed by open3d)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null; \
+		else \
+			echo "open3d needs libusb-1.0; install it with:  sudo apt-get install -y libusb-1.0-0" >&2; exit 1; \
+		fi; \
+	fi
+
+workspace: env
+	$(VENV)/bin/relviz workspace
+
+# Re-freeze the whole resolved tree after changing requirements.txt.
+lock:
+	$(PIP) freeze --exclude-editable | grep -v -i '^relviz' > requirements.lock

@@ -1,0 +1,3 @@
+from relviz.cli import main
+
+main()

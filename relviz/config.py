@@ -1,0 +1,155 @@
+"""Workspace paths and settings.
+
+One root (``./workspace`` unless ``RELVIZ_HOME`` says otherwise) holds everything relviz generates:
+
+    <home>/datasets/   synthetic or linked nuScenes-format datasets
+    <home>/cache/      teacher features, point features (disk caches)
+    <home>/runs/       training runs (checkpoints, events, logs)
+    <home>/logs/       job logs
+    <home>/jobs.sqlite the job store
+
+Settings come from, lowest priority first: defaults, an optional TOML file (``$RELVIZ_CONFIG``,
+else ``./relviz.toml``, else ``<home>/relviz.toml``), then ``RELVIZ_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+DEVICES = ("auto", "cpu", "cuda")
+SPARSE_BACKENDS = ("torch", "minkowski")
+
+
+class ConfigError(ValueError):
+    """A setting, file or path that relviz cannot use; the message names it and says what is expected."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    device: str = "auto"
+    sparse_backend: str = "torch"
+    dataset: str = "synthetic-mini"  # folder under datasets/ (or an absolute dataroot)
+    teacher: str = "demo"  # "demo" or an open_clip model name such as ViT-B-16
+    teacher_pretrained: str | None = None  # open_clip pretrained tag or a local weights file
+    config_file: Path | None = None
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.home / "jobs.sqlite"
+
+    def dataset_root(self, name: str | None = None) -> Path:
+        """The dataroot of a dataset given by folder name under ``datasets/`` or by path."""
+        name = name or self.dataset
+        path = Path(name).expanduser()
+        return path if path.is_absolute() else self.datasets_dir / name
+
+    def ensure(self) -> "Settings":
+        """Create the workspace folders (idempotent)."""
+        for d in (self.home, self.datasets_dir, self.cache_dir, self.runs_dir, self.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+# Keys a TOML file or the environment may set, with their types.
+_KEYS = {f.name: f for f in fields(Settings) if f.name not in ("home", "config_file")}
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...], source: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{source}: '{key}' is {value!r}; expected one of {', '.join(choices)}")
+
+
+def _validate_home(raw: str, source: str) -> Path:
+    if not raw.strip():
+        raise ConfigError(f"{source}: the workspace path is empty; expected a directory path")
+    home = Path(raw).expanduser().resolve()
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"{source}: workspace {home} exists but is not a directory")
+    probe = home
+    while not probe.exists():  # the nearest existing ancestor must be writable to create it
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{source}: workspace {home} is not writable (no write access to {probe})")
+    return home
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot be read ({e.strerror or e})") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path}: not valid TOML ({e})") from e
+    table = data.get("relviz", data)  # settings may sit under [relviz] or at the top level
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [relviz] must be a table")
+    unknown = sorted(set(table) - set(_KEYS) - {"home"})
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; known: home, {', '.join(_KEYS)}"
+        )
+    for key, value in table.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"config file {path}: '{key}' must be a string, got {type(value).__name__}")
+    return table
+
+
+def _find_config_file(env: Mapping[str, str], cwd: Path) -> Path | None:
+    if env.get("RELVIZ_CONFIG"):
+        path = Path(env["RELVIZ_CONFIG"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"RELVIZ_CONFIG: {path} does not exist or is not a file")
+        return path
+    local = cwd / "relviz.toml"
+    return local if local.is_file() else None
+
+
+def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """Resolve settings from defaults, the TOML file and ``RELVIZ_*`` variables; validate them."""
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    config_file = _find_config_file(env, cwd)
+    table = _read_toml(config_file) if config_file else {}
+
+    if "RELVIZ_HOME" in env:
+        home = _validate_home(env["RELVIZ_HOME"], "RELVIZ_HOME")
+    elif "home" in table:
+        home = _validate_home(str((config_file.parent / table["home"]) if config_file else table["home"]),
+                              f"config file {config_file}: 'home'")
+    else:
+        home = _validate_home(str(cwd / "workspace"), "default workspace ./workspace")
+    if config_file is None and (home / "relviz.toml").is_file():
+        config_file = home / "relviz.toml"
+        table = _read_toml(config_file)
+
+    values: dict[str, Any] = {k: v for k, v in table.items() if k != "home"}
+    for key in _KEYS:
+        env_key = f"RELVIZ_{key.upper()}"
+        if env.get(env_key):
+            values[key] = env[env_key]
+    source = "settings"
+    _check_choice("device", values.get("device", "auto"), DEVICES, source)
+    _check_choice("sparse_backend", values.get("sparse_backend", "torch"), SPARSE_BACKENDS, source)
+    return replace(Settings(home=home, config_file=config_file), **values)
