@@ -3,7 +3,8 @@
 Definitions (SPEC.md), on L2-normalised features z [N, D] (inputs are normalised here, which is a
 no-op for unit vectors):
 
-- ``U(Z) = -log( mean_{i != j} exp(-t ||z_i - z_j||^2) )``, t = 2 (higher is more uniform, at most 2t)
+- ``U(Z) = -log( mean_{i != j} exp(-t ||z_i - z_j||^2) )``, t = 2 (higher is more uniform; at most
+  2t n/(n-1), reached by a regular simplex)
 - ``T_c = mean_{i != j, y_i = y_j = c} z_i . z_j``; ``T = mean_c T_c`` over classes with >= 2 samples
 - ``G(A, B) = || mean_i a_i - mean_j b_j ||_2``
 

@@ -34,7 +34,8 @@ class ToyConfig:
     lr: float = 1e-2
     hidden: int = 64
     spread: float = 0.35  # angular spread of a source cluster (radians, roughly)
-    input_spread: float = 0.5  # spread of a cluster's inputs in input space
+    input_spread: float = 0.5  # scale of a cluster's inputs in input space
+    unpredictable: float = 0.5  # input noise relative to the target offset it reveals
     eval_points: int = 600
     record_every: int = 20
     seed: int = 0
@@ -87,12 +88,17 @@ def _cluster_means(clusters: int) -> torch.Tensor:
 
 
 def _sample(cfg: ToyConfig, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """n pairs: inputs [n, 3] (cluster centre + noise), targets [n, 3] on the sphere, labels [n]."""
+    """n pairs: inputs [n, 3], targets [n, 3] on the sphere, cluster labels [n].
+
+    A target is its cluster mean plus an offset u; the input sees the cluster and u only through
+    noise of ``unpredictable`` times u's scale, so the target is partly unpredictable from the input.
+    """
     means = _cluster_means(cfg.clusters)
     labels = torch.randint(0, cfg.clusters, (n,), generator=gen)
-    inputs = 2.0 * means[labels] + cfg.input_spread * torch.randn(n, 3, generator=gen)
-    # targets are drawn independently of the input's offset: unpredictable inside the cluster
-    targets = F.normalize(means[labels] + cfg.spread * torch.randn(n, 3, generator=gen), dim=1)
+    offset = torch.randn(n, 3, generator=gen)
+    targets = F.normalize(means[labels] + cfg.spread * offset, dim=1)
+    noise = torch.randn(n, 3, generator=gen)
+    inputs = 2.0 * means[labels] + cfg.input_spread * (offset + cfg.unpredictable * noise)
     return inputs, targets, labels
 
 

@@ -1,0 +1,157 @@
+"""Sparse tensors, coordinate keys and kernel maps with MinkowskiEngine's semantics, in pure PyTorch.
+
+A :class:`SparseTensor` holds features [N, C] at integer coordinates [N, 4] = (batch, x, y, z) with
+one tensor stride. All tensors derived from one input share a :class:`CoordinateManager`, which
+keeps the canonical coordinates of every stride and caches kernel maps, so that a transposed
+convolution lands exactly on the finer coordinates that already exist (as in ME) and skip
+connections can be concatenated row by row.
+
+A kernel map is a neighbour table ``[N_out, K_vol]`` of input row indices (-1 where there is no
+neighbour). For offset k with spatial offset o_k:
+
+- convolution:            out[p] = sum_k W[k]^T x[p + o_k]
+- transposed convolution: out[q] = sum_k W[k]^T x[q - o_k]
+
+Offsets follow ME's kernel region: the first spatial axis varies fastest,
+``o_i = ((k // K^i) % K - K // 2) * stride * dilation`` for odd K and ``(k // K^i) % K * stride``
+(lower corner) for even K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+# Coordinates are packed into one int64 key: batch in the top bits, three 18-bit spatial fields.
+_BITS = 18
+_HALF = 1 << (_BITS - 1)  # spatial coordinates must lie in [-2^17, 2^17)
+_MAX_BATCH = 1 << (63 - 3 * _BITS)
+
+
+def pack_keys(coords: torch.Tensor) -> torch.Tensor:
+    """[N, 4] int (batch, x, y, z) -> [N] int64 keys, order-preserving in (b, x, y, z)."""
+    c = coords.long()
+    spatial = c[:, 1:]
+    if c.numel() and (spatial.min() < -_HALF or spatial.max() >= _HALF):
+        raise ValueError(f"sparse coordinates must lie in [{-_HALF}, {_HALF}); got "
+                         f"[{spatial.min().item()}, {spatial.max().item()}]")
+    if c.numel() and (c[:, 0].min() < 0 or c[:, 0].max() >= _MAX_BATCH):
+        raise ValueError(f"batch indices must lie in [0, {_MAX_BATCH}); got [{c[:, 0].min().item()}, "
+                         f"{c[:, 0].max().item()}]")
+    s = spatial + _HALF
+    return ((c[:, 0] << _BITS | s[:, 0]) << _BITS | s[:, 1]) << _BITS | s[:, 2]
+
+
+def _offset_key(offsets: torch.Tensor) -> torch.Tensor:
+    """[K, 3] spatial offsets -> [K] increments that shift a packed key by that offset."""
+    o = offsets.long()
+    return (o[:, 0] << (2 * _BITS)) + (o[:, 1] << _BITS) + o[:, 2]
+
+
+def kernel_offsets(kernel_size: int, step: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[K^3, 3] spatial offsets in ME's order (first axis fastest), scaled by ``step``."""
+    k = torch.arange(kernel_size ** 3, device=device)
+    idx = torch.stack([k % kernel_size, (k // kernel_size) % kernel_size, k // kernel_size ** 2], dim=1)
+    if kernel_size % 2 == 1:
+        idx = idx - kernel_size // 2
+    return idx * step
+
+
+class _KeyIndex:
+    """Sorted keys for vectorised look-up (``searchsorted``) of coordinates into row indices."""
+
+    def __init__(self, keys: torch.Tensor):
+        self.sorted, self.order = keys.sort()
+
+    def lookup(self, queries: torch.Tensor) -> torch.Tensor:
+        """Row index of each query key, -1 where absent. Any shape."""
+        if self.sorted.numel() == 0:
+            return torch.full_like(queries, -1)
+        pos = torch.searchsorted(self.sorted, queries).clamp_(max=self.sorted.numel() - 1)
+        return torch.where(self.sorted[pos] == queries, self.order[pos], torch.full_like(pos, -1))
+
+
+@dataclass
+class CoordinateManager:
+    """Canonical coordinates per tensor stride, and cached kernel maps between strides."""
+
+    coords: dict[int, torch.Tensor] = field(default_factory=dict)  # stride -> [N_s, 4] int64
+    _keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    _index: dict[int, _KeyIndex] = field(default_factory=dict)
+    _maps: dict[tuple, torch.Tensor] = field(default_factory=dict)
+
+    def register(self, stride: int, coords: torch.Tensor) -> None:
+        self.coords[stride] = coords
+        self._keys[stride] = pack_keys(coords)
+
+    def index(self, stride: int) -> _KeyIndex:
+        if stride not in self._index:
+            self._index[stride] = _KeyIndex(self._keys[stride])
+        return self._index[stride]
+
+    def strided_coords(self, stride: int, out_stride: int) -> torch.Tensor:
+        """Coordinates at ``out_stride``: those at ``stride`` floored to the coarser grid (unique, sorted)."""
+        if out_stride not in self.coords:
+            c = self.coords[stride].clone()
+            c[:, 1:] = torch.div(c[:, 1:], out_stride, rounding_mode="floor") * out_stride
+            self.register(out_stride, torch.unique(c, dim=0))
+        return self.coords[out_stride]
+
+    def kernel_map(self, in_stride: int, out_stride: int, kernel_size: int, dilation: int = 1,
+                   transposed: bool = False) -> torch.Tensor:
+        """Neighbour table [N_out, K^3] of input rows (-1: none); cached per arguments."""
+        key = (in_stride, out_stride, kernel_size, dilation, transposed)
+        if key not in self._maps:
+            # offsets live on the finer of the two grids
+            fine = min(in_stride, out_stride)
+            step = fine * (dilation if kernel_size % 2 == 1 else 1)
+            device = self.coords[in_stride].device
+            shift = _offset_key(kernel_offsets(kernel_size, step, device))
+            out_keys = self._keys[out_stride]
+            queries = out_keys[:, None] - shift[None, :] if transposed else out_keys[:, None] + shift[None, :]
+            self._maps[key] = self.index(in_stride).lookup(queries)
+        return self._maps[key]
+
+
+@dataclass
+class SparseTensor:
+    """Features [N, C] at coordinates [N, 4] (batch, x, y, z), integer multiples of ``stride``."""
+
+    features: torch.Tensor
+    coordinates: torch.Tensor
+    stride: int = 1
+    manager: CoordinateManager = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.features.ndim != 2 or self.coordinates.ndim != 2 or self.coordinates.shape[1] != 4:
+            raise ValueError(f"SparseTensor: expected features [N, C] and coordinates [N, 4], got "
+                             f"{tuple(self.features.shape)} and {tuple(self.coordinates.shape)}")
+        if self.features.shape[0] != self.coordinates.shape[0]:
+            raise ValueError(f"SparseTensor: {self.features.shape[0]} feature rows but "
+                             f"{self.coordinates.shape[0]} coordinates")
+        if self.manager is None:
+            coords = self.coordinates.long()
+            keys = pack_keys(coords)
+            if torch.unique(keys).numel() != keys.numel():
+                raise ValueError("SparseTensor: coordinates must be unique (voxelize first)")
+            self.coordinates = coords
+            self.manager = CoordinateManager()
+            self.manager.coords[self.stride] = coords
+            self.manager._keys[self.stride] = keys
+
+    @property
+    def F(self) -> torch.Tensor:  # noqa: N802 - MinkowskiEngine's name
+        return self.features
+
+    @property
+    def C(self) -> torch.Tensor:  # noqa: N802
+        return self.coordinates
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.coordinates[:, 0].max().item()) + 1 if self.coordinates.numel() else 0
+
+    def replace(self, features: torch.Tensor) -> "SparseTensor":
+        """Same coordinates and manager, new features [N, C']."""
+        return SparseTensor(features, self.coordinates, self.stride, self.manager)
