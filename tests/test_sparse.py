@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import relviz.sparse.nn as snn
 from relviz.sparse import (SparseBatchNorm, SparseConv3d, SparseConvTranspose3d, SparseTensor, devoxelize,
                            global_avg_pool, kernel_offsets, pack_keys, sparse_cat)
 
@@ -39,21 +38,8 @@ def _torch_weight(kernel, k):
     return w.permute(4, 3, 2, 1, 0).contiguous()
 
 
-@pytest.fixture(params=["im2col", "per_offset"])
-def path(request, monkeypatch):
-    monkeypatch.setattr(snn, "_DENSE_FRACTION", 0.0 if request.param == "im2col" else 2.0)
-    return request.param
-
-
-def _check_grads(sparse_in, sparse_out, dense_in, dense_out_at_sites, params):
-    probe = torch.randn_like(sparse_out)
-    gs = torch.autograd.grad((sparse_out * probe).sum(), [sparse_in] + params[0])
-    gd = torch.autograd.grad((dense_out_at_sites * probe).sum(), [dense_in] + params[1])
-    return gs, gd
-
-
 @pytest.mark.parametrize("k,dilation", [(3, 1), (5, 1), (3, 2)])
-def test_submanifold_conv_matches_conv3d(path, k, dilation):
+def test_submanifold_conv_matches_conv3d(k, dilation):
     x = _random_sparse()
     conv = SparseConv3d(3, 4, kernel_size=k, dilation=dilation, bias=True).double()
     feats = x.features.clone().requires_grad_()
@@ -77,7 +63,7 @@ def _torch_weight_grad_to_me(gw, k):
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_strided_conv_matches_conv3d(path, k):
+def test_strided_conv_matches_conv3d(k):
     x = _random_sparse()
     conv = SparseConv3d(3, 5, kernel_size=k, stride=2).double()
     feats = x.features.clone().requires_grad_()
@@ -98,7 +84,7 @@ def test_strided_conv_matches_conv3d(path, k):
     torch.testing.assert_close(g_kernel, _torch_weight_grad_to_me(g_w, k), atol=1e-10, rtol=1e-8)
 
 
-def test_transposed_conv_matches_conv_transpose3d(path):
+def test_transposed_conv_matches_conv_transpose3d():
     fine = _random_sparse(n=150)
     down = SparseConv3d(3, 3, kernel_size=2, stride=2).double()
     coarse = down(fine)
@@ -184,3 +170,13 @@ def test_kernel_maps_are_cached():
     conv(x)
     assert x.manager._maps.keys() == maps_before.keys()
     assert all(x.manager._maps[k] is maps_before[k] for k in maps_before)
+
+
+def test_gradcheck_custom_function():
+    from relviz.sparse import sparse_conv_features
+
+    x = _random_sparse(n=30, c=2)
+    kmap = x.manager.kernel_map(1, 1, 3)
+    feats = x.features.clone().requires_grad_()
+    w = torch.randn(27, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f, w: sparse_conv_features(f, w, kmap), (feats, w))

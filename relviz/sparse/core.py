@@ -7,7 +7,8 @@ convolution lands exactly on the finer coordinates that already exist (as in ME)
 connections can be concatenated row by row.
 
 A kernel map is a neighbour table ``[N_out, K_vol]`` of input row indices (-1 where there is no
-neighbour). For offset k with spatial offset o_k:
+neighbour); each offset maps inputs to outputs one-to-one, which is what lets the convolution run
+on gathers alone (no scatter-add) in both directions. For offset k with spatial offset o_k:
 
 - convolution:            out[p] = sum_k W[k]^T x[p + o_k]
 - transposed convolution: out[q] = sum_k W[k]^T x[q - o_k]
@@ -72,6 +73,52 @@ class _KeyIndex:
         return torch.where(self.sorted[pos] == queries, self.order[pos], torch.full_like(pos, -1))
 
 
+class KernelMap:
+    """A neighbour table ``nbr`` [N_out, K] of input rows (-1: none), with the derived views the
+    convolution needs, computed once: padded indices for gathers, the reverse table for the input
+    gradient, and the valid (input, output) pairs per offset for the weight gradient."""
+
+    def __init__(self, nbr: torch.Tensor, num_in: int):
+        self.nbr = nbr
+        self.num_in = num_in
+        self._padded: torch.Tensor | None = None
+        self._reverse: torch.Tensor | None = None
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @property
+    def num_out(self) -> int:
+        return self.nbr.shape[0]
+
+    @property
+    def padded(self) -> torch.Tensor:
+        """[N_out, K] input rows with absent neighbours pointing at row N_in (a zero pad row)."""
+        if self._padded is None:
+            self._padded = torch.where(self.nbr >= 0, self.nbr, self.num_in)
+        return self._padded
+
+    @property
+    def reverse(self) -> torch.Tensor:
+        """[N_in, K] output row that input row i feeds through offset k (N_out: none); padded."""
+        if self._reverse is None:
+            rev = torch.full((self.num_in + 1, self.nbr.shape[1]), self.num_out, dtype=torch.long,
+                             device=self.nbr.device)
+            out_rows = torch.arange(self.num_out, device=self.nbr.device)[:, None].expand_as(self.nbr)
+            cols = torch.arange(self.nbr.shape[1], device=self.nbr.device)[None, :].expand_as(self.nbr)
+            rev[self.padded, cols] = out_rows  # each (input, offset) feeds at most one output
+            self._reverse = rev[: self.num_in]
+        return self._reverse
+
+    @property
+    def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per offset: (input rows, output rows) of the neighbours that exist."""
+        if self._pairs is None:
+            self._pairs = []
+            for k in range(self.nbr.shape[1]):
+                out_rows = (self.nbr[:, k] >= 0).nonzero().squeeze(1)
+                self._pairs.append((self.nbr[out_rows, k], out_rows))
+        return self._pairs
+
+
 @dataclass
 class CoordinateManager:
     """Canonical coordinates per tensor stride, and cached kernel maps between strides."""
@@ -79,7 +126,7 @@ class CoordinateManager:
     coords: dict[int, torch.Tensor] = field(default_factory=dict)  # stride -> [N_s, 4] int64
     _keys: dict[int, torch.Tensor] = field(default_factory=dict)
     _index: dict[int, _KeyIndex] = field(default_factory=dict)
-    _maps: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    _maps: dict[tuple, KernelMap] = field(default_factory=dict)
 
     def register(self, stride: int, coords: torch.Tensor) -> None:
         self.coords[stride] = coords
@@ -99,8 +146,8 @@ class CoordinateManager:
         return self.coords[out_stride]
 
     def kernel_map(self, in_stride: int, out_stride: int, kernel_size: int, dilation: int = 1,
-                   transposed: bool = False) -> torch.Tensor:
-        """Neighbour table [N_out, K^3] of input rows (-1: none); cached per arguments."""
+                   transposed: bool = False) -> KernelMap:
+        """The kernel map from ``in_stride`` to ``out_stride`` coordinates; cached per arguments."""
         key = (in_stride, out_stride, kernel_size, dilation, transposed)
         if key not in self._maps:
             # offsets live on the finer of the two grids
@@ -110,7 +157,7 @@ class CoordinateManager:
             shift = _offset_key(kernel_offsets(kernel_size, step, device))
             out_keys = self._keys[out_stride]
             queries = out_keys[:, None] - shift[None, :] if transposed else out_keys[:, None] + shift[None, :]
-            self._maps[key] = self.index(in_stride).lookup(queries)
+            self._maps[key] = KernelMap(self.index(in_stride).lookup(queries), self.coords[in_stride].shape[0])
         return self._maps[key]
 
 

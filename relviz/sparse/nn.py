@@ -14,32 +14,50 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from relviz.sparse.core import SparseTensor
+from relviz.sparse.core import KernelMap, SparseTensor
 
-# Above this fraction of present neighbours one im2col GEMM beats per-offset gather/scatter.
-_DENSE_FRACTION = 0.25
+class _SparseConvFunction(torch.autograd.Function):
+    """out[p] = sum_k x[nbr[p, k]] @ W[k], with gather-only forward and backward.
 
-
-def sparse_conv_features(x: torch.Tensor, weight: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
-    """out[p] = sum_k x[nbr[p, k]] @ weight[k] over present neighbours.
-
-    x [N_in, C_in], weight [K, C_in, C_out], nbr [N_out, K] (-1: none) -> [N_out, C_out].
+    Forward and input gradient run over all rows of the (reverse) neighbour table with a zero pad
+    row, so there is no scatter-add (slow and serial on CPU); the weight gradient uses the valid
+    pairs of each offset only.
     """
-    n_out, kvol = nbr.shape
-    c_in, c_out = weight.shape[1], weight.shape[2]
-    valid = nbr >= 0
-    if n_out == 0:
-        return x.new_zeros(0, c_out)
-    if valid.float().mean().item() >= _DENSE_FRACTION:
-        padded = torch.cat([x, x.new_zeros(1, c_in)])
-        cols = padded[torch.where(valid, nbr, x.shape[0])]  # [N_out, K, C_in]
-        return cols.reshape(n_out, kvol * c_in) @ weight.reshape(kvol * c_in, c_out)
-    out = x.new_zeros(n_out, c_out)
-    for k in range(kvol):
-        rows = valid[:, k].nonzero().squeeze(1)
-        if rows.numel():
-            out = out.index_add(0, rows, x[nbr[rows, k]] @ weight[k])
-    return out
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.kmap = kmap
+        padded = torch.cat([x, x.new_zeros(1, x.shape[1])])
+        out = x.new_zeros(kmap.num_out, weight.shape[2])
+        for k in range(weight.shape[0]):
+            out.addmm_(padded.index_select(0, kmap.padded[:, k]), weight[k])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        kmap: KernelMap = ctx.kmap
+        grad_out = grad_out.contiguous()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            padded = torch.cat([grad_out, grad_out.new_zeros(1, grad_out.shape[1])])
+            grad_x = x.new_zeros(x.shape)
+            for k in range(weight.shape[0]):
+                grad_x.addmm_(padded.index_select(0, kmap.reverse[:, k]), weight[k].T)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.zeros_like(weight)
+            for k, (rows_in, rows_out) in enumerate(kmap.pairs):
+                if rows_in.numel():
+                    grad_w[k] = x.index_select(0, rows_in).T @ grad_out.index_select(0, rows_out)
+        return grad_x, grad_w, None
+
+
+def sparse_conv_features(x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """x [N_in, C_in], weight [K, C_in, C_out], kernel map with K offsets -> [N_out, C_out]."""
+    if kmap.num_out == 0:
+        return x.new_zeros(0, weight.shape[2])
+    return _SparseConvFunction.apply(x, weight, kmap)
 
 
 class _ConvBase(nn.Module):
@@ -93,8 +111,8 @@ class SparseConv3d(_ConvBase):
         out_stride = x.stride * self.stride
         if self.stride > 1:
             x.manager.strided_coords(x.stride, out_stride)
-        nbr = x.manager.kernel_map(x.stride, out_stride, self.kernel_size, self.dilation)
-        feats = self._finish(sparse_conv_features(x.features, self._weight(), nbr))
+        kmap = x.manager.kernel_map(x.stride, out_stride, self.kernel_size, self.dilation)
+        feats = self._finish(sparse_conv_features(x.features, self._weight(), kmap))
         return SparseTensor(feats, x.manager.coords[out_stride], out_stride, x.manager)
 
 
@@ -111,8 +129,8 @@ class SparseConvTranspose3d(_ConvBase):
         out_stride = x.stride // self.stride
         if out_stride not in x.manager.coords:
             raise ValueError(f"no coordinates at stride {out_stride} to upsample onto")
-        nbr = x.manager.kernel_map(x.stride, out_stride, self.kernel_size, self.dilation, transposed=True)
-        feats = self._finish(sparse_conv_features(x.features, self._weight(), nbr))
+        kmap = x.manager.kernel_map(x.stride, out_stride, self.kernel_size, self.dilation, transposed=True)
+        feats = self._finish(sparse_conv_features(x.features, self._weight(), kmap))
         return SparseTensor(feats, x.manager.coords[out_stride], out_stride, x.manager)
 
 

@@ -1,0 +1,200 @@
+"""Checkpoints: relviz's safetensors format, and SLidR / OpenScene / Lightning layouts for reading.
+
+relviz format: one ``.safetensors`` file; the tensors are the model's state dict and the header's
+metadata holds ``relviz`` = JSON (architecture, dimensions, voxelization, teacher, loss, training
+configuration, package versions, metrics). One file, written to a temporary name and renamed, so a
+crash never leaves half a checkpoint.
+
+Other layouts (``.pt``/``.pth``/``.ckpt``) are read with ``torch.load(weights_only=True)``, which
+refuses anything that would execute code while unpickling:
+
+- SLidR: ``{"model_points": state_dict, "model_images": ..., "config": ...}``
+- Lightning: ``{"state_dict": {"model_points.<key>": ...}}``
+- OpenScene: ``{"state_dict": {"net3d.<key>" or "module.net3d.<key>": ...}}``
+- a bare state dict, possibly with ``module.`` / ``model.`` prefixes
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from relviz.info import package_versions
+
+FORMAT = "relviz-checkpoint/1"
+# Prefixes stripped from foreign checkpoints, outermost first.
+_PREFIXES = ("module.", "model_points.", "model.", "net3d.", "encoder.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit; the message names the file and the keys."""
+
+
+@dataclass
+class LoadReport:
+    """What happened when a state dict was loaded into a model."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    def describe(self, limit: int = 10) -> str:
+        def names(keys):
+            keys = list(keys)
+            return ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+        parts = [f"{len(self.loaded)} tensors loaded"]
+        if self.missing:
+            parts.append(f"missing {len(self.missing)}: {names(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected {len(self.unexpected)}: {names(self.unexpected)}")
+        if self.shape_mismatch:
+            parts.append("shape mismatch: " + names(f"{k} checkpoint {tuple(a)} vs model {tuple(b)}"
+                                                    for k, (a, b) in self.shape_mismatch.items()))
+        return "; ".join(parts)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module | dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Write weights and metadata atomically to ``path`` (a ``.safetensors`` file)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: relviz checkpoints are .safetensors files")
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    meta = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": {k: v for k, v in package_versions().items() if v}, **metadata}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"relviz": json.dumps(meta)})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a relviz checkpoint, without loading its tensors."""
+    path = Path(path)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("relviz")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from e
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file without relviz metadata")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: relviz metadata is not valid JSON ({e})") from e
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if any(k.startswith("model_points.") for k in state):  # Lightning: keep the 3D model only
+        state = {k: v for k, v in state.items() if k.startswith("model_points.")}
+    for prefix in _PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _foreign_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):
+            raise CheckpointError(f"{path}: refused: it contains objects that need unpickling arbitrary code "
+                                  f"(loaded with weights_only=True). Re-save it as a plain state dict. "
+                                  f"({str(e).splitlines()[-1] if str(e) else e})") from e
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0]})") from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
+    meta: dict[str, Any] = {"source_format": "state_dict"}
+    if isinstance(obj, dict) and isinstance(obj.get("model_points"), dict):
+        meta = {"source_format": "slidr", "config": obj.get("config"), "epoch": obj.get("epoch")}
+        obj = obj["model_points"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        meta = {"source_format": "lightning/openscene", "epoch": obj.get("epoch")}
+        obj = obj["state_dict"]
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: no state dict found (expected tensors under 'model_points', "
+                              f"'state_dict', 'model', or at the top level)")
+    return _strip_prefixes(obj), meta
+
+
+def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of any supported checkpoint file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.suffix == ".safetensors":
+        meta = read_metadata(path)
+        try:
+            return load_file(str(path)), meta
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path}: corrupted safetensors data ({e})") from e
+    return _foreign_state_dict(path)
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = True,
+              source: str = "checkpoint") -> LoadReport:
+    """Load matching tensors into ``model``; report missing, unexpected and shape-mismatched keys.
+
+    strict: raise :class:`CheckpointError` unless every key matches. Otherwise load what fits (as
+    SLidR's downstream loader does for a new head) and return the report.
+    """
+    own = model.state_dict()
+    report = LoadReport()
+    usable = {}
+    for k, v in state.items():
+        if k not in own:
+            report.unexpected.append(k)
+        elif tuple(own[k].shape) != tuple(v.shape):
+            report.shape_mismatch[k] = (tuple(v.shape), tuple(own[k].shape))
+        else:
+            usable[k] = v
+    report.missing = [k for k in own if k not in state]
+    if strict and not report.ok:
+        raise CheckpointError(f"{source} does not fit the model: {report.describe()}")
+    model.load_state_dict(usable, strict=False)
+    report.loaded = list(usable)
+    return report
+
+
+def load_student(path: str | Path, backend: str = "torch", device: str | torch.device = "cpu"):
+    """Rebuild a MinkUNet student from a relviz checkpoint: (model in eval mode, metadata)."""
+    from relviz.models.minkunet import MinkUNet, MinkUNetConfig
+
+    state, meta = load_state_dict(path)
+    if "architecture" not in meta:
+        raise CheckpointError(f"{path}: no 'architecture' in its metadata; build the model yourself and use "
+                              f"load_into() for foreign checkpoints")
+    try:
+        cfg = MinkUNetConfig.from_dict(meta["architecture"])
+    except (TypeError, KeyError) as e:
+        raise CheckpointError(f"{path}: invalid 'architecture' metadata ({e})") from e
+    model = MinkUNet(cfg, backend)
+    load_into(model, state, strict=True, source=str(path))
+    return model.to(device).eval(), meta
