@@ -173,3 +173,25 @@ def test_corrupted_checkpoints(tmp_path):
     torch.save({"weights": [1, 2]}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="no state dict found"):
         load_state_dict(tmp_path / "odd.pt")
+
+
+def test_minkowski_backend_matches_torch_backend():
+    from relviz.models.backends import available_backends
+
+    if not available_backends()["minkowski"]:
+        pytest.skip("MinkowskiEngine is not installed (optional; bench/install_minkowski.sh builds it): "
+                    "backend parity not checked here")
+    torch.manual_seed(0)
+    ours = build_minkunet("MinkUNet34", out_channels=16, width=0.5).eval()
+    theirs = build_minkunet("MinkUNet34", out_channels=16, width=0.5, backend="minkowski").eval()
+    theirs.load_state_dict(ours.state_dict())
+    x = _scan(2000)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x).features, ours(x).features, atol=1e-5, rtol=1e-4)
+
+
+def test_unknown_backend_and_architecture():
+    with pytest.raises(ValueError, match="unknown sparse backend 'spconv'"):
+        build_minkunet("MinkUNet14", backend="spconv")
+    with pytest.raises(ValueError, match="unknown architecture 'MinkUNet50'"):
+        build_minkunet("MinkUNet50")

@@ -117,8 +117,7 @@ class MinkUNet(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         be = self.backend
-        x = be.from_relviz(x)
-        out_p1 = self.relu(self.bn0(self.conv0p1s1(x)))
+        out_p1 = self.relu(self.bn0(self.conv0p1s1(be.from_relviz(x))))
         out_b1p2 = self.block1(self.relu(self.bn1(self.conv1p1s2(out_p1))))
         out_b2p4 = self.block2(self.relu(self.bn2(self.conv2p2s2(out_b1p2))))
         out_b3p8 = self.block3(self.relu(self.bn3(self.conv3p4s2(out_b2p4))))

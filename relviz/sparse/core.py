@@ -7,8 +7,8 @@ convolution lands exactly on the finer coordinates that already exist (as in ME)
 connections can be concatenated row by row.
 
 A kernel map is a neighbour table ``[N_out, K_vol]`` of input row indices (-1 where there is no
-neighbour); each offset maps inputs to outputs one-to-one, which is what lets the convolution run
-on gathers alone (no scatter-add) in both directions. For offset k with spatial offset o_k:
+neighbour). Each offset maps inputs to outputs one-to-one, so the convolution is, per offset, a
+gather of the present pairs, one matrix product and an index-add. For offset k with spatial offset o_k:
 
 - convolution:            out[p] = sum_k W[k]^T x[p + o_k]
 - transposed convolution: out[q] = sum_k W[k]^T x[q - o_k]
@@ -74,39 +74,19 @@ class _KeyIndex:
 
 
 class KernelMap:
-    """A neighbour table ``nbr`` [N_out, K] of input rows (-1: none), with the derived views the
-    convolution needs, computed once: padded indices for gathers, the reverse table for the input
-    gradient, and the valid (input, output) pairs per offset for the weight gradient."""
+    """A neighbour table ``nbr`` [N_out, K] of input rows (-1: none) and, computed once, the valid
+    (input rows, output rows) pairs of each offset. ``identity`` is the offset that maps every row
+    to itself (the centre of a submanifold kernel), which needs no gather at all."""
 
-    def __init__(self, nbr: torch.Tensor, num_in: int):
+    def __init__(self, nbr: torch.Tensor, num_in: int, identity: int | None = None):
         self.nbr = nbr
         self.num_in = num_in
-        self._padded: torch.Tensor | None = None
-        self._reverse: torch.Tensor | None = None
+        self.identity = identity
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def num_out(self) -> int:
         return self.nbr.shape[0]
-
-    @property
-    def padded(self) -> torch.Tensor:
-        """[N_out, K] input rows with absent neighbours pointing at row N_in (a zero pad row)."""
-        if self._padded is None:
-            self._padded = torch.where(self.nbr >= 0, self.nbr, self.num_in)
-        return self._padded
-
-    @property
-    def reverse(self) -> torch.Tensor:
-        """[N_in, K] output row that input row i feeds through offset k (N_out: none); padded."""
-        if self._reverse is None:
-            rev = torch.full((self.num_in + 1, self.nbr.shape[1]), self.num_out, dtype=torch.long,
-                             device=self.nbr.device)
-            out_rows = torch.arange(self.num_out, device=self.nbr.device)[:, None].expand_as(self.nbr)
-            cols = torch.arange(self.nbr.shape[1], device=self.nbr.device)[None, :].expand_as(self.nbr)
-            rev[self.padded, cols] = out_rows  # each (input, offset) feeds at most one output
-            self._reverse = rev[: self.num_in]
-        return self._reverse
 
     @property
     def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -157,7 +137,8 @@ class CoordinateManager:
             shift = _offset_key(kernel_offsets(kernel_size, step, device))
             out_keys = self._keys[out_stride]
             queries = out_keys[:, None] - shift[None, :] if transposed else out_keys[:, None] + shift[None, :]
-            self._maps[key] = KernelMap(self.index(in_stride).lookup(queries), self.coords[in_stride].shape[0])
+            centre = kernel_size ** 3 // 2 if (in_stride == out_stride and kernel_size % 2 == 1) else None
+            self._maps[key] = KernelMap(self.index(in_stride).lookup(queries), self.coords[in_stride].shape[0], centre)
         return self._maps[key]
 
 

@@ -17,21 +17,23 @@ import torch.nn.functional as F
 from relviz.sparse.core import KernelMap, SparseTensor
 
 class _SparseConvFunction(torch.autograd.Function):
-    """out[p] = sum_k x[nbr[p, k]] @ W[k], with gather-only forward and backward.
+    """out[p] = sum_k x[nbr[p, k]] @ W[k] over the present pairs of each offset.
 
-    Forward and input gradient run over all rows of the (reverse) neighbour table with a zero pad
-    row, so there is no scatter-add (slow and serial on CPU); the weight gradient uses the valid
-    pairs of each offset only.
+    Forward, input gradient and weight gradient each run one gather, one matrix product and one
+    index-add per offset on the present pairs only (lidar neighbourhoods are mostly empty); the
+    identity offset of a submanifold kernel skips the gathers.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.kmap = kmap
-        padded = torch.cat([x, x.new_zeros(1, x.shape[1])])
         out = x.new_zeros(kmap.num_out, weight.shape[2])
-        for k in range(weight.shape[0]):
-            out.addmm_(padded.index_select(0, kmap.padded[:, k]), weight[k])
+        for k, (rows_in, rows_out) in enumerate(kmap.pairs):
+            if k == kmap.identity:
+                out.addmm_(x, weight[k])
+            elif rows_in.numel():
+                out.index_add_(0, rows_out, x.index_select(0, rows_in) @ weight[k])
         return out
 
     @staticmethod
@@ -39,17 +41,23 @@ class _SparseConvFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         kmap: KernelMap = ctx.kmap
         grad_out = grad_out.contiguous()
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            padded = torch.cat([grad_out, grad_out.new_zeros(1, grad_out.shape[1])])
-            grad_x = x.new_zeros(x.shape)
-            for k in range(weight.shape[0]):
-                grad_x.addmm_(padded.index_select(0, kmap.reverse[:, k]), weight[k].T)
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.zeros_like(weight)
-            for k, (rows_in, rows_out) in enumerate(kmap.pairs):
-                if rows_in.numel():
-                    grad_w[k] = x.index_select(0, rows_in).T @ grad_out.index_select(0, rows_out)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = x.new_zeros(x.shape) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        for k, (rows_in, rows_out) in enumerate(kmap.pairs):
+            if k == kmap.identity:
+                g, xin = grad_out, x
+            elif rows_in.numel():
+                g, xin = grad_out.index_select(0, rows_out), x.index_select(0, rows_in) if need_w else None
+            else:
+                continue
+            if need_x:
+                if k == kmap.identity:
+                    grad_x.addmm_(g, weight[k].T)
+                else:
+                    grad_x.index_add_(0, rows_in, g @ weight[k].T)
+            if need_w:
+                grad_w[k] = xin.T @ g
         return grad_x, grad_w, None
 
 
