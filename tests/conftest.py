@@ -28,3 +28,19 @@ def _seed():
 @pytest.fixture
 def workspace_home() -> str:
     return os.environ["RELVIZ_HOME"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A small synthetic nuScenes v1.0-mini dataset (10 scenes x 2 keyframes, 400x225 images), built once."""
+    from relviz.data.synthetic import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("synthetic") / "synthetic-mini"
+    return generate(root, SynthConfig(seed=0, samples_per_scene=2, image_size=(400, 225)), workers=2)
+
+
+@pytest.fixture(scope="session")
+def nusc(synthetic_root):
+    from relviz.data.nuscenes import open_nuscenes
+
+    return open_nuscenes(synthetic_root, "v1.0-mini")

@@ -19,8 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +74,7 @@ _MATERIALS = {
     "movable_object.barrier": ((0.90, 0.90, 0.90), "barrier", 70.0),
     "movable_object.trafficcone": ((1.00, 0.35, 0.00), "cone", 95.0),
 }
+_KINDS = tuple(sorted({m[1] for m in _MATERIALS.values()}))
 _CAR_COLORS = ((0.70, 0.10, 0.10), (0.10, 0.20, 0.60), (0.75, 0.75, 0.78), (0.08, 0.08, 0.08), (0.90, 0.90, 0.92))
 
 
@@ -299,15 +303,15 @@ def _overlaps(a: _Object, b: _Object) -> bool:
 
 def _hash_noise(p: np.ndarray, scale: float) -> np.ndarray:
     """Deterministic value noise in [0, 1) of world points [N, 3] on a lattice of ``scale`` metres."""
-    q = np.floor(p / scale)
+    q = np.floor(p / scale).astype(np.float64)
     v = np.sin(q @ np.array([12.9898, 78.233, 37.719])) * 43758.5453
-    return v - np.floor(v)
+    return (v - np.floor(v)).astype(np.float32)
 
 
 def _texture(kind: str, p: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Multiplicative RGB texture [N, 3] for surface points p [N, 3] (road frame) with normals n."""
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
-    ones = np.ones(len(p))
+    ones = np.ones(len(p), dtype=np.float32)
     fine = 0.85 + 0.3 * _hash_noise(p, 0.07)
     if kind == "asphalt":
         t = 0.8 + 0.4 * _hash_noise(p, 0.05)
@@ -387,9 +391,11 @@ class _World:
                 geom_obj.append(i)
         self.geom_obj = np.array(geom_obj + [-1])  # index -1 (miss) maps to -1
         self.obj_fine = np.array([_FINE[o.fine] for o in objects] + [0], dtype=np.uint8)
-        self.obj_color = np.array([o.color for o in objects] + [(0, 0, 0)])
-        self.obj_kind = [_MATERIALS[o.fine][1] for o in objects]
+        self.obj_color = np.array([o.color for o in objects] + [(0, 0, 0)], dtype=np.float32)
+        self.obj_kind_id = np.array([_KINDS.index(_MATERIALS[o.fine][1]) for o in objects] + [0])
         self.obj_reflect = np.array([_MATERIALS[o.fine][2] for o in objects] + [0.0])
+        # image noise: one field drawn per scene, windows of it cut per image
+        self.noise = (np.random.default_rng(len(objects)).standard_normal(4_000_000, dtype=np.float32) * 0.015)
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray):
         """(distance [N] (inf on miss), object index [N] (-1 on miss), normals [N, 3] global)."""
@@ -403,37 +409,38 @@ class _World:
 
 def _shade(world: _World, obj: np.ndarray, p_global: np.ndarray, normals: np.ndarray, dirs: np.ndarray,
            rng: np.random.Generator) -> np.ndarray:
-    """RGB uint8 [N, 3] of ray hits, sky where missed."""
+    """RGB uint8 [N, 3] of ray hits, sky where missed.
+
+    The hot path of the generator: float32 throughout, pixels sorted by texture kind once so each
+    texture runs on a contiguous slice, and image noise cut from one pre-drawn field.
+    """
     n = len(obj)
-    rgb = np.empty((n, 3))
+    g2r = world.global_to_road.astype(np.float32)
+    kinds = world.obj_kind_id[obj]  # misses (-1) get the last entry: shaded, then painted over as sky
+    order = np.argsort(kinds, kind="stable")
+    bounds = np.searchsorted(kinds[order], np.arange(len(_KINDS) + 1))
+    p_road = p_global[order].astype(np.float32) @ g2r[:3, :3].T + g2r[:3, 3]
+    n_road = normals[order].astype(np.float32) @ g2r[:3, :3].T
+    shaded = world.obj_color[obj[order]]
+    for kind_id in range(len(_KINDS)):
+        a, b = bounds[kind_id], bounds[kind_id + 1]
+        if b > a:
+            shaded[a:b] *= _texture(_KINDS[kind_id], p_road[a:b], n_road[a:b])
+    shaded *= (0.45 + 0.55 * np.abs(n_road @ _LIGHT))[:, None]
+    rgb = np.empty_like(shaded)
+    rgb[order] = shaded
     sky = obj < 0
-    up = np.clip(dirs[:, 2], 0, 1)
-    rgb[sky] = np.stack([0.55 + 0.2 * up[sky], 0.70 + 0.2 * up[sky], 0.95 * np.ones(sky.sum())], 1)
-    hit = ~sky
-    if hit.any():
-        p_road = transform_points(world.global_to_road, p_global[hit])
-        n_road = normals[hit] @ world.global_to_road[:3, :3].T
-        base = world.obj_color[obj[hit]]
-        tex = np.ones((hit.sum(), 3))
-        kinds = np.array(world.obj_kind)[obj[hit]]
-        for kind in np.unique(kinds):
-            m = kinds == kind
-            tex[m] = _texture(kind, p_road[m], n_road[m])
-        light = np.array([0.4, 0.3, 0.85])
-        light /= np.linalg.norm(light)
-        lambert = 0.45 + 0.55 * np.abs(n_road @ light)
-        rgb[hit] = base * tex * lambert[:, None]
-    rgb += rng.normal(0, 0.015, rgb.shape)
+    up = np.clip(dirs[sky, 2], 0, 1).astype(np.float32)
+    rgb[sky] = np.stack([0.55 + 0.2 * up, 0.70 + 0.2 * up, np.full_like(up, 0.95)], 1)
+    start = int(rng.integers(0, len(world.noise) - 3 * n))
+    rgb += world.noise[start:start + 3 * n].reshape(n, 3)
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
+_LIGHT = (np.array([0.4, 0.3, 0.85]) / np.linalg.norm([0.4, 0.3, 0.85])).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------ writer
-
-class _Tables:
-    def __init__(self):
-        self.t: dict[str, list] = {name: [] for name in TABLES}
-        self.lidarseg: list = []
-
 
 def _ego_state(t: float, speed: float, phase: float) -> tuple[np.ndarray, float]:
     """Ego position (road frame) and yaw at time t: along the road with a gentle lane wobble."""
@@ -444,15 +451,19 @@ def _ego_state(t: float, speed: float, phase: float) -> tuple[np.ndarray, float]
     return np.array([x, y, 0.0]), math.atan2(dy, speed)
 
 
-def generate(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress=None) -> Path:
-    """Write the synthetic dataset to ``out_dir`` (must not exist yet); returns its path."""
+def generate(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress=None, workers: int | None = None) -> Path:
+    """Write the synthetic dataset to ``out_dir`` (must not exist yet); returns its path.
+
+    progress: optional callback(done scenes, total scenes). workers: processes (default: CPU count, at most 4).
+    """
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; choose a new folder or remove it first")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        _generate_into(tmp, config, progress)
+        _generate_into(tmp, config, progress, workers)
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -460,144 +471,177 @@ def generate(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress=
     return out_dir
 
 
-def _generate_into(root: Path, cfg: SynthConfig, progress) -> None:
-    v = cfg.version
-    for sub in [v, f"lidarseg/{v}", "maps", "samples/LIDAR_TOP"] + [f"samples/{c}" for c in CAMERAS]:
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    tb = _Tables()
+def _static_tables(cfg: SynthConfig) -> dict[str, list]:
+    """The tables that do not depend on the scenes (deterministic in the seed)."""
     seed = cfg.seed
-    # static tables
+    t: dict[str, list] = {name: [] for name in TABLES}
     for i, name in enumerate(FINE_CLASSES):
-        tb.t["category"].append({"token": _token(seed, "category", name), "name": name,
-                                 "description": f"synthetic {name}", "index": i})
+        t["category"].append({"token": _token(seed, "category", name), "name": name,
+                              "description": f"synthetic {name}", "index": i})
     for name in ("vehicle.moving", "vehicle.parked", "vehicle.stopped", "pedestrian.moving", "pedestrian.standing",
                  "pedestrian.sitting_lying_down", "cycle.with_rider", "cycle.without_rider"):
-        tb.t["attribute"].append({"token": _token(seed, "attribute", name), "name": name, "description": name})
+        t["attribute"].append({"token": _token(seed, "attribute", name), "name": name, "description": name})
     for i, level in enumerate(("v0-40", "v40-60", "v60-80", "v80-100"), start=1):
-        tb.t["visibility"].append({"token": str(i), "level": level, "description": f"visibility {level}"})
-    sensors = {}
-    calibs = {}
+        t["visibility"].append({"token": str(i), "level": level, "description": f"visibility {level}"})
     w, h = cfg.image_size
     for channel in ("LIDAR_TOP",) + CAMERAS:
         tok = _token(seed, "sensor", channel)
-        sensors[channel] = tok
-        tb.t["sensor"].append({"token": tok, "channel": channel,
-                               "modality": "lidar" if channel.startswith("LIDAR") else "camera"})
+        t["sensor"].append({"token": tok, "channel": channel,
+                            "modality": "lidar" if channel.startswith("LIDAR") else "camera"})
         if channel == "LIDAR_TOP":
             calib = {"translation": list(_LIDAR_TRANSLATION), "rotation": yaw_quaternion(_LIDAR_YAW),
                      "camera_intrinsic": []}
         else:
             yaw_deg, trans, f1600 = _CAMERA_RIG[channel]
             f = f1600 * w / 1600.0
-            k = [[f, 0.0, (w - 1) / 2.0 + 8.0 * w / 1600.0], [0.0, f * 1.0, (h - 1) / 2.0 + 41.0 * h / 900.0],
+            k = [[f, 0.0, (w - 1) / 2.0 + 8.0 * w / 1600.0], [0.0, f, (h - 1) / 2.0 + 41.0 * h / 900.0],
                  [0.0, 0.0, 1.0]]
             # camera axes (x right, y down, z forward) expressed in ego for a camera looking along yaw
-            forward = _rot_z(math.radians(yaw_deg))
-            cam_to_ego = forward @ np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+            cam_to_ego = _rot_z(math.radians(yaw_deg)) @ np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0],
+                                                                   [0.0, -1.0, 0.0]])
             calib = {"translation": list(trans), "rotation": list(Quaternion(matrix=cam_to_ego).elements),
                      "camera_intrinsic": k}
-        calib["token"] = _token(seed, "calibrated_sensor", channel)
-        calib["sensor_token"] = tok
-        calibs[channel] = calib
-        tb.t["calibrated_sensor"].append(calib)
+        t["calibrated_sensor"].append({"token": _token(seed, "calibrated_sensor", channel), "sensor_token": tok,
+                                       **calib})
     log_token = _token(seed, "log")
-    tb.t["log"].append({"token": log_token, "logfile": "relviz-synthetic", "vehicle": "relviz-ego",
-                        "date_captured": "2026-01-01", "location": "synthetic-town"})
-    map_name = f"maps/{_token(seed, 'map')}.png"
-    Image.new("L", (16, 16), 0).save(root / map_name)
-    tb.t["map"].append({"token": _token(seed, "map"), "log_tokens": [log_token], "category": "semantic_prior",
-                        "filename": map_name})
-    cat_token = {c["name"]: c["token"] for c in tb.t["category"]}
-    attr_token = {a["name"]: a["token"] for a in tb.t["attribute"]}
+    t["log"].append({"token": log_token, "logfile": "relviz-synthetic", "vehicle": "relviz-ego",
+                     "date_captured": "2026-01-01", "location": "synthetic-town"})
+    t["map"].append({"token": _token(seed, "map"), "log_tokens": [log_token], "category": "semantic_prior",
+                     "filename": f"maps/{_token(seed, 'map')}.png"})
+    return t
 
+
+def _generate_into(root: Path, cfg: SynthConfig, progress, workers: int) -> None:
+    v = cfg.version
+    for sub in [v, f"lidarseg/{v}", "maps", "samples/LIDAR_TOP"] + [f"samples/{c}" for c in CAMERAS]:
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    tables = _static_tables(cfg)
+    Image.new("L", (16, 16), 0).save(root / tables["map"][0]["filename"])
+    tables["lidarseg"] = []
     scene_names = MINI_TRAIN + MINI_VAL
-    for si, scene_name in enumerate(scene_names):
-        rng = np.random.default_rng([seed, si])
-        length = cfg.speed * 0.5 * (cfg.samples_per_scene - 1)
-        objects = _build_scene(rng, length)
-        # place the road in the global frame: a per-scene origin and heading, kept within ~100 m
-        road_yaw = float(rng.uniform(-math.pi, math.pi))
-        road_to_global = pose_matrix([float(rng.uniform(-60, 60)), float(rng.uniform(-60, 60)), 0.0],
-                                     yaw_quaternion(road_yaw))
-        world = _World(objects, road_to_global)
-        phase = float(rng.uniform(0, 2 * math.pi))
-        t0 = 1_600_000_000_000_000 + si * 100_000_000
-        scene_token = _token(seed, "scene", scene_name)
-        sample_tokens = [_token(seed, scene_name, "sample", i) for i in range(cfg.samples_per_scene)]
-        prev_sd = {c: "" for c in ("LIDAR_TOP",) + CAMERAS}
-        last_sd: dict[str, dict] = {}
-        ann_by_obj: dict[int, list[dict]] = {}
-        for i, sample_token in enumerate(sample_tokens):
-            ts = t0 + i * 500_000
-            tb.t["sample"].append({"token": sample_token, "timestamp": ts, "scene_token": scene_token,
-                                   "prev": sample_tokens[i - 1] if i else "",
-                                   "next": sample_tokens[i + 1] if i + 1 < len(sample_tokens) else ""})
-            lidar_counts = None
-            for ci, channel in enumerate(("LIDAR_TOP",) + CAMERAS):
-                # cameras fire a few ms after the lidar, as the spinning lidar passes them
-                sd_ts = ts + (0 if channel == "LIDAR_TOP" else 8_000 * ci + 2_000)
-                pos, yaw = _ego_state((sd_ts - t0) / 1e6, cfg.speed, phase)
-                ego_global = road_to_global @ pose_matrix(pos, yaw_quaternion(yaw))
-                pose = {"token": _token(seed, scene_name, i, channel, "ego_pose"), "timestamp": sd_ts,
-                        "translation": list(ego_global[:3, 3]),
-                        "rotation": list(Quaternion(matrix=ego_global[:3, :3], atol=1e-6).elements)}
-                tb.t["ego_pose"].append(pose)
-                sd_token = _token(seed, scene_name, i, channel, "sample_data")
-                sensor_to_global = ego_global @ pose_matrix(calibs[channel]["translation"],
-                                                            calibs[channel]["rotation"])
-                stem = f"{scene_name}__{channel}__{sd_ts}"
-                if channel == "LIDAR_TOP":
-                    filename = f"samples/LIDAR_TOP/{stem}.pcd.bin"
-                    points, fine, obj = _lidar_sweep(world, sensor_to_global, cfg, rng)
-                    points.tofile(root / filename)
-                    label_file = f"lidarseg/{v}/{sd_token}_lidarseg.bin"
-                    fine.tofile(root / label_file)
-                    tb.lidarseg.append({"token": sd_token, "sample_data_token": sd_token, "filename": label_file})
-                    lidar_counts = np.bincount(obj[obj >= 0], minlength=len(objects))
-                    extra = {"fileformat": "pcd", "width": 0, "height": 0}
-                else:
-                    filename = f"samples/{channel}/{stem}.jpg"
-                    rgb, cls = _render_camera(world, sensor_to_global, calibs[channel]["camera_intrinsic"], w, h, rng)
-                    Image.fromarray(rgb).save(root / filename, quality=90)
-                    Image.fromarray(cls).save(root / f"samples/{channel}/{stem}.class.png")
-                    extra = {"fileformat": "jpg", "width": w, "height": h}
-                tb.t["sample_data"].append({
-                    "token": sd_token, "sample_token": sample_token, "ego_pose_token": pose["token"],
-                    "calibrated_sensor_token": calibs[channel]["token"], "timestamp": sd_ts, "is_key_frame": True,
-                    "filename": filename, "prev": prev_sd[channel], "next": "", **extra})
-                if prev_sd[channel]:
-                    last_sd[channel]["next"] = sd_token
-                prev_sd[channel] = sd_token
-                last_sd[channel] = tb.t["sample_data"][-1]
-            # annotations for objects seen by the lidar in this sample
-            for oi, obj in enumerate(objects):
-                if not obj.annotate or lidar_counts[oi] == 0:
-                    continue
-                center = transform_points(road_to_global, np.array([obj.center]))[0]
-                ann = {"token": _token(seed, scene_name, i, "ann", oi), "sample_token": sample_token,
-                       "instance_token": _token(seed, scene_name, "instance", oi), "visibility_token": "4",
-                       "attribute_tokens": [attr_token[_attribute(obj.fine)]], "translation": list(center),
-                       "size": list(obj.size), "rotation": yaw_quaternion(obj.yaw + road_yaw),
-                       "num_lidar_pts": int(lidar_counts[oi]), "num_radar_pts": 0, "prev": "", "next": ""}
-                ann_by_obj.setdefault(oi, []).append(ann)
+    jobs = [(root, cfg, si, name) for si, name in enumerate(scene_names)]
+    if workers > 1:
+        # scenes are independent and seeded by (seed, scene index): a pool gives identical bytes
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            results = pool.map(_scene_worker, jobs)
+            per_scene = []
+            for done, records in enumerate(results, start=1):
+                per_scene.append(records)
+                if progress:
+                    progress(done, len(jobs))
+    else:
+        per_scene = []
+        for done, job in enumerate(jobs, start=1):
+            per_scene.append(_scene_worker(job))
             if progress:
-                progress(si * cfg.samples_per_scene + i + 1, len(scene_names) * cfg.samples_per_scene)
-        for oi, anns in ann_by_obj.items():
-            for a, b in zip(anns, anns[1:]):
-                a["next"], b["prev"] = b["token"], a["token"]
-            tb.t["sample_annotation"].extend(anns)
-            tb.t["instance"].append({"token": anns[0]["instance_token"], "category_token": cat_token[objects[oi].fine],
-                                     "nbr_annotations": len(anns), "first_annotation_token": anns[0]["token"],
-                                     "last_annotation_token": anns[-1]["token"]})
-        tb.t["scene"].append({"token": scene_token, "log_token": log_token, "nbr_samples": len(sample_tokens),
-                              "first_sample_token": sample_tokens[0], "last_sample_token": sample_tokens[-1],
-                              "name": scene_name, "description": f"relviz synthetic street, seed {seed}"})
-    for name, records in tb.t.items():
-        (root / v / f"{name}.json").write_text(json.dumps(records, indent=0))
-    (root / v / "lidarseg.json").write_text(json.dumps(tb.lidarseg, indent=0))
+                progress(done, len(jobs))
+    for records in per_scene:
+        for name, rows in records.items():
+            tables[name].extend(rows)
+    for name, rows in tables.items():
+        (root / v / f"{name}.json").write_text(json.dumps(rows, indent=0))
     (root / "relviz_synthetic.json").write_text(json.dumps({
-        "generator": "relviz.data.synthetic", "seed": seed, "samples_per_scene": cfg.samples_per_scene,
+        "generator": "relviz.data.synthetic", "seed": cfg.seed, "samples_per_scene": cfg.samples_per_scene,
         "image_size": list(cfg.image_size), "version": v}, indent=1))
+
+
+def _scene_worker(job) -> dict[str, list]:
+    root, cfg, si, scene_name = job
+    return _generate_scene(root, cfg, si, scene_name)
+
+
+def _generate_scene(root: Path, cfg: SynthConfig, si: int, scene_name: str) -> dict[str, list]:
+    """Ray cast and write one scene's files; return its table records."""
+    v, seed = cfg.version, cfg.seed
+    static = _static_tables(cfg)
+    calibs = {next(s["channel"] for s in static["sensor"] if s["token"] == c["sensor_token"]): c
+              for c in static["calibrated_sensor"]}
+    log_token = static["log"][0]["token"]
+    cat_token = {c["name"]: c["token"] for c in static["category"]}
+    attr_token = {a["name"]: a["token"] for a in static["attribute"]}
+    tb = {name: [] for name in ("sample", "sample_data", "ego_pose", "sample_annotation", "instance", "scene",
+                                "lidarseg")}
+    w, h = cfg.image_size
+    rng = np.random.default_rng([seed, si])
+    length = cfg.speed * 0.5 * (cfg.samples_per_scene - 1)
+    objects = _build_scene(rng, length)
+    # place the road in the global frame: a per-scene origin and heading, kept within ~100 m
+    road_yaw = float(rng.uniform(-math.pi, math.pi))
+    road_to_global = pose_matrix([float(rng.uniform(-60, 60)), float(rng.uniform(-60, 60)), 0.0],
+                                 yaw_quaternion(road_yaw))
+    world = _World(objects, road_to_global)
+    phase = float(rng.uniform(0, 2 * math.pi))
+    t0 = 1_600_000_000_000_000 + si * 100_000_000
+    scene_token = _token(seed, "scene", scene_name)
+    sample_tokens = [_token(seed, scene_name, "sample", i) for i in range(cfg.samples_per_scene)]
+    prev_sd = {c: "" for c in ("LIDAR_TOP",) + CAMERAS}
+    last_sd: dict[str, dict] = {}
+    ann_by_obj: dict[int, list[dict]] = {}
+    for i, sample_token in enumerate(sample_tokens):
+        ts = t0 + i * 500_000
+        tb["sample"].append({"token": sample_token, "timestamp": ts, "scene_token": scene_token,
+                             "prev": sample_tokens[i - 1] if i else "",
+                             "next": sample_tokens[i + 1] if i + 1 < len(sample_tokens) else ""})
+        lidar_counts = None
+        for ci, channel in enumerate(("LIDAR_TOP",) + CAMERAS):
+            # cameras fire a few ms after the lidar, as the spinning lidar passes them
+            sd_ts = ts + (0 if channel == "LIDAR_TOP" else 8_000 * ci + 2_000)
+            pos, yaw = _ego_state((sd_ts - t0) / 1e6, cfg.speed, phase)
+            ego_global = road_to_global @ pose_matrix(pos, yaw_quaternion(yaw))
+            pose = {"token": _token(seed, scene_name, i, channel, "ego_pose"), "timestamp": sd_ts,
+                    "translation": list(ego_global[:3, 3]),
+                    "rotation": list(Quaternion(matrix=ego_global[:3, :3], atol=1e-6).elements)}
+            tb["ego_pose"].append(pose)
+            sd_token = _token(seed, scene_name, i, channel, "sample_data")
+            sensor_to_global = ego_global @ pose_matrix(calibs[channel]["translation"],
+                                                        calibs[channel]["rotation"])
+            stem = f"{scene_name}__{channel}__{sd_ts}"
+            if channel == "LIDAR_TOP":
+                filename = f"samples/LIDAR_TOP/{stem}.pcd.bin"
+                points, fine, obj = _lidar_sweep(world, sensor_to_global, cfg, rng)
+                points.tofile(root / filename)
+                label_file = f"lidarseg/{v}/{sd_token}_lidarseg.bin"
+                fine.tofile(root / label_file)
+                tb["lidarseg"].append({"token": sd_token, "sample_data_token": sd_token, "filename": label_file})
+                lidar_counts = np.bincount(obj[obj >= 0], minlength=len(objects))
+                extra = {"fileformat": "pcd", "width": 0, "height": 0}
+            else:
+                filename = f"samples/{channel}/{stem}.jpg"
+                rgb, cls = _render_camera(world, sensor_to_global, calibs[channel]["camera_intrinsic"], w, h, rng)
+                Image.fromarray(rgb).save(root / filename, quality=90)
+                Image.fromarray(cls).save(root / f"samples/{channel}/{stem}.class.png")
+                extra = {"fileformat": "jpg", "width": w, "height": h}
+            tb["sample_data"].append({
+                "token": sd_token, "sample_token": sample_token, "ego_pose_token": pose["token"],
+                "calibrated_sensor_token": calibs[channel]["token"], "timestamp": sd_ts, "is_key_frame": True,
+                "filename": filename, "prev": prev_sd[channel], "next": "", **extra})
+            if prev_sd[channel]:
+                last_sd[channel]["next"] = sd_token
+            prev_sd[channel] = sd_token
+            last_sd[channel] = tb["sample_data"][-1]
+        # annotations for objects seen by the lidar in this sample
+        for oi, obj in enumerate(objects):
+            if not obj.annotate or lidar_counts[oi] == 0:
+                continue
+            center = transform_points(road_to_global, np.array([obj.center]))[0]
+            ann = {"token": _token(seed, scene_name, i, "ann", oi), "sample_token": sample_token,
+                   "instance_token": _token(seed, scene_name, "instance", oi), "visibility_token": "4",
+                   "attribute_tokens": [attr_token[_attribute(obj.fine)]], "translation": list(center),
+                   "size": list(obj.size), "rotation": yaw_quaternion(obj.yaw + road_yaw),
+                   "num_lidar_pts": int(lidar_counts[oi]), "num_radar_pts": 0, "prev": "", "next": ""}
+            ann_by_obj.setdefault(oi, []).append(ann)
+    for oi, anns in ann_by_obj.items():
+        for a, b in zip(anns, anns[1:]):
+            a["next"], b["prev"] = b["token"], a["token"]
+        tb["sample_annotation"].extend(anns)
+        tb["instance"].append({"token": anns[0]["instance_token"], "category_token": cat_token[objects[oi].fine],
+                               "nbr_annotations": len(anns), "first_annotation_token": anns[0]["token"],
+                               "last_annotation_token": anns[-1]["token"]})
+    tb["scene"].append({"token": scene_token, "log_token": log_token, "nbr_samples": len(sample_tokens),
+                        "first_sample_token": sample_tokens[0], "last_sample_token": sample_tokens[-1],
+                        "name": scene_name, "description": f"relviz synthetic street, seed {seed}"})
+    return tb
 
 
 def _attribute(fine: str) -> str:
@@ -630,14 +674,23 @@ def _lidar_sweep(world: _World, lidar_to_global: np.ndarray, cfg: SynthConfig, r
     return points, world.obj_fine[obj], obj
 
 
+def _pixel_rays(intrinsic, w: int, h: int) -> np.ndarray:
+    """Unit ray directions [h*w, 3] in the camera frame through integer pixel coordinates."""
+    key = (tuple(map(tuple, np.asarray(intrinsic))), w, h)
+    if key not in _RAY_CACHE:
+        u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+        pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], 1)
+        dirs = pix @ np.linalg.inv(np.asarray(intrinsic)).T
+        _RAY_CACHE[key] = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+    return _RAY_CACHE[key]
+
+
+_RAY_CACHE: dict = {}
+
+
 def _render_camera(world: _World, cam_to_global: np.ndarray, intrinsic, w: int, h: int, rng: np.random.Generator):
     """Ray cast every pixel centre (integer pixel coordinates): (RGB uint8 [h, w, 3], fine class uint8 [h, w])."""
-    k_inv = np.linalg.inv(np.asarray(intrinsic))
-    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], 1)
-    dirs_c = pix @ k_inv.T
-    dirs_c /= np.linalg.norm(dirs_c, axis=1, keepdims=True)
-    dirs_g = dirs_c @ cam_to_global[:3, :3].T
+    dirs_g = _pixel_rays(intrinsic, w, h) @ cam_to_global[:3, :3].T
     origins = np.broadcast_to(cam_to_global[:3, 3], dirs_g.shape)
     t, obj, normals = world.cast(origins, dirs_g)
     p = origins + dirs_g * np.where(np.isfinite(t), t, 0)[:, None]

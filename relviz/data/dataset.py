@@ -1,0 +1,170 @@
+"""One pipeline for real and synthetic nuScenes: keyframes of a split -> points, labels, images,
+point-pixel pairs and voxels, and a collate that batches them with correct offsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from relviz.data.classes import merge_labels
+from relviz.data.geometry import lidar_to_camera_matrix, project_to_image, transform_points
+from relviz.data.nuscenes import open_nuscenes, read_labels, read_points, split_scenes
+from relviz.data.synthetic import CAMERAS
+from relviz.data.voxel import voxelize
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    min_depth: float = 1.0
+    margin: float = 1.0  # pixels kept strictly inside (margin, size - margin): 1 = devkit, 0 = SLidR
+
+
+class NuScenesLidarSeg(torch.utils.data.Dataset):
+    """Keyframes of a split of a nuScenes-format dataset.
+
+    Each item is a dict with
+    ``points`` float32 [N, 4] (x, y, z, intensity; lidar frame), ``labels`` int64 [N] merged classes
+    (0..16; None without lidarseg), ``images`` uint8 [6, H, W, 3] (if ``load_images``),
+    ``pair_points`` int64 [M] point indices, ``pair_cameras`` int64 [M] camera index (order of
+    ``CAMERAS``), ``pair_pixels`` float32 [M, 2] (u = column, v = row), ``voxels`` int32 [V, 3],
+    ``voxel_features`` float32 [V, 1] (intensity of the voxel's first point), ``inverse`` int64 [N],
+    and the tokens ``sample_token``, ``lidar_token``, ``camera_tokens``.
+    """
+
+    def __init__(self, dataroot: str | Path, version: str = "v1.0-mini", split="mini_train",
+                 voxel_size: float = 0.1, cylindrical: bool = True, load_images: bool = True,
+                 pairs: PairConfig = PairConfig(), augment: bool = False, seed: int = 0, nusc=None):
+        self.nusc = nusc if nusc is not None else open_nuscenes(dataroot, version)
+        self.dataroot = Path(self.nusc.dataroot)
+        self.scenes = split_scenes(self.nusc, split)
+        wanted = set(self.scenes)
+        self.sample_tokens: list[str] = []
+        for scene in sorted(self.nusc.scene, key=lambda s: s["name"]):
+            if scene["name"] not in wanted:
+                continue
+            token = scene["first_sample_token"]
+            while token:
+                self.sample_tokens.append(token)
+                token = self.nusc.get("sample", token)["next"]
+        self.voxel_size, self.cylindrical = voxel_size, cylindrical
+        self.load_images, self.pairs, self.augment = load_images, pairs, augment
+        self.seed, self.epoch = seed, 0
+        self.has_lidarseg = bool(getattr(self.nusc, "lidarseg", []))
+
+    def __len__(self) -> int:
+        return len(self.sample_tokens)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations are drawn from (seed, epoch, index): reproducible and different per epoch."""
+        self.epoch = epoch
+
+    def lidar(self, index: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Points float32 [N, 5], merged labels int64 [N] (or None) and the lidar sample_data record."""
+        sample = self.nusc.get("sample", self.sample_tokens[index])
+        sd = self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        points = read_points(self.dataroot / sd["filename"])
+        labels = None
+        if self.has_lidarseg:
+            rec = self.nusc.get("lidarseg", sd["token"])
+            labels = merge_labels(read_labels(self.dataroot / rec["filename"], len(points))).astype(np.int64)
+        return points, labels, sd
+
+    def camera_pairs(self, points_xyz: np.ndarray, lidar_sd: dict, channel: str) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(kept point indices [M], pixels [M, 2], camera sample_data) for one camera."""
+        sample = self.nusc.get("sample", lidar_sd["sample_token"])
+        cam_sd = self.nusc.get("sample_data", sample["data"][channel])
+        cam_calib = self.nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"])
+        m = lidar_to_camera_matrix(self.nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"]),
+                                   self.nusc.get("ego_pose", lidar_sd["ego_pose_token"]),
+                                   self.nusc.get("ego_pose", cam_sd["ego_pose_token"]), cam_calib)
+        idx, uv = project_to_image(transform_points(m, points_xyz), np.asarray(cam_calib["camera_intrinsic"]),
+                                   cam_sd["width"], cam_sd["height"], self.pairs.min_depth, self.pairs.margin)
+        return idx, uv, cam_sd
+
+    def __getitem__(self, index: int) -> dict:
+        points, labels, lidar_sd = self.lidar(index)
+        xyz = points[:, :3].astype(np.float64)
+        pair_points, pair_cameras, pair_pixels, images, cam_tokens = [], [], [], [], []
+        for ci, channel in enumerate(CAMERAS):
+            idx, uv, cam_sd = self.camera_pairs(xyz, lidar_sd, channel)
+            pair_points.append(idx)
+            pair_cameras.append(np.full(len(idx), ci))
+            pair_pixels.append(uv.astype(np.float32))
+            cam_tokens.append(cam_sd["token"])
+            if self.load_images:
+                images.append(np.asarray(Image.open(self.dataroot / cam_sd["filename"]).convert("RGB")))
+        if self.augment:
+            xyz = self._augment(xyz, index)
+        voxels, first, inverse = voxelize(xyz, self.voxel_size, self.cylindrical)
+        item = {
+            "sample_token": lidar_sd["sample_token"], "lidar_token": lidar_sd["token"], "camera_tokens": cam_tokens,
+            "points": np.concatenate([xyz, points[:, 3:4]], 1).astype(np.float32),
+            "labels": labels,
+            "pair_points": np.concatenate(pair_points).astype(np.int64),
+            "pair_cameras": np.concatenate(pair_cameras).astype(np.int64),
+            "pair_pixels": np.concatenate(pair_pixels),
+            "voxels": voxels, "voxel_features": points[first, 3:4].astype(np.float32), "inverse": inverse,
+        }
+        if self.load_images:
+            item["images"] = np.stack(images)
+        return item
+
+    def _augment(self, xyz: np.ndarray, index: int) -> np.ndarray:
+        """Random rotation about z and random flips of x and y (pairs stay as projected before)."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        angle = rng.uniform(0, 2 * np.pi)
+        c, s = np.cos(angle), np.sin(angle)
+        out = xyz @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]).T
+        flips = np.where(rng.random(2) < 0.5, -1.0, 1.0)
+        out[:, 0] *= flips[0]
+        out[:, 1] *= flips[1]
+        return out
+
+
+def collate(items: list[dict]) -> dict:
+    """Batch items: voxel coordinates get a batch column, indices are offset per item.
+
+    Returns ``coordinates`` int32 [sum V, 4] (batch, c0, c1, c2), ``features`` float32 [sum V, 1],
+    ``inverse`` int64 [sum N] (into the batched voxels), ``points`` [sum N, 4], ``labels``
+    [sum N] (if all items have them), ``batch_points`` int64 [sum N], ``pair_points`` int64 [sum M]
+    (into the batched points), ``pair_images`` int64 [sum M] (item * 6 + camera, into ``images``),
+    ``pair_pixels`` [sum M, 2], ``images`` uint8 [B * 6, H, W, 3] when loaded, and token lists.
+    """
+    coords, feats, inverse, points, labels, batch_points = [], [], [], [], [], []
+    pair_points, pair_images, pair_pixels = [], [], []
+    voxel_offset = point_offset = 0
+    for b, it in enumerate(items):
+        v, n = len(it["voxels"]), len(it["points"])
+        coords.append(np.concatenate([np.full((v, 1), b, dtype=np.int32), it["voxels"]], 1))
+        feats.append(it["voxel_features"])
+        inverse.append(it["inverse"] + voxel_offset)
+        points.append(it["points"])
+        labels.append(it["labels"])
+        batch_points.append(np.full(n, b, dtype=np.int64))
+        pair_points.append(it["pair_points"] + point_offset)
+        pair_images.append(it["pair_cameras"] + b * len(CAMERAS))
+        pair_pixels.append(it["pair_pixels"])
+        voxel_offset += v
+        point_offset += n
+    batch = {
+        "coordinates": torch.from_numpy(np.concatenate(coords)),
+        "features": torch.from_numpy(np.concatenate(feats)),
+        "inverse": torch.from_numpy(np.concatenate(inverse)),
+        "points": torch.from_numpy(np.concatenate(points)),
+        "batch_points": torch.from_numpy(np.concatenate(batch_points)),
+        "pair_points": torch.from_numpy(np.concatenate(pair_points)),
+        "pair_images": torch.from_numpy(np.concatenate(pair_images)),
+        "pair_pixels": torch.from_numpy(np.concatenate(pair_pixels)),
+        "sample_tokens": [it["sample_token"] for it in items],
+        "lidar_tokens": [it["lidar_token"] for it in items],
+        "camera_tokens": [t for it in items for t in it["camera_tokens"]],
+    }
+    if all(lab is not None for lab in labels):
+        batch["labels"] = torch.from_numpy(np.concatenate(labels))
+    if all("images" in it for it in items):
+        batch["images"] = torch.from_numpy(np.concatenate([it["images"] for it in items]))
+    return batch
