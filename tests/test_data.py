@@ -199,3 +199,17 @@ def test_missing_truncated_points_and_label_mismatch(broken_copy):
     pcd.unlink()
     with pytest.raises(DatasetError, match=r"lidar file .*\.pcd\.bin is missing"):
         ds[0]
+
+
+def test_superpixels_cached(nusc, tmp_path):
+    from relviz.data.superpixels import cached_superpixels, slic_superpixels
+
+    ds = NuScenesLidarSeg(None, split="mini_val", nusc=nusc)
+    item = ds[0]
+    image = item["images"][0]
+    seg = cached_superpixels(image, item["camera_tokens"][0], tmp_path, n_segments=50)
+    assert seg.shape == image.shape[:2] and 10 <= seg.max() + 1 <= 80
+    np.testing.assert_array_equal(seg, slic_superpixels(image, 50))
+    cached = list((tmp_path / "slic50").glob("*.png"))
+    assert len(cached) == 1
+    np.testing.assert_array_equal(cached_superpixels(image, item["camera_tokens"][0], tmp_path, n_segments=50), seg)

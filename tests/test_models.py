@@ -195,3 +195,14 @@ def test_unknown_backend_and_architecture():
         build_minkunet("MinkUNet14", backend="spconv")
     with pytest.raises(ValueError, match="unknown architecture 'MinkUNet50'"):
         build_minkunet("MinkUNet50")
+
+
+def test_backend_follows_settings(monkeypatch):
+    monkeypatch.setenv("RELVIZ_SPARSE_BACKEND", "torch")
+    assert build_minkunet("MinkUNet14", width=0.25).backend.name == "torch"
+    from relviz.models.backends import available_backends
+
+    if not available_backends()["minkowski"]:
+        monkeypatch.setenv("RELVIZ_SPARSE_BACKEND", "minkowski")
+        with pytest.raises(RuntimeError, match="MinkowskiEngine is not installed"):
+            build_minkunet("MinkUNet14", width=0.25)

@@ -46,3 +46,15 @@ def test_toy_cli_json_keys():
 def test_toy_rejects_bad_config():
     res = CliRunner().invoke(app, ["toy", "--clusters", "2"])
     assert res.exit_code == 2 and "clusters must be 1 or 3" in res.output
+
+
+def test_toy_figures(default_run):
+    from relviz.viz.toy import toy_sphere_figure, toy_uniformity_figure
+
+    fig = toy_sphere_figure(default_run, iteration=100)
+    assert len(fig.layout.annotations) == 3 and "iteration 100" in fig.layout.annotations[0].text
+    curves = toy_uniformity_figure(default_run)
+    assert [t.name for t in curves.data] == ["contrastive", "similarity", "relational"]
+    assert list(curves.data[2].y) == default_run.runs["relational"].uniformity
+    with pytest.raises(ValueError):
+        toy_uniformity_figure(default_run, metric="gap")

@@ -183,7 +183,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = T
     return report
 
 
-def load_student(path: str | Path, backend: str = "torch", device: str | torch.device = "cpu"):
+def load_student(path: str | Path, backend: str | None = None, device: str | torch.device = "cpu"):
     """Rebuild a MinkUNet student from a relviz checkpoint: (model in eval mode, metadata)."""
     from relviz.models.minkunet import MinkUNet, MinkUNetConfig
 
@@ -195,6 +195,10 @@ def load_student(path: str | Path, backend: str = "torch", device: str | torch.d
         cfg = MinkUNetConfig.from_dict(meta["architecture"])
     except (TypeError, KeyError) as e:
         raise CheckpointError(f"{path}: invalid 'architecture' metadata ({e})") from e
+    if backend is None:
+        from relviz.config import load_settings
+
+        backend = load_settings().sparse_backend
     model = MinkUNet(cfg, backend)
     load_into(model, state, strict=True, source=str(path))
     return model.to(device).eval(), meta
