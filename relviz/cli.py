@@ -94,5 +94,46 @@ def synth(
     typer.echo(f"wrote {target} in {time.perf_counter() - start:.1f} s")
 
 
+teacher_app = typer.Typer(help="The CLIP teacher.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+
+
+@teacher_app.command("train")
+def teacher_train(
+    dataset: str = typer.Option(..., help="Synthetic nuScenes-format dataroot (with per-pixel class images)."),
+    out: str = typer.Option(None, help="Output .safetensors (default: checkpoints/demo/teacher.safetensors)."),
+    minutes: float = typer.Option(12.0, help="Training time budget."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train the small demo teacher on synthetic camera images; save it with its measured scores."""
+    from relviz.teacher.demo import DEMO_TEACHER_PATH, train_demo_teacher
+
+    meta = train_demo_teacher(_dataset_path(dataset), out or DEMO_TEACHER_PATH, minutes=minutes, seed=seed,
+                              log=typer.echo)
+    typer.echo(json.dumps(meta["scores"], indent=2))
+
+
+@teacher_app.command("score")
+def teacher_score(
+    dataset: str = typer.Option(..., help="Synthetic nuScenes-format dataroot."),
+    split: str = typer.Option("mini_val"),
+    teacher: str = typer.Option(None, help="Teacher checkpoint (default: the demo teacher)."),
+) -> None:
+    """2D zero-shot pixel mIoU of a teacher with the 16 class prompts."""
+    from relviz.teacher.demo import _camera_images, load_demo_teacher, score_2d
+
+    t = load_demo_teacher(teacher) if teacher else load_demo_teacher()
+    images, classes = _camera_images(_dataset_path(dataset), split)
+    typer.echo(json.dumps(score_2d(t, images, classes), indent=2))
+
+
+def _dataset_path(name: str) -> Path:
+    path = _settings().dataset_root(name)
+    if not path.is_dir():
+        typer.echo(f"error: dataset {path} does not exist", err=True)
+        raise typer.Exit(2)
+    return path
+
+
 def main() -> None:
     app()

@@ -696,3 +696,25 @@ def _render_camera(world: _World, cam_to_global: np.ndarray, intrinsic, w: int, 
     p = origins + dirs_g * np.where(np.isfinite(t), t, 0)[:, None]
     rgb = _shade(world, obj, p, normals, dirs_g, rng)
     return rgb.reshape(h, w, 3), world.obj_fine[obj].reshape(h, w)
+
+
+def render_view(config: SynthConfig = SynthConfig(), scene_index: int = 8, camera: str = "CAM_FRONT",
+                time_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Render one camera of one synthetic scene at ``time_s`` seconds into the drive, without writing
+    a dataset: (RGB uint8 [H, W, 3], fine class uint8 [H, W]). Deterministic in its arguments; the
+    scene is the one the dataset of the same config holds (scene 8 is mini_val's scene-0103)."""
+    rng = np.random.default_rng([config.seed, scene_index])
+    objects = _build_scene(rng, config.speed * 0.5 * (config.samples_per_scene - 1))
+    road_yaw = float(rng.uniform(-math.pi, math.pi))
+    road_to_global = pose_matrix([float(rng.uniform(-60, 60)), float(rng.uniform(-60, 60)), 0.0],
+                                 yaw_quaternion(road_yaw))
+    world = _World(objects, road_to_global)
+    phase = float(rng.uniform(0, 2 * math.pi))
+    calib = next(c for c in _static_tables(config)["calibrated_sensor"]
+                 if c["token"] == _token(config.seed, "calibrated_sensor", camera))
+    pos, yaw = _ego_state(time_s, config.speed, phase)
+    cam_to_global = road_to_global @ pose_matrix(pos, yaw_quaternion(yaw)) @ pose_matrix(calib["translation"],
+                                                                                        calib["rotation"])
+    w, h = config.image_size
+    return _render_camera(world, cam_to_global, calib["camera_intrinsic"], w, h,
+                          np.random.default_rng([config.seed, scene_index, 99]))

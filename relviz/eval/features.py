@@ -1,0 +1,64 @@
+"""Point features: a student's (voxel -> point by inverse index) and the teacher's on the same
+points (the teacher feature at each point's pixel), shared by training, evaluation and the app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from relviz.sparse import SparseTensor
+from relviz.teacher.cache import FeatureCache
+from relviz.teacher.clip import sample_points
+
+
+def student_voxel_features(model, batch: dict, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Student features [sum V, D] of a collated batch's voxels."""
+    x = SparseTensor(batch["features"].to(device), batch["coordinates"].to(device))
+    return model(x).features
+
+
+def camera_images(dataset, tokens: list[str]) -> np.ndarray:
+    """uint8 images [len(tokens), H, W, 3] of camera sample_data tokens of a NuScenesLidarSeg."""
+    return np.stack([np.asarray(Image.open(Path(dataset.dataroot) / dataset.nusc.get("sample_data", t)["filename"])
+                                .convert("RGB")) for t in tokens])
+
+
+def camera_size(dataset, token: str) -> tuple[int, int]:
+    sd = dataset.nusc.get("sample_data", token)
+    return sd["height"], sd["width"]
+
+
+def teacher_pair_features(teacher, cache: FeatureCache, dataset, batch: dict, pair_index: torch.Tensor | None = None
+                          ) -> torch.Tensor:
+    """Teacher features [M, D] of a batch's point-pixel pairs (or of ``pair_index`` among them),
+    from the feature cache (computed and stored on a miss)."""
+    tokens = batch["camera_tokens"]
+    pairs_img = batch["pair_images"] if pair_index is None else batch["pair_images"][pair_index]
+    pairs_px = batch["pair_pixels"] if pair_index is None else batch["pair_pixels"][pair_index]
+    used = torch.unique(pairs_img)
+    used_tokens = [tokens[i] for i in used.tolist()]
+    dense = cache.features(teacher, used_tokens, lambda idx: camera_images(dataset, [used_tokens[i] for i in idx]))
+    remap = torch.full((len(tokens),), -1, dtype=torch.long)
+    remap[used] = torch.arange(len(used))
+    return sample_points(dense.to(teacher.device), remap[pairs_img], pairs_px, camera_size(dataset, used_tokens[0]))
+
+
+def point_features_cached(model, checkpoint_key: str, dataset, index: int, cache_root: str | Path,
+                          device: torch.device | str = "cpu") -> np.ndarray:
+    """A student's per-point features [N, D] (float16) for one sample, cached on disk per
+    (checkpoint, sample token)."""
+    from relviz.data.dataset import collate
+
+    token = dataset.sample_tokens[index]
+    cache = FeatureCache(cache_root, f"student-{checkpoint_key}")
+    hit = cache.get(token)
+    if hit is not None:
+        return hit
+    batch = collate([dataset[index]])
+    with torch.inference_mode():
+        feats = student_voxel_features(model, batch, device)[batch["inverse"].to(device)]
+    cache.put(token, feats.half())
+    return np.asarray(cache.get(token))

@@ -1,0 +1,3 @@
+from relviz.train.trainer import main
+
+raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""Training configuration: one dataclass, loadable from JSON/TOML and flags, validated up front."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from relviz.losses import LOSSES
+from relviz.models.minkunet import ARCHITECTURES
+
+
+class TrainConfigError(ValueError):
+    """A training configuration that cannot run; the message names the field and what is expected."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    loss: str = "relational"
+    dataset: str = "synthetic-mini"  # folder under <workspace>/datasets, or a dataroot path
+    version: str = "v1.0-mini"
+    split: str = "mini_train"
+    val_split: str = "mini_val"
+    teacher: str = "demo"  # "demo" or an open_clip model name
+    teacher_pretrained: str | None = None
+    arch: str = "MinkUNet14"
+    width: float = 0.25
+    epochs: int = 10
+    batch: int = 2
+    accumulate: int = 1  # micro-batches per optimiser step (one per rank under DDP)
+    pairs: int = 4096  # point-pixel pairs sampled per micro-batch
+    lr: float = 0.5  # SLidR's SGD settings
+    momentum: float = 0.9
+    dampening: float = 0.1
+    weight_decay: float = 1e-4
+    temperature: float = 0.07
+    intra_weight: float = 1.0
+    voxel_size: float = 0.1
+    cylindrical: bool = True
+    augment: bool = True
+    seed: int = 0
+    val_every: int = 0  # steps; 0: at the end of every epoch
+    val_samples: int = 4  # val keyframes for U, T, G and zero-shot
+    val_per_class: int = 500
+    checkpoint_every: int = 0  # steps; 0: at the end of every epoch
+    log_every: int = 5
+    max_steps: int = 0  # 0: epochs decide
+    device: str = "auto"
+
+    def validate(self) -> "TrainConfig":
+        def bad(field: str, msg: str):
+            raise TrainConfigError(f"config field '{field}': {msg}")
+
+        if self.loss not in LOSSES:
+            bad("loss", f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.arch not in ARCHITECTURES:
+            bad("arch", f"unknown architecture {self.arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+        for name in ("lr", "width", "voxel_size", "temperature"):
+            if not getattr(self, name) > 0:
+                bad(name, f"must be > 0, got {getattr(self, name)}")
+        for name in ("epochs", "batch", "accumulate", "pairs", "val_samples", "val_per_class", "log_every"):
+            if getattr(self, name) < 1:
+                bad(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("momentum", "dampening"):
+            if not 0 <= getattr(self, name) < 1:
+                bad(name, f"must be in [0, 1), got {getattr(self, name)}")
+        for name in ("weight_decay", "intra_weight", "val_every", "checkpoint_every", "max_steps"):
+            if getattr(self, name) < 0:
+                bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            bad("device", f"expected auto, cpu or cuda, got {self.device!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, **overrides) -> "TrainConfig":
+        return from_dict({**self.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
+
+
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
+    unknown = sorted(set(d) - set(_FIELDS))
+    if unknown:
+        raise TrainConfigError(f"{source}: unknown field(s) {', '.join(unknown)}")
+    cfg = TrainConfig()
+    values = {}
+    for k, v in d.items():
+        default = getattr(cfg, k)
+        if isinstance(default, bool) and not isinstance(v, bool):
+            raise TrainConfigError(f"{source}: field '{k}' must be true or false, got {v!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TrainConfigError(f"{source}: field '{k}' must be a number, got {v!r}")
+            v = type(default)(v) if isinstance(default, float) or float(v).is_integer() else v
+        values[k] = v
+    return replace(cfg, **values).validate()
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A TrainConfig from a .json or .toml file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise TrainConfigError(f"config file {path}: cannot be read ({e.strerror or e})") from e
+    try:
+        data = tomllib.loads(text.decode()) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TrainConfigError(f"config file {path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({e})") from e
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"config file {path}: expected a table of settings")
+    return from_dict(data, source=f"config file {path}")

@@ -1,0 +1,331 @@
+"""Distillation of a CLIP teacher into a MinkUNet student: resumable, event-logging, DDP-ready.
+
+Every random choice is a function of (seed, epoch, step, micro-batch): the sample order, the
+augmentation and the sampled point-pixel pairs. A resumed run therefore continues exactly where the
+last checkpoint left off, and N DDP ranks reproduce one process that accumulates N micro-batches.
+
+Run folder: ``config.json``, ``events.jsonl`` (one JSON object per line), ``train.log`` (by the job
+runner), ``checkpoints/last.safetensors`` + ``checkpoints/last.state.pt`` (optimizer and step),
+and ``student.safetensors`` when training finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from relviz.config import Settings, load_settings
+from relviz.data.dataset import NuScenesLidarSeg, collate
+from relviz.eval.features import student_voxel_features, teacher_pair_features
+from relviz.losses import contrastive_loss, relational_loss, similarity_loss
+from relviz.models.checkpoint import load_state_dict, save_checkpoint
+from relviz.models.minkunet import build_minkunet
+from relviz.teacher import FeatureCache, load_teacher
+from relviz.train.config import TrainConfig, TrainConfigError
+
+
+class EventLog:
+    """Append-only JSONL events, safe to write from the heartbeat thread and the training loop."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        self._lock = threading.Lock()
+
+    def write(self, event: str, **fields) -> None:
+        if not self.enabled:
+            return
+        line = json.dumps({"ts": round(time.time(), 3), "event": event, **fields})
+        with self._lock, open(self.path, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+
+
+def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:
+    """Events after byte ``offset`` and the new offset (a partial last line is left for later)."""
+    path = Path(path)
+    if not path.is_file():
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return events, offset + end
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainConfigError("config field 'device': cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: str | Path, settings: Settings | None = None):
+        self.cfg = config.validate()
+        self.settings = settings or load_settings()
+        self.run_dir = Path(run_dir)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = resolve_device(config.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        dataroot = self.settings.dataset_root(config.dataset)
+        if not dataroot.is_dir():
+            raise TrainConfigError(f"config field 'dataset': {dataroot} does not exist "
+                                   f"(generate it with `relviz synth` or point to a nuScenes dataroot)")
+        self.dataroot = dataroot
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+        self.events = EventLog(self.run_dir / "events.jsonl", enabled=self.rank == 0)
+        self.stop_requested = False
+
+    # ------------------------------------------------------------------------------------ pieces
+    def _build(self):
+        cfg = self.cfg
+        self.teacher = load_teacher(cfg.teacher, cfg.teacher_pretrained, device=str(self.device))
+        self.cache = FeatureCache(self.settings.cache_dir, self.teacher.identity)
+        self.train_ds = NuScenesLidarSeg(self.dataroot, cfg.version, cfg.split, cfg.voxel_size, cfg.cylindrical,
+                                         load_images=False, augment=cfg.augment, seed=cfg.seed)
+        self.val_ds = NuScenesLidarSeg(self.dataroot, cfg.version, cfg.val_split, cfg.voxel_size, cfg.cylindrical,
+                                       load_images=False, nusc=self.train_ds.nusc)
+        torch.manual_seed(cfg.seed)
+        self.model = build_minkunet(cfg.arch, in_channels=1, out_channels=self.teacher.dim, width=cfg.width,
+                                    normalize=True, backend=self.settings.sparse_backend).to(self.device)
+        self.ddp_model = self.model
+        if self.world > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         dampening=cfg.dampening, weight_decay=cfg.weight_decay)
+        self.global_batch = cfg.batch * cfg.accumulate * self.world
+        self.steps_per_epoch = max(1, len(self.train_ds) // self.global_batch)
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+
+    def _loss(self, k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.loss == "contrastive":
+            return contrastive_loss(k, q, cfg.temperature)
+        if cfg.loss == "similarity":
+            return similarity_loss(k, q)
+        return relational_loss(k, q, cfg.intra_weight)
+
+    def _micro_batch_indices(self, step: int, micro: int) -> list[int]:
+        epoch = step // self.steps_per_epoch
+        perm = torch.randperm(len(self.train_ds), generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch))
+        start = (step % self.steps_per_epoch) * self.global_batch + micro * self.cfg.batch
+        return [int(perm[(start + i) % len(perm)]) for i in range(self.cfg.batch)]
+
+    def _micro_step(self, step: int, micro: int) -> torch.Tensor:
+        self.train_ds.set_epoch(step // self.steps_per_epoch)
+        batch = collate([self.train_ds[i] for i in self._micro_batch_indices(step, micro)])
+        gen = torch.Generator().manual_seed(((self.cfg.seed * 1_000_003 + step) * 1009 + micro) % 2**63)
+        m = len(batch["pair_points"])
+        chosen = torch.randperm(m, generator=gen)[: self.cfg.pairs]
+        with torch.no_grad():
+            q = teacher_pair_features(self.teacher, self.cache, self.train_ds, batch, chosen).to(self.device)
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            voxels = student_voxel_features(self.ddp_model, batch, self.device)
+            k = voxels[batch["inverse"].to(self.device)[batch["pair_points"][chosen].to(self.device)]]
+        return self._loss(k.float(), q)
+
+    # --------------------------------------------------------------------------------- checkpoints
+    def _metadata(self, step: int, metrics: dict | None = None) -> dict:
+        return {"kind": "student", "architecture": self.model.config.to_dict(), "arch": self.cfg.arch,
+                "loss": self.cfg.loss, "teacher": {"name": self.cfg.teacher, "identity": self.teacher.identity,
+                                                    "dim": self.teacher.dim},
+                "voxelization": {"voxel_size": self.cfg.voxel_size, "cylindrical": self.cfg.cylindrical},
+                "training": self.cfg.to_dict(), "step": step, "epoch": step // self.steps_per_epoch,
+                "world_size": self.world, "metrics": metrics or {}}
+
+    def save(self, step: int, metrics: dict | None = None) -> None:
+        if self.rank != 0:
+            return
+        ckpt = self.run_dir / "checkpoints"
+        # weights first, then the state that points at them: a crash in between resumes one step early
+        save_checkpoint(ckpt / "last.safetensors", self.model, self._metadata(step, metrics))
+        _atomic_torch_save({"step": step, "optimizer": self.optimizer.state_dict()}, ckpt / "last.state.pt")
+        self.events.write("checkpoint", step=step, path=str(ckpt / "last.safetensors"))
+
+    def _try_resume(self) -> int:
+        ckpt = self.run_dir / "checkpoints"
+        state_path, weights = ckpt / "last.state.pt", ckpt / "last.safetensors"
+        if not (state_path.is_file() and weights.is_file()):
+            return 0
+        state, meta = load_state_dict(weights)
+        train_state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if meta.get("step") != train_state["step"]:  # weights saved, state not yet: use the weights' step
+            raise TrainConfigError(f"{ckpt}: weights (step {meta.get('step')}) and optimizer state (step "
+                                   f"{train_state['step']}) disagree; delete last.state.pt to restart the optimizer")
+        self.model.load_state_dict(state)
+        self.optimizer.load_state_dict(train_state["optimizer"])
+        self.events.write("resumed", step=train_state["step"])
+        return train_state["step"]
+
+    def prepare_teacher_cache(self, chunk: int = 12) -> None:
+        """Fill the teacher feature cache for every camera of the train split and the val samples
+        used for validation (rank 0; other ranks wait), with progress events."""
+        from relviz.eval.features import camera_images
+
+        if self.rank == 0:
+            tokens = []
+            for ds, limit in ((self.train_ds, len(self.train_ds)), (self.val_ds, self.cfg.val_samples)):
+                for st in ds.sample_tokens[:limit]:
+                    sample = ds.nusc.get("sample", st)
+                    tokens += [v for k, v in sample["data"].items() if k.startswith("CAM_")]
+            missing = [t for t in tokens if not self.cache.path(t).is_file()]
+            for s in range(0, len(missing), chunk):
+                part = missing[s:s + chunk]
+                self.cache.features(self.teacher, part, lambda idx: camera_images(self.train_ds, [part[i] for i in idx]))
+                self.events.write("prepare", done=min(s + chunk, len(missing)), total=len(missing))
+        if self.world > 1:
+            dist.barrier()
+
+    # ------------------------------------------------------------------------------------ validation
+    def validate_structure(self) -> dict:
+        """U, T, G of student features on a fixed sample of val points; zero-shot mIoU by text."""
+        from relviz.eval.zeroshot import structure_and_zeroshot
+
+        self.model.eval()
+        try:
+            return structure_and_zeroshot(self.model, self.teacher, self.cache, self.val_ds,
+                                          n_samples=self.cfg.val_samples, per_class=self.cfg.val_per_class,
+                                          seed=self.cfg.seed, device=self.device)
+        finally:
+            self.model.train()
+
+    # ------------------------------------------------------------------------------------------ run
+    def run(self) -> dict:
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self._install_signal_handlers()
+        heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
+        self._running = True
+        heartbeat.start()
+        try:
+            self.events.write("phase", phase="prepare")
+            self._build()
+            if self.rank == 0:
+                (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            self.prepare_teacher_cache()
+            step = self._try_resume()
+            self.events.write("start", step=step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                              world_size=self.world, device=str(self.device))
+            metrics = self._loop(step)
+            if self.stop_requested:
+                self.events.write("cancelled", step=self._step)
+                return {"status": "cancelled", "step": self._step}
+            if self.rank == 0:
+                final = self.run_dir / "student.safetensors"
+                save_checkpoint(final, self.model, self._metadata(self._step, metrics))
+            self.events.write("done", step=self._step, metrics=metrics)
+            return {"status": "succeeded", "step": self._step, "metrics": metrics}
+        except Exception as e:
+            self.events.write("failed", error=f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            self._running = False
+            if self.world > 1 and dist.is_initialized():
+                dist.destroy_process_group()
+
+    def _loop(self, step: int) -> dict:
+        cfg = self.cfg
+        self._step = step
+        metrics: dict = {}
+        self.model.train()
+        t_last, s_last = time.perf_counter(), step
+        while step < self.total_steps and not self.stop_requested:
+            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / self.total_steps))
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for micro in range(cfg.accumulate):
+                index = self.rank * cfg.accumulate + micro
+                loss = self._micro_step(step, index) / cfg.accumulate
+                self.scaler.scale(loss).backward()
+                total += float(loss.detach())
+            if not math.isfinite(total):
+                raise FloatingPointError(f"loss became {total} at step {step}; lower the learning rate")
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            step += 1
+            self._step = step
+            if step % cfg.log_every == 0 or step == self.total_steps:
+                now = time.perf_counter()
+                it_s = (step - s_last) / max(now - t_last, 1e-9)
+                t_last, s_last = now, step
+                mem = torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else \
+                    __import__("psutil").Process().memory_info().rss / 2**20
+                self.events.write("step", step=step, epoch=step // self.steps_per_epoch, loss=total, lr=lr,
+                                  it_s=round(it_s, 4), eta_s=round((self.total_steps - step) / max(it_s, 1e-9), 1),
+                                  mem_mb=round(mem), total_steps=self.total_steps)
+            end_of_epoch = step % self.steps_per_epoch == 0
+            if (cfg.val_every and step % cfg.val_every == 0) or (not cfg.val_every and end_of_epoch) \
+                    or step == self.total_steps:
+                if self.rank == 0:
+                    metrics = self.validate_structure()
+                    self.events.write("val", step=step, **metrics)
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or \
+                    (not cfg.checkpoint_every and end_of_epoch) or self.stop_requested:
+                self.save(step, metrics)
+        return metrics
+
+    def _heartbeat(self) -> None:
+        while self._running:
+            self.events.write("heartbeat")
+            for _ in range(50):
+                if not self._running:
+                    return
+                time.sleep(0.2)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signum, frame):  # finish the step, checkpoint, exit cleanly
+            self.stop_requested = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m relviz.train --config run_dir/config.json --run-dir DIR`` (what jobs launch)."""
+    import argparse
+
+    from relviz.train.config import load_config
+
+    ap = argparse.ArgumentParser(prog="relviz.train")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--run-dir", required=True)
+    args = ap.parse_args(argv)
+    result = Trainer(load_config(args.config), args.run_dir).run()
+    return 0 if result["status"] in ("succeeded", "cancelled") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
