@@ -42,6 +42,7 @@ sysdeps:
 
 workspace: env
 	$(VENV)/bin/relviz workspace
+	$(VENV)/bin/relviz demo --dataset-only
 
 # Re-freeze the whole resolved tree after changing requirements.txt.
 lock:

@@ -37,6 +37,35 @@ else:
 st.write(f"Cache: {ws['cache_bytes'] / 2**20:.1f} MiB · jobs: "
          + (", ".join(f"{k} {v}" for k, v in ws["jobs"].items()) or "none"))
 
+st.subheader("Dataset")
+names = sorted(ws["datasets"]) or [settings.dataset]
+current = st.session_state.get("dataset", settings.dataset)
+st.session_state["dataset"] = st.selectbox("Dataset for every page", names,
+                                           index=names.index(current) if current in names else 0, key="home_dataset")
+
+st.subheader("Checkpoints")
+from pages import common  # noqa: E402
+
+rows = []
+for c in common.list_checkpoints(settings):
+    row = {"checkpoint": c.label, "loss": c.loss or "-", "path": str(c.path), "status": "ok" if c.error is None else c.error}
+    if c.error is None:
+        from relviz.models.checkpoint import read_metadata
+
+        metrics = read_metadata(c.path).get("metrics") or {}
+        row.update({k: metrics.get(k) for k in ("uniformity", "tolerance", "gap", "zeroshot_miou")})
+    rows.append(row)
+if rows:
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    ok = [r["checkpoint"] for r in rows if r["status"] == "ok"]
+    st.session_state["active_checkpoints"] = st.multiselect(
+        "Active checkpoints (pre-selected on Compare)", ok, default=st.session_state.get("active_checkpoints", ok[:3]),
+        key="home_active")
+else:
+    st.info("No student checkpoint yet: `relviz demo` builds the demo students, the Jobs page trains more.")
+teacher_meta = common.REPO_CHECKPOINTS / "teacher.safetensors"
+st.write(f"Teacher: `{settings.teacher}`" + (f" (demo teacher: `{teacher_meta}`)" if settings.teacher == "demo" else ""))
+
 with st.expander("Environment", expanded=False):
     st.write(f"Python {info['python']} · torch CUDA build {dev['torch_cuda_build'] or 'none'} · "
              f"{dev['cpu_threads']} CPU threads")

@@ -102,14 +102,15 @@ app.add_typer(teacher_app, name="teacher")
 def teacher_train(
     dataset: str = typer.Option(..., help="Synthetic nuScenes-format dataroot (with per-pixel class images)."),
     out: str = typer.Option(None, help="Output .safetensors (default: checkpoints/demo/teacher.safetensors)."),
-    minutes: float = typer.Option(12.0, help="Training time budget."),
+    minutes: float = typer.Option(14.0, help="Training time budget (a cap; steps decide first)."),
+    steps: int = typer.Option(900, help="Training steps."),
     seed: int = typer.Option(0),
 ) -> None:
     """Train the small demo teacher on synthetic camera images; save it with its measured scores."""
     from relviz.teacher.demo import DEMO_TEACHER_PATH, train_demo_teacher
 
-    meta = train_demo_teacher(_dataset_path(dataset), out or DEMO_TEACHER_PATH, minutes=minutes, seed=seed,
-                              log=typer.echo)
+    meta = train_demo_teacher(_dataset_path(dataset), out or DEMO_TEACHER_PATH, minutes=minutes, max_steps=steps,
+                              seed=seed, log=typer.echo)
     typer.echo(json.dumps(meta["scores"], indent=2))
 
 
@@ -125,6 +126,253 @@ def teacher_score(
     t = load_demo_teacher(teacher) if teacher else load_demo_teacher()
     images, classes = _camera_images(_dataset_path(dataset), split)
     typer.echo(json.dumps(score_2d(t, images, classes), indent=2))
+
+
+# Training options, shared by `relviz train` and `relviz jobs submit`.
+_O = dict(
+    config=typer.Option(None, help="A .json or .toml training config; flags override it."),
+    loss=typer.Option(None, help="contrastive, similarity or relational."),
+    epochs=typer.Option(None, min=1), lr=typer.Option(None), batch=typer.Option(None, min=1),
+    pairs=typer.Option(None, help="Point-pixel pairs sampled per batch."),
+    arch=typer.Option(None, help="MinkUNet14, MinkUNet18 or MinkUNet34."),
+    width=typer.Option(None, help="Channel width multiplier."),
+    dataset=typer.Option(None, help="Dataset folder under the workspace, or a dataroot."),
+    split=typer.Option(None), teacher=typer.Option(None, help="'demo' or an open_clip model name."),
+    teacher_pretrained=typer.Option(None, help="open_clip tag or local weights file."),
+    seed=typer.Option(None), max_steps=typer.Option(None, help="Stop after this many steps (0: epochs decide)."),
+    device=typer.Option(None, help="auto, cpu or cuda."),
+    set_=typer.Option(None, "--set", help="Any other config field, as KEY=VALUE (JSON value); repeatable."),
+)
+
+
+def _train_config(config, set_, **flags):
+    from relviz.train.config import TrainConfig, TrainConfigError, from_dict, load_config
+
+    try:
+        base = load_config(config) if config else TrainConfig()
+        extra = {}
+        for item in set_ or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise TrainConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            try:
+                extra[key] = json.loads(value)
+            except json.JSONDecodeError:
+                extra[key] = value
+        return from_dict({**base.to_dict(), **extra, **{k: v for k, v in flags.items() if v is not None}})
+    except TrainConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
+
+@app.command()
+def train(config: str = _O["config"], loss: str = _O["loss"], epochs: int = _O["epochs"], lr: float = _O["lr"],
+          batch: int = _O["batch"], pairs: int = _O["pairs"], arch: str = _O["arch"], width: float = _O["width"],
+          dataset: str = _O["dataset"], split: str = _O["split"], teacher: str = _O["teacher"],
+          teacher_pretrained: str = _O["teacher_pretrained"], seed: int = _O["seed"], max_steps: int = _O["max_steps"],
+          device: str = _O["device"], set_: list[str] = _O["set_"],
+          run_dir: str = typer.Option(None, help="Run folder (default: <workspace>/runs/<time>-<loss>)."),
+          ) -> None:
+    """Distil the teacher into a MinkUNet student, in this process (see `relviz jobs submit` for background)."""
+    import time as _time
+
+    from relviz.train import Trainer, TrainConfigError
+
+    cfg = _train_config(config, set_, loss=loss, epochs=epochs, lr=lr, batch=batch, pairs=pairs, arch=arch,
+                        width=width, dataset=dataset, split=split, teacher=teacher,
+                        teacher_pretrained=teacher_pretrained, seed=seed, max_steps=max_steps, device=device)
+    settings = _settings().ensure()
+    target = Path(run_dir) if run_dir else settings.runs_dir / f"{_time.strftime('%Y%m%d-%H%M%S')}-{cfg.loss}"
+    try:
+        result = Trainer(cfg, target, settings).run()
+    except TrainConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(json.dumps({"run_dir": str(target), **result}, indent=2, default=str))
+
+
+jobs_app = typer.Typer(help="Background distillation jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+
+def _jobs():
+    from relviz.jobs import JobStore
+
+    return JobStore(_settings())
+
+
+@jobs_app.command("submit")
+def jobs_submit(config: str = _O["config"], loss: str = _O["loss"], epochs: int = _O["epochs"], lr: float = _O["lr"],
+                batch: int = _O["batch"], pairs: int = _O["pairs"], arch: str = _O["arch"],
+                width: float = _O["width"], dataset: str = _O["dataset"], split: str = _O["split"],
+                teacher: str = _O["teacher"], teacher_pretrained: str = _O["teacher_pretrained"],
+                seed: int = _O["seed"], max_steps: int = _O["max_steps"], device: str = _O["device"],
+                set_: list[str] = _O["set_"], name: str = typer.Option(None),
+                nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="DDP processes (torchrun).")) -> None:
+    """Start a training job in the background; prints its id."""
+    from relviz.jobs import JobError
+
+    cfg = _train_config(config, set_, loss=loss, epochs=epochs, lr=lr, batch=batch, pairs=pairs, arch=arch,
+                        width=width, dataset=dataset, split=split, teacher=teacher,
+                        teacher_pretrained=teacher_pretrained, seed=seed, max_steps=max_steps, device=device)
+    try:
+        job = _jobs().submit(cfg, name=name, nproc=nproc_per_node)
+    except JobError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(job.id)
+
+
+@jobs_app.command("list")
+def jobs_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """All jobs with state and progress (reconciled with their processes now)."""
+    jobs = _jobs().list()
+    if as_json:
+        typer.echo(json.dumps([{"id": j.id, "name": j.name, "status": j.status, "step": j.last_step,
+                                "total_steps": j.total_steps, "run_dir": str(j.run_dir), "error": j.error}
+                               for j in jobs], indent=2))
+        return
+    for j in jobs:
+        typer.echo(f"{j.id}  {j.status:<9} {j.last_step:>6}/{j.total_steps or '?':<6} {j.name}"
+                   + (f"  ({j.error})" if j.error else ""))
+
+
+def _job_action(action: str, job_id: str, **kw) -> None:
+    from relviz.jobs import JobError
+
+    try:
+        job = getattr(_jobs(), action)(job_id, **kw)
+    except JobError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(f"{job.id} {job.status}")
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, grace: float = typer.Option(30.0, help="Seconds before SIGKILL.")) -> None:
+    """SIGTERM the job's process group (it checkpoints), SIGKILL after the grace period."""
+    _job_action("cancel", job_id, grace_s=grace)
+
+
+@jobs_app.command("resume")
+def jobs_resume(job_id: str) -> None:
+    """Relaunch a cancelled, lost or failed job from its last checkpoint."""
+    _job_action("resume", job_id)
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str, lines: int = typer.Option(50)) -> None:
+    """The last lines of a job's log."""
+    from relviz.jobs import JobError
+
+    store = _jobs()
+    try:
+        typer.echo(store.log_tail(store.get(job_id), lines))
+    except JobError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
+
+eval_app = typer.Typer(help="Evaluate students: zero-shot, few-shot, export, comparison.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+def _eval_setup(dataset: str, split: str, teacher: str | None):
+    from relviz.data import NuScenesLidarSeg
+    from relviz.data.nuscenes import DatasetError
+    from relviz.teacher import load_teacher
+
+    settings = _settings()
+    try:
+        ds = NuScenesLidarSeg(_dataset_path(dataset), split=split, load_images=False)
+    except DatasetError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    return settings, ds, load_teacher(settings.teacher if teacher is None else "demo", teacher)
+
+
+def _student(path: str):
+    from relviz.models.checkpoint import CheckpointError, load_student
+
+    try:
+        return load_student(path)
+    except CheckpointError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
+
+@eval_app.command("zeroshot")
+def eval_zeroshot(checkpoint: str = typer.Option(...), dataset: str = typer.Option("synthetic-mini"),
+                  split: str = typer.Option("mini_val"),
+                  teacher: str = typer.Option(None, help="Teacher checkpoint (default: the configured teacher).")
+                  ) -> None:
+    """Zero-shot 3D segmentation mIoU by the 16 class prompts (nuscenes-devkit semantics)."""
+    from relviz.eval.zeroshot import evaluate_zeroshot
+
+    _, ds, t = _eval_setup(dataset, split, teacher)
+    model, _ = _student(checkpoint)
+    result = evaluate_zeroshot(model, t, ds)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=2))
+
+
+@eval_app.command("export")
+def eval_export(checkpoint: str = typer.Option(...), out: str = typer.Option(...),
+                dataset: str = typer.Option("synthetic-mini"), split: str = typer.Option("mini_val"),
+                teacher: str = typer.Option(None)) -> None:
+    """Write zero-shot predictions in the nuScenes-lidarseg submission format."""
+    from relviz.eval.zeroshot import export_submission
+
+    _, ds, t = _eval_setup(dataset, split, teacher)
+    model, _ = _student(checkpoint)
+    typer.echo(str(export_submission(model, t, ds, out, split)))
+
+
+@eval_app.command("fewshot")
+def eval_fewshot(checkpoint: str = typer.Option(...), dataset: str = typer.Option("synthetic-mini"),
+                 split: str = typer.Option("mini_val"), train_split: str = typer.Option("mini_train"),
+                 fraction: float = typer.Option(0.01), seed: int = typer.Option(0)) -> None:
+    """Linear probe on frozen features with labels from a fraction of training frames; mIoU on val."""
+    from relviz.data import NuScenesLidarSeg
+    from relviz.eval.fewshot import evaluate_fewshot
+
+    val = NuScenesLidarSeg(_dataset_path(dataset), split=split, load_images=False)
+    train = NuScenesLidarSeg(None, split=train_split, load_images=False, nusc=val.nusc)
+    model, _ = _student(checkpoint)
+    typer.echo(json.dumps(evaluate_fewshot(model, train, val, fraction, seed=seed), indent=2))
+
+
+@eval_app.command("compare")
+def eval_compare(checkpoints: list[str] = typer.Option(..., help="Student checkpoints (repeat the option)."),
+                 dataset: str = typer.Option("synthetic-mini"), split: str = typer.Option("mini_val"),
+                 out: str = typer.Option(None, help="Report folder (default: <workspace>/reports/compare)."),
+                 per_class: int = typer.Option(5000), seed: int = typer.Option(0),
+                 teacher: str = typer.Option(None)) -> None:
+    """One table: U, T, G against the teacher, zero-shot and few-shot mIoU, and the teacher's rows."""
+    from relviz.eval.report import compare, to_markdown, write_report
+
+    settings, ds, t = _eval_setup(dataset, split, teacher)
+    report = compare(checkpoints, ds.dataroot, t, settings.cache_dir, split=split, per_class=per_class, seed=seed)
+    target = write_report(report, out or settings.home / "reports" / "compare")
+    typer.echo(to_markdown(report))
+    typer.echo(f"written to {target}")
+
+
+@app.command()
+def demo(
+    dataset_only: bool = typer.Option(False, help="Only generate the demo dataset when it is missing (make app)."),
+    retrain_teacher: bool = typer.Option(False, help="Train the demo teacher again even if it exists."),
+    student_steps: int = typer.Option(None, help="Training steps per student."),
+) -> None:
+    """Build the demo workspace: synthetic dataset, demo teacher, one small student per loss."""
+    from relviz.demo import DEMO_STUDENT, build_demo, ensure_dataset
+
+    settings = _settings()
+    if dataset_only:
+        typer.echo(str(ensure_dataset(settings, log=typer.echo)))
+        return
+    timings = build_demo(settings, retrain_teacher=retrain_teacher,
+                         student_steps=student_steps or DEMO_STUDENT["max_steps"], log=typer.echo)
+    typer.echo(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))
 
 
 def _dataset_path(name: str) -> Path:

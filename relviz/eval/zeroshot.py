@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -24,7 +26,7 @@ def predict_by_text(point_features: torch.Tensor, text: torch.Tensor, class_of_p
 def gather_val_features(model, teacher, cache, dataset, n_samples: int, device) -> dict:
     """Student point features, their labels, and teacher features of the paired points over the
     first ``n_samples`` keyframes of ``dataset``."""
-    feats, labels, pair_student, pair_teacher = [], [], [], []
+    feats, labels, pair_student, pair_teacher, pair_labels = [], [], [], [], []
     with torch.inference_mode():
         for i in range(min(n_samples, len(dataset))):
             batch = collate([dataset[i]])
@@ -33,25 +35,86 @@ def gather_val_features(model, teacher, cache, dataset, n_samples: int, device) 
             labels.append(batch["labels"])
             pair_student.append(point[batch["pair_points"]])
             pair_teacher.append(teacher_pair_features(teacher, cache, dataset, batch).cpu())
+            pair_labels.append(batch["labels"][batch["pair_points"]])
     return {"features": torch.cat(feats), "labels": torch.cat(labels), "pair_student": torch.cat(pair_student),
-            "pair_teacher": torch.cat(pair_teacher)}
+            "pair_teacher": torch.cat(pair_teacher), "pair_labels": torch.cat(pair_labels)}
+
+
+def structure_metrics(features: torch.Tensor, labels: torch.Tensor, pair_features: torch.Tensor,
+                      pair_teacher: torch.Tensor, text: torch.Tensor, per_class: int = 5000, seed: int = 0) -> dict:
+    """U, T (and per class) on a class-stratified sample of ``features`` [N, D] with ``labels`` [N];
+    G between paired features and their teacher features, and against the class text embeddings;
+    zero-shot mIoU of ``features`` by ``text`` over all labelled points."""
+    idx = sample_per_class(labels, per_class=per_class, seed=seed)
+    z, y = features[idx], labels[idx]
+    tol = tolerance(z, y)
+    cm = confusion_matrix(predict_by_text(features, text), labels)
+    iou = iou_per_class(cm)
+    return {"uniformity": uniformity(z), "tolerance": tol.mean,
+            "tolerance_per_class": {int(c): v for c, v in tol.per_class.items() if not np.isnan(v)},
+            "gap": modality_gap(pair_features, pair_teacher), "gap_text": modality_gap(z, text),
+            "zeroshot_miou": mean_iou(cm), "zeroshot_iou": {int(c): float(iou[c]) for c in range(1, 17)
+                                                            if not np.isnan(iou[c])},
+            "sample_size": int(len(idx))}
 
 
 def structure_and_zeroshot(model, teacher, cache, dataset, n_samples: int = 4, per_class: int = 500, seed: int = 0,
                            device="cpu") -> dict:
-    """U, T (and per class), G against the paired teacher features and against the class text
-    embeddings, on a class-stratified sample; zero-shot mIoU over all labelled points."""
+    """:func:`structure_metrics` of a student on the first ``n_samples`` keyframes of ``dataset``."""
     val = gather_val_features(model, teacher, cache, dataset, n_samples, device)
-    idx = sample_per_class(val["labels"], per_class=per_class, seed=seed)
-    z, y = val["features"][idx], val["labels"][idx]
-    tol = tolerance(z, y)
-    text = teacher.class_embeddings().cpu()
-    pred = predict_by_text(val["features"], text)
-    cm = confusion_matrix(pred, val["labels"])
+    out = structure_metrics(val["features"], val["labels"], val["pair_student"], val["pair_teacher"],
+                            teacher.class_embeddings().cpu(), per_class, seed)
+    return {**out, "val_samples": int(min(n_samples, len(dataset)))}
+
+
+def student_point_predictions(model, dataset, text: torch.Tensor, device="cpu", class_of_prompt=None):
+    """Yield (index, lidar token, per-point predictions int64 [N], labels [N] or None) over a dataset."""
+    with torch.inference_mode():
+        for i in range(len(dataset)):
+            batch = collate([dataset[i]])
+            feats = student_voxel_features(model, batch, device)[batch["inverse"].to(device)]
+            yield i, batch["lidar_tokens"][0], predict_by_text(feats, text, class_of_prompt).cpu(), batch.get("labels")
+
+
+def evaluate_zeroshot(model, teacher, dataset, device="cpu", prompts: list[str] | None = None,
+                      class_of_prompt: torch.Tensor | None = None) -> dict:
+    """Zero-shot 3D segmentation over a dataset: confusion matrix, per-class IoU, mIoU (devkit rules).
+
+    prompts: free-text prompts instead of the 16 class ensembles, each mapped to a class by
+    ``class_of_prompt`` [P] (1..16)."""
+    from relviz.data.classes import CLASSES
+
+    if prompts is not None:
+        if class_of_prompt is None or len(class_of_prompt) != len(prompts):
+            raise ValueError("every prompt needs a class (class_of_prompt, one per prompt)")
+        text = teacher.encode_text(prompts).cpu()
+    else:
+        text = teacher.class_embeddings().cpu()
+    cm = np.zeros((17, 17), dtype=np.int64)
+    for _, _, pred, labels in student_point_predictions(model, dataset, text, device, class_of_prompt):
+        cm += confusion_matrix(pred, labels)
     iou = iou_per_class(cm)
-    return {"uniformity": uniformity(z), "tolerance": tol.mean,
-            "tolerance_per_class": {int(c): v for c, v in tol.per_class.items() if not np.isnan(v)},
-            "gap": modality_gap(val["pair_student"], val["pair_teacher"]), "gap_text": modality_gap(z, text),
-            "zeroshot_miou": mean_iou(cm), "zeroshot_iou": {int(c): float(iou[c]) for c in range(1, 17)
-                                                            if not np.isnan(iou[c])},
-            "sample_size": int(len(idx)), "val_samples": int(min(n_samples, len(dataset)))}
+    return {"miou": mean_iou(cm), "iou": {CLASSES[c]: (None if np.isnan(iou[c]) else float(iou[c])) for c in range(1, 17)},
+            "confusion": cm.tolist(), "samples": len(dataset)}
+
+
+def export_submission(model, teacher, dataset, out_dir, eval_set: str, device="cpu") -> Path:
+    """Write predictions in the nuScenes-lidarseg submission format under ``out_dir``:
+    ``lidarseg/<eval_set>/<lidar token>_lidarseg.bin`` (uint8, classes 1..16) and
+    ``<eval_set>/submission.json``; returns ``out_dir``."""
+    import json
+    import os
+
+    out = Path(out_dir)
+    bins = out / "lidarseg" / eval_set
+    bins.mkdir(parents=True, exist_ok=True)
+    (out / eval_set).mkdir(parents=True, exist_ok=True)
+    text = teacher.class_embeddings().cpu()
+    for _, token, pred, _ in student_point_predictions(model, dataset, text, device):
+        tmp = bins / f".{token}.tmp"
+        pred.numpy().astype(np.uint8).tofile(tmp)
+        os.replace(tmp, bins / f"{token}_lidarseg.bin")
+    meta = {"meta": {"use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False,
+                     "use_external": True}}  # the teacher's text embeddings are external knowledge
+    (out / eval_set / "submission.json").write_text(json.dumps(meta, indent=2))
+    return out

@@ -5,7 +5,8 @@ custom open_clip config (``relviz-demo-vit``: a 4-layer ViT-16 image tower and a
 about 4 M parameters) registered with open_clip. It is trained so that its dense features, taken by the
 same MaskCLIP value path as CLIP's, match the text embeddings of the class prompts at every patch:
 each step draws one prompt per class (a detail name under a template) and applies a per-patch
-cross-entropy against the patch's majority class from the synthetic per-pixel class images. The
+cross-entropy against the patch's class mix from the synthetic per-pixel class images, with classes
+weighted by inverse square-root frequency so that small objects are learnt too. The
 result segments the synthetic images by text, as a real CLIP teacher does real images.
 """
 
@@ -113,7 +114,7 @@ def fixed_image() -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_demo_teacher(dataset: str | Path, out: str | Path = DEMO_TEACHER_PATH, minutes: float = 12.0,
-                       max_steps: int = 20000, batch: int = 12, lr: float = 3e-3, seed: int = 0,
+                       max_steps: int = 900, batch: int = 12, lr: float = 3e-3, seed: int = 0,
                        log=print) -> dict:
     """Train, score on mini_val and the fixed image, and save the demo teacher. Returns its metadata."""
     import open_clip
@@ -128,6 +129,9 @@ def train_demo_teacher(dataset: str | Path, out: str | Path = DEMO_TEACHER_PATH,
     images, classes = _camera_images(dataset, "mini_train")
     pixels = teacher.preprocess(images).float()  # [N, 3, 224, 416], computed once
     targets = _patch_targets(classes, teacher.grid_size)
+    # rare classes (buses, trailers, cones) cover few patches: weight classes by inverse sqrt frequency
+    freq = targets[:, 1:].sum(dim=(0, 2, 3))
+    class_weight = (freq.clamp_min(1) / freq.mean()).pow(-0.5).clamp(0.2, 5.0).view(1, 16, 1, 1)
     log(f"demo teacher: {len(images)} training images, grid {teacher.grid_size}")
     model.train().requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
@@ -144,10 +148,11 @@ def train_demo_teacher(dataset: str | Path, out: str | Path = DEMO_TEACHER_PATH,
         logits = model.logit_scale.exp().clamp(max=100) * torch.einsum("bdhw,cd->bchw", dense, text)
         labelled = y[:, 1:].sum(1)  # fraction of the patch that is not ignore/sky
         soft = y[:, 1:] / labelled.clamp_min(1e-6)[:, None]
-        loss = -(soft * logits.log_softmax(1)).sum(1)[labelled > 0.3].mean()
+        loss = -(class_weight * soft * logits.log_softmax(1)).sum(1)[labelled > 0.3].mean()
         opt.zero_grad()
         loss.backward()
-        frac = (time.perf_counter() - start) / budget  # warm-up, then cosine decay over the time budget
+        # warm-up, then cosine decay over the steps (or the time budget, whichever ends first)
+        frac = max(step / max_steps, (time.perf_counter() - start) / budget)
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + np.cos(np.pi * min(1.0, frac)))
         opt.step()

@@ -1,0 +1,260 @@
+"""Background distillation jobs: a SQLite (WAL) store, one detached process group per job.
+
+A job is ``python -m relviz.train --config <run>/config.json --run-dir <run>`` started in its own
+session (process group) with stdout and stderr in ``<run>/train.log``; the trainer writes
+``<run>/events.jsonl``. The store is reconciled at every read: a terminal event decides succeeded,
+failed or cancelled; a process that is gone without one, whose PID now belongs to another process
+(start time differs), or whose heartbeat is stale, is *lost* (and resumable from its checkpoint).
+Nothing here ever runs through a shell; arguments are lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from relviz.config import Settings, load_settings
+from relviz.train.config import TrainConfig
+from relviz.train.trainer import read_events
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
+TERMINAL = ("succeeded", "failed", "cancelled", "lost")
+HEARTBEAT_STALE_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, config_json TEXT NOT NULL,
+    run_dir TEXT NOT NULL, pid INTEGER, pgid INTEGER, proc_start REAL, nproc INTEGER DEFAULT 1,
+    created_at REAL NOT NULL, started_at REAL, ended_at REAL, exit_code INTEGER, error TEXT,
+    resume_of TEXT, last_step INTEGER DEFAULT 0, total_steps INTEGER, events_offset INTEGER DEFAULT 0
+)
+"""
+
+
+class JobError(ValueError):
+    """A job request that cannot be carried out; the message says why."""
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    status: str
+    config: dict
+    run_dir: Path
+    pid: int | None
+    pgid: int | None
+    proc_start: float | None
+    nproc: int
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    exit_code: int | None
+    error: str | None
+    resume_of: str | None
+    last_step: int
+    total_steps: int | None
+    events_offset: int = 0  # where the current launch's events begin (a resume appends)
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "train.log"
+
+    @property
+    def events_path(self) -> Path:
+        return self.run_dir / "events.jsonl"
+
+    @property
+    def checkpoint(self) -> Path | None:
+        final = self.run_dir / "student.safetensors"
+        last = self.run_dir / "checkpoints" / "last.safetensors"
+        return final if final.is_file() else (last if last.is_file() else None)
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.last_step / self.total_steps) if self.total_steps else 0.0
+
+
+class JobStore:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = (settings or load_settings()).ensure()
+        self.db_path = self.settings.jobs_db
+        with self._connect() as con:
+            con.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA busy_timeout=30000")
+        return con
+
+    def _row(self, r: sqlite3.Row) -> Job:
+        d = dict(r)
+        return Job(id=d["id"], name=d["name"], status=d["status"], config=json.loads(d["config_json"]),
+                   run_dir=Path(d["run_dir"]), pid=d["pid"], pgid=d["pgid"], proc_start=d["proc_start"],
+                   nproc=d["nproc"] or 1, created_at=d["created_at"], started_at=d["started_at"],
+                   ended_at=d["ended_at"], exit_code=d["exit_code"], error=d["error"], resume_of=d["resume_of"],
+                   last_step=d["last_step"] or 0, total_steps=d["total_steps"], events_offset=d["events_offset"] or 0)
+
+    def _update(self, job_id: str, **fields) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._connect() as con:
+            con.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+
+    # ------------------------------------------------------------------------------------- submit
+    def submit(self, config: TrainConfig, name: str | None = None, nproc: int = 1, resume_of: str | None = None,
+               run_dir: Path | None = None) -> Job:
+        """Validate, record and launch a training job; returns it (running)."""
+        config = config.validate()
+        if not self.settings.dataset_root(config.dataset).is_dir():
+            raise JobError(f"dataset {self.settings.dataset_root(config.dataset)} does not exist")
+        if nproc < 1:
+            raise JobError(f"nproc must be >= 1, got {nproc}")
+        job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        run_dir = run_dir or (self.settings.runs_dir / job_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        with self._connect() as con:
+            con.execute("INSERT INTO jobs (id, name, status, config_json, run_dir, nproc, created_at, resume_of) "
+                        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+                        (job_id, name or f"{config.loss}-{config.arch}", json.dumps(config.to_dict()), str(run_dir),
+                         nproc, time.time(), resume_of))
+        self._launch(job_id, run_dir, nproc)
+        return self.get(job_id)
+
+    def _command(self, run_dir: Path, nproc: int) -> list[str]:
+        train = ["--config", str(run_dir / "config.json"), "--run-dir", str(run_dir)]
+        if nproc == 1:
+            return [sys.executable, "-m", "relviz.train", *train]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                "-m", "relviz.train", *train]
+
+    def _launch(self, job_id: str, run_dir: Path, nproc: int) -> None:
+        env = {**os.environ, "RELVIZ_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
+        events = run_dir / "events.jsonl"
+        offset = events.stat().st_size if events.is_file() else 0
+        with open(run_dir / "train.log", "ab") as log:
+            proc = subprocess.Popen(self._command(run_dir, nproc), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=str(run_dir))
+        try:
+            start = psutil.Process(proc.pid).create_time()
+        except psutil.NoSuchProcess:
+            start = None
+        self._update(job_id, status="running", pid=proc.pid, pgid=proc.pid, proc_start=start, started_at=time.time(),
+                     events_offset=offset)
+        self._children = getattr(self, "_children", {})
+        self._children[job_id] = proc  # reaped by reconcile when this process launched it
+
+    # ---------------------------------------------------------------------------------- reading
+    def get(self, job_id: str) -> Job:
+        with self._connect() as con:
+            r = con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if r is None:
+            raise JobError(f"no job {job_id!r}")
+        return self.reconcile(self._row(r))
+
+    def list(self) -> list[Job]:
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM jobs ORDER BY created_at DESC").fetchall()
+        return [self.reconcile(self._row(r)) for r in rows]
+
+    def events(self, job: Job, offset: int = 0) -> tuple[list[dict], int]:
+        """Events of the job (all launches) after byte ``offset``, and the next offset."""
+        return read_events(job.events_path, offset)
+
+    def log_tail(self, job: Job, lines: int = 200) -> str:
+        if not job.log_path.is_file():
+            return ""
+        with open(job.log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 200 * lines))
+            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+
+    # ------------------------------------------------------------------------------- reconcile
+    def _alive(self, job: Job) -> bool:
+        if job.pid is None:
+            return False
+        child = getattr(self, "_children", {}).get(job.id)
+        if child is not None and child.poll() is not None:
+            return False  # our own child has exited (poll reaps it)
+        try:
+            p = psutil.Process(job.pid)
+            if job.proc_start is not None and abs(p.create_time() - job.proc_start) > 1.0:
+                return False  # the PID was reused by another process
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def reconcile(self, job: Job) -> Job:
+        """Bring a job's state up to date from its events and its process."""
+        if job.status in ("succeeded", "failed", "cancelled"):
+            return job
+        events, _ = read_events(job.events_path, job.events_offset)
+        last_step = next((e["step"] for e in reversed(events) if e.get("event") in ("step", "start", "resumed")
+                          and "step" in e), job.last_step)
+        total = next((e["total_steps"] for e in reversed(events) if "total_steps" in e), job.total_steps)
+        terminal = next((e for e in reversed(events) if e.get("event") in ("done", "failed", "cancelled")), None)
+        fields: dict = {"last_step": last_step, "total_steps": total}
+        alive = self._alive(job)
+        if terminal is not None and (not alive or terminal["event"] != "done"):
+            status = {"done": "succeeded", "failed": "failed", "cancelled": "cancelled"}[terminal["event"]]
+            fields.update(status=status, ended_at=terminal["ts"], error=terminal.get("error"))
+        elif job.status in ("running", "lost"):
+            last_seen = events[-1]["ts"] if events else (job.started_at or job.created_at)
+            if not alive:
+                fields.update(status="lost", ended_at=job.ended_at or time.time(),
+                              error="the process ended without a final event (killed or crashed)")
+            elif time.time() - last_seen > HEARTBEAT_STALE_S:
+                fields.update(status="lost", error=f"no heartbeat for {time.time() - last_seen:.0f} s")
+            elif job.status == "lost":
+                fields.update(status="running", error=None)
+        self._update(job.id, **fields)
+        for k, v in fields.items():
+            setattr(job, k, v)
+        return job
+
+    # ---------------------------------------------------------------------------------- control
+    def cancel(self, job_id: str, grace_s: float = 30.0) -> Job:
+        """SIGTERM to the job's process group (the trainer checkpoints and exits), SIGKILL after
+        ``grace_s`` seconds if it is still there."""
+        job = self.get(job_id)
+        if job.status not in ("running", "queued", "lost") or job.pgid is None:
+            raise JobError(f"job {job_id} is {job.status}; only running jobs can be cancelled")
+        try:
+            os.killpg(job.pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.time() + grace_s
+        while time.time() < deadline and self._alive(job):
+            time.sleep(0.2)
+        if self._alive(job):
+            try:
+                os.killpg(job.pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            while self._alive(job):
+                time.sleep(0.05)
+        events, _ = read_events(job.events_path, job.events_offset)
+        if not any(e.get("event") == "cancelled" for e in events):
+            self._update(job_id, status="cancelled", ended_at=time.time(), error="killed after the grace period")
+        return self.get(job_id)
+
+    def resume(self, job_id: str) -> Job:
+        """Relaunch a cancelled, lost or failed job in its run folder; it continues from its last checkpoint."""
+        job = self.get(job_id)
+        if job.status in ("running", "queued", "succeeded"):
+            raise JobError(f"job {job_id} is {job.status}; only cancelled, lost or failed jobs can be resumed")
+        self._update(job_id, status="queued", ended_at=None, error=None, exit_code=None)
+        self._launch(job_id, job.run_dir, job.nproc)
+        return self.get(job_id)

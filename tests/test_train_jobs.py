@@ -1,0 +1,144 @@
+"""Training (loss goes down, exact resume, DDP parity) and background jobs (cancel, lost, restart)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from relviz.config import load_settings
+from relviz.jobs import JobError, JobStore
+from relviz.train import Trainer, TrainConfig, TrainConfigError, from_dict, read_events
+
+TINY = dict(dataset="", split="mini_train", arch="MinkUNet14", width=0.125, batch=1, pairs=256, lr=0.05,
+            val_samples=1, val_per_class=50, val_every=1000, checkpoint_every=2, log_every=1, augment=False)
+
+
+@pytest.fixture
+def tiny(synthetic_root):
+    return TrainConfig(**{**TINY, "dataset": str(synthetic_root)})
+
+
+def _wait(predicate, timeout=240, every=0.3):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def test_short_run_lowers_the_loss(tiny, tmp_path):
+    cfg = from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 16, "lr": 0.1})
+    result = Trainer(cfg, tmp_path / "run").run()
+    assert result["status"] == "succeeded" and result["step"] == 16
+    events, _ = read_events(tmp_path / "run" / "events.jsonl")
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    assert len(losses) == 16
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    meta_file = tmp_path / "run" / "student.safetensors"
+    from relviz.models.checkpoint import load_student
+
+    model, meta = load_student(meta_file)
+    assert meta["loss"] == "relational" and meta["step"] == 16 and "uniformity" in meta["metrics"]
+    assert {"step", "epoch", "loss", "lr", "it_s", "eta_s", "mem_mb"} <= set(next(e for e in events if e["event"] == "step"))
+    assert any(e["event"] == "val" and "zeroshot_miou" in e for e in events)
+
+
+def test_bad_configs_are_rejected(tiny):
+    with pytest.raises(TrainConfigError, match="unknown loss 'cosine'"):
+        from_dict({"loss": "cosine"})
+    with pytest.raises(TrainConfigError, match="'lr': must be > 0"):
+        from_dict({"lr": -0.1})
+    with pytest.raises(TrainConfigError, match="unknown field.*epoch\\b"):
+        from_dict({"epoch": 3})
+    with pytest.raises(TrainConfigError, match="'batch' must be a number"):
+        from_dict({"batch": "two"})
+    with pytest.raises(TrainConfigError, match="dataset'.*does not exist"):
+        Trainer(from_dict({**tiny.to_dict(), "dataset": "/nonexistent/data"}), "/tmp/unused-run")
+    with pytest.raises(JobError, match="does not exist"):
+        JobStore().submit(from_dict({**tiny.to_dict(), "dataset": "/nonexistent/data"}))
+
+
+def test_kill9_then_resume_continues_from_last_checkpoint(tiny):
+    store = JobStore()
+    job = store.submit(from_dict({**tiny.to_dict(), "max_steps": 40, "checkpoint_every": 3}))
+    ckpt = job.run_dir / "checkpoints" / "last.state.pt"
+    _wait(lambda: ckpt.is_file() and store.get(job.id).last_step >= 4)
+    os.killpg(job.pgid, signal.SIGKILL)
+    lost = _wait(lambda: (j := store.get(job.id)).status == "lost" and j)
+    assert "without a final event" in lost.error
+    # what is on disk is whole: the weights and the optimizer state load and agree
+    state = torch.load(ckpt, weights_only=True)
+    weights = load_file(job.run_dir / "checkpoints" / "last.safetensors")
+    assert state["step"] % 3 == 0 and len(weights) > 10
+    saved_step = state["step"]
+    store.resume(job.id)
+    done = _wait(lambda: (j := store.get(job.id)).status in ("succeeded", "failed") and j, timeout=300)
+    assert done.status == "succeeded", store.log_tail(done)
+    events, _ = read_events(job.events_path)
+    resumed = [e for e in events if e["event"] == "resumed"]
+    assert resumed and resumed[-1]["step"] == saved_step
+    steps_after = [e["step"] for e in events[events.index(resumed[-1]):] if e["event"] == "step"]
+    assert steps_after[0] == saved_step + 1 and steps_after[-1] == 40
+
+
+def test_cancel_ends_the_process_group(tiny):
+    store = JobStore()
+    job = store.submit(from_dict({**tiny.to_dict(), "max_steps": 500}))
+    _wait(lambda: store.get(job.id).last_step >= 1)
+    cancelled = store.cancel(job.id, grace_s=60)
+    assert cancelled.status == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(job.pgid, 0)
+    events, _ = read_events(job.events_path)
+    assert events[-1]["event"] == "cancelled"  # graceful: checkpoint written, then the event
+    assert (job.run_dir / "checkpoints" / "last.safetensors").is_file()
+    with pytest.raises(JobError, match="only running jobs can be cancelled"):
+        store.cancel(job.id)
+
+
+def test_job_survives_restart_of_the_supervising_process(tiny, workspace_home):
+    # a separate process submits and exits at once, as the app or the CLI would on restart
+    out = subprocess.run([sys.executable, "-m", "relviz", "jobs", "submit", "--dataset", tiny.dataset,
+                          "--set", f"split=\"mini_val\"", "--arch", "MinkUNet14", "--width", "0.125",
+                          "--pairs", "256", "--batch", "1", "--max-steps", "6",
+                          "--set", "val_samples=1", "--set", "val_per_class=50", "--set", "augment=false"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "RELVIZ_HOME": workspace_home})
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip().splitlines()[-1]
+    store = JobStore()  # a fresh supervisor that did not launch the job
+    running = store.get(job_id)
+    assert running.status in ("running", "succeeded")
+    done = _wait(lambda: (j := store.get(job_id)).status in ("succeeded", "failed", "lost") and j, timeout=300)
+    assert done.status == "succeeded", store.log_tail(done)
+    assert done.last_step == 6 and done.progress == 1.0 and done.checkpoint.name == "student.safetensors"
+    listed = subprocess.run([sys.executable, "-m", "relviz", "jobs", "list", "--json"], capture_output=True, text=True,
+                            env={**os.environ, "RELVIZ_HOME": workspace_home})
+    assert json.loads(listed.stdout)[0]["status"] == "succeeded"
+
+
+def test_ddp_two_processes_match_one_process(tiny, tmp_path, workspace_home):
+    base = {**tiny.to_dict(), "split": "mini_val", "max_steps": 2, "val_samples": 1, "checkpoint_every": 0,
+            "lr": 0.1}
+    one = tmp_path / "one"
+    Trainer(from_dict({**base, "accumulate": 2}), one).run()  # fills the teacher cache too
+    two = tmp_path / "two"
+    two.mkdir()
+    (two / "config.json").write_text(json.dumps(base))
+    env = {**os.environ, "RELVIZ_HOME": workspace_home, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           "-m", "relviz.train", "--config", str(two / "config.json"), "--run-dir", str(two)],
+                          capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_file(one / "student.safetensors")
+    b = load_file(two / "student.safetensors")
+    params = [k for k in a if "running" not in k and "num_batches" not in k]
+    assert max((a[k] - b[k]).abs().max().item() for k in params) < 1e-4
