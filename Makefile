@@ -11,13 +11,13 @@ PIP := env PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: app test env sysdeps workspace lock bench
+.PHONY: app test env sysdeps browser workspace lock
 
 app: env workspace
 	$(VENV)/bin/streamlit run app.py --server.address $(HOST) --server.port $(PORT) \
 		--server.fileWatcherType none --server.headless true --browser.gatherUsageStats false
 
-test: env
+test: env browser
 	$(VENV)/bin/python -m pytest
 
 env: sysdeps $(STAMP)
@@ -37,6 +37,17 @@ sysdeps:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null; \
 		else \
 			echo "open3d needs libusb-1.0; install it with:  sudo apt-get install -y libusb-1.0-0" >&2; exit 1; \
+		fi; \
+	fi
+
+# The real-browser test drives Debian's Chromium (no browser download); skipped where it is absent.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium (for the real-browser test)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "note: chromium is not installed (sudo apt-get install -y chromium); the browser test will be skipped"; \
 		fi; \
 	fi
 

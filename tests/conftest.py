@@ -44,3 +44,27 @@ def nusc(synthetic_root):
     from relviz.data.nuscenes import open_nuscenes
 
     return open_nuscenes(synthetic_root, "v1.0-mini")
+
+
+@pytest.fixture
+def app_workspace(workspace_home, synthetic_root):
+    """A workspace with the small synthetic dataset and two random students in runs/."""
+    from pathlib import Path
+
+    from relviz.models import build_minkunet
+    from relviz.models.checkpoint import save_checkpoint
+
+    home = Path(workspace_home)
+    (home / "datasets").mkdir(exist_ok=True)
+    os.symlink(synthetic_root, home / "datasets" / "synthetic-mini")
+    from relviz.teacher.demo import load_demo_teacher
+
+    dim = load_demo_teacher().dim
+    for i, loss in enumerate(("relational", "contrastive")):
+        torch.manual_seed(i)
+        model = build_minkunet("MinkUNet14", out_channels=dim, width=0.125, backend="torch")
+        save_checkpoint(home / "runs" / f"test-{loss}" / "student.safetensors", model,
+                        {"kind": "student", "architecture": model.config.to_dict(), "loss": loss})
+    return home
+
+

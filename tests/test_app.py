@@ -1,35 +1,13 @@
 """Every page of the app under AppTest: no exception, live queries, jobs, broken inputs."""
 
-import os
 import time
 from pathlib import Path
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
-
-from relviz.models import build_minkunet
-from relviz.models.checkpoint import save_checkpoint
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["pages/structure.py", "pages/compare.py", "pages/zeroshot.py", "pages/jobs.py", "pages/toy.py"]
-
-
-@pytest.fixture
-def app_workspace(workspace_home, synthetic_root):
-    """A workspace with the small synthetic dataset and two random students in runs/."""
-    home = Path(workspace_home)
-    (home / "datasets").mkdir(exist_ok=True)
-    os.symlink(synthetic_root, home / "datasets" / "synthetic-mini")
-    from relviz.teacher.demo import load_demo_teacher
-
-    dim = load_demo_teacher().dim
-    for i, loss in enumerate(("relational", "contrastive")):
-        torch.manual_seed(i)
-        model = build_minkunet("MinkUNet14", out_channels=dim, width=0.125, backend="torch")
-        save_checkpoint(home / "runs" / f"test-{loss}" / "student.safetensors", model,
-                        {"kind": "student", "architecture": model.config.to_dict(), "loss": loss})
-    return home
 
 
 def _page(path, timeout=180):

@@ -13,7 +13,9 @@ def load_teacher(name: str = "demo", pretrained: str | None = None, device: str 
     if name == "demo":
         from relviz.teacher.demo import load_demo_teacher
 
-        return load_demo_teacher(pretrained or None, device=device) if pretrained else load_demo_teacher(device=device)
+        from relviz.teacher.demo import DEMO_TEACHER_PATH
+
+        return load_demo_teacher(pretrained or DEMO_TEACHER_PATH, device=device)
     return ClipTeacher(name, pretrained=pretrained, device=device)
 
 

@@ -157,7 +157,7 @@ def train_demo_teacher(dataset: str | Path, out: str | Path = DEMO_TEACHER_PATH,
             g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + np.cos(np.pi * min(1.0, frac)))
         opt.step()
         step += 1
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         if step % 50 == 0:
             log(f"step {step}  loss {np.mean(history[-50:]):.3f}  {time.perf_counter() - start:.0f} s")
     train_s = time.perf_counter() - start
