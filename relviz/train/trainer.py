@@ -222,9 +222,9 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self._install_signal_handlers()
-        heartbeat = threading.Thread(target=self._heartbeat, daemon=True)
         self._running = True
-        heartbeat.start()
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat, daemon=True)
+        self._heartbeat_thread.start()
         try:
             self.events.write("phase", phase="prepare")
             self._build()
@@ -236,20 +236,30 @@ class Trainer:
                               world_size=self.world, device=str(self.device))
             metrics = self._loop(step)
             if self.stop_requested:
-                self.events.write("cancelled", step=self._step)
+                self._finish("cancelled", step=self._step)
                 return {"status": "cancelled", "step": self._step}
             if self.rank == 0:
                 final = self.run_dir / "student.safetensors"
                 save_checkpoint(final, self.model, self._metadata(self._step, metrics))
-            self.events.write("done", step=self._step, metrics=metrics)
+            self._finish("done", step=self._step, metrics=metrics)
             return {"status": "succeeded", "step": self._step, "metrics": metrics}
         except Exception as e:
-            self.events.write("failed", error=f"{type(e).__name__}: {e}")
+            self._finish("failed", error=f"{type(e).__name__}: {e}")
             raise
         finally:
-            self._running = False
+            self._stop_heartbeat()
             if self.world > 1 and dist.is_initialized():
                 dist.destroy_process_group()
+
+    def _stop_heartbeat(self) -> None:
+        self._running = False
+        if self._heartbeat_thread.is_alive():
+            self._heartbeat_thread.join()
+
+    def _finish(self, event: str, **fields) -> None:
+        """The terminal event is always the last line: the heartbeat stops first."""
+        self._stop_heartbeat()
+        self.events.write(event, **fields)
 
     def _loop(self, step: int) -> dict:
         cfg = self.cfg
