@@ -27,9 +27,9 @@ def test_miou_against_hand_computed_confusion():
     assert iou[1] == pytest.approx(2 / 3) and iou[2] == pytest.approx(0.5) and iou[3] == 0.0
     assert math.isnan(iou[4]) and math.isnan(iou[5]) and math.isnan(iou[0])
     assert mean_iou(cm) == pytest.approx((2 / 3 + 0.5 + 0.0) / 3)  # absent classes never count as 1.0
-    # a prediction of the ignore class is a miss for the true class
+    # as nuscenes-devkit's ConfusionMatrix: the ignore column is zeroed, so a prediction of 0 drops out
     cm2 = confusion_matrix(np.array([0, 1]), np.array([1, 1]), num_classes=3)
-    assert iou_per_class(cm2)[1] == pytest.approx(0.5)
+    assert cm2[1].tolist() == [0, 1, 0] and iou_per_class(cm2)[1] == pytest.approx(1.0)
     # empty predictions and all-ignored ground truth: no defined IoU at all
     empty = confusion_matrix(np.array([], dtype=int), np.array([], dtype=int), num_classes=4)
     assert empty.sum() == 0 and math.isnan(mean_iou(empty))

@@ -22,7 +22,7 @@ def confusion_matrix(pred, target, num_classes: int = 17, ignore_index: int = 0)
         raise ValueError(f"classes must lie in [0, {num_classes - 1}]")
     cm = torch.bincount(target * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
     cm = cm.numpy().astype(np.int64)
-    cm[:, ignore_index] = 0  # a prediction of the ignore class counts only as a miss
+    cm[:, ignore_index] = 0  # as the devkit: predictions of the ignore class are dropped
     return cm
 
 
