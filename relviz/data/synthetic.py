@@ -308,6 +308,13 @@ def _hash_noise(p: np.ndarray, scale: float) -> np.ndarray:
     return (v - np.floor(v)).astype(np.float32)
 
 
+def _paint(base: np.ndarray, mask: np.ndarray, rgb) -> np.ndarray:
+    """A grey texture ``base`` [N] as RGB [N, 3], with ``rgb`` where ``mask`` holds."""
+    out = np.stack([base, base, base], 1)
+    out[mask] = rgb
+    return out
+
+
 def _texture(kind: str, p: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Multiplicative RGB texture [N, 3] for surface points p [N, 3] (road frame) with normals n."""
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
@@ -316,18 +323,14 @@ def _texture(kind: str, p: np.ndarray, n: np.ndarray) -> np.ndarray:
     if kind == "asphalt":
         t = 0.8 + 0.4 * _hash_noise(p, 0.05)
         mark = (np.abs(y) < 0.08) & ((x % 6.0) < 3.0) | (np.abs(np.abs(y) - 3.5) < 0.07)
-        out = np.stack([t, t, t], 1)
-        out[mark] = 4.0
-        return out
+        return _paint(t, mark, 4.0)
     if kind == "tiles":
         grid = (np.minimum(x % 1.0, y % 1.0) < 0.05)
         t = np.where(grid, 0.55, fine)
         return np.stack([t, t, t], 1)
     if kind == "stripes":  # painted curbs and islands: ochre and white bands
         band = ((x // 1.0) % 2 == 0)
-        out = np.stack([fine, fine, fine], 1)
-        out[band] = [1.2, 1.5, 3.0]
-        return out
+        return _paint(fine, band, [1.2, 1.5, 3.0])
     if kind == "dirt":
         t = _hash_noise(p, 0.3)
         return np.stack([0.8 + 0.5 * t, 1.0 + 0.6 * t, 0.7 + 0.3 * t], 1) * fine[:, None]
@@ -338,14 +341,10 @@ def _texture(kind: str, p: np.ndarray, n: np.ndarray) -> np.ndarray:
         vertical = np.abs(n[:, 2]) < 0.5
         u = np.where(np.abs(n[:, 0]) > np.abs(n[:, 1]), y, x)
         win = vertical & ((u % 3.0) > 1.0) & ((z % 3.2) > 1.2) & (z > 1.0)
-        out = np.stack([fine, fine, fine], 1)
-        out[win] = [0.25, 0.35, 0.6]
-        return out
+        return _paint(fine, win, [0.25, 0.35, 0.6])
     if kind == "bus":
         band = (z > 1.6) & (z < 2.6)
-        out = np.stack([ones, ones, ones], 1)
-        out[band] = [0.15, 0.18, 0.25]
-        return out
+        return _paint(ones, band, [0.15, 0.18, 0.25])
     if kind == "panels":
         t = np.where((x % 1.2) < 0.06, 0.7, 1.0)
         return np.stack([t, t, t], 1)
@@ -354,24 +353,16 @@ def _texture(kind: str, p: np.ndarray, n: np.ndarray) -> np.ndarray:
         return np.stack([t, t, t], 1)
     if kind == "hazard":
         stripe = ((x + y + z) % 1.0) < 0.5
-        out = np.stack([ones, ones, ones], 1)
-        out[stripe] = [0.1, 0.1, 0.1]
-        return out
+        return _paint(ones, stripe, [0.1, 0.1, 0.1])
     if kind == "barrier":
         stripe = ((x - z + y) % 0.8) < 0.4
-        out = np.stack([ones, ones, ones], 1)
-        out[stripe] = [0.9, 0.1, 0.1]
-        return out
+        return _paint(ones, stripe, [0.9, 0.1, 0.1])
     if kind == "cone":
         band = (z > 0.3) & (z < 0.45)
-        out = np.stack([ones, ones, ones], 1)
-        out[band] = [1.0, 2.8, 6.0]
-        return out
+        return _paint(ones, band, [1.0, 2.8, 6.0])
     if kind == "cloth":
         head = z > 1.45
-        out = np.stack([fine, fine, fine], 1)
-        out[head] = [5.0, 3.5, 1.8]
-        return out
+        return _paint(fine, head, [5.0, 3.5, 1.8])
     return np.stack([fine, fine, fine], 1)
 
 
