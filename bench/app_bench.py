@@ -7,7 +7,6 @@ Usage: RELVIZ_HOME=workspace .venv/bin/python bench/app_bench.py
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,6 @@
 import time
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 import torch
 

@@ -7,7 +7,6 @@ is quick; ``relviz demo`` rebuilds everything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -41,18 +40,14 @@ def ensure_dataset(settings: Settings, log=print) -> Path:
     return root
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_manifest(directory: Path = REPO_CHECKPOINTS) -> Path:
     """manifest.json: every checkpoint of the folder with sha256, size, configuration and scores."""
-    from relviz.models.checkpoint import read_metadata
+    from relviz.models.checkpoint import file_sha256, read_metadata
 
     entries = {}
     for path in sorted(directory.glob("*.safetensors")):
         meta = read_metadata(path)
-        entries[path.name] = {"sha256": _sha256(path), "bytes": path.stat().st_size, "kind": meta.get("kind"),
+        entries[path.name] = {"sha256": file_sha256(path), "bytes": path.stat().st_size, "kind": meta.get("kind"),
                               "loss": meta.get("loss"), "config": meta.get("training"),
                               "scores": meta.get("scores") or meta.get("metrics")}
     manifest = directory / "manifest.json"

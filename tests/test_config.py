@@ -1,7 +1,6 @@
 """Workspace resolution and settings validation."""
 
 import os
-from pathlib import Path
 
 import pytest
 

@@ -6,13 +6,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from relviz.config import load_settings
 from relviz.jobs import JobError, JobStore
 from relviz.train import Trainer, TrainConfig, TrainConfigError, from_dict, read_events
 
@@ -108,7 +106,7 @@ def test_cancel_ends_the_process_group(tiny):
 def test_job_survives_restart_of_the_supervising_process(tiny, workspace_home):
     # a separate process submits and exits at once, as the app or the CLI would on restart
     out = subprocess.run([sys.executable, "-m", "relviz", "jobs", "submit", "--dataset", tiny.dataset,
-                          "--set", f"split=\"mini_val\"", "--arch", "MinkUNet14", "--width", "0.125",
+                          "--set", "split=\"mini_val\"", "--arch", "MinkUNet14", "--width", "0.125",
                           "--pairs", "256", "--batch", "1", "--max-steps", "6",
                           "--set", "val_samples=1", "--set", "val_per_class=50", "--set", "augment=false"],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "RELVIZ_HOME": workspace_home})

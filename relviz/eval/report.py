@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -12,18 +11,10 @@ from relviz.data.dataset import NuScenesLidarSeg
 from relviz.eval.fewshot import evaluate_fewshot
 from relviz.eval.zeroshot import gather_val_features, structure_metrics
 from relviz.info import package_versions
-from relviz.models.checkpoint import load_student
+from relviz.models.checkpoint import file_sha256, load_student
 from relviz.teacher.cache import FeatureCache
 
 COLUMNS = ("name", "loss", "uniformity", "tolerance", "gap", "gap_text", "zeroshot_miou", "fewshot_miou")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_root: str | Path,
@@ -47,7 +38,7 @@ def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_
         rows.append({"name": path.stem if path.stem != "student" else path.parent.name, "loss": meta.get("loss"),
                      **{k: m[k] for k in ("uniformity", "tolerance", "gap", "gap_text", "zeroshot_miou")},
                      "fewshot_miou": few["miou"]})
-        details[rows[-1]["name"]] = {"checkpoint": str(path), "sha256": _sha256(path), "structure": m, "fewshot": few}
+        details[rows[-1]["name"]] = {"checkpoint": str(path), "sha256": file_sha256(path), "structure": m, "fewshot": few}
         if teacher_row is None:  # the teacher on the paired points: its own structure, G = 0 by definition
             t = structure_metrics(feats["pair_teacher"], feats["pair_labels"], feats["pair_teacher"],
                                   feats["pair_teacher"], text, per_class, seed)

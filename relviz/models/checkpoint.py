@@ -70,6 +70,17 @@ class LoadReport:
         return "; ".join(parts)
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (checkpoint manifests and reports)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, model: nn.Module | dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
     """Write weights and metadata atomically to ``path`` (a ``.safetensors`` file)."""
     path = Path(path)
