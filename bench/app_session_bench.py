@@ -1,0 +1,31 @@
+"""First render of every page within one running app session (as a user navigates: imports and the
+Home page first, then each page visited once), with the demo workspace.
+
+Usage: RELVIZ_HOME=workspace .venv/bin/python bench/app_session_bench.py
+"""
+
+import json
+import time
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ["pages/structure.py", "pages/compare.py", "pages/zeroshot.py", "pages/jobs.py", "pages/toy.py"]
+
+
+def main() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    t = time.perf_counter()
+    at.run()
+    out = {"pages/home.py (server start, imports)": round(time.perf_counter() - t, 2)}
+    for page in PAGES:
+        t = time.perf_counter()
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+        out[page] = round(time.perf_counter() - t, 2)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
