@@ -49,12 +49,19 @@ def test_submanifold_conv_matches_conv3d(k, dilation):
     w = _torch_weight(conv.kernel, k)
     ref = F.conv3d(dense_in, w, conv.bias.flatten(), padding=dilation * (k // 2), dilation=dilation)
     ref_sites = _read(ref, x.coordinates, 1)
-    torch.testing.assert_close(out.features, ref_sites, atol=1e-10, rtol=1e-8)
+    _check_against_dense(out.features, ref_sites, (feats, conv.kernel), (dense_in, w),
+                         lambda g: _read(g, x.coordinates, 1), lambda g: _torch_weight_grad_to_me(g, k))
+
+
+def _check_against_dense(out, ref_sites, sparse_inputs, dense_inputs, feature_grad, kernel_grad):
+    """Outputs equal; and for one random probe, gradients of (features, kernel) equal the dense
+    reference's gradients read at the active sites / converted to ME's kernel layout."""
+    torch.testing.assert_close(out, ref_sites, atol=1e-10, rtol=1e-8)
     probe = torch.randn_like(ref_sites)
-    g_feat, g_kernel = torch.autograd.grad((out.features * probe).sum(), [feats, conv.kernel])
-    g_dense, g_w = torch.autograd.grad((ref_sites * probe).sum(), [dense_in, w])
-    torch.testing.assert_close(g_feat, _read(g_dense, x.coordinates, 1), atol=1e-10, rtol=1e-8)
-    torch.testing.assert_close(g_kernel, _torch_weight_grad_to_me(g_w, k), atol=1e-10, rtol=1e-8)
+    g_feat, g_kernel = torch.autograd.grad((out * probe).sum(), list(sparse_inputs))
+    g_dense, g_w = torch.autograd.grad((ref_sites * probe).sum(), list(dense_inputs))
+    torch.testing.assert_close(g_feat, feature_grad(g_dense), atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(g_kernel, kernel_grad(g_w), atol=1e-10, rtol=1e-8)
 
 
 def _torch_weight_grad_to_me(gw, k):
@@ -76,12 +83,8 @@ def test_strided_conv_matches_conv3d(k):
     w = _torch_weight(conv.kernel, k)
     ref = F.conv3d(dense_in, w, stride=2, padding=k // 2 if k % 2 else 0)
     ref_sites = _read(ref, out.coordinates, 2)
-    torch.testing.assert_close(out.features, ref_sites, atol=1e-10, rtol=1e-8)
-    probe = torch.randn_like(ref_sites)
-    g_feat, g_kernel = torch.autograd.grad((out.features * probe).sum(), [feats, conv.kernel])
-    g_dense, g_w = torch.autograd.grad((ref_sites * probe).sum(), [dense_in, w])
-    torch.testing.assert_close(g_feat, _read(g_dense, x.coordinates, 1), atol=1e-10, rtol=1e-8)
-    torch.testing.assert_close(g_kernel, _torch_weight_grad_to_me(g_w, k), atol=1e-10, rtol=1e-8)
+    _check_against_dense(out.features, ref_sites, (feats, conv.kernel), (dense_in, w),
+                         lambda g: _read(g, x.coordinates, 1), lambda g: _torch_weight_grad_to_me(g, k))
 
 
 def test_transposed_conv_matches_conv_transpose3d():
@@ -97,12 +100,8 @@ def test_transposed_conv_matches_conv_transpose3d():
     w = _torch_weight(up.kernel, 2).transpose(0, 1).contiguous()
     ref = F.conv_transpose3d(dense_in, w, up.bias.flatten(), stride=2)
     ref_sites = _read(ref, fine.coordinates, 1)
-    torch.testing.assert_close(out.features, ref_sites, atol=1e-10, rtol=1e-8)
-    probe = torch.randn_like(ref_sites)
-    g_feat, g_kernel = torch.autograd.grad((out.features * probe).sum(), [coarse_feats, up.kernel])
-    g_dense, g_w = torch.autograd.grad((ref_sites * probe).sum(), [dense_in, w])
-    torch.testing.assert_close(g_feat, _read(g_dense, coarse.coordinates, 2), atol=1e-10, rtol=1e-8)
-    torch.testing.assert_close(g_kernel, _torch_weight_grad_to_me(g_w.transpose(0, 1), 2), atol=1e-10, rtol=1e-8)
+    _check_against_dense(out.features, ref_sites, (coarse_feats, up.kernel), (dense_in, w),
+                         lambda g: _read(g, coarse.coordinates, 2), lambda g: _torch_weight_grad_to_me(g.transpose(0, 1), 2))
 
 
 def test_conv_on_strided_tensor_matches_dense():

@@ -53,7 +53,7 @@ def point_features_cached(model, checkpoint_key: str, dataset, index: int, cache
     from relviz.data.dataset import collate
 
     token = dataset.sample_tokens[index]
-    cache = FeatureCache(cache_root, f"student-{checkpoint_key}")
+    cache = FeatureCache(cache_root, checkpoint_key, kind="student")
     hit = cache.get(token)
     if hit is not None:
         return hit

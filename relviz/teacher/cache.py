@@ -1,7 +1,7 @@
 """On-disk cache of dense teacher features, one half-precision ``.npy`` per camera image.
 
 Layout: ``<cache>/teacher/<teacher identity>/<camera sample_data token>.npy`` holding float16
-[D, h, w]. The identity covers the model, a hash of its weights and the input size, so changing any
+[D, h, w] (student point features use the same store under ``<cache>/student/``). The identity covers the model, a hash of its weights and the input size, so changing any
 of them uses a fresh folder. Files are written to a temporary name and renamed, so concurrent
 writers (training workers, the app) never leave a partial file, and readers memory-map them.
 """
@@ -17,8 +17,8 @@ import torch
 
 
 class FeatureCache:
-    def __init__(self, root: str | Path, teacher_identity: str):
-        self.dir = Path(root) / "teacher" / teacher_identity
+    def __init__(self, root: str | Path, identity: str, kind: str = "teacher"):
+        self.dir = Path(root) / kind / identity
         self.hits = self.misses = 0
 
     def path(self, token: str) -> Path:

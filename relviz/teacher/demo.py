@@ -200,18 +200,8 @@ def load_demo_teacher(path: str | Path = DEMO_TEACHER_PATH, device: str | torch.
     cfg["vision_cfg"]["image_size"] = list(meta["input_size"])
     model = open_clip.CLIP(**cfg)
     load_into(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, source=str(path))
-    digest = _state_digest(state)
     teacher = ClipTeacher(meta["model_name"], pretrained=None, input_size=tuple(meta["input_size"]), device=device,
-                          model=model, identity=f"{meta['model_name']}-{digest}")
+                          model=model)
     teacher.metadata = meta
     return teacher
 
-
-def _state_digest(state: dict[str, torch.Tensor]) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in sorted(state.items()):
-        h.update(k.encode())
-        h.update(v.cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
