@@ -14,8 +14,7 @@ PORT ?= 8501
 .PHONY: app test env sysdeps browser workspace lock
 
 app: env workspace
-	$(VENV)/bin/streamlit run app.py --server.address $(HOST) --server.port $(PORT) \
-		--server.fileWatcherType none --server.headless true --browser.gatherUsageStats false
+	$(VENV)/bin/relviz app --host $(HOST) --port $(PORT)
 
 test: env browser
 	$(VENV)/bin/python -m pytest
@@ -54,6 +53,7 @@ browser:
 workspace: env
 	$(VENV)/bin/relviz workspace
 	$(VENV)/bin/relviz demo --dataset-only
+	$(VENV)/bin/relviz warm
 
 # Re-freeze the whole resolved tree after changing requirements.txt.
 lock:

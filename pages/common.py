@@ -4,14 +4,16 @@ view state in the URL, and the error panel. Pages stay thin: everything else is 
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
+from relviz import workspace
 from relviz.config import ConfigError, Settings, load_settings
 from relviz.data.classes import CLASS_COLORS, CLASSES
+from relviz.teacher import load_teacher_async
 from relviz.teacher.demo import REPO_CHECKPOINTS
+from relviz.workspace import CheckpointInfo, student_checkpoints
 
 CLASS_NAMES = list(CLASSES[1:])
 COLOR_MAP = {name: f"rgb{tuple(int(c) for c in CLASS_COLORS[i + 1])}" for i, name in enumerate(CLASS_NAMES)}
@@ -32,36 +34,6 @@ def error_panel(what: str, exc: BaseException) -> None:
         st.code("".join(traceback.format_exception(exc))[-4000:])
 
 
-@dataclass(frozen=True)
-class CheckpointInfo:
-    label: str
-    path: Path
-    loss: str | None
-    error: str | None = None
-
-
-def list_checkpoints(s: Settings) -> list[CheckpointInfo]:
-    """Student checkpoints: the committed demo students, and every run's final or last checkpoint."""
-    from relviz.models.checkpoint import CheckpointError, read_metadata
-
-    paths = sorted(REPO_CHECKPOINTS.glob("student-*.safetensors"))
-    if s.runs_dir.is_dir():
-        for run in sorted(p for p in s.runs_dir.iterdir() if p.is_dir()):
-            final, last = run / "student.safetensors", run / "checkpoints" / "last.safetensors"
-            if final.is_file() or last.is_file():
-                paths.append(final if final.is_file() else last)
-    out = []
-    for p in paths:
-        label = p.stem.removeprefix("student-") if p.parent == REPO_CHECKPOINTS else \
-            (p.parent.name if p.name == "student.safetensors" else f"{p.parents[1].name} (last)")
-        try:
-            meta = read_metadata(p)
-            out.append(CheckpointInfo(label, p, meta.get("loss")))
-        except CheckpointError as e:
-            out.append(CheckpointInfo(label, p, None, str(e)))
-    return out
-
-
 @st.cache_resource(max_entries=4, show_spinner="loading the student")
 def load_student(path: str, mtime: float):
     """A student in eval mode, cached per (path, modification time)."""
@@ -74,22 +46,40 @@ def student(info: CheckpointInfo):
     return load_student(str(info.path), info.path.stat().st_mtime)
 
 
-@st.cache_resource(max_entries=2, show_spinner="loading the teacher")
-def teacher(name: str, pretrained: str | None):
-    from relviz.teacher import load_teacher
-
-    return load_teacher(name, pretrained)
+def prefetch_teacher(s: Settings) -> None:
+    """Start loading the teacher (once per process) without waiting for it."""
+    load_teacher_async(s.teacher, s.teacher_pretrained)
 
 
 def active_teacher(s: Settings):
-    return teacher(s.teacher, s.teacher_pretrained)
+    """The teacher, waiting for its background loading if needed (a failed load raises here)."""
+    future = load_teacher_async(s.teacher, s.teacher_pretrained)
+    if not future.done():
+        with st.spinner("loading the teacher"):
+            future.exception()
+    return future.result()
+
+
+def class_embeddings(s: Settings):
+    """[16, D] from the disk cache (the teacher is only loaded when they are not there)."""
+    return _class_embeddings(s.teacher, s.teacher_pretrained, _teacher_mtime(s))
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _class_embeddings(name: str, pretrained: str | None, mtime: float):
+    return workspace.class_embeddings(settings(), lambda: active_teacher(settings()))
+
+
+def _teacher_mtime(s: Settings) -> float:
+    """The demo teacher file's modification time (a retrained teacher invalidates cached values)."""
+    path = Path(s.teacher_pretrained) if s.teacher_pretrained else REPO_CHECKPOINTS / "teacher.safetensors"
+    return path.stat().st_mtime if s.teacher == "demo" and path.is_file() else 0.0
 
 
 @st.cache_resource(max_entries=4, show_spinner="opening the dataset")
-def dataset(root: str, split: str, load_images: bool = False):
-    from relviz.data import NuScenesLidarSeg
-
-    return NuScenesLidarSeg(root, split=split, load_images=load_images)
+def dataset(root: str, load_images: bool = False):
+    """The validation keyframes of ``root`` (opened from the cached keyframe index)."""
+    return workspace.open_val_dataset(settings(), root, load_images)
 
 
 def dataset_root(s: Settings) -> Path:
@@ -109,30 +99,43 @@ def set_query_params(**values) -> None:
             st.query_params[k] = str(v)
 
 
-@st.cache_resource(max_entries=6, show_spinner=False)
-def val_features(path: str, mtime: float, root: str, n: int, teacher_id: str) -> dict:
-    """Point features of a student (``path``) or of the teacher (``path`` empty: the teacher's
-    features on the paired points) over the first ``n`` mini_val keyframes, with labels."""
-    from relviz.eval.zeroshot import gather_val_features
-    from relviz.teacher.cache import FeatureCache
+def _checkpoint_args(info: CheckpointInfo | None) -> tuple[str, float]:
+    return ("", 0.0) if info is None else (str(info.path), info.path.stat().st_mtime)
 
+
+def _teacher_key(s: Settings) -> tuple:
+    return s.teacher, s.teacher_pretrained, _teacher_mtime(s)
+
+
+def _loaders(path: str, mtime: float):
+    """(checkpoint info or None, teacher loader, student loader) for the workspace calls."""
     s = settings()
-    teacher = active_teacher(s)
-    cache = FeatureCache(s.cache_dir, teacher.identity)
-    ds = dataset(root, "mini_val")
-    if path:
-        model, _ = load_student(path, mtime)
-        return gather_val_features(model, teacher, cache, ds, n, "cpu")
-    import torch
+    info = next((c for c in student_checkpoints(s) if str(c.path) == path), None) if path else None
+    if path and info is None:
+        raise FileNotFoundError(f"checkpoint {path} is no longer in the workspace")
+    return info, (lambda: active_teacher(s)), (lambda: load_student(path, mtime)[0])
 
-    from relviz.data.dataset import collate
-    from relviz.eval.features import teacher_pair_features
 
-    feats, labels = [], []
-    for i in range(min(n, len(ds))):
-        batch = collate([ds[i]])
-        feats.append(teacher_pair_features(teacher, cache, ds, batch))
-        labels.append(batch["labels"][batch["pair_points"]])
-    f = torch.cat(feats)
-    return {"features": f, "labels": torch.cat(labels), "pair_student": f, "pair_teacher": f,
-            "pair_labels": torch.cat(labels)}
+@st.cache_resource(max_entries=6, show_spinner=False)
+def _val_features(path: str, mtime: float, root: str, n: int, teacher_key: tuple) -> dict:
+    # teacher_key is part of the cache key only: a changed teacher gets fresh entries
+    info, teacher_fn, model_fn = _loaders(path, mtime)
+    return workspace.val_features(settings(), root, info, n, teacher_fn, model_fn)
+
+
+def val_features(info: CheckpointInfo | None, root: str, n: int) -> dict:
+    """Validation features of a student (``info``) or of the teacher (None) over the first ``n``
+    mini_val keyframes: from memory, else from the disk cache, else computed (and stored)."""
+    return _val_features(*_checkpoint_args(info), root, n, _teacher_key(settings()))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _structure(path: str, mtime: float, root: str, n: int, per_class: int, seed: int, teacher_key: tuple) -> dict:
+    info, teacher_fn, model_fn = _loaders(path, mtime)
+    return workspace.structure(settings(), root, info, n, per_class, seed, teacher_fn, model_fn)
+
+
+def structure(info: CheckpointInfo | None, root: str, n: int, per_class: int, seed: int) -> dict:
+    """U, T (per class), G and zero-shot IoU of a student (``info``) or the teacher (None), cached
+    in memory and on disk."""
+    return _structure(*_checkpoint_args(info), root, n, per_class, seed, _teacher_key(settings()))

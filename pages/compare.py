@@ -8,12 +8,11 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages import common
-from relviz.eval.zeroshot import structure_metrics
 from relviz.metrics import fit_pca, sample_per_class
 
 st.title("Compare losses")
 s = common.settings()
-ckpts = [c for c in common.list_checkpoints(s) if c.error is None]
+ckpts = [c for c in common.student_checkpoints(s) if c.error is None]
 if len(ckpts) < 2:
     st.info("Two or more student checkpoints are needed (the demo students, or runs from the Jobs page).")
     st.stop()
@@ -30,21 +29,19 @@ if len(chosen) < 2:
 
 try:
     root = str(common.dataset_root(s))
-    teacher = common.active_teacher(s)
-    text = teacher.class_embeddings().cpu()
-    ref = common.val_features("", 0.0, root, n_samples, teacher.identity)
+    ref = common.val_features(None, root, n_samples)
     rows, samples = [], {}
     with st.status("computing features and metrics", expanded=False) as status:
         for label in chosen:
             info = ckpts[labels.index(label)]
-            d = common.val_features(str(info.path), info.path.stat().st_mtime, root, n_samples, teacher.identity)
-            m = structure_metrics(d["features"], d["labels"], d["pair_student"], d["pair_teacher"], text, per_class)
+            d = common.val_features(info, root, n_samples)
+            m = common.structure(info, root, n_samples, per_class, 0)
             rows.append({"checkpoint": label, "loss": info.loss, **{k: m[k] for k in ("uniformity", "tolerance", "gap",
                                                                                      "zeroshot_miou")},
                          "_tpc": m["tolerance_per_class"], "_iou": m["zeroshot_iou"]})
             idx = sample_per_class(d["labels"], per_class=per_class, seed=0)
             samples[label] = (d["features"][idx], d["labels"][idx])
-        t = structure_metrics(ref["features"], ref["labels"], ref["features"], ref["features"], text, per_class)
+        t = common.structure(None, root, n_samples, per_class, 0)
         rows.append({"checkpoint": "teacher", "loss": "-", **{k: t[k] for k in ("uniformity", "tolerance", "gap",
                                                                                    "zeroshot_miou")},
                      "_tpc": t["tolerance_per_class"], "_iou": t["zeroshot_iou"]})

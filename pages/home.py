@@ -47,7 +47,7 @@ st.subheader("Checkpoints")
 from pages import common  # noqa: E402
 
 rows = []
-for c in common.list_checkpoints(settings):
+for c in common.student_checkpoints(settings):
     row = {"checkpoint": c.label, "loss": c.loss or "-", "path": str(c.path), "status": "ok" if c.error is None else c.error}
     if c.error is None:
         from relviz.models.checkpoint import read_metadata

@@ -6,11 +6,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 from pages import common
-from relviz.metrics import fit_pca, modality_gap, sample_per_class, tolerance, uniformity
+from relviz.metrics import fit_pca, sample_per_class
 
 st.title("Feature structure")
 s = common.settings()
-ckpts = [c for c in common.list_checkpoints(s) if c.error is None]
+ckpts = [c for c in common.student_checkpoints(s) if c.error is None]
 options = ["teacher"] + [c.label for c in ckpts]
 default = common.query_param("ckpt", options[1] if len(options) > 1 else "teacher")
 c1, c2, c3, c4 = st.columns(4)
@@ -23,29 +23,26 @@ common.set_query_params(ckpt=choice, n=n_samples, seed=seed)
 
 try:
     root = common.dataset_root(s)
-    teacher = common.active_teacher(s)
     info = next((c for c in ckpts if c.label == choice), None)
     with st.status("computing features, sample, PCA and metrics", expanded=False) as status:
         t0 = time.perf_counter()
-        data = common.val_features(str(info.path) if info else "", info.path.stat().st_mtime if info else 0.0, str(root),
-                            n_samples, teacher.identity)
-        idx = sample_per_class(data["labels"], per_class=per_class, seed=int(seed))
+        data = common.val_features(info, str(root), n_samples)
+        metrics = common.structure(info, str(root), n_samples, per_class, int(seed))
+        idx = sample_per_class(data["labels"], per_class=per_class, seed=int(seed))  # the sample of the metrics
         z, y = data["features"][idx], data["labels"][idx]
         pca = fit_pca(z, k=3)
         proj = pca.transform(z).numpy()
-        U = uniformity(z)
-        tol = tolerance(z, y)
-        G = modality_gap(data["pair_student"], data["pair_teacher"])
         status.update(label=f"computed in {time.perf_counter() - t0:.1f} s", state="complete")
 except Exception as e:  # a broken checkpoint or dataset: an error panel, not a crash
     common.error_panel("Cannot compute the feature structure", e)
     st.stop()
 
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Uniformity U", f"{U:.3f}")
-m2.metric("Tolerance T", f"{tol.mean:.3f}")
-m3.metric("Modality gap G", f"{G:.3f}")
-m4.metric("Sample", f"{len(idx):,} points", help=f"up to {per_class} per class, seed {seed}, {n_samples} val keyframes")
+m1.metric("Uniformity U", f"{metrics['uniformity']:.3f}")
+m2.metric("Tolerance T", f"{metrics['tolerance']:.3f}")
+m3.metric("Modality gap G", f"{metrics['gap']:.3f}", help="to the teacher's features of the same points (0 for the teacher)")
+m4.metric("Sample", f"{metrics['sample_size']:,} points",
+          help=f"up to {per_class} per class, seed {seed}, {n_samples} val keyframes")
 df = pd.DataFrame({"PC1": proj[:, 0], "PC2": proj[:, 1], "PC3": proj[:, 2],
                    "class": [common.CLASS_NAMES[int(c) - 1] for c in y]})
 view = st.radio("PCA view", ["2D", "3D"], horizontal=True, key="view")
@@ -59,9 +56,11 @@ else:
     fig.update_traces(marker_size=2)
 fig.update_layout(height=560, legend_itemsizing="constant")
 st.plotly_chart(fig, width="stretch", key="pca")
-per = pd.DataFrame([{"class": common.CLASS_NAMES[c - 1], "tolerance": v, "points": tol.counts[c]}
-                    for c, v in sorted(tol.per_class.items())])
+counts = metrics["sample_counts"]
+per = pd.DataFrame([{"class": common.CLASS_NAMES[c - 1], "tolerance": v, "points": counts[c]}
+                    for c, v in sorted(metrics["tolerance_per_class"].items())])
 st.plotly_chart(px.bar(per, x="class", y="tolerance", color="class", color_discrete_map=common.COLOR_MAP,
-                       title="Tolerance per class"), width="stretch", key="tol")
-if tol.undefined:
-    st.caption("No tolerance (a single point): " + ", ".join(common.CLASS_NAMES[c - 1] for c in tol.undefined))
+                       hover_data=["points"], title="Tolerance per class"), width="stretch", key="tol")
+undefined = [c for c, n in counts.items() if n < 2]
+if undefined:
+    st.caption("No tolerance (a single point): " + ", ".join(common.CLASS_NAMES[c - 1] for c in undefined))

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from relviz.toy import ToyConfig, run_toy
+from pages import common
+from relviz.toy import ToyConfig, run_toy_cached, view_snapshots
 from relviz.viz.toy import toy_sphere_figure, toy_uniformity_figure
 
 st.title("Toy experiment")
@@ -14,10 +15,11 @@ iters = c2.select_slider("iterations", [100, 200, 400, 600, 1000, 1500], value=6
 seed = c3.number_input("seed", 0, 1000, 0, key="toy_seed")
 
 
-@st.cache_data(max_entries=8, show_spinner="training three MLPs")
+@st.cache_resource(max_entries=8, show_spinner="training three MLPs")
 def toy(clusters: int, iters: int, seed: int):
-    snaps = tuple(sorted({0, iters // 10, iters // 3, iters}))
-    return run_toy(ToyConfig(clusters=clusters, iters=iters, seed=seed), snapshot_iters=snaps)
+    """A run from the workspace cache (``relviz warm`` stores the default one), else trained."""
+    return run_toy_cached(ToyConfig(clusters=clusters, iters=iters, seed=seed), common.settings().cache_dir,
+                          view_snapshots(iters))
 
 
 result = toy(int(clusters), int(iters), int(seed))

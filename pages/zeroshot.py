@@ -14,8 +14,8 @@ from relviz.viz.points import colors_for, decimate, point_cloud_figure, projecte
 
 st.title("Zero-shot 3D segmentation")
 s = common.settings()
-ckpts = [c for c in common.list_checkpoints(s) if c.error is None]
-broken = [c for c in common.list_checkpoints(s) if c.error]
+ckpts = [c for c in common.student_checkpoints(s) if c.error is None]
+broken = [c for c in common.student_checkpoints(s) if c.error]
 for c in broken:
     st.error(f"Checkpoint {c.path} cannot be used and is left out: {c.error}")
 if not ckpts:
@@ -27,8 +27,7 @@ default = common.query_param("ckpt", labels[0])
 choice = c1.selectbox("Student", labels, index=labels.index(default) if default in labels else 0, key="zs_ckpt")
 info = ckpts[labels.index(choice)]
 try:
-    ds = common.dataset(str(common.dataset_root(s)), "mini_val", True)
-    teacher = common.active_teacher(s)
+    ds = common.dataset(str(common.dataset_root(s)), True)
     model, meta = common.student(info)
 except Exception as e:
     common.error_panel("Cannot load the student, teacher or dataset", e)
@@ -67,11 +66,17 @@ except ValueError as e:
     st.stop()
 
 item = ds[sample]
-feats = torch.from_numpy(np.array(point_features_cached(model, f"{info.path.stem}-{info.path.stat().st_mtime_ns}",
-                                                         ds, sample, s.cache_dir))).float()
+feats = torch.from_numpy(np.array(point_features_cached(model, info.key, ds, sample, s.cache_dir))).float()
 t0 = time.perf_counter()
 uses_class_ensembles = prompts == [n.replace("_", " ") for n in common.CLASS_NAMES]
-text = teacher.class_embeddings() if uses_class_ensembles else teacher.encode_text(prompts)
+if uses_class_ensembles:  # the default queries: the prompt ensembles, from the disk cache
+    text = common.class_embeddings(s)
+else:
+    try:
+        text = common.active_teacher(s).encode_text(prompts)
+    except Exception as e:
+        common.error_panel("Cannot load the teacher to encode the queries", e)
+        st.stop()
 pred = predict_by_text(feats, text, torch.tensor(prompt_classes)).numpy()
 latency = time.perf_counter() - t0
 gt = item["labels"]
@@ -102,5 +107,9 @@ st.plotly_chart(projected_points_figure(item["images"][cam], item["pair_pixels"]
                 width="stretch", key="zs_image")
 per_class = {common.CLASS_NAMES[c - 1]: iou[c] for c in range(1, 17) if np.isfinite(iou[c])}
 st.bar_chart(per_class, horizontal=True, height=380)
-st.download_button("Export coloured point cloud (.ply)", to_ply_bytes(item["points"][:, :3], colors),
-                   file_name=f"{choice}-{ds.sample_tokens[sample][:8]}-{mode.replace(' ', '_')}.ply")
+# the .ply is written (by open3d) only when the button is pressed
+st.download_button("Export coloured point cloud (.ply)", lambda: to_ply_bytes(item["points"][:, :3], colors),
+                   file_name=f"{choice}-{ds.sample_tokens[sample][:8]}-{mode.replace(' ', '_')}.ply",
+                   mime="application/octet-stream", on_click="ignore", key="zs_ply")
+# free-text queries need the teacher model: load it in the background, after this page is drawn
+common.prefetch_teacher(s)

@@ -36,6 +36,32 @@ def workspace() -> None:
     typer.echo(str(_settings().ensure().home))
 
 
+@app.command("app")
+def app_(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (anything but loopback exposes the app)."),
+    port: int = typer.Option(8501, help="Port."),
+) -> None:
+    """Start the Streamlit app (the shared modules are imported first, so the first page is quick)."""
+    from relviz.serve import run
+
+    run(host, port)
+
+
+@app.command()
+def warm(
+    dataset: str = typer.Option(None, help="Dataset name in the workspace (default: the configured one)."),
+    samples: int = typer.Option(4, help="Validation keyframes per checkpoint (the app's default is 4)."),
+) -> None:
+    """Fill the app's disk caches (dataset index, class embeddings, validation features of the teacher
+    and of every checkpoint, the default toy run), so that no page computes on its first visit."""
+    from relviz.workspace import warm_caches
+
+    settings = _settings().ensure()
+    root = _dataset_path(dataset or settings.dataset)
+    timings = warm_caches(settings, root, n_samples=samples, log=typer.echo)
+    typer.echo(f"caches ready in {sum(timings.values()):.1f} s")
+
+
 @app.command()
 def toy(
     clusters: int = typer.Option(3, help="1 or 3 source clusters on the sphere."),

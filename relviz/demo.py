@@ -8,12 +8,11 @@ is quick; ``relviz demo`` rebuilds everything.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from relviz.config import Settings
+from relviz.files import atomic_path
 from relviz.teacher.demo import DEMO_TEACHER_PATH, REPO_CHECKPOINTS
 
 DEMO_DATASET = "synthetic-mini"
@@ -51,10 +50,9 @@ def write_manifest(directory: Path = REPO_CHECKPOINTS) -> Path:
                               "loss": meta.get("loss"), "config": meta.get("training"),
                               "scores": meta.get("scores") or meta.get("metrics")}
     manifest = directory / "manifest.json"
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"checkpoints": entries, "total_bytes": sum(e["bytes"] for e in entries.values())}, f, indent=1)
-    os.replace(tmp, manifest)
+    with atomic_path(manifest) as tmp:
+        Path(tmp).write_text(json.dumps({"checkpoints": entries,
+                                         "total_bytes": sum(e["bytes"] for e in entries.values())}, indent=1))
     return manifest
 
 

@@ -13,17 +13,22 @@ similarity less uniform (outputs collapse to cluster means, tolerance rises), re
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from relviz.files import atomic_path
 from relviz.losses import get_loss
 from relviz.metrics import tolerance, uniformity
 
 LOSS_NAMES = ("contrastive", "similarity", "relational")
+TOY_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,25 @@ class ToyResult:
 
     def to_json(self) -> dict:
         return {"config": asdict(self.config), **self.summary()}
+
+    def to_state(self) -> dict:
+        """Everything, as plain JSON values (:meth:`from_state` inverts it exactly: float32 lists)."""
+        return {"format": TOY_FORMAT, "config": asdict(self.config), "source_uniformity": self.source_uniformity,
+                "source_tolerance": self.source_tolerance, "source_points": self.source_points.tolist(),
+                "labels": self.labels.tolist(),
+                "runs": {name: {"iterations": r.iterations, "uniformity": r.uniformity, "tolerance": r.tolerance,
+                                "snapshots": {str(it): z.tolist() for it, z in r.snapshots.items()}}
+                         for name, r in self.runs.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ToyResult":
+        runs = {name: ToyRun(loss=name, iterations=r["iterations"], uniformity=r["uniformity"],
+                             tolerance=r["tolerance"],
+                             snapshots={int(it): torch.tensor(z) for it, z in r["snapshots"].items()})
+                for name, r in state["runs"].items()}
+        return cls(config=ToyConfig(**state["config"]), source_uniformity=state["source_uniformity"],
+                   source_tolerance=state["source_tolerance"], source_points=torch.tensor(state["source_points"]),
+                   labels=torch.tensor(state["labels"]), runs=runs)
 
 
 def _cluster_means(clusters: int) -> torch.Tensor:
@@ -144,3 +168,26 @@ def run_toy(cfg: ToyConfig = ToyConfig(), losses: tuple[str, ...] = LOSS_NAMES,
 
 def _toy_tolerance(z: torch.Tensor, labels: torch.Tensor) -> float:
     return tolerance(z, labels).mean
+
+
+def view_snapshots(iters: int) -> tuple[int, ...]:
+    """The iterations whose outputs the app shows (start, early, a third, the end)."""
+    return tuple(sorted({0, iters // 10, iters // 3, iters}))
+
+
+def run_toy_cached(cfg: ToyConfig, cache_dir: str | Path, snapshot_iters: tuple[int, ...] = ()) -> ToyResult:
+    """:func:`run_toy` with its result kept in ``<cache_dir>/toy/<key>.json`` (the run is
+    deterministic, so a stored result is the result); a damaged entry is recomputed."""
+    key = json.dumps([TOY_FORMAT, asdict(cfg), sorted(snapshot_iters)], sort_keys=True)
+    path = Path(cache_dir) / "toy" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+    if path.is_file():
+        try:
+            state = json.loads(path.read_text())
+            if state.get("format") == TOY_FORMAT:
+                return ToyResult.from_state(state)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    result = run_toy(cfg, snapshot_iters=snapshot_iters)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(result.to_state()))
+    return result

@@ -1,4 +1,4 @@
-"""A real browser (headless Chromium driven by Playwright) against `streamlit run` on localhost:
+"""A real browser (headless Chromium driven by Playwright) against `relviz app` on localhost:
 every page loads without an exception, a zero-shot query runs, and each page is screenshotted
 into artifacts/browser/."""
 
@@ -33,9 +33,8 @@ def _free_port() -> int:
 def server(app_workspace):
     port = _free_port()
     env = {**os.environ, "RELVIZ_HOME": str(app_workspace)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address",
-                             "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-                             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+    # the way `make app` starts it: `relviz app` (which binds to 127.0.0.1 unless told otherwise)
+    proc = subprocess.Popen([sys.executable, "-m", "relviz", "app", "--port", str(port)],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -66,7 +65,7 @@ def test_every_page_in_a_real_browser(server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         for name, path in PAGES.items():
             page.goto(f"{server}/{path}")
             _settle(page)
@@ -84,4 +83,10 @@ def test_every_page_in_a_real_browser(server):
         after = page.locator("[data-testid='stMetricValue']").first.inner_text()
         assert before != after
         page.screenshot(path=str(ARTIFACTS / "zeroshot-query.png"), full_page=True)
+        # the coloured point cloud export: written by open3d when the button is pressed
+        with page.expect_download(timeout=120_000) as download:
+            page.get_by_text("Export coloured point cloud (.ply)").click()
+        ply = Path(download.value.path()).read_bytes()
+        assert ply.startswith(b"ply") and b"element vertex" in ply[:400] and b"red" in ply[:400]
+        assert download.value.suggested_filename.endswith(".ply")
         browser.close()

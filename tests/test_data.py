@@ -1,7 +1,10 @@
 """The synthetic dataset through nuscenes-devkit, and relviz's loader against the devkit."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -213,3 +216,31 @@ def test_superpixels_cached(nusc, tmp_path):
     cached = list((tmp_path / "slic50").glob("*.png"))
     assert len(cached) == 1
     np.testing.assert_array_equal(cached_superpixels(image, item["camera_tokens"][0], tmp_path, n_segments=50), seg)
+
+
+def test_cached_index_gives_the_same_items_without_the_devkit(synthetic_root, nusc, tmp_path):
+    from relviz.data.index import load_index
+
+    plain = NuScenesLidarSeg(None, split="mini_val", nusc=nusc, load_images=False)
+    cached = NuScenesLidarSeg(synthetic_root, split="mini_val", load_images=False, index_cache=tmp_path)
+    assert len(list((tmp_path / "index").glob("*.json"))) == 1
+    reopened = NuScenesLidarSeg(synthetic_root, split="mini_val", load_images=False, index_cache=tmp_path)
+    assert reopened._nusc is None and cached.sample_tokens == plain.sample_tokens == reopened.sample_tokens
+    for i in (0, len(plain) - 1):
+        a, b = plain[i], reopened[i]
+        for key in ("points", "labels", "pair_points", "pair_pixels", "voxels", "inverse"):
+            np.testing.assert_array_equal(a[key], b[key])
+        assert a["camera_tokens"] == b["camera_tokens"]
+    # opening from the cached index does not import the devkit (that import is what it saves)
+    code = ("import sys; from relviz.data import NuScenesLidarSeg; "
+            f"ds = NuScenesLidarSeg({str(synthetic_root)!r}, split='mini_val', index_cache={str(tmp_path)!r}); ds[0]; "
+            "assert 'nuscenes' not in sys.modules, 'devkit imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    # a changed table file gives a new key: the index is rebuilt, not served stale
+    table = synthetic_root / "v1.0-mini" / "scene.json"
+    os.utime(table, ns=(table.stat().st_atime_ns, table.stat().st_mtime_ns + 1_000_000))
+    load_index(synthetic_root, "v1.0-mini", "mini_val", tmp_path)
+    assert len(list((tmp_path / "index").glob("*.json"))) == 2
+    (tmp_path / "index" / "broken.json").write_text("{")  # stray files do not matter
+    with pytest.raises(DatasetError, match="split"):
+        load_index(synthetic_root, "v1.0-mini", "validation", tmp_path)

@@ -12,7 +12,8 @@ from PIL import Image
 
 from relviz.data.classes import merge_labels
 from relviz.data.geometry import lidar_to_camera_matrix, project_to_image, transform_points
-from relviz.data.nuscenes import open_nuscenes, read_labels, read_points, split_scenes
+from relviz.data.index import build_index, load_index
+from relviz.data.nuscenes import DatasetError, open_nuscenes, read_labels, read_points
 from relviz.data.synthetic import CAMERAS
 from relviz.data.voxel import voxelize
 
@@ -35,25 +36,39 @@ class NuScenesLidarSeg(torch.utils.data.Dataset):
     and the tokens ``sample_token``, ``lidar_token``, ``camera_tokens``.
     """
 
-    def __init__(self, dataroot: str | Path, version: str = "v1.0-mini", split="mini_train",
+    def __init__(self, dataroot: str | Path | None, version: str = "v1.0-mini", split="mini_train",
                  voxel_size: float = 0.1, cylindrical: bool = True, load_images: bool = True,
-                 pairs: PairConfig = PairConfig(), augment: bool = False, seed: int = 0, nusc=None):
-        self.nusc = nusc if nusc is not None else open_nuscenes(dataroot, version)
-        self.dataroot = Path(self.nusc.dataroot)
-        self.scenes = split_scenes(self.nusc, split)
-        wanted = set(self.scenes)
-        self.sample_tokens: list[str] = []
-        for scene in sorted(self.nusc.scene, key=lambda s: s["name"]):
-            if scene["name"] not in wanted:
-                continue
-            token = scene["first_sample_token"]
-            while token:
-                self.sample_tokens.append(token)
-                token = self.nusc.get("sample", token)["next"]
+                 pairs: PairConfig = PairConfig(), augment: bool = False, seed: int = 0, nusc=None,
+                 index_cache: str | Path | None = None):
+        """``nusc``: an open devkit ``NuScenes`` to share (``dataroot`` and ``version`` are then
+        taken from it); ``index_cache``: a folder where the keyframe index is cached, so that later
+        opens skip the devkit (see :mod:`relviz.data.index`)."""
+        self._nusc = nusc
+        if nusc is not None:
+            dataroot, version = nusc.dataroot, nusc.version
+            index = build_index(nusc, split)
+        elif index_cache is not None:
+            index = load_index(dataroot, version, split, index_cache)
+        else:
+            self._nusc = open_nuscenes(dataroot, version)
+            index = build_index(self._nusc, split)
+        self.dataroot, self.version = Path(dataroot), version
+        self.scenes: list[str] = index["scenes"]
+        self.keyframes: list[dict] = index["keyframes"]
+        self.sample_tokens: list[str] = [k["sample_token"] for k in self.keyframes]
+        self._keyframe_of = {k["sample_token"]: k for k in self.keyframes}
+        self._camera_records = {c["token"]: c for k in self.keyframes for c in k["cameras"].values()}
         self.voxel_size, self.cylindrical = voxel_size, cylindrical
         self.load_images, self.pairs, self.augment = load_images, pairs, augment
         self.seed, self.epoch = seed, 0
-        self.has_lidarseg = bool(getattr(self.nusc, "lidarseg", []))
+        self.has_lidarseg = bool(index["has_lidarseg"])
+
+    @property
+    def nusc(self):
+        """The devkit ``NuScenes`` of this dataroot, opened on first use (a cached index does not need it)."""
+        if self._nusc is None:
+            self._nusc = open_nuscenes(self.dataroot, self.version)
+        return self._nusc
 
     def __len__(self) -> int:
         return len(self.sample_tokens)
@@ -62,46 +77,52 @@ class NuScenesLidarSeg(torch.utils.data.Dataset):
         """Augmentations are drawn from (seed, epoch, index): reproducible and different per epoch."""
         self.epoch = epoch
 
+    def scene_of(self, index: int) -> str:
+        return self.keyframes[index]["scene"]
+
+    def camera_record(self, token: str) -> dict:
+        """A camera sample_data of this split (``filename``, ``width``, ``height``, calibration, pose)."""
+        return self._camera_records[token]
+
     def lidar(self, index: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
-        """Points float32 [N, 5], merged labels int64 [N] (or None) and the lidar sample_data record."""
-        sample = self.nusc.get("sample", self.sample_tokens[index])
-        sd = self.nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
-        points = read_points(self.dataroot / sd["filename"])
+        """Points float32 [N, 5], merged labels int64 [N] (or None) and the lidar record."""
+        keyframe = self.keyframes[index]
+        lidar = keyframe["lidar"]
+        points = read_points(self.dataroot / lidar["filename"])
         labels = None
         if self.has_lidarseg:
-            rec = self.nusc.get("lidarseg", sd["token"])
-            labels = merge_labels(read_labels(self.dataroot / rec["filename"], len(points))).astype(np.int64)
-        return points, labels, sd
+            if keyframe["lidarseg"] is None:
+                raise DatasetError(f"{self.dataroot}: keyframe {keyframe['sample_token']} has no lidarseg record")
+            labels = merge_labels(read_labels(self.dataroot / keyframe["lidarseg"], len(points))).astype(np.int64)
+        return points, labels, lidar
 
-    def camera_pairs(self, points_xyz: np.ndarray, lidar_sd: dict, channel: str) -> tuple[np.ndarray, np.ndarray, dict]:
-        """(kept point indices [M], pixels [M, 2], camera sample_data) for one camera."""
-        sample = self.nusc.get("sample", lidar_sd["sample_token"])
-        cam_sd = self.nusc.get("sample_data", sample["data"][channel])
-        cam_calib = self.nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"])
-        m = lidar_to_camera_matrix(self.nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"]),
-                                   self.nusc.get("ego_pose", lidar_sd["ego_pose_token"]),
-                                   self.nusc.get("ego_pose", cam_sd["ego_pose_token"]), cam_calib)
-        idx, uv = project_to_image(transform_points(m, points_xyz), np.asarray(cam_calib["camera_intrinsic"]),
-                                   cam_sd["width"], cam_sd["height"], self.pairs.min_depth, self.pairs.margin)
-        return idx, uv, cam_sd
+    def camera_pairs(self, points_xyz: np.ndarray, lidar: dict, channel: str) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(kept point indices [M], pixels [M, 2], camera record) for one camera."""
+        cam = self._keyframe_of[lidar["sample_token"]]["cameras"][channel]
+        m = lidar_to_camera_matrix(lidar["calibrated_sensor"], lidar["ego_pose"], cam["ego_pose"],
+                                   cam["calibrated_sensor"])
+        idx, uv = project_to_image(transform_points(m, points_xyz),
+                                   np.asarray(cam["calibrated_sensor"]["camera_intrinsic"]),
+                                   cam["width"], cam["height"], self.pairs.min_depth, self.pairs.margin)
+        return idx, uv, cam
 
     def __getitem__(self, index: int) -> dict:
-        points, labels, lidar_sd = self.lidar(index)
+        points, labels, lidar = self.lidar(index)
         xyz = points[:, :3].astype(np.float64)
         pair_points, pair_cameras, pair_pixels, images, cam_tokens = [], [], [], [], []
         for ci, channel in enumerate(CAMERAS):
-            idx, uv, cam_sd = self.camera_pairs(xyz, lidar_sd, channel)
+            idx, uv, cam = self.camera_pairs(xyz, lidar, channel)
             pair_points.append(idx)
             pair_cameras.append(np.full(len(idx), ci))
             pair_pixels.append(uv.astype(np.float32))
-            cam_tokens.append(cam_sd["token"])
+            cam_tokens.append(cam["token"])
             if self.load_images:
-                images.append(np.asarray(Image.open(self.dataroot / cam_sd["filename"]).convert("RGB")))
+                images.append(np.asarray(Image.open(self.dataroot / cam["filename"]).convert("RGB")))
         if self.augment:
             xyz = self._augment(xyz, index)
         voxels, first, inverse = voxelize(xyz, self.voxel_size, self.cylindrical)
         item = {
-            "sample_token": lidar_sd["sample_token"], "lidar_token": lidar_sd["token"], "camera_tokens": cam_tokens,
+            "sample_token": lidar["sample_token"], "lidar_token": lidar["token"], "camera_tokens": cam_tokens,
             "points": np.concatenate([xyz, points[:, 3:4]], 1).astype(np.float32),
             "labels": labels,
             "pair_points": np.concatenate(pair_points).astype(np.int64),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from relviz.files import atomic_path
 
 
 def slic_superpixels(image: np.ndarray, n_segments: int = 150, compactness: float = 6.0, sigma: float = 3.0
@@ -27,9 +27,6 @@ def cached_superpixels(image: np.ndarray, camera_token: str, cache_dir: str | Pa
     seg = slic_superpixels(image, n_segments)
     if seg.max() > 65535:
         raise ValueError(f"{seg.max() + 1} superpixels do not fit a 16-bit PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    Image.fromarray(seg.astype(np.uint16)).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(seg.astype(np.uint16)).save(tmp, format="PNG")
     return seg

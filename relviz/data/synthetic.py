@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import open3d as o3d
 from PIL import Image
 from pyquaternion import Quaternion
 
@@ -114,9 +113,17 @@ def _token(*parts) -> str:
 
 # ------------------------------------------------------------------------------------------ scenes
 
+def _o3d():
+    """open3d, imported on first use: its import takes about a second and only generation needs it
+    (the loader imports this module for its constants)."""
+    import open3d
+
+    return open3d
+
+
 def _box(w: float, l: float, h: float, cx: float, cy: float, z0: float, yaw: float):
     """A box of width w (across), length l (along the heading), height h, base at z0."""
-    m = o3d.geometry.TriangleMesh.create_box(l, w, h)
+    m = _o3d().geometry.TriangleMesh.create_box(l, w, h)
     m.translate((-l / 2, -w / 2, 0.0))
     m.rotate(_rot_z(yaw), center=(0, 0, 0))
     m.translate((cx, cy, z0))
@@ -124,13 +131,13 @@ def _box(w: float, l: float, h: float, cx: float, cy: float, z0: float, yaw: flo
 
 
 def _cylinder(r: float, h: float, cx: float, cy: float, z0: float, resolution: int = 12):
-    m = o3d.geometry.TriangleMesh.create_cylinder(r, h, resolution=resolution)
+    m = _o3d().geometry.TriangleMesh.create_cylinder(r, h, resolution=resolution)
     m.translate((cx, cy, z0 + h / 2))
     return m
 
 
 def _sphere(r: float, cx: float, cy: float, cz: float):
-    m = o3d.geometry.TriangleMesh.create_sphere(r, resolution=8)
+    m = _o3d().geometry.TriangleMesh.create_sphere(r, resolution=8)
     m.translate((cx, cy, cz))
     return m
 
@@ -163,7 +170,7 @@ def _vehicle(fine: str, x: float, y: float, yaw: float, size, color, rng) -> _Ob
         fx, fy = math.cos(yaw), math.sin(yaw)
         r = 0.33 if fine == "vehicle.bicycle" else 0.32
         for s in (-0.35, 0.35):
-            wheel = o3d.geometry.TriangleMesh.create_cylinder(r, 0.08 if fine == "vehicle.bicycle" else 0.14,
+            wheel = _o3d().geometry.TriangleMesh.create_cylinder(r, 0.08 if fine == "vehicle.bicycle" else 0.14,
                                                               resolution=12)
             wheel.rotate(_rot_z(yaw) @ np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]]), center=(0, 0, 0))
             wheel.translate((x + s * l * fx, y + s * l * fy, r))
@@ -176,7 +183,7 @@ def _vehicle(fine: str, x: float, y: float, yaw: float, size, color, rng) -> _Ob
         fx, fy, sx, sy = math.cos(yaw), math.sin(yaw), -math.sin(yaw), math.cos(yaw)
         for a in (-0.33, 0.33):
             for b in (-0.5, 0.5):
-                wheel = o3d.geometry.TriangleMesh.create_cylinder(0.35, 0.25, resolution=10)
+                wheel = _o3d().geometry.TriangleMesh.create_cylinder(0.35, 0.25, resolution=10)
                 wheel.rotate(_rot_z(yaw) @ np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]]), center=(0, 0, 0))
                 wheel.translate((x + a * l * fx + b * w * sx, y + a * l * fy + b * w * sy, 0.35))
                 parts.append(wheel)
@@ -267,7 +274,7 @@ def _build_scene(rng: np.random.Generator, length: float) -> list[_Object]:
                     _box(size[0] * 0.8, size[1] * 0.5, size[2] * 0.82, x, y, z0, yaw),
                     _sphere(0.13, x, y, z0 + size[2] - 0.13)])
             elif fine == "movable_object.trafficcone":
-                cone = o3d.geometry.TriangleMesh.create_cone(size[0] / 2, size[2] * 0.7, resolution=12)
+                cone = _o3d().geometry.TriangleMesh.create_cone(size[0] / 2, size[2] * 0.7, resolution=12)
                 cone.translate((x, y, z0))
                 obj = _Object(fine, (x, y, z0 + size[2] * 0.35), (size[0], size[1], size[2] * 0.7), 0.0, color,
                               parts=[cone])
@@ -370,15 +377,15 @@ class _World:
     """Ray-castable scene: geometry id -> object index, fine class, colour, texture, reflectivity."""
 
     def __init__(self, objects: list[_Object], road_to_global: np.ndarray):
-        self.scene = o3d.t.geometry.RaycastingScene()
+        self.scene = _o3d().t.geometry.RaycastingScene()
         self.road_to_global = road_to_global
         self.global_to_road = np.linalg.inv(road_to_global)
         geom_obj = []
         for i, obj in enumerate(objects):
             for part in obj.parts:
-                mesh = o3d.geometry.TriangleMesh(part)
+                mesh = _o3d().geometry.TriangleMesh(part)
                 mesh.transform(road_to_global)
-                self.scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
+                self.scene.add_triangles(_o3d().t.geometry.TriangleMesh.from_legacy(mesh))
                 geom_obj.append(i)
         self.geom_obj = np.array(geom_obj + [-1])  # index -1 (miss) maps to -1
         self.obj_fine = np.array([_FINE[o.fine] for o in objects] + [0], dtype=np.uint8)
@@ -391,7 +398,7 @@ class _World:
     def cast(self, origins: np.ndarray, dirs: np.ndarray):
         """(distance [N] (inf on miss), object index [N] (-1 on miss), normals [N, 3] global)."""
         rays = np.concatenate([origins, dirs], axis=1).astype(np.float32)
-        hit = self.scene.cast_rays(o3d.core.Tensor(rays), nthreads=0)
+        hit = self.scene.cast_rays(_o3d().core.Tensor(rays), nthreads=0)
         t = hit["t_hit"].numpy().astype(np.float64)
         gid = hit["geometry_ids"].numpy().astype(np.int64)
         gid = np.where(np.isfinite(t), gid, -1)

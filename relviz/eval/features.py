@@ -4,11 +4,13 @@ points (the teacher feature at each point's pixel), shared by training, evaluati
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
+from relviz.files import atomic_path
 from relviz.sparse import SparseTensor
 from relviz.teacher.cache import FeatureCache
 from relviz.teacher.clip import sample_points
@@ -22,12 +24,12 @@ def student_voxel_features(model, batch: dict, device: torch.device | str = "cpu
 
 def camera_images(dataset, tokens: list[str]) -> np.ndarray:
     """uint8 images [len(tokens), H, W, 3] of camera sample_data tokens of a NuScenesLidarSeg."""
-    return np.stack([np.asarray(Image.open(Path(dataset.dataroot) / dataset.nusc.get("sample_data", t)["filename"])
+    return np.stack([np.asarray(Image.open(Path(dataset.dataroot) / dataset.camera_record(t)["filename"])
                                 .convert("RGB")) for t in tokens])
 
 
 def camera_size(dataset, token: str) -> tuple[int, int]:
-    sd = dataset.nusc.get("sample_data", token)
+    sd = dataset.camera_record(token)
     return sd["height"], sd["width"]
 
 
@@ -62,3 +64,28 @@ def point_features_cached(model, checkpoint_key: str, dataset, index: int, cache
         feats = student_voxel_features(model, batch, device)[batch["inverse"].to(device)]
     cache.put(token, feats.half())
     return np.asarray(cache.get(token))
+
+
+def with_pairs(val: dict) -> dict:
+    """Add ``pair_student`` [M, D] and ``pair_labels`` [M]: the features and labels at ``pair_index``."""
+    return {**val, "pair_student": val["features"][val["pair_index"]], "pair_labels": val["labels"][val["pair_index"]]}
+
+
+def cached_val_features(path: str | Path, compute: Callable[[], dict]) -> dict:
+    """Validation features (the dict of :func:`relviz.eval.zeroshot.gather_val_features`) stored in
+    the safetensors file ``path`` with the features in float16; ``compute`` runs only when the file
+    is missing. The app's structure and comparison pages read these instead of loading the dataset,
+    the models and the teacher."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    if not path.is_file():
+        val = compute()
+        tensors = {"features": val["features"].half().contiguous(), "labels": val["labels"].long().contiguous(),
+                   "pair_index": val["pair_index"].long().contiguous(),
+                   "pair_teacher": val["pair_teacher"].half().contiguous()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, tmp)
+    raw = load_file(str(path))
+    return with_pairs({"features": raw["features"].float(), "labels": raw["labels"], "pair_index": raw["pair_index"],
+                       "pair_teacher": raw["pair_teacher"].float()})

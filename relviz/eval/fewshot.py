@@ -19,10 +19,8 @@ def fewshot_frames(dataset: NuScenesLidarSeg, fraction: float = 0.01) -> list[in
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     step = max(1, round(1 / fraction))
-    scene_of = {t: dataset.nusc.get("scene", dataset.nusc.get("sample", t)["scene_token"])["name"]
-                for t in dataset.sample_tokens}
-    scenes = sorted(set(scene_of.values()))[::step]
-    chosen = [i for i, t in enumerate(dataset.sample_tokens) if scene_of[t] in scenes]
+    scenes = sorted(set(dataset.scene_of(i) for i in range(len(dataset))))[::step]
+    chosen = [i for i in range(len(dataset)) if dataset.scene_of(i) in scenes]
     return chosen[: max(1, round(fraction * len(dataset)))]
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from relviz.data.dataset import collate
-from relviz.eval.features import student_voxel_features, teacher_pair_features
+from relviz.eval.features import student_voxel_features, teacher_pair_features, with_pairs
 from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
+from relviz.files import atomic_path
 from relviz.metrics import modality_gap, sample_per_class, tolerance, uniformity
 
 
@@ -24,20 +25,36 @@ def predict_by_text(point_features: torch.Tensor, text: torch.Tensor, class_of_p
 
 
 def gather_val_features(model, teacher, cache, dataset, n_samples: int, device) -> dict:
-    """Student point features, their labels, and teacher features of the paired points over the
-    first ``n_samples`` keyframes of ``dataset``."""
-    feats, labels, pair_student, pair_teacher, pair_labels = [], [], [], [], []
+    """Over the first ``n_samples`` keyframes of ``dataset``: student point features ``features``
+    [N, D] and ``labels`` [N]; ``pair_index`` [M] (into them) of the points with a camera pixel and
+    the teacher's features there, ``pair_teacher`` [M, D]; and, by :func:`with_pairs`,
+    ``pair_student`` [M, D] and ``pair_labels`` [M]."""
+    feats, labels, pair_index, pair_teacher = [], [], [], []
+    offset = 0
     with torch.inference_mode():
         for i in range(min(n_samples, len(dataset))):
             batch = collate([dataset[i]])
             point = student_voxel_features(model, batch, device)[batch["inverse"].to(device)].float().cpu()
             feats.append(point)
             labels.append(batch["labels"])
-            pair_student.append(point[batch["pair_points"]])
+            pair_index.append(batch["pair_points"] + offset)
             pair_teacher.append(teacher_pair_features(teacher, cache, dataset, batch).cpu())
-            pair_labels.append(batch["labels"][batch["pair_points"]])
-    return {"features": torch.cat(feats), "labels": torch.cat(labels), "pair_student": torch.cat(pair_student),
-            "pair_teacher": torch.cat(pair_teacher), "pair_labels": torch.cat(pair_labels)}
+            offset += len(point)
+    return with_pairs({"features": torch.cat(feats), "labels": torch.cat(labels), "pair_index": torch.cat(pair_index),
+                       "pair_teacher": torch.cat(pair_teacher)})
+
+
+def gather_teacher_val_features(teacher, cache, dataset, n_samples: int) -> dict:
+    """The teacher's side of :func:`gather_val_features`: its features at the paired points of the
+    first ``n_samples`` keyframes (``features`` = ``pair_teacher``, every point paired)."""
+    feats, labels = [], []
+    for i in range(min(n_samples, len(dataset))):
+        batch = collate([dataset[i]])
+        feats.append(teacher_pair_features(teacher, cache, dataset, batch).cpu())
+        labels.append(batch["labels"][batch["pair_points"]])
+    f = torch.cat(feats)
+    return with_pairs({"features": f, "labels": torch.cat(labels), "pair_index": torch.arange(len(f)),
+                       "pair_teacher": f})
 
 
 def structure_metrics(features: torch.Tensor, labels: torch.Tensor, pair_features: torch.Tensor,
@@ -55,7 +72,7 @@ def structure_metrics(features: torch.Tensor, labels: torch.Tensor, pair_feature
             "gap": modality_gap(pair_features, pair_teacher), "gap_text": modality_gap(z, text),
             "zeroshot_miou": mean_iou(cm), "zeroshot_iou": {int(c): float(iou[c]) for c in range(1, 17)
                                                             if not np.isnan(iou[c])},
-            "sample_size": int(len(idx))}
+            "sample_size": int(len(idx)), "sample_counts": {int(c): int(n) for c, n in tol.counts.items()}}
 
 
 def structure_and_zeroshot(model, teacher, cache, dataset, n_samples: int = 4, per_class: int = 500, seed: int = 0,
@@ -103,7 +120,6 @@ def export_submission(model, teacher, dataset, out_dir, eval_set: str, device="c
     ``lidarseg/<eval_set>/<lidar token>_lidarseg.bin`` (uint8, classes 1..16) and
     ``<eval_set>/submission.json``; returns ``out_dir``."""
     import json
-    import os
 
     out = Path(out_dir)
     bins = out / "lidarseg" / eval_set
@@ -111,9 +127,8 @@ def export_submission(model, teacher, dataset, out_dir, eval_set: str, device="c
     (out / eval_set).mkdir(parents=True, exist_ok=True)
     text = teacher.class_embeddings().cpu()
     for _, token, pred, _ in student_point_predictions(model, dataset, text, device):
-        tmp = bins / f".{token}.tmp"
-        pred.numpy().astype(np.uint8).tofile(tmp)
-        os.replace(tmp, bins / f"{token}_lidarseg.bin")
+        with atomic_path(bins / f"{token}_lidarseg.bin") as tmp:
+            pred.numpy().astype(np.uint8).tofile(tmp)
     meta = {"meta": {"use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False,
                      "use_external": True}}  # the teacher's text embeddings are external knowledge
     (out / eval_set / "submission.json").write_text(json.dumps(meta, indent=2))

@@ -17,9 +17,7 @@ refuses anything that would execute code while unpickling:
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +28,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from relviz.files import atomic_path
 from relviz.info import package_versions
 
 FORMAT = "relviz-checkpoint/1"
@@ -90,15 +89,8 @@ def save_checkpoint(path: str | Path, model: nn.Module | dict[str, torch.Tensor]
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta = {"format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": {k: v for k, v in package_versions().items() if v}, **metadata}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"relviz": json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

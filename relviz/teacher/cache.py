@@ -1,19 +1,28 @@
 """On-disk cache of dense teacher features, one half-precision ``.npy`` per camera image.
 
 Layout: ``<cache>/teacher/<teacher identity>/<camera sample_data token>.npy`` holding float16
-[D, h, w] (student point features use the same store under ``<cache>/student/``). The identity covers the model, a hash of its weights and the input size, so changing any
-of them uses a fresh folder. Files are written to a temporary name and renamed, so concurrent
-writers (training workers, the app) never leave a partial file, and readers memory-map them.
+[D, h, w] (student point features use the same store under ``<cache>/student/``), and the class
+text embeddings as ``text-classes-<prompts hash>.npy``. The identity covers the model, a hash of its
+weights and the input size, so changing any of them uses a fresh folder. Files are written to a
+temporary name and renamed, so concurrent writers (training workers, the app) never leave a partial
+file, and readers memory-map them.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
+
+from relviz.files import atomic_path
+from relviz.teacher.prompts import TEMPLATES, class_prompts
+
+if TYPE_CHECKING:
+    from relviz.teacher.clip import ClipTeacher
 
 
 class FeatureCache:
@@ -33,17 +42,10 @@ class FeatureCache:
         self.hits += 1
         return np.load(p, mmap_mode="r")
 
-    def put(self, token: str, features: torch.Tensor | np.ndarray) -> Path:
+    def put(self, token: str, features: torch.Tensor | np.ndarray, dtype=np.float16) -> Path:
         arr = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{token}.", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, arr.astype(np.float16))
-            os.replace(tmp, self.path(token))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.path(token)) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr.astype(dtype))
         return self.path(token)
 
     def features(self, teacher, tokens: list[str], images_fn) -> torch.Tensor:
@@ -57,3 +59,18 @@ class FeatureCache:
                 self.put(tokens[i], feat.half())
                 found[i] = feat.half().cpu().numpy()
         return torch.from_numpy(np.stack([np.asarray(f) for f in found])).float()
+
+
+def cached_class_embeddings(root: str | Path, identity: str, teacher_fn: Callable[[], "ClipTeacher"],
+                            templates: tuple[str, ...] = TEMPLATES) -> torch.Tensor:
+    """The teacher's class embeddings [16, D] (float32), stored next to its image features under a
+    key of the prompts; ``teacher_fn`` (which loads the teacher) is only called on a miss, so a page
+    that only needs the text side never builds the model."""
+    prompts = json.dumps(class_prompts(templates), sort_keys=True)
+    cache = FeatureCache(root, identity)
+    key = f"text-classes-{hashlib.sha256(prompts.encode()).hexdigest()[:16]}"
+    hit = cache.get(key)
+    if hit is None:
+        cache.put(key, teacher_fn().class_embeddings(templates).cpu(), dtype=np.float32)
+        hit = cache.get(key)
+    return torch.from_numpy(np.array(hit))

@@ -39,6 +39,7 @@ class ClipTeacher:
     def __init__(self, model_name: str = "ViT-B-16", pretrained: str | None = "openai",
                  input_size: int | tuple[int, int] = (224, 416), device: str | torch.device = "cpu",
                  model=None, identity: str | None = None):
+        """``identity``: the weights part of :attr:`identity` when already known (else hashed)."""
         import open_clip
 
         self.model_name = model_name
@@ -65,12 +66,8 @@ class ClipTeacher:
     def identity(self) -> str:
         """A key that changes whenever the model, its weights or the input size change."""
         if self._identity is None:
-            h = hashlib.sha256()
-            for k, v in sorted(self.model.state_dict().items()):
-                h.update(k.encode())
-                h.update(v.detach().float().cpu().numpy().tobytes())
-            self._identity = f"{self.model_name}-{h.hexdigest()[:16]}"
-        return f"{self._identity}-{self.input_size[0]}x{self.input_size[1]}-maskclip"
+            self._identity = weights_identity(self.model_name, self.model.state_dict())
+        return teacher_identity(self._identity, self.input_size)
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -115,6 +112,21 @@ class ClipTeacher:
             out.append(F.normalize(emb[start:start + len(ps)].mean(0), dim=0))
             start += len(ps)
         return torch.stack(out)
+
+
+def teacher_identity(weights_id: str, input_size: tuple[int, int]) -> str:
+    """A teacher's identity: its weights, its input size and the dense path."""
+    return f"{weights_id}-{input_size[0]}x{input_size[1]}-maskclip"
+
+
+def weights_identity(model_name: str, state: dict[str, torch.Tensor]) -> str:
+    """The weights part of a teacher's identity: a hash of ``state`` as float32, the same for the
+    built model and for its checkpoint file, so it can be known without building the model."""
+    h = hashlib.sha256()
+    for k, v in sorted(state.items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return f"{model_name}-{h.hexdigest()[:16]}"
 
 
 def dense_maskclip(visual, x: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ result segments the synthetic images by text, as a real CLIP teacher does real i
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from PIL import Image
 
 from relviz.data.classes import merge_labels
 from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
-from relviz.teacher.clip import ClipTeacher, dense_maskclip
+from relviz.teacher.clip import ClipTeacher, dense_maskclip, teacher_identity, weights_identity
 from relviz.teacher.prompts import DETAIL_PROMPTS, TEMPLATES
 
 DEMO_MODEL = "relviz-demo-vit"
@@ -199,9 +200,26 @@ def load_demo_teacher(path: str | Path = DEMO_TEACHER_PATH, device: str | torch.
     cfg = json.loads(json.dumps(meta["model_config"]))
     cfg["vision_cfg"]["image_size"] = list(meta["input_size"])
     model = open_clip.CLIP(**cfg)
-    load_into(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, source=str(path))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    load_into(model, state, source=str(path))
     teacher = ClipTeacher(meta["model_name"], pretrained=None, input_size=tuple(meta["input_size"]), device=device,
-                          model=model)
+                          model=model, identity=weights_identity(meta["model_name"], state))
     teacher.metadata = meta
     return teacher
 
+
+def demo_teacher_identity(path: str | Path = DEMO_TEACHER_PATH) -> str:
+    """The identity :func:`load_demo_teacher` gives the teacher in ``path``, read from the file alone
+    (without importing open_clip or building the model), remembered per file version."""
+    st = Path(path).stat()
+    return _file_identity(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_identity(path: str, size: int, mtime_ns: int) -> str:
+    from relviz.models.checkpoint import CheckpointError, load_state_dict
+
+    state, meta = load_state_dict(path)
+    if meta.get("kind") != "teacher":
+        raise CheckpointError(f"{path}: not a teacher checkpoint (kind={meta.get('kind')!r})")
+    return teacher_identity(weights_identity(meta["model_name"], state), meta["input_size"])

@@ -15,17 +15,18 @@ import json
 import math
 import os
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from relviz.config import Settings, load_settings
 from relviz.data.dataset import NuScenesLidarSeg, collate
 from relviz.eval.features import student_voxel_features, teacher_pair_features
+from relviz.files import atomic_path
 from relviz.losses import contrastive_loss, relational_loss, similarity_loss
 from relviz.models.checkpoint import load_state_dict, save_checkpoint
 from relviz.models.minkunet import build_minkunet
@@ -71,14 +72,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Trainer:
@@ -190,15 +185,15 @@ class Trainer:
         from relviz.eval.features import camera_images
 
         if self.rank == 0:
-            tokens = []
+            missing = []  # (dataset, camera token) of every image without cached features
             for ds, limit in ((self.train_ds, len(self.train_ds)), (self.val_ds, self.cfg.val_samples)):
-                for st in ds.sample_tokens[:limit]:
-                    sample = ds.nusc.get("sample", st)
-                    tokens += [v for k, v in sample["data"].items() if k.startswith("CAM_")]
-            missing = [t for t in tokens if not self.cache.path(t).is_file()]
+                for keyframe in ds.keyframes[:limit]:
+                    missing += [(ds, cam["token"]) for cam in keyframe["cameras"].values()
+                                if not self.cache.path(cam["token"]).is_file()]
             for s in range(0, len(missing), chunk):
                 part = missing[s:s + chunk]
-                self.cache.features(self.teacher, part, lambda idx: camera_images(self.train_ds, [part[i] for i in idx]))
+                self.cache.features(self.teacher, [t for _, t in part],
+                                    lambda idx: np.concatenate([camera_images(part[i][0], [part[i][1]]) for i in idx]))
                 self.events.write("prepare", done=min(s + chunk, len(missing)), total=len(missing))
         if self.world > 1:
             dist.barrier()

@@ -1,0 +1,57 @@
+"""Starting the Streamlit app: import the modules every page shares before the server listens, then
+hand over to Streamlit's own command line in this process.
+
+Streamlit runs the app's scripts only when a browser connects, so without this the first visitor
+would wait for torch, pandas and plotly to import (about 3 s on a 2-core CPU). Imported here, once,
+they are in ``sys.modules`` when the first page runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+# What the pages import at their top, heaviest first; open_clip is left out: only free-text queries
+# need it, and the zero-shot page loads the teacher in the background.
+PRELOAD = ("torch", "numpy", "pandas", "plotly.express", "plotly.graph_objects", "plotly.subplots",
+           "relviz.workspace", "relviz.models.checkpoint", "relviz.eval", "relviz.eval.features",
+           "relviz.eval.zeroshot", "relviz.metrics", "relviz.viz.points", "relviz.viz.toy", "relviz.toy",
+           "relviz.jobs", "relviz.train.config", "relviz.info")
+
+
+def preload() -> float:
+    """Import :data:`PRELOAD`; returns the seconds it took."""
+    start = time.perf_counter()
+    for name in PRELOAD:
+        importlib.import_module(name)
+    return time.perf_counter() - start
+
+
+def start() -> float:
+    """What the server does before it listens: :func:`preload`, then the teacher's loading in the
+    background (ready by the time a first free-text query comes). Returns the preload seconds."""
+    from relviz.config import ConfigError, load_settings
+    from relviz.teacher import load_teacher_async
+
+    seconds = preload()
+    try:
+        settings = load_settings()
+    except ConfigError:
+        return seconds  # the pages show the settings error
+    load_teacher_async(settings.teacher, settings.teacher_pretrained)
+    return seconds
+
+
+def run(host: str = "127.0.0.1", port: int = 8501, extra: list[str] | None = None) -> None:
+    """``streamlit run app.py`` on ``host``:``port`` (127.0.0.1 unless asked), after :func:`start`."""
+    from streamlit.web import cli as streamlit_cli
+
+    seconds = start()
+    print(f"relviz: modules loaded in {seconds:.1f} s; starting the app on http://{host}:{port}", flush=True)
+    sys.argv = ["streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
+                "--server.fileWatcherType", "none", "--server.headless", "true",
+                "--browser.gatherUsageStats", "false", *(extra or [])]
+    streamlit_cli.main(prog_name="streamlit")

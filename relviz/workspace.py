@@ -1,0 +1,182 @@
+"""What the app reads from a workspace, and the disk caches that make a page's first render quick.
+
+A page must not import nuscenes-devkit (~3 s), open_clip (~3.5 s) or run a model when the answer is
+already on disk. So the dataset opens from its cached keyframe index, the teacher is known by an
+identity read from its file, and class embeddings, validation features per checkpoint and toy runs
+are stored under the workspace cache the first time they are computed. :func:`warm_caches` computes
+them ahead for every checkpoint (``relviz warm``; ``make app`` runs it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from relviz.config import Settings
+from relviz.files import atomic_path
+from relviz.teacher.demo import REPO_CHECKPOINTS
+
+VAL_SPLIT = "mini_val"
+VERSION = "v1.0-mini"
+DEFAULT_VAL_SAMPLES = 4  # keyframes the structure and comparison pages gather by default
+DEFAULT_PER_CLASS = 500  # and points per class of their stratified sample
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    label: str
+    path: Path
+    loss: str | None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A cache key that changes whenever the file does (path, size, modification time)."""
+        st = self.path.stat()
+        digest = hashlib.sha256(f"{self.path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        return f"{self.path.stem}-{digest}"
+
+
+def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
+    """Student checkpoints: the committed demo students, and every run's final (else last)
+    checkpoint; an unreadable file is listed with its error instead of its loss."""
+    from relviz.models.checkpoint import CheckpointError, read_metadata
+
+    paths = sorted(REPO_CHECKPOINTS.glob("student-*.safetensors"))
+    if settings.runs_dir.is_dir():
+        for run in sorted(p for p in settings.runs_dir.iterdir() if p.is_dir()):
+            final, last = run / "student.safetensors", run / "checkpoints" / "last.safetensors"
+            if final.is_file() or last.is_file():
+                paths.append(final if final.is_file() else last)
+    out = []
+    for p in paths:
+        label = p.stem.removeprefix("student-") if p.parent == REPO_CHECKPOINTS else \
+            (p.parent.name if p.name == "student.safetensors" else f"{p.parents[1].name} (last)")
+        try:
+            out.append(CheckpointInfo(label, p, read_metadata(p).get("loss")))
+        except CheckpointError as e:
+            out.append(CheckpointInfo(label, p, None, str(e)))
+    return out
+
+
+def open_val_dataset(settings: Settings, root: str | Path, load_images: bool = False):
+    """The validation keyframes of ``root``, opened from the cached index when there is one."""
+    from relviz.data import NuScenesLidarSeg
+
+    return NuScenesLidarSeg(root, version=VERSION, split=VAL_SPLIT, load_images=load_images,
+                            index_cache=settings.cache_dir)
+
+
+def teacher_identity(settings: Settings) -> str:
+    from relviz.teacher import identity_of
+
+    return identity_of(settings.teacher, settings.teacher_pretrained)
+
+
+def class_embeddings(settings: Settings, teacher_fn: Callable) -> torch.Tensor:
+    """The teacher's 16 class embeddings [16, D], from the cache (``teacher_fn`` loads it on a miss)."""
+    from relviz.teacher import cached_class_embeddings
+
+    return cached_class_embeddings(settings.cache_dir, teacher_identity(settings), teacher_fn)
+
+
+def _val_dir(settings: Settings, root: str | Path) -> Path:
+    """Where validation features and metrics of ``root``'s val split under the current teacher live."""
+    from relviz.data.index import index_key
+
+    return settings.cache_dir / "valfeatures" / teacher_identity(settings) / index_key(Path(root), VERSION, VAL_SPLIT)
+
+
+def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, n_samples: int,
+                 teacher_fn: Callable, model_fn: Callable | None = None) -> dict:
+    """Validation features of a student (``checkpoint``; ``model_fn`` loads it) or of the teacher
+    (``checkpoint`` None: its features at the paired points), over the first ``n_samples`` keyframes,
+    from the disk cache; computing them on a miss opens the dataset and calls the loaders."""
+    from relviz.eval.features import cached_val_features
+    from relviz.eval.zeroshot import gather_teacher_val_features, gather_val_features
+    from relviz.teacher.cache import FeatureCache
+
+    def compute() -> dict:
+        teacher = teacher_fn()
+        cache = FeatureCache(settings.cache_dir, teacher_identity(settings))
+        ds = open_val_dataset(settings, root)
+        if checkpoint is None:
+            return gather_teacher_val_features(teacher, cache, ds, n_samples)
+        return gather_val_features(model_fn(), teacher, cache, ds, n_samples, "cpu")
+
+    name = "teacher" if checkpoint is None else checkpoint.key
+    return cached_val_features(_val_dir(settings, root) / f"{name}-n{n_samples}.safetensors", compute)
+
+
+def structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, n_samples: int,
+              per_class: int, seed: int, teacher_fn: Callable, model_fn: Callable | None = None) -> dict:
+    """:func:`relviz.eval.zeroshot.structure_metrics` (U, T and per class, G, zero-shot IoU) of
+    :func:`val_features` (for the teacher G is 0), stored as JSON next to the features."""
+    from relviz.eval.zeroshot import structure_metrics
+
+    name = "teacher" if checkpoint is None else checkpoint.key
+    path = _val_dir(settings, root) / f"{name}-n{n_samples}-metrics-pc{per_class}-s{seed}.json"
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text())
+            return {k: {int(c): v for c, v in x.items()} if isinstance(x, dict) else x for k, x in raw.items()}
+        except (json.JSONDecodeError, ValueError, AttributeError):
+            pass  # a damaged entry is recomputed
+    val = val_features(settings, root, checkpoint, n_samples, teacher_fn, model_fn)
+    text = class_embeddings(settings, teacher_fn)
+    out = structure_metrics(val["features"], val["labels"], val["pair_student"], val["pair_teacher"], text,
+                            per_class, seed)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(out))
+    return out
+
+
+def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_VAL_SAMPLES, log=print) -> dict:
+    """Fill every cache the app's pages read for ``root`` and the workspace's checkpoints, so that
+    no page computes on its first render: dataset index, class embeddings, teacher and student
+    validation features, each student's features of the first keyframe (the zero-shot page's
+    default) and the default toy run. Returns seconds per step; a second call finds everything."""
+    from relviz.eval.features import point_features_cached
+    from relviz.models.checkpoint import load_student
+    from relviz.teacher import load_teacher
+    from relviz.toy import ToyConfig, run_toy_cached, view_snapshots
+
+    teacher = None
+
+    def teacher_fn():
+        nonlocal teacher
+        if teacher is None:
+            teacher = load_teacher(settings.teacher, settings.teacher_pretrained)
+        return teacher
+
+    timings: dict[str, float] = {}
+
+    def step(name: str, fn: Callable) -> None:
+        t = time.perf_counter()
+        fn()
+        timings[name] = round(time.perf_counter() - t, 2)
+        log(f"{name}: {timings[name]:.1f} s")
+
+    step("dataset index", lambda: open_val_dataset(settings, root))
+    step("class embeddings", lambda: class_embeddings(settings, teacher_fn))
+    step("teacher validation features", lambda: structure(settings, root, None, n_samples, DEFAULT_PER_CLASS, 0,
+                                                          teacher_fn))
+    for info in student_checkpoints(settings):
+        if info.error is not None:
+            log(f"skipping {info.path}: {info.error}")
+            continue
+
+        def student(info=info):
+            model = load_student(info.path, backend="torch")[0]
+            structure(settings, root, info, n_samples, DEFAULT_PER_CLASS, 0, teacher_fn, lambda: model)
+            point_features_cached(model, info.key, open_val_dataset(settings, root), 0, settings.cache_dir)
+
+        step(f"student {info.label}", student)
+    step("toy run", lambda: run_toy_cached(ToyConfig(), settings.cache_dir, view_snapshots(ToyConfig().iters)))
+    return timings

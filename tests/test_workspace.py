@@ -1,0 +1,170 @@
+"""The app's disk caches: what they store equals what is computed directly, a warm cache needs none of
+the loaders, changed inputs are not served stale, and nothing is half-written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from relviz.config import load_settings
+from relviz.files import atomic_path
+
+
+def _fail(*_):
+    raise AssertionError("a loader was called although the cache should have answered")
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    target = tmp_path / "sub" / "file.json"
+    with atomic_path(target) as tmp:
+        Path(tmp).write_text("first")
+    assert target.read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            Path(tmp).write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "first"
+    assert [p.name for p in target.parent.iterdir()] == ["file.json"]  # no temporary left behind
+
+
+def test_demo_teacher_identity_from_the_file_equals_the_models():
+    from relviz.teacher import identity_of, load_teacher
+
+    teacher = load_teacher("demo")
+    teacher._identity = None  # recomputed from the built model's state dict
+    assert identity_of("demo") == teacher.identity
+
+
+def test_class_embeddings_are_cached_on_disk(tmp_path):
+    from relviz.teacher import cached_class_embeddings, load_teacher
+
+    teacher = load_teacher("demo")
+    first = cached_class_embeddings(tmp_path, teacher.identity, lambda: teacher)
+    torch.testing.assert_close(first, teacher.class_embeddings())  # stored in float32: exact
+    again = cached_class_embeddings(tmp_path, teacher.identity, _fail)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    assert first.shape == (16, teacher.dim)
+
+
+def test_teacher_loading_is_shared_and_retried_after_a_failure(tmp_path):
+    from relviz.teacher import load_teacher_async
+
+    a, b = load_teacher_async("demo"), load_teacher_async("demo")
+    assert a is b and a.result(timeout=120).dim > 0
+    broken = tmp_path / "teacher.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    failed = load_teacher_async("demo", str(broken))
+    with pytest.raises(Exception, match="safetensors"):
+        failed.result(timeout=60)
+    retry = load_teacher_async("demo", str(broken))
+    assert retry is not failed  # a failure is not cached for good
+    with pytest.raises(Exception):
+        retry.result(timeout=60)
+
+
+def test_toy_run_cache_returns_the_same_result(tmp_path):
+    from relviz.toy import ToyConfig, run_toy, run_toy_cached
+
+    cfg = ToyConfig(iters=40, eval_points=120, record_every=10, seed=3)
+    direct = run_toy(cfg, snapshot_iters=(0, 20))
+    first = run_toy_cached(cfg, tmp_path, (0, 20))
+    files = list((tmp_path / "toy").glob("*.json"))
+    assert len(files) == 1
+    second = run_toy_cached(cfg, tmp_path, (0, 20))
+    for result in (first, second):
+        assert result.summary() == direct.summary()  # JSON round trip of floats is exact
+        for name, run in direct.runs.items():
+            assert result.runs[name].iterations == run.iterations
+            for it, z in run.snapshots.items():
+                torch.testing.assert_close(result.runs[name].snapshots[it], z)
+    files[0].write_text("{")  # damaged: recomputed, not an error
+    assert run_toy_cached(cfg, tmp_path, (0, 20)).summary() == direct.summary()
+    run_toy_cached(ToyConfig(iters=40, eval_points=120, record_every=10, seed=4), tmp_path, (0, 20))
+    assert len(list((tmp_path / "toy").glob("*.json"))) == 2  # another config, another entry
+
+
+def test_warm_caches_then_pages_need_no_model(app_workspace):
+    """After warm_caches, features and metrics of every checkpoint come from disk; they equal a
+    direct computation on the same features."""
+    from relviz import workspace
+    from relviz.eval.zeroshot import structure_metrics
+    from relviz.teacher import load_teacher
+
+    s = load_settings()
+    root = s.dataset_root("synthetic-mini")
+    timings = workspace.warm_caches(s, root, n_samples=2, log=lambda *_: None)
+    students = [c for c in workspace.student_checkpoints(s) if c.error is None]
+    assert {f"student {c.label}" for c in students} <= set(timings)
+
+    # the dataset now opens from its cached index, without the devkit
+    code = ("import sys; from relviz.config import load_settings; from relviz import workspace; "
+            f"workspace.open_val_dataset(load_settings(), {str(root)!r}); "
+            "assert 'nuscenes' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+    teacher = load_teacher(s.teacher, s.teacher_pretrained)
+    text = workspace.class_embeddings(s, _fail)
+    torch.testing.assert_close(text, teacher.class_embeddings())
+    for info in students + [None]:
+        val = workspace.val_features(s, root, info, 2, _fail, _fail)
+        metrics = workspace.structure(s, root, info, 2, workspace.DEFAULT_PER_CLASS, 0, _fail, _fail)
+        pair_student = val["features"] if info is None else val["pair_student"]
+        direct = structure_metrics(val["features"], val["labels"], pair_student, val["pair_teacher"], text,
+                                   workspace.DEFAULT_PER_CLASS, 0)
+        assert metrics["uniformity"] == pytest.approx(direct["uniformity"], abs=1e-6)
+        assert metrics["tolerance_per_class"] == pytest.approx(direct["tolerance_per_class"], abs=1e-6)
+        assert metrics["zeroshot_iou"] == pytest.approx(direct["zeroshot_iou"], abs=1e-6)
+        assert metrics["sample_counts"] == direct["sample_counts"]
+        assert val["pair_labels"].shape == val["pair_teacher"].shape[:1]
+        if info is None:
+            assert metrics["gap"] == 0.0
+    # the cached student features are the model's, to float16 precision
+    from relviz.eval.zeroshot import gather_val_features
+    from relviz.models.checkpoint import load_student
+    from relviz.teacher.cache import FeatureCache
+
+    info = next(c for c in students if c.path.is_relative_to(s.runs_dir))  # not a committed demo file
+    model, _ = load_student(info.path, backend="torch")
+    fresh = gather_val_features(model, teacher, FeatureCache(s.cache_dir, teacher.identity),
+                                workspace.open_val_dataset(s, root), 2, "cpu")
+    cached = workspace.val_features(s, root, info, 2, _fail, _fail)
+    torch.testing.assert_close(cached["features"], fresh["features"], atol=2e-3, rtol=1e-3)
+    assert torch.equal(cached["labels"], fresh["labels"]) and torch.equal(cached["pair_index"], fresh["pair_index"])
+
+    # a rewritten checkpoint is a new key: its features are computed again, not served stale
+    old_key = info.key
+    info.path.write_bytes(info.path.read_bytes())
+    fresh_info = next(c for c in workspace.student_checkpoints(s) if c.path == info.path)
+    assert fresh_info.key != old_key
+    with pytest.raises(AssertionError, match="loader was called"):
+        workspace.val_features(s, root, fresh_info, 2, _fail, _fail)
+    # a second warm-up finds everything
+    again = workspace.warm_caches(s, root, n_samples=2, log=lambda *_: None)
+    assert sum(again.values()) < sum(timings.values())
+
+
+def test_warm_command(app_workspace):
+    from typer.testing import CliRunner
+
+    from relviz.cli import app
+
+    result = CliRunner().invoke(app, ["warm", "--dataset", "synthetic-mini", "--samples", "1"])
+    assert result.exit_code == 0, result.output
+    assert "caches ready" in result.output
+    home = Path(load_settings().cache_dir)
+    assert list(home.glob("valfeatures/*/*/teacher-n1.safetensors"))
+    assert list(home.glob("index/*.json")) and list(home.glob("toy/*.json"))
+    metrics = list(home.glob("valfeatures/*/*/*-n1-metrics-pc500-s0.json"))
+    assert len(metrics) == 1 + len([p for p in (Path(app_workspace) / "runs").iterdir()]) + 3
+    assert all(np.isfinite(json.loads(p.read_text())["uniformity"]) for p in metrics)
+
+
+def test_server_preload_imports_what_pages_use():
+    from relviz.serve import APP, PRELOAD, preload
+
+    assert preload() >= 0 and all(name in sys.modules for name in PRELOAD)
+    assert APP.is_file()
