@@ -123,6 +123,11 @@ def _val_features(path: str, mtime: float, root: str, n: int, teacher_key: tuple
     return workspace.val_features(settings(), root, info, n, teacher_fn, model_fn)
 
 
+def fewshot(info: CheckpointInfo, root: str, compute: bool = False) -> dict | None:
+    """The stored few-shot result of a student (None when there is none), trained now if ``compute``."""
+    return workspace.fewshot(settings(), root, info, model_fn=(lambda: student(info)[0]) if compute else None)
+
+
 def val_features(info: CheckpointInfo | None, root: str, n: int) -> dict:
     """Validation features of a student (``info``) or of the teacher (None) over the first ``n``
     mini_val keyframes: from memory, else from the disk cache, else computed (and stored)."""

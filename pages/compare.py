@@ -50,11 +50,29 @@ except Exception as e:
     common.error_panel("Cannot compare these checkpoints", e)
     st.stop()
 
+few = {label: common.fewshot(ckpts[labels.index(label)], root) for label in chosen}
+for r in rows:
+    r["fewshot_miou"] = (few.get(r["checkpoint"]) or {}).get("miou")
 table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
-st.dataframe(table.style.format({c: "{:.3f}" for c in ("uniformity", "tolerance", "gap", "zeroshot_miou")}),
+st.dataframe(table.style.format({c: "{:.3f}" for c in ("uniformity", "tolerance", "gap", "zeroshot_miou",
+                                                        "fewshot_miou")}, na_rep="-"),
              hide_index=True, width="stretch")
 st.caption("G is the distance between the mean student feature and the mean teacher feature of the same points "
-           "(0 for the teacher). Few-shot mIoU: `relviz eval compare` (it trains a probe per checkpoint).")
+           "(0 for the teacher). Few-shot mIoU: a linear probe on the frozen features, trained on 1% of the "
+           "mini_train frames and scored on every mini_val frame; computed when asked, then stored.")
+missing = [label for label, f in few.items() if f is None]
+if missing and st.button(f"Compute few-shot mIoU ({len(missing)} checkpoint{'s' if len(missing) > 1 else ''})",
+                         key="cmp_fewshot", help="Trains one linear probe per checkpoint (seconds each on CPU)."):
+    try:
+        with st.status("training linear probes", expanded=True) as status:
+            for i, label in enumerate(missing, start=1):
+                status.write(f"{label} ({i}/{len(missing)})")
+                common.fewshot(ckpts[labels.index(label)], root, compute=True)
+            status.update(label="few-shot probes done", state="complete")
+    except Exception as e:
+        common.error_panel("Cannot compute the few-shot mIoU", e)
+        st.stop()
+    st.rerun()
 
 # one shared basis: fitted on the teacher's features, every checkpoint projected into it
 ref_idx = sample_per_class(ref["labels"], per_class=per_class, seed=0)

@@ -137,6 +137,33 @@ def structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo |
     return out
 
 
+def fewshot(settings: Settings, root: str | Path, checkpoint: CheckpointInfo, fraction: float = 0.01, seed: int = 0,
+            model_fn: Callable | None = None) -> dict | None:
+    """:func:`relviz.eval.fewshot.evaluate_fewshot` of a student (a linear probe on ``fraction`` of
+    the mini_train frames, scored on every mini_val frame), stored as JSON per checkpoint, dataset,
+    fraction and seed. Without ``model_fn`` only a stored result is returned (None when there is
+    none): the probe takes seconds per checkpoint, so the app runs it when asked."""
+    from relviz.data import NuScenesLidarSeg
+    from relviz.data.index import index_key
+    from relviz.eval.fewshot import evaluate_fewshot
+
+    path = (settings.cache_dir / "fewshot" / index_key(Path(root), VERSION, VAL_SPLIT)
+            / f"{checkpoint.key}-f{fraction:g}-s{seed}.json")
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass  # a damaged entry is recomputed (or reported missing)
+    if model_fn is None:
+        return None
+    train = NuScenesLidarSeg(root, version=VERSION, split="mini_train", load_images=False,
+                             index_cache=settings.cache_dir)
+    result = evaluate_fewshot(model_fn(), train, open_val_dataset(settings, root), fraction, seed=seed)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(result))
+    return result
+
+
 def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_VAL_SAMPLES, log=print) -> dict:
     """Fill every cache the app's pages read for ``root`` and the workspace's checkpoints, so that
     no page computes on its first render: dataset index, class embeddings, teacher and student

@@ -38,6 +38,26 @@ def test_zero_shot_query_changes_predictions(app_workspace):
     assert "not one of the 16 classes" in at.error[0].value
 
 
+def test_compare_computes_fewshot_when_asked_and_keeps_it(app_workspace):
+    at = _page("pages/compare.py", timeout=300)
+    at.multiselect(key="cmp_ckpts").set_value(["test-contrastive", "test-relational"]).run()
+    table = at.dataframe[0].value
+    assert table["fewshot_miou"].isna().all()  # nothing computed yet: shown as missing, not invented
+    at.button(key="cmp_fewshot").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("checkpoint")
+    few = table.loc[["test-contrastive", "test-relational"], "fewshot_miou"]
+    assert few.between(0, 1).all()
+    assert table.loc["teacher", "fewshot_miou"] != table.loc["teacher", "fewshot_miou"]  # NaN: no probe
+    assert not [b for b in at.button if b.key == "cmp_fewshot"]  # nothing left to compute
+    # stored: a new session reads the same values without training
+    again = _page("pages/compare.py")
+    again.multiselect(key="cmp_ckpts").set_value(["test-contrastive", "test-relational"]).run()
+    stored = again.dataframe[0].value.set_index("checkpoint").loc[["test-contrastive", "test-relational"],
+                                                                  "fewshot_miou"]
+    assert stored.tolist() == few.tolist()
+
+
 def test_corrupted_checkpoint_gives_an_error_panel(app_workspace):
     bad = app_workspace / "runs" / "broken" / "student.safetensors"
     bad.parent.mkdir(parents=True)
