@@ -54,11 +54,16 @@ def warm(
 ) -> None:
     """Fill the app's disk caches (dataset index, class embeddings, validation features of the teacher
     and of every checkpoint, the default toy run), so that no page computes on its first visit."""
-    from relviz.workspace import warm_caches
+    from relviz.workspace import WarmError, warm_caches
 
     settings = _settings().ensure()
     root = _dataset_path(dataset or settings.dataset)
-    timings = warm_caches(settings, root, n_samples=samples, log=typer.echo)
+    try:
+        timings = warm_caches(settings, root, n_samples=samples, log=typer.echo)
+    except WarmError as e:
+        typer.echo(f"error: {len(e.failed)} step(s) failed ({', '.join(e.failed)}); the pages compute those on "
+                   f"their first visit", err=True)
+        raise typer.Exit(1)
     typer.echo(f"caches ready in {sum(timings.values()):.1f} s")
 
 

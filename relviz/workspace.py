@@ -168,7 +168,8 @@ def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_V
     """Fill every cache the app's pages read for ``root`` and the workspace's checkpoints, so that
     no page computes on its first render: dataset index, class embeddings, teacher and student
     validation features, each student's features of the first keyframe (the zero-shot page's
-    default) and the default toy run. Returns seconds per step; a second call finds everything."""
+    default) and the default toy run. Returns seconds per step; a second call finds everything.
+    A step that fails is logged and the others still run; then :class:`WarmError` is raised."""
     from relviz.eval.features import point_features_cached
     from relviz.models.checkpoint import load_student
     from relviz.teacher import load_teacher
@@ -183,10 +184,16 @@ def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_V
         return teacher
 
     timings: dict[str, float] = {}
+    failed: dict[str, str] = {}
 
     def step(name: str, fn: Callable) -> None:
         t = time.perf_counter()
-        fn()
+        try:
+            fn()
+        except Exception as e:  # one broken checkpoint or teacher must not keep the rest cold
+            failed[name] = f"{type(e).__name__}: {e}"
+            log(f"{name}: failed ({failed[name]})")
+            return
         timings[name] = round(time.perf_counter() - t, 2)
         log(f"{name}: {timings[name]:.1f} s")
 
@@ -206,4 +213,14 @@ def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_V
 
         step(f"student {info.label}", student)
     step("toy run", lambda: run_toy_cached(ToyConfig(), settings.cache_dir, view_snapshots(ToyConfig().iters)))
+    if failed:
+        raise WarmError(failed, timings)
     return timings
+
+
+class WarmError(RuntimeError):
+    """Some caches could not be filled (``failed``: step -> error); the others were (``timings``)."""
+
+    def __init__(self, failed: dict[str, str], timings: dict[str, float]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in failed.items()))
+        self.failed, self.timings = failed, timings

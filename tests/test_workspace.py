@@ -168,3 +168,21 @@ def test_server_preload_imports_what_pages_use():
 
     assert preload() >= 0 and all(name in sys.modules for name in PRELOAD)
     assert APP.is_file()
+
+
+def test_warm_goes_on_past_a_broken_checkpoint_and_says_so(app_workspace):
+    from typer.testing import CliRunner
+
+    from relviz.cli import app
+    from relviz.models import build_minkunet
+    from relviz.models.checkpoint import save_checkpoint
+
+    arch = build_minkunet("MinkUNet14", out_channels=8, width=0.125, backend="torch").config.to_dict()
+    save_checkpoint(Path(app_workspace) / "runs" / "bad-weights" / "student.safetensors",
+                    {"not.a.layer": torch.zeros(3)}, {"kind": "student", "architecture": arch, "loss": "relational"})
+    result = CliRunner().invoke(app, ["warm", "--dataset", "synthetic-mini", "--samples", "1"])
+    assert result.exit_code == 1
+    assert "student bad-weights: failed" in result.output and "pages compute those" in result.output
+    assert "student test-relational:" in result.output and "toy run:" in result.output  # the rest was done
+    # the teacher, the two good runs and the three demo students; nothing for the broken one
+    assert len(list(Path(load_settings().cache_dir).glob("valfeatures/*/*/*-n1-metrics-pc500-s0.json"))) == 6
