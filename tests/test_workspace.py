@@ -186,3 +186,19 @@ def test_warm_goes_on_past_a_broken_checkpoint_and_says_so(app_workspace):
     assert "student test-relational:" in result.output and "toy run:" in result.output  # the rest was done
     # the teacher, the two good runs and the three demo students; nothing for the broken one
     assert len(list(Path(load_settings().cache_dir).glob("valfeatures/*/*/*-n1-metrics-pc500-s0.json"))) == 6
+
+
+def test_damaged_validation_features_are_recomputed(tmp_path):
+    from relviz.eval.features import cached_val_features
+
+    val = {"features": torch.randn(10, 4), "labels": torch.arange(10) % 3, "pair_index": torch.tensor([1, 4, 7]),
+           "pair_teacher": torch.randn(3, 4)}
+    path = tmp_path / "v" / "x-n1.safetensors"
+    first = cached_val_features(path, lambda: val)
+    torch.testing.assert_close(first["features"], val["features"].half().float())  # stored in float16
+    assert torch.equal(first["pair_labels"], val["labels"][val["pair_index"]])
+    torch.testing.assert_close(cached_val_features(path, _fail)["pair_student"], first["features"][[1, 4, 7]])
+    path.write_bytes(path.read_bytes()[:40])  # truncated on disk
+    calls = []
+    again = cached_val_features(path, lambda: calls.append(1) or val)
+    assert calls == [1] and torch.equal(again["labels"], val["labels"])

@@ -74,18 +74,24 @@ def with_pairs(val: dict) -> dict:
 def cached_val_features(path: str | Path, compute: Callable[[], dict]) -> dict:
     """Validation features (the dict of :func:`relviz.eval.zeroshot.gather_val_features`) stored in
     the safetensors file ``path`` with the features in float16; ``compute`` runs only when the file
-    is missing. The app's structure and comparison pages read these instead of loading the dataset,
-    the models and the teacher."""
+    is missing or unreadable. The app's structure and comparison pages read these instead of loading
+    the dataset, the models and the teacher."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
     path = Path(path)
-    if not path.is_file():
+    raw = None
+    if path.is_file():
+        try:
+            raw = load_file(str(path))
+        except (SafetensorError, OSError):
+            raw = None  # damaged: computed again below
+    if raw is None or not {"features", "labels", "pair_index", "pair_teacher"} <= raw.keys():
         val = compute()
-        tensors = {"features": val["features"].half().contiguous(), "labels": val["labels"].long().contiguous(),
-                   "pair_index": val["pair_index"].long().contiguous(),
-                   "pair_teacher": val["pair_teacher"].half().contiguous()}
+        raw = {"features": val["features"].half().contiguous(), "labels": val["labels"].long().contiguous(),
+               "pair_index": val["pair_index"].long().contiguous(),
+               "pair_teacher": val["pair_teacher"].half().contiguous()}
         with atomic_path(path) as tmp:
-            save_file(tensors, tmp)
-    raw = load_file(str(path))
+            save_file(raw, tmp)
     return with_pairs({"features": raw["features"].float(), "labels": raw["labels"], "pair_index": raw["pair_index"],
                        "pair_teacher": raw["pair_teacher"].float()})
