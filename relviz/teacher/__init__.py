@@ -62,12 +62,13 @@ def _demo_path() -> Path:
 def identity_of(name: str = "demo", pretrained: str | None = None) -> str:
     """The identity of the teacher :func:`load_teacher` gives for ``name`` and ``pretrained`` (the key
     of its feature caches). The demo teacher's is read from its file without building the model;
-    another teacher is loaded to know it."""
+    another teacher is loaded to know it (through :func:`load_teacher_async`, so a load already
+    under way is shared, not repeated)."""
     if name == "demo":
         from relviz.teacher.demo import DEMO_TEACHER_PATH, demo_teacher_identity
 
         return demo_teacher_identity(pretrained or DEMO_TEACHER_PATH)
-    return load_teacher(name, pretrained).identity
+    return load_teacher_async(name, pretrained).result().identity
 
 
 __all__ = ["ClipTeacher", "FeatureCache", "TeacherWeightsError", "dense_maskclip", "sample_points", "DETAIL_PROMPTS",
