@@ -3,11 +3,13 @@ onto it only when complete (readers in other processes see the old file or the n
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -24,3 +26,18 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json(path: str | Path) -> Any | None:
+    """The JSON value in ``path``, or None when the file is missing or damaged (a cache entry that
+    its owner recomputes)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    """Write ``value`` as JSON to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(value))

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from relviz.files import atomic_path
+from relviz.files import read_json, write_json
 from relviz.losses import get_loss
 from relviz.metrics import tolerance, uniformity
 
@@ -180,14 +180,12 @@ def run_toy_cached(cfg: ToyConfig, cache_dir: str | Path, snapshot_iters: tuple[
     deterministic, so a stored result is the result); a damaged entry is recomputed."""
     key = json.dumps([TOY_FORMAT, asdict(cfg), sorted(snapshot_iters)], sort_keys=True)
     path = Path(cache_dir) / "toy" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
-    if path.is_file():
+    state = read_json(path)
+    if isinstance(state, dict) and state.get("format") == TOY_FORMAT:
         try:
-            state = json.loads(path.read_text())
-            if state.get("format") == TOY_FORMAT:
-                return ToyResult.from_state(state)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
+            return ToyResult.from_state(state)
+        except (KeyError, TypeError, ValueError):
+            pass  # not a whole result: run again
     result = run_toy(cfg, snapshot_iters=snapshot_iters)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(result.to_state()))
+    write_json(path, result.to_state())
     return result

@@ -10,7 +10,6 @@ them ahead for every checkpoint (``relviz warm``; ``make app`` runs it).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Callable
 import torch
 
 from relviz.config import Settings
-from relviz.files import atomic_path
+from relviz.files import read_json, write_json
 from relviz.teacher.demo import REPO_CHECKPOINTS
 
 VAL_SPLIT = "mini_val"
@@ -122,18 +121,14 @@ def structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo |
 
     name = "teacher" if checkpoint is None else checkpoint.key
     path = _val_dir(settings, root) / f"{name}-n{n_samples}-metrics-pc{per_class}-s{seed}.json"
-    if path.is_file():
-        try:
-            raw = json.loads(path.read_text())
-            return {k: {int(c): v for c, v in x.items()} if isinstance(x, dict) else x for k, x in raw.items()}
-        except (json.JSONDecodeError, ValueError, AttributeError):
-            pass  # a damaged entry is recomputed
+    stored = read_json(path)
+    if isinstance(stored, dict):  # JSON keys are strings: the per-class dicts get their int keys back
+        return {k: {int(c): v for c, v in x.items()} if isinstance(x, dict) else x for k, x in stored.items()}
     val = val_features(settings, root, checkpoint, n_samples, teacher_fn, model_fn)
     text = class_embeddings(settings, teacher_fn)
     out = structure_metrics(val["features"], val["labels"], val["pair_student"], val["pair_teacher"], text,
                             per_class, seed)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(out))
+    write_json(path, out)
     return out
 
 
@@ -149,18 +144,13 @@ def fewshot(settings: Settings, root: str | Path, checkpoint: CheckpointInfo, fr
 
     path = (settings.cache_dir / "fewshot" / index_key(Path(root), VERSION, VAL_SPLIT)
             / f"{checkpoint.key}-f{fraction:g}-s{seed}.json")
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            pass  # a damaged entry is recomputed (or reported missing)
-    if model_fn is None:
-        return None
+    stored = read_json(path)
+    if stored is not None or model_fn is None:
+        return stored
     train = NuScenesLidarSeg(root, version=VERSION, split="mini_train", load_images=False,
                              index_cache=settings.cache_dir)
     result = evaluate_fewshot(model_fn(), train, open_val_dataset(settings, root), fraction, seed=seed)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(result))
+    write_json(path, result)
     return result
 
 

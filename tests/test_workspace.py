@@ -29,6 +29,12 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_text() == "first"
     assert [p.name for p in target.parent.iterdir()] == ["file.json"]  # no temporary left behind
+    from relviz.files import read_json, write_json
+
+    write_json(target, {"a": [1, 2.5]})
+    assert read_json(target) == {"a": [1, 2.5]}
+    target.write_text('{"a": [1,')  # damaged
+    assert read_json(target) is None and read_json(tmp_path / "missing.json") is None
 
 
 def test_demo_teacher_identity_from_the_file_equals_the_models():

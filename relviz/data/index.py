@@ -15,7 +15,7 @@ from pathlib import Path
 
 from relviz.data.nuscenes import check_dataroot, open_nuscenes, split_scenes
 from relviz.data.synthetic import CAMERAS, TABLES
-from relviz.files import atomic_path
+from relviz.files import read_json, write_json
 
 INDEX_FORMAT = 1
 
@@ -70,14 +70,9 @@ def load_index(dataroot: str | Path, version: str, split, cache_dir: str | Path)
     (written to a temporary file and renamed, so a reader never sees half of one)."""
     root = check_dataroot(dataroot, version)
     path = Path(cache_dir) / "index" / f"{index_key(root, version, split)}.json"
-    if path.is_file():
-        try:
-            index = json.loads(path.read_text())
-            if index.get("format") == INDEX_FORMAT:
-                return index
-        except (json.JSONDecodeError, OSError):
-            pass  # a damaged cache entry is rebuilt below
+    index = read_json(path)
+    if isinstance(index, dict) and index.get("format") == INDEX_FORMAT:
+        return index
     index = build_index(open_nuscenes(root, version), split)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(index))
+    write_json(path, index)
     return index
