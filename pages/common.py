@@ -11,8 +11,7 @@ import streamlit as st
 from relviz import workspace
 from relviz.config import ConfigError, Settings, load_settings
 from relviz.data.classes import CLASS_COLORS, CLASSES
-from relviz.teacher import load_teacher_async
-from relviz.teacher.demo import REPO_CHECKPOINTS
+from relviz.teacher import load_teacher_async, weights_version
 from relviz.workspace import CheckpointInfo, student_checkpoints
 
 CLASS_NAMES = list(CLASSES[1:])
@@ -62,18 +61,18 @@ def active_teacher(s: Settings):
 
 def class_embeddings(s: Settings):
     """[16, D] from the disk cache (the teacher is only loaded when they are not there)."""
-    return _class_embeddings(s.teacher, s.teacher_pretrained, _teacher_mtime(s))
+    return _class_embeddings(_teacher_key(s))
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _class_embeddings(name: str, pretrained: str | None, mtime: float):
+def _class_embeddings(teacher_key: tuple):
     return workspace.class_embeddings(settings(), lambda: active_teacher(settings()))
 
 
-def _teacher_mtime(s: Settings) -> float:
-    """The demo teacher file's modification time (a retrained teacher invalidates cached values)."""
-    path = Path(s.teacher_pretrained) if s.teacher_pretrained else REPO_CHECKPOINTS / "teacher.safetensors"
-    return path.stat().st_mtime if s.teacher == "demo" and path.is_file() else 0.0
+def _teacher_key(s: Settings) -> tuple:
+    """The teacher setting and its weights file's version: cached values derived from the teacher
+    are keyed by it, so a retrained teacher invalidates them."""
+    return s.teacher, s.teacher_pretrained, weights_version(s.teacher, s.teacher_pretrained)
 
 
 @st.cache_resource(max_entries=4, show_spinner="opening the dataset")
@@ -101,10 +100,6 @@ def set_query_params(**values) -> None:
 
 def _checkpoint_args(info: CheckpointInfo | None) -> tuple[str, float]:
     return ("", 0.0) if info is None else (str(info.path), info.path.stat().st_mtime)
-
-
-def _teacher_key(s: Settings) -> tuple:
-    return s.teacher, s.teacher_pretrained, _teacher_mtime(s)
 
 
 def _loaders(path: str, mtime: float):

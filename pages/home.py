@@ -63,7 +63,9 @@ if rows:
         key="home_active")
 else:
     st.info("No student checkpoint yet: `relviz demo` builds the demo students, the Jobs page trains more.")
-teacher_meta = common.REPO_CHECKPOINTS / "teacher.safetensors"
+from relviz.teacher.demo import DEMO_TEACHER_PATH  # noqa: E402
+
+teacher_meta = DEMO_TEACHER_PATH
 st.write(f"Teacher: `{settings.teacher}`" + (f" (demo teacher: `{teacher_meta}`)" if settings.teacher == "demo" else ""))
 
 with st.expander("Environment", expanded=False):

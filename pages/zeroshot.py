@@ -14,8 +14,9 @@ from relviz.viz.points import colors_for, decimate, point_cloud_figure, projecte
 
 st.title("Zero-shot 3D segmentation")
 s = common.settings()
-ckpts = [c for c in common.student_checkpoints(s) if c.error is None]
-broken = [c for c in common.student_checkpoints(s) if c.error]
+every = common.student_checkpoints(s)
+ckpts = [c for c in every if c.error is None]
+broken = [c for c in every if c.error]
 for c in broken:
     st.error(f"Checkpoint {c.path} cannot be used and is left out: {c.error}")
 if not ckpts:

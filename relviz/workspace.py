@@ -187,7 +187,13 @@ def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_V
         timings[name] = round(time.perf_counter() - t, 2)
         log(f"{name}: {timings[name]:.1f} s")
 
-    step("dataset index", lambda: open_val_dataset(settings, root))
+    dataset = None
+
+    def open_dataset():
+        nonlocal dataset
+        dataset = open_val_dataset(settings, root)
+
+    step("dataset index", open_dataset)
     step("class embeddings", lambda: class_embeddings(settings, teacher_fn))
     step("teacher validation features", lambda: structure(settings, root, None, n_samples, DEFAULT_PER_CLASS, 0,
                                                           teacher_fn))
@@ -199,7 +205,7 @@ def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_V
         def student(info=info):
             model = load_student(info.path, backend="torch")[0]
             structure(settings, root, info, n_samples, DEFAULT_PER_CLASS, 0, teacher_fn, lambda: model)
-            point_features_cached(model, info.key, open_val_dataset(settings, root), 0, settings.cache_dir)
+            point_features_cached(model, info.key, dataset or open_val_dataset(settings, root), 0, settings.cache_dir)
 
         step(f"student {info.label}", student)
     step("toy run", lambda: run_toy_cached(ToyConfig(), settings.cache_dir, view_snapshots(ToyConfig().iters)))

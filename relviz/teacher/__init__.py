@@ -30,9 +30,7 @@ def load_teacher_async(name: str = "demo", pretrained: str | None = None, device
     starts it, pages wait on it only when they need the model (importing open_clip alone takes
     ~3.5 s). A failed load is retried by the next call; a changed weights file loads again; at
     most two teachers are kept."""
-    weights = Path(pretrained) if pretrained else (_demo_path() if name == "demo" else None)
-    version = weights.stat().st_mtime_ns if weights is not None and weights.is_file() else None
-    key = (name, pretrained, device, version)
+    key = (name, pretrained, device, weights_version(name, pretrained))
     with _loading_lock:
         future = _loading.get(key)
         if future is None or (future.done() and future.exception() is not None):
@@ -53,10 +51,18 @@ def _load_into_future(future: Future, name: str, pretrained: str | None, device:
         future.set_exception(e)
 
 
-def _demo_path() -> Path:
-    from relviz.teacher.demo import DEMO_TEACHER_PATH
+def weights_version(name: str = "demo", pretrained: str | None = None) -> int | None:
+    """The modification time (ns) of the teacher's weights file when it is a local file (the demo
+    teacher's, or a ``pretrained`` path), else None: part of the keys of anything derived from it."""
+    if pretrained:
+        weights = Path(pretrained)
+    elif name == "demo":
+        from relviz.teacher.demo import DEMO_TEACHER_PATH
 
-    return DEMO_TEACHER_PATH
+        weights = DEMO_TEACHER_PATH
+    else:
+        return None
+    return weights.stat().st_mtime_ns if weights.is_file() else None
 
 
 def identity_of(name: str = "demo", pretrained: str | None = None) -> str:
@@ -73,4 +79,4 @@ def identity_of(name: str = "demo", pretrained: str | None = None) -> str:
 
 __all__ = ["ClipTeacher", "FeatureCache", "TeacherWeightsError", "dense_maskclip", "sample_points", "DETAIL_PROMPTS",
            "TEMPLATES", "class_prompts", "load_teacher",
-           "load_teacher_async", "identity_of", "cached_class_embeddings"]
+           "load_teacher_async", "weights_version", "identity_of", "cached_class_embeddings"]
