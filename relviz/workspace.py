@@ -107,7 +107,8 @@ def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInf
         ds = open_val_dataset(settings, root)
         if checkpoint is None:
             return gather_teacher_val_features(teacher, cache, ds, n_samples)
-        return gather_val_features(model_fn(), teacher, cache, ds, n_samples, "cpu")
+        model = model_fn()
+        return gather_val_features(model, teacher, cache, ds, n_samples, next(model.parameters()).device)
 
     name = "teacher" if checkpoint is None else checkpoint.key
     return cached_val_features(_val_dir(settings, root) / f"{name}-n{n_samples}.safetensors", compute)

@@ -48,6 +48,18 @@ def test_short_run_lowers_the_loss(tiny, tmp_path):
     assert meta["loss"] == "relational" and meta["step"] == 16 and "uniformity" in meta["metrics"]
     assert {"step", "epoch", "loss", "lr", "it_s", "eta_s", "mem_mb"} <= set(next(e for e in events if e["event"] == "step"))
     assert any(e["event"] == "val" and "zeroshot_miou" in e for e in events)
+    # the finished run's features and metrics are already where the app reads them
+    assert [e["event"] for e in events][-2:] == ["app_cache", "done"]
+    from relviz import workspace
+    from relviz.config import load_settings
+
+    def fail():
+        raise AssertionError("the app would have had to compute")
+
+    info = workspace.CheckpointInfo("run", meta_file, "relational")
+    m = workspace.structure(load_settings(), tiny.dataset, info, workspace.DEFAULT_VAL_SAMPLES,
+                            workspace.DEFAULT_PER_CLASS, 0, fail, fail)
+    assert 0 <= m["zeroshot_miou"] <= 1 and m["sample_size"] > 0
 
 
 def test_bad_configs_are_rejected(tiny):

@@ -208,3 +208,28 @@ def test_damaged_validation_features_are_recomputed(tmp_path):
     calls = []
     again = cached_val_features(path, lambda: calls.append(1) or val)
     assert calls == [1] and torch.equal(again["labels"], val["labels"])
+
+
+def test_students_are_evaluated_with_their_training_voxelization(nusc, tmp_path):
+    """A student trained on 0.2 m cylindrical voxels gets its evaluation inputs voxelized so."""
+    from relviz.data import NuScenesLidarSeg, collate
+    from relviz.eval.features import point_features_cached, student_voxel_features
+    from relviz.models import build_minkunet
+    from relviz.models.checkpoint import load_student, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_minkunet("MinkUNet14", out_channels=8, width=0.125, backend="torch")
+    path = save_checkpoint(tmp_path / "s.safetensors", model, {
+        "kind": "student", "architecture": model.config.to_dict(),
+        "voxelization": {"voxel_size": 0.2, "cylindrical": False}})
+    student, _ = load_student(path, backend="torch")
+    assert student.voxelization == (0.2, False)
+    ds = NuScenesLidarSeg(None, split="mini_val", nusc=nusc, load_images=False)  # default 0.1 cylindrical
+    coarse = ds.voxelized(0.2, False)
+    assert ds.voxelized(0.1, True) is ds and (ds.voxel_size, coarse.voxel_size) == (0.1, 0.2)
+    assert len(coarse[0]["voxels"]) < len(ds[0]["voxels"])
+    batch = collate([coarse[0]])
+    with torch.inference_mode():
+        expected = student_voxel_features(student, batch)[batch["inverse"]]
+    got = point_features_cached(student, "s", ds, 0, tmp_path / "cache")  # given the 0.1 dataset
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float32), expected.half().float().numpy(), atol=1e-3)

@@ -3,6 +3,7 @@ point-pixel pairs and voxels, and a collate that batches them with correct offse
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,15 @@ class NuScenesLidarSeg(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Augmentations are drawn from (seed, epoch, index): reproducible and different per epoch."""
         self.epoch = epoch
+
+    def voxelized(self, voxel_size: float, cylindrical: bool) -> "NuScenesLidarSeg":
+        """This dataset with another voxelization (a shallow copy sharing the index): each student is
+        evaluated with the voxelization it was trained with."""
+        if (voxel_size, cylindrical) == (self.voxel_size, self.cylindrical):
+            return self
+        other = copy.copy(self)
+        other.voxel_size, other.cylindrical = voxel_size, cylindrical
+        return other
 
     def scene_of(self, index: int) -> str:
         return self.keyframes[index]["scene"]

@@ -16,6 +16,13 @@ from relviz.teacher.cache import FeatureCache
 from relviz.teacher.clip import sample_points
 
 
+def dataset_for(model, dataset):
+    """``dataset`` voxelized as ``model`` was trained (its ``voxelization``, which
+    :func:`relviz.models.checkpoint.load_student` sets); unchanged for a model without one."""
+    voxelization = getattr(model, "voxelization", None)
+    return dataset if voxelization is None else dataset.voxelized(*voxelization)
+
+
 def student_voxel_features(model, batch: dict, device: torch.device | str = "cpu") -> torch.Tensor:
     """Student features [sum V, D] of a collated batch's voxels."""
     x = SparseTensor(batch["features"].to(device), batch["coordinates"].to(device))
@@ -54,6 +61,7 @@ def point_features_cached(model, checkpoint_key: str, dataset, index: int, cache
     (checkpoint, sample token)."""
     from relviz.data.dataset import collate
 
+    dataset = dataset_for(model, dataset)
     token = dataset.sample_tokens[index]
     cache = FeatureCache(cache_root, checkpoint_key, kind="student")
     hit = cache.get(token)

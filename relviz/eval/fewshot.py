@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from relviz.data.classes import CLASSES
 from relviz.data.dataset import NuScenesLidarSeg, collate
-from relviz.eval.features import student_voxel_features
+from relviz.eval.features import dataset_for, student_voxel_features
 from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
 
 
@@ -25,6 +25,7 @@ def fewshot_frames(dataset: NuScenesLidarSeg, fraction: float = 0.01) -> list[in
 
 
 def _features(model, dataset, indices, device) -> tuple[torch.Tensor, torch.Tensor]:
+    dataset = dataset_for(model, dataset)
     feats, labels = [], []
     with torch.inference_mode():
         for i in indices:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from relviz.data.dataset import collate
-from relviz.eval.features import student_voxel_features, teacher_pair_features, with_pairs
+from relviz.eval.features import dataset_for, student_voxel_features, teacher_pair_features, with_pairs
 from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
 from relviz.files import atomic_path
 from relviz.metrics import modality_gap, sample_per_class, tolerance, uniformity
@@ -29,6 +29,7 @@ def gather_val_features(model, teacher, cache, dataset, n_samples: int, device) 
     [N, D] and ``labels`` [N]; ``pair_index`` [M] (into them) of the points with a camera pixel and
     the teacher's features there, ``pair_teacher`` [M, D]; and, by :func:`with_pairs`,
     ``pair_student`` [M, D] and ``pair_labels`` [M]."""
+    dataset = dataset_for(model, dataset)
     feats, labels, pair_index, pair_teacher = [], [], [], []
     offset = 0
     with torch.inference_mode():
@@ -86,6 +87,7 @@ def structure_and_zeroshot(model, teacher, cache, dataset, n_samples: int = 4, p
 
 def student_point_predictions(model, dataset, text: torch.Tensor, device="cpu", class_of_prompt=None):
     """Yield (index, lidar token, per-point predictions int64 [N], labels [N] or None) over a dataset."""
+    dataset = dataset_for(model, dataset)
     with torch.inference_mode():
         for i in range(len(dataset)):
             batch = collate([dataset[i]])

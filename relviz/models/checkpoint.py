@@ -147,6 +147,14 @@ def _foreign_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     return _strip_prefixes(obj), meta
 
 
+def voxelization_of(metadata: dict[str, Any]) -> tuple[float, bool]:
+    """(voxel_size, cylindrical) a student was trained with, from its metadata; checkpoints without
+    it (foreign layouts) get relviz's and SLidR's default, 0.1 cylindrical. Features for
+    evaluation must be computed with the same voxelization."""
+    vox = metadata.get("voxelization") or {}
+    return float(vox.get("voxel_size", 0.1)), bool(vox.get("cylindrical", True))
+
+
 def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, metadata) of any supported checkpoint file."""
     path = Path(path)
@@ -187,7 +195,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = T
 
 
 def load_student(path: str | Path, backend: str | None = None, device: str | torch.device = "cpu"):
-    """Rebuild a MinkUNet student from a relviz checkpoint: (model in eval mode, metadata)."""
+    """Rebuild a MinkUNet student from a relviz checkpoint: (model in eval mode, metadata). The
+    model's ``voxelization`` attribute is (voxel_size, cylindrical) of its training."""
     from relviz.models.minkunet import MinkUNet, MinkUNetConfig
 
     state, meta = load_state_dict(path)
@@ -204,4 +213,5 @@ def load_student(path: str | Path, backend: str | None = None, device: str | tor
         backend = load_settings().sparse_backend
     model = MinkUNet(cfg, backend)
     load_into(model, state, strict=True, source=str(path))
+    model.voxelization = voxelization_of(meta)  # evaluation voxelizes its inputs the same way
     return model.to(device).eval(), meta

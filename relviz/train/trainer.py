@@ -108,6 +108,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_minkunet(cfg.arch, in_channels=1, out_channels=self.teacher.dim, width=cfg.width,
                                     normalize=True, backend=self.settings.sparse_backend).to(self.device)
+        self.model.voxelization = (cfg.voxel_size, cfg.cylindrical)  # as load_student sets it
         self.ddp_model = self.model
         if self.world > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -235,6 +236,7 @@ class Trainer:
             if self.rank == 0:
                 final = self.run_dir / "student.safetensors"
                 save_checkpoint(final, self.model, self._metadata(self._step, metrics))
+                self._fill_app_caches(final)
             self._finish("done", step=self._step, metrics=metrics)
             return {"status": "succeeded", "step": self._step, "metrics": metrics}
         except Exception as e:
@@ -244,6 +246,25 @@ class Trainer:
             self._stop_heartbeat()
             if self.world > 1 and dist.is_initialized():
                 dist.destroy_process_group()
+
+    def _fill_app_caches(self, checkpoint: Path) -> None:
+        """Store the final student's validation features and metrics where the app reads them, so the
+        run opens at once on every page. Only for the app's teacher and a v1.0-mini dataset; a
+        failure is an event, never a failed run."""
+        from relviz import workspace
+
+        try:
+            if self.val_ds.version != workspace.VERSION or \
+                    self.teacher.identity != workspace.teacher_identity(self.settings):
+                return
+            start = time.perf_counter()
+            self.model.eval()
+            info = workspace.CheckpointInfo(self.run_dir.name, checkpoint, self.cfg.loss)
+            workspace.structure(self.settings, self.dataroot, info, workspace.DEFAULT_VAL_SAMPLES,
+                                workspace.DEFAULT_PER_CLASS, 0, lambda: self.teacher, lambda: self.model)
+            self.events.write("app_cache", seconds=round(time.perf_counter() - start, 2))
+        except Exception as e:
+            self.events.write("app_cache_failed", error=f"{type(e).__name__}: {e}")
 
     def _stop_heartbeat(self) -> None:
         self._running = False
