@@ -192,7 +192,11 @@ class JobStore:
             p = psutil.Process(job.pid)
             if job.proc_start is not None and abs(p.create_time() - job.proc_start) > 1.0:
                 return False  # the PID was reused by another process
-            return p.status() != psutil.STATUS_ZOMBIE
+            if p.status() == psutil.STATUS_ZOMBIE:
+                if child is not None:
+                    child.wait()  # it exited between poll() and here: reap it, so nothing of the job is left
+                return False
+            return True
         except psutil.NoSuchProcess:
             return False
 
