@@ -39,7 +39,9 @@ def load_teacher_async(name: str = "demo", pretrained: str | None = None, device
             while len(_loading) >= 2:
                 _loading.pop(next(iter(_loading)))
             future = _loading[key] = Future()
-            threading.Thread(target=_load_into_future, args=(future, name, pretrained, device), daemon=True,
+            # not a daemon: a process that exits while the load runs waits for it, rather than
+            # tearing torch down under it (which aborts with "terminate called ...")
+            threading.Thread(target=_load_into_future, args=(future, name, pretrained, device),
                              name="relviz-teacher-load").start()
         return future
 
