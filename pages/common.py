@@ -12,7 +12,7 @@ from relviz import workspace
 from relviz.config import ConfigError, Settings, load_settings
 from relviz.data.classes import CLASS_COLORS, CLASSES
 from relviz.teacher import load_teacher_async, weights_version
-from relviz.workspace import CheckpointInfo, student_checkpoints
+from relviz.workspace import CheckpointInfo, student_checkpoints  # noqa: F401 (the pages call it from here)
 
 CLASS_NAMES = list(CLASSES[1:])
 COLOR_MAP = {name: f"rgb{tuple(int(c) for c in CLASS_COLORS[i + 1])}" for i, name in enumerate(CLASS_NAMES)}
@@ -98,24 +98,21 @@ def set_query_params(**values) -> None:
             st.query_params[k] = str(v)
 
 
-def _checkpoint_args(info: CheckpointInfo | None) -> tuple[str, float]:
-    return ("", 0.0) if info is None else (str(info.path), info.path.stat().st_mtime)
+def _mtime(info: CheckpointInfo | None) -> float:
+    return 0.0 if info is None else info.path.stat().st_mtime
 
 
-def _loaders(path: str, mtime: float):
-    """(checkpoint info or None, teacher loader, student loader) for the workspace calls."""
+def _loaders(info: CheckpointInfo | None):
+    """(teacher loader, student loader) for the workspace calls; they run only on a disk-cache miss."""
     s = settings()
-    info = next((c for c in student_checkpoints(s) if str(c.path) == path), None) if path else None
-    if path and info is None:
-        raise FileNotFoundError(f"checkpoint {path} is no longer in the workspace")
-    return info, (lambda: active_teacher(s)), (lambda: load_student(path, mtime)[0])
+    return (lambda: active_teacher(s)), (lambda: student(info)[0])
 
 
+# mtime and teacher_key are part of the cache keys only: a rewritten checkpoint or a changed teacher
+# gets fresh entries
 @st.cache_resource(max_entries=6, show_spinner=False)
-def _val_features(path: str, mtime: float, root: str, n: int, teacher_key: tuple) -> dict:
-    # teacher_key is part of the cache key only: a changed teacher gets fresh entries
-    info, teacher_fn, model_fn = _loaders(path, mtime)
-    return workspace.val_features(settings(), root, info, n, teacher_fn, model_fn)
+def _val_features(info: CheckpointInfo | None, mtime: float, root: str, n: int, teacher_key: tuple) -> dict:
+    return workspace.val_features(settings(), root, info, n, *_loaders(info))
 
 
 def fewshot(info: CheckpointInfo, root: str, compute: bool = False) -> dict | None:
@@ -126,16 +123,16 @@ def fewshot(info: CheckpointInfo, root: str, compute: bool = False) -> dict | No
 def val_features(info: CheckpointInfo | None, root: str, n: int) -> dict:
     """Validation features of a student (``info``) or of the teacher (None) over the first ``n``
     mini_val keyframes: from memory, else from the disk cache, else computed (and stored)."""
-    return _val_features(*_checkpoint_args(info), root, n, _teacher_key(settings()))
+    return _val_features(info, _mtime(info), root, n, _teacher_key(settings()))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _structure(path: str, mtime: float, root: str, n: int, per_class: int, seed: int, teacher_key: tuple) -> dict:
-    info, teacher_fn, model_fn = _loaders(path, mtime)
-    return workspace.structure(settings(), root, info, n, per_class, seed, teacher_fn, model_fn)
+def _structure(info: CheckpointInfo | None, mtime: float, root: str, n: int, per_class: int, seed: int,
+               teacher_key: tuple) -> dict:
+    return workspace.structure(settings(), root, info, n, per_class, seed, *_loaders(info))
 
 
 def structure(info: CheckpointInfo | None, root: str, n: int, per_class: int, seed: int) -> dict:
     """U, T (per class), G and zero-shot IoU of a student (``info``) or the teacher (None), cached
     in memory and on disk."""
-    return _structure(*_checkpoint_args(info), root, n, per_class, seed, _teacher_key(settings()))
+    return _structure(info, _mtime(info), root, n, per_class, seed, _teacher_key(settings()))

@@ -46,13 +46,12 @@ def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
     """Student checkpoints: the committed demo students, and every run's final (else last)
     checkpoint; an unreadable file is listed with its error instead of its loss."""
     from relviz.models.checkpoint import CheckpointError, read_metadata
+    from relviz.train.trainer import run_checkpoint
 
     paths = sorted(REPO_CHECKPOINTS.glob("student-*.safetensors"))
     if settings.runs_dir.is_dir():
-        for run in sorted(p for p in settings.runs_dir.iterdir() if p.is_dir()):
-            final, last = run / "student.safetensors", run / "checkpoints" / "last.safetensors"
-            if final.is_file() or last.is_file():
-                paths.append(final if final.is_file() else last)
+        paths += [c for run in sorted(p for p in settings.runs_dir.iterdir() if p.is_dir())
+                  if (c := run_checkpoint(run)) is not None]
     out = []
     for p in paths:
         label = p.stem.removeprefix("student-") if p.parent == REPO_CHECKPOINTS else \

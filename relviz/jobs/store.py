@@ -25,7 +25,7 @@ import psutil
 
 from relviz.config import Settings, load_settings
 from relviz.train.config import TrainConfig
-from relviz.train.trainer import read_events
+from relviz.train.trainer import read_events, run_checkpoint
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
 TERMINAL = ("succeeded", "failed", "cancelled", "lost")
@@ -76,9 +76,7 @@ class Job:
 
     @property
     def checkpoint(self) -> Path | None:
-        final = self.run_dir / "student.safetensors"
-        last = self.run_dir / "checkpoints" / "last.safetensors"
-        return final if final.is_file() else (last if last.is_file() else None)
+        return run_checkpoint(self.run_dir)
 
     @property
     def progress(self) -> float:

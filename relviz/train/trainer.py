@@ -50,6 +50,14 @@ class EventLog:
             f.flush()
 
 
+def run_checkpoint(run_dir: str | Path) -> Path | None:
+    """A run folder's student: the final checkpoint when training finished, else the last one saved,
+    else None."""
+    final = Path(run_dir) / "student.safetensors"
+    last = Path(run_dir) / "checkpoints" / "last.safetensors"
+    return final if final.is_file() else (last if last.is_file() else None)
+
+
 def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:
     """Events after byte ``offset`` and the new offset (a partial last line is left for later)."""
     path = Path(path)
