@@ -39,7 +39,7 @@ def measure(teacher: ClipTeacher, size) -> dict:
 def main() -> None:
     torch.manual_seed(0)
     rec = {"threads": torch.get_num_threads(),
-           "vit_b16_224x416": measure(ClipTeacher("ViT-B-16", pretrained=None, input_size=(224, 416)), (224, 416)),
+           "vit_b16_224x416": measure(ClipTeacher("ViT-B-16", pretrained=None, input_size=(224, 416), random_init=True), (224, 416)),
            "demo_teacher_800x450_image": measure(load_demo_teacher(), (450, 800))}
     print(json.dumps(rec, indent=1))
 

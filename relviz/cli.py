@@ -6,19 +6,30 @@ import json
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
-from relviz.config import ConfigError, load_settings
+from relviz.config import load_settings
+from relviz.errors import RelvizError
 
-app = typer.Typer(help="relviz: 2D-to-3D distillation analysis and visualisation.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+
+class _ErrorBoundary(TyperGroup):
+    """The CLI's one error boundary: a RelvizError (bad input, named by its message) prints one line
+    and exits 2; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RelvizError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=_ErrorBoundary, help="relviz: 2D-to-3D distillation analysis and visualisation.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
 def _settings():
-    try:
-        return load_settings()
-    except ConfigError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    return load_settings()
 
 
 @app.command()
@@ -77,11 +88,7 @@ def toy(
     """The paper's toy experiment: final uniformity and tolerance per loss against the source's."""
     from relviz.toy import ToyConfig, run_toy
 
-    try:
-        cfg = ToyConfig(clusters=clusters, iters=iters, seed=seed)
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    cfg = ToyConfig(clusters=clusters, iters=iters, seed=seed)
     summary = run_toy(cfg).summary()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -114,14 +121,10 @@ def synth(
 
     settings = _settings().ensure()
     target = Path(out) if out else settings.dataset_root("synthetic-mini")
-    try:
-        cfg = SynthConfig(seed=seed, samples_per_scene=samples_per_scene, image_size=_parse_size(image_size))
-        start = time.perf_counter()
-        with typer.progressbar(length=10, label="scenes") as bar:
-            generate(target, cfg, progress=lambda done, total: bar.update(1), workers=workers)
-    except (ValueError, FileExistsError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    cfg = SynthConfig(seed=seed, samples_per_scene=samples_per_scene, image_size=_parse_size(image_size))
+    start = time.perf_counter()
+    with typer.progressbar(length=10, label="scenes") as bar:
+        generate(target, cfg, progress=lambda done, total: bar.update(1), workers=workers)
     typer.echo(f"wrote {target} in {time.perf_counter() - start:.1f} s")
 
 
@@ -177,23 +180,20 @@ _O = dict(
 
 
 def _train_config(config, set_, **flags):
+    from relviz.errors import shorten
     from relviz.train.config import TrainConfig, TrainConfigError, from_dict, load_config
 
-    try:
-        base = load_config(config) if config else TrainConfig()
-        extra = {}
-        for item in set_ or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise TrainConfigError(f"--set expects KEY=VALUE, got {item!r}")
-            try:
-                extra[key] = json.loads(value)
-            except json.JSONDecodeError:
-                extra[key] = value
-        return from_dict({**base.to_dict(), **extra, **{k: v for k, v in flags.items() if v is not None}})
-    except TrainConfigError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    base = load_config(config) if config else TrainConfig()
+    extra = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TrainConfigError(f"--set expects KEY=VALUE, got {shorten(item)}")
+        try:
+            extra[key] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key] = value
+    return from_dict({**base.to_dict(), **extra, **{k: v for k, v in flags.items() if v is not None}})
 
 
 @app.command()
@@ -207,18 +207,14 @@ def train(config: str = _O["config"], loss: str = _O["loss"], epochs: int = _O["
     """Distil the teacher into a MinkUNet student, in this process (see `relviz jobs submit` for background)."""
     import time as _time
 
-    from relviz.train import Trainer, TrainConfigError
+    from relviz.train import Trainer
 
     cfg = _train_config(config, set_, loss=loss, epochs=epochs, lr=lr, batch=batch, pairs=pairs, arch=arch,
                         width=width, dataset=dataset, split=split, teacher=teacher,
                         teacher_pretrained=teacher_pretrained, seed=seed, max_steps=max_steps, device=device)
     settings = _settings().ensure()
     target = Path(run_dir) if run_dir else settings.runs_dir / f"{_time.strftime('%Y%m%d-%H%M%S')}-{cfg.loss}"
-    try:
-        result = Trainer(cfg, target, settings).run()
-    except TrainConfigError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    result = Trainer(cfg, target, settings).run()
     typer.echo(json.dumps({"run_dir": str(target), **result}, indent=2, default=str))
 
 
@@ -241,17 +237,10 @@ def jobs_submit(config: str = _O["config"], loss: str = _O["loss"], epochs: int 
                 set_: list[str] = _O["set_"], name: str = typer.Option(None),
                 nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="DDP processes (torchrun).")) -> None:
     """Start a training job in the background; prints its id."""
-    from relviz.jobs import JobError
-
     cfg = _train_config(config, set_, loss=loss, epochs=epochs, lr=lr, batch=batch, pairs=pairs, arch=arch,
                         width=width, dataset=dataset, split=split, teacher=teacher,
                         teacher_pretrained=teacher_pretrained, seed=seed, max_steps=max_steps, device=device)
-    try:
-        job = _jobs().submit(cfg, name=name, nproc=nproc_per_node)
-    except JobError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
-    typer.echo(job.id)
+    typer.echo(_jobs().submit(cfg, name=name, nproc=nproc_per_node).id)
 
 
 @jobs_app.command("list")
@@ -269,13 +258,7 @@ def jobs_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 def _job_action(action: str, job_id: str, **kw) -> None:
-    from relviz.jobs import JobError
-
-    try:
-        job = getattr(_jobs(), action)(job_id, **kw)
-    except JobError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    job = getattr(_jobs(), action)(job_id, **kw)
     typer.echo(f"{job.id} {job.status}")
 
 
@@ -294,14 +277,8 @@ def jobs_resume(job_id: str) -> None:
 @jobs_app.command("logs")
 def jobs_logs(job_id: str, lines: int = typer.Option(50)) -> None:
     """The last lines of a job's log."""
-    from relviz.jobs import JobError
-
     store = _jobs()
-    try:
-        typer.echo(store.log_tail(store.get(job_id), lines))
-    except JobError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    typer.echo(store.log_tail(store.get(job_id), lines))
 
 
 eval_app = typer.Typer(help="Evaluate students: zero-shot, few-shot, export, comparison.", no_args_is_help=True)
@@ -310,26 +287,19 @@ app.add_typer(eval_app, name="eval")
 
 def _eval_setup(dataset: str, split: str, teacher: str | None):
     from relviz.data import NuScenesLidarSeg
-    from relviz.data.nuscenes import DatasetError
     from relviz.teacher import load_teacher
 
     settings = _settings()
-    try:
-        ds = NuScenesLidarSeg(_dataset_path(dataset), split=split, load_images=False)
-    except DatasetError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
-    return settings, ds, load_teacher(settings.teacher if teacher is None else "demo", teacher)
+    ds = NuScenesLidarSeg(_dataset_path(dataset), split=split, load_images=False)
+    # a teacher file given here is a demo-teacher checkpoint; otherwise the configured teacher with its weights
+    t = load_teacher("demo", teacher) if teacher else load_teacher(settings.teacher, settings.teacher_pretrained)
+    return settings, ds, t
 
 
 def _student(path: str):
-    from relviz.models.checkpoint import CheckpointError, load_student
+    from relviz.models.checkpoint import load_student
 
-    try:
-        return load_student(path)
-    except CheckpointError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from e
+    return load_student(path)
 
 
 @eval_app.command("zeroshot")
@@ -407,10 +377,12 @@ def demo(
 
 
 def _dataset_path(name: str) -> Path:
+    from relviz.data.nuscenes import DatasetError
+
     path = _settings().dataset_root(name)
     if not path.is_dir():
-        typer.echo(f"error: dataset {path} does not exist", err=True)
-        raise typer.Exit(2)
+        raise DatasetError(f"dataset {path} does not exist (generate it with `relviz synth`, or give a nuScenes "
+                           f"dataroot)")
     return path
 
 

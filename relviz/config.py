@@ -20,11 +20,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from relviz.errors import RelvizError, shorten
+
 DEVICES = ("auto", "cpu", "cuda")
 SPARSE_BACKENDS = ("torch", "minkowski")
 
 
-class ConfigError(ValueError):
+class ConfigError(RelvizError):
     """A setting, file or path that relviz cannot use; the message names it and says what is expected."""
 
 
@@ -75,9 +77,9 @@ class Settings:
 _KEYS = {f.name: f for f in fields(Settings) if f.name not in ("home", "config_file")}
 
 
-def _check_choice(key: str, value: Any, choices: tuple[str, ...], source: str) -> None:
+def _check_choice(value: Any, choices: tuple[str, ...], source: str) -> None:
     if value not in choices:
-        raise ConfigError(f"{source}: '{key}' is {value!r}; expected one of {', '.join(choices)}")
+        raise ConfigError(f"{source} is {shorten(value)}; expected one of {', '.join(choices)}")
 
 
 def _validate_home(raw: str, source: str) -> Path:
@@ -145,11 +147,16 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         table = _read_toml(config_file)
 
     values: dict[str, Any] = {k: v for k, v in table.items() if k != "home"}
+    # where each value came from, so that an error names the variable or the file and key
+    sources = {k: f"config file {config_file}: '{k}'" for k in values}
     for key in _KEYS:
         env_key = f"RELVIZ_{key.upper()}"
         if env.get(env_key):
-            values[key] = env[env_key]
-    source = "settings"
-    _check_choice("device", values.get("device", "auto"), DEVICES, source)
-    _check_choice("sparse_backend", values.get("sparse_backend", "torch"), SPARSE_BACKENDS, source)
+            values[key], sources[key] = env[env_key], env_key
+    for key, choices in (("device", DEVICES), ("sparse_backend", SPARSE_BACKENDS)):
+        if key in values:
+            _check_choice(values[key], choices, sources[key])
+    for key in ("dataset", "teacher"):
+        if key in values and not values[key].strip():
+            raise ConfigError(f"{sources[key]} is empty; expected a name")
     return replace(Settings(home=home, config_file=config_file), **values)

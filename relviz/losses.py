@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from relviz.errors import InputError
 from relviz.tensors import check_pair
 
 
@@ -33,7 +34,7 @@ def _offdiag_mean(m: torch.Tensor) -> torch.Tensor:
 def contrastive_loss(k: torch.Tensor, q: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """InfoNCE over N pairs: each student feature must pick its own teacher feature. Scalar."""
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise InputError(f"temperature must be > 0, got {temperature}")
     k, q = _prepare(k, q)
     logits = k @ q.T / temperature  # cross_entropy is log-sum-exp stable
     return F.cross_entropy(logits, torch.arange(k.shape[0], device=k.device))
@@ -61,7 +62,7 @@ def relational_intra_loss(k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def relational_loss(k: torch.Tensor, q: torch.Tensor, intra_weight: float = 1.0) -> torch.Tensor:
     """``L_cross + intra_weight * L_intra``, sharing the teacher Gram matrix. Scalar."""
     if intra_weight < 0:
-        raise ValueError(f"intra_weight must be >= 0, got {intra_weight}")
+        raise InputError(f"intra_weight must be >= 0, got {intra_weight}")
     k, q = _prepare(k, q)
     qq = q @ q.T
     c = (k @ q.T - qq).abs()
@@ -81,10 +82,10 @@ def superpixel_contrastive_loss(k: torch.Tensor, q: torch.Tensor, superpixel_ids
     """
     check_pair(k, q)
     if superpixel_ids.shape != (k.shape[0],) or superpixel_ids.is_floating_point():
-        raise ValueError(f"superpixel_ids: expected an integer tensor of shape [{k.shape[0]}]")
+        raise InputError(f"superpixel_ids: expected an integer tensor of shape [{k.shape[0]}]")
     ids, inverse = torch.unique(superpixel_ids, return_inverse=True)
     if ids.numel() < 2:
-        raise ValueError("superpixel_contrastive_loss needs pairs from at least two superpixels")
+        raise InputError("superpixel_contrastive_loss needs pairs from at least two superpixels")
     pooled_k = torch.zeros(ids.numel(), k.shape[1], device=k.device, dtype=k.dtype).index_add_(0, inverse, k)
     pooled_q = torch.zeros(ids.numel(), q.shape[1], device=q.device, dtype=q.dtype).index_add_(0, inverse, q)
     # averaging then normalising equals normalising the sum
@@ -103,4 +104,4 @@ def get_loss(name: str) -> Callable[..., torch.Tensor]:
     try:
         return LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}") from None
+        raise InputError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}") from None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from relviz.errors import InputError, InputTypeError
 from relviz.tensors import check_features, check_labels
 
 
@@ -65,7 +66,7 @@ def uniformity(z: torch.Tensor, t: float = 2.0, chunk_size: int | None = None) -
     default chunk keeps a block near 16M entries whatever N is.
     """
     if t <= 0:
-        raise ValueError(f"t must be > 0, got {t}")
+        raise InputError(f"t must be > 0, got {t}")
     z = _normalized(z, "features")
     n = z.shape[0]
     chunk_size = chunk_size or max(64, _BLOCK_ENTRIES // n)
@@ -89,7 +90,7 @@ def uniformity_estimate(z: torch.Tensor, t: float = 2.0, num_pairs: int = 100_00
                         chunk_size: int = 16_384) -> Estimate:
     """Uniformity from ``num_pairs`` random pairs i != j, with a delta-method standard error."""
     if t <= 0:
-        raise ValueError(f"t must be > 0, got {t}")
+        raise InputError(f"t must be > 0, got {t}")
     z = _normalized(z, "features")
     n = z.shape[0]
     gen = torch.Generator().manual_seed(seed)
@@ -124,7 +125,7 @@ def tolerance(z: torch.Tensor, labels: torch.Tensor, ignore_index: int | None = 
         z, labels = z[keep], labels[keep]
     classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     if classes.numel() == 0:
-        raise ValueError("tolerance: no labelled samples (all are ignored)")
+        raise InputError("tolerance: no labelled samples (all are ignored)")
     sums = torch.zeros(classes.numel(), z.shape[1], dtype=torch.float64, device=z.device)
     sums.index_add_(0, inverse, z.double())
     norms = torch.zeros(classes.numel(), dtype=torch.float64, device=z.device)
@@ -136,7 +137,7 @@ def tolerance(z: torch.Tensor, labels: torch.Tensor, ignore_index: int | None = 
     undefined = [c for c, v in per_class.items() if math.isnan(v)]
     defined = [v for v in per_class.values() if not math.isnan(v)]
     if not defined:
-        raise ValueError("tolerance: every class has a single sample; no same-class pair exists")
+        raise InputError("tolerance: every class has a single sample; no same-class pair exists")
     return Tolerance(mean=sum(defined) / len(defined), per_class=per_class,
                      counts={int(c): int(k) for c, k in zip(classes.tolist(), counts.tolist())},
                      undefined=undefined)
@@ -149,7 +150,7 @@ def modality_gap(a: torch.Tensor, b: torch.Tensor) -> float:
     a = _normalized(a, "a", min_rows=1)
     b = _normalized(b, "b", min_rows=1)
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"modality_gap: feature dims differ ({a.shape[1]} vs {b.shape[1]})")
+        raise InputError(f"modality_gap: feature dims differ ({a.shape[1]} vs {b.shape[1]})")
     return float((a.double().mean(dim=0) - b.double().mean(dim=0)).norm())
 
 
@@ -162,10 +163,10 @@ def sample_per_class(labels: torch.Tensor, per_class: int = 5000, seed: int = 0,
     Classes with fewer samples keep all of them; the result is sorted by class, then index.
     """
     if not isinstance(labels, torch.Tensor):
-        raise TypeError("labels: expected an integer tensor [N]")
+        raise InputTypeError("labels: expected an integer tensor [N]")
     labels = check_labels(labels, labels.shape[0])
     if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
+        raise InputError(f"per_class must be >= 1, got {per_class}")
     gen = torch.Generator().manual_seed(seed)
     cpu = labels.cpu()
     out = []
@@ -207,7 +208,7 @@ def fit_pca(x: torch.Tensor, k: int = 3, method: str = "covariance", seed: int =
     x = check_features(x, "features")
     n, d = x.shape
     if not 1 <= k <= min(n, d):
-        raise ValueError(f"k must be in [1, {min(n, d)}], got {k}")
+        raise InputError(f"k must be in [1, {min(n, d)}], got {k}")
     mean = x.mean(dim=0)
     xc = x - mean
     total_var = xc.pow(2).sum() / (n - 1)
@@ -223,7 +224,7 @@ def fit_pca(x: torch.Tensor, k: int = 3, method: str = "covariance", seed: int =
             _, s, v = torch.svd_lowrank(xc, q=min(k + 10, n, d), niter=4)
         var, comps = (s[:k] ** 2 / (n - 1)), v[:, :k].T
     else:
-        raise ValueError(f"method must be 'covariance' or 'randomized', got {method!r}")
+        raise InputError(f"method must be 'covariance' or 'randomized', got {method!r}")
     flip = torch.sign(comps.gather(1, comps.abs().argmax(dim=1, keepdim=True)))
     comps = comps * flip
     return PCA(mean=mean, components=comps, explained_variance=var, explained_variance_ratio=var / total_var)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import torch
 
+from relviz.errors import InputError, InputTypeError
+
 
 def check_features(z: torch.Tensor, name: str = "features", min_rows: int = 2) -> torch.Tensor:
     """Validate a feature matrix [N, D]: floating point, finite, at least ``min_rows`` rows."""
     if not isinstance(z, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor [N, D], got {type(z).__name__}")
+        raise InputTypeError(f"{name}: expected a torch.Tensor [N, D], got {type(z).__name__}")
     if not z.is_floating_point():
-        raise TypeError(f"{name}: expected floating-point features [N, D], got dtype {z.dtype}")
+        raise InputTypeError(f"{name}: expected floating-point features [N, D], got dtype {z.dtype}")
     if z.ndim != 2:
-        raise ValueError(f"{name}: expected shape [N, D], got {tuple(z.shape)}")
+        raise InputError(f"{name}: expected shape [N, D], got {tuple(z.shape)}")
     if z.shape[0] < min_rows:
-        raise ValueError(f"{name}: needs at least {min_rows} samples, got {z.shape[0]}")
+        raise InputError(f"{name}: needs at least {min_rows} samples, got {z.shape[0]}")
     if not torch.isfinite(z).all():
         bad = (~torch.isfinite(z)).any(dim=1).nonzero().flatten()
-        raise ValueError(f"{name}: {bad.numel()} row(s) contain NaN or infinite values (first: row {bad[0].item()})")
+        raise InputError(f"{name}: {bad.numel()} row(s) contain NaN or infinite values (first: row {bad[0].item()})")
     return z
 
 
@@ -27,13 +29,13 @@ def check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str] = ("stud
     check_features(a, names[0], min_rows)
     check_features(b, names[1], min_rows)
     if a.shape != b.shape:
-        raise ValueError(f"{names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)} must have the same shape [N, D]")
+        raise InputError(f"{names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)} must have the same shape [N, D]")
 
 
 def check_labels(labels: torch.Tensor, n: int, name: str = "labels") -> torch.Tensor:
     """Validate integer labels [N] aligned with N features."""
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(f"{name}: expected an integer tensor [N]")
+        raise InputTypeError(f"{name}: expected an integer tensor [N]")
     if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"{name}: expected shape [{n}] to match the features, got {tuple(labels.shape)}")
+        raise InputError(f"{name}: expected shape [{n}] to match the features, got {tuple(labels.shape)}")
     return labels

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from relviz.errors import InputError
 from relviz.files import read_json, write_json
 from relviz.losses import get_loss
 from relviz.metrics import tolerance, uniformity
@@ -47,9 +48,9 @@ class ToyConfig:
 
     def __post_init__(self) -> None:
         if self.clusters not in (1, 3):
-            raise ValueError(f"clusters must be 1 or 3, got {self.clusters}")
+            raise InputError(f"clusters must be 1 or 3, got {self.clusters}")
         if self.iters < 1 or self.batch < 2:
-            raise ValueError(f"iters must be >= 1 and batch >= 2, got iters={self.iters}, batch={self.batch}")
+            raise InputError(f"iters must be >= 1 and batch >= 2, got iters={self.iters}, batch={self.batch}")
 
 
 @dataclass

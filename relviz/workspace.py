@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from relviz.config import Settings
+from relviz.errors import RelvizError
 from relviz.files import read_json, write_json
 from relviz.teacher.demo import REPO_CHECKPOINTS
 
@@ -214,7 +215,7 @@ def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_V
     return timings
 
 
-class WarmError(RuntimeError):
+class WarmError(RelvizError):
     """Some caches could not be filled (``failed``: step -> error); the others were (``timings``)."""
 
     def __init__(self, failed: dict[str, str], timings: dict[str, float]):

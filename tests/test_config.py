@@ -89,10 +89,10 @@ def test_unknown_key_and_bad_type_and_bad_choice(tmp_path):
     with pytest.raises(ConfigError, match="'device' must be a string"):
         load_settings(env={}, cwd=tmp_path)
     p.write_text('sparse_backend = "spconv"\n')
-    with pytest.raises(ConfigError, match="'sparse_backend' is 'spconv'; expected one of torch, minkowski"):
+    with pytest.raises(ConfigError, match=r"config file .*relviz.toml: 'sparse_backend' is 'spconv'; expected one of torch, minkowski"):
         load_settings(env={}, cwd=tmp_path)
     p.unlink()
-    with pytest.raises(ConfigError, match="'device' is 'tpu'"):
+    with pytest.raises(ConfigError, match="RELVIZ_DEVICE is 'tpu'; expected one of auto, cpu, cuda"):
         load_settings(env={"RELVIZ_DEVICE": "tpu"}, cwd=tmp_path)
 
 

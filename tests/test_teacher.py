@@ -14,7 +14,7 @@ from relviz.teacher.prompts import DETAIL_PROMPTS, TEMPLATES, detail_names
 @pytest.fixture(scope="module")
 def vit_b16():
     torch.manual_seed(0)
-    return ClipTeacher("ViT-B-16", pretrained=None, input_size=(224, 416))
+    return ClipTeacher("ViT-B-16", pretrained=None, input_size=(224, 416), random_init=True)
 
 
 def _independent_maskclip(visual, x):

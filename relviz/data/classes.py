@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from relviz.errors import InputError
+
 # Official lidarseg category names, by index.
 FINE_CLASSES = (
     "noise", "animal", "human.pedestrian.adult", "human.pedestrian.child",
@@ -56,6 +58,6 @@ def merge_labels(fine: np.ndarray) -> np.ndarray:
     """Fine lidarseg indices [N] (0..31) -> merged classes [N] (0..16)."""
     fine = np.asarray(fine)
     if fine.size and (fine.min() < 0 or fine.max() >= len(FINE_CLASSES)):
-        raise ValueError(f"fine lidarseg labels must lie in [0, {len(FINE_CLASSES) - 1}], "
+        raise InputError(f"fine lidarseg labels must lie in [0, {len(FINE_CLASSES) - 1}], "
                          f"got [{fine.min()}, {fine.max()}]")
     return FINE_TO_MERGED[fine]

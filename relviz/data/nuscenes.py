@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from relviz.data.synthetic import TABLES
+from relviz.errors import RelvizError
 
+NUM_FINE_CLASSES = 32  # nuScenes-lidarseg's fine label set (category.json indices 0..31)
 VERSIONS = ("v1.0-mini", "v1.0-trainval", "v1.0-test")
 SPLITS = ("train", "val", "test", "mini_train", "mini_val")
 
 
-class DatasetError(ValueError):
+class DatasetError(RelvizError):
     """A nuScenes-format dataset that cannot be used as it is; the message names the file or field."""
 
 
@@ -108,4 +110,7 @@ def read_labels(path: Path, num_points: int) -> np.ndarray:
     if labels.size != num_points:
         raise DatasetError(f"lidarseg file {path} has {labels.size} labels but its point cloud has {num_points} "
                            f"points")
+    if labels.size and labels.max() >= NUM_FINE_CLASSES:
+        raise DatasetError(f"lidarseg file {path} has label {int(labels.max())}; nuScenes-lidarseg labels are "
+                           f"0..{NUM_FINE_CLASSES - 1}")
     return labels

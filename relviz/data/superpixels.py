@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from relviz.errors import InputError
 from relviz.files import atomic_path
 
 
@@ -26,7 +27,7 @@ def cached_superpixels(image: np.ndarray, camera_token: str, cache_dir: str | Pa
         return np.asarray(Image.open(path)).astype(np.int64)
     seg = slic_superpixels(image, n_segments)
     if seg.max() > 65535:
-        raise ValueError(f"{seg.max() + 1} superpixels do not fit a 16-bit PNG")
+        raise InputError(f"{seg.max() + 1} superpixels do not fit a 16-bit PNG")
     with atomic_path(path) as tmp:
         Image.fromarray(seg.astype(np.uint16)).save(tmp, format="PNG")
     return seg

@@ -33,6 +33,7 @@ from pyquaternion import Quaternion
 
 from relviz.data.classes import FINE_CLASSES
 from relviz.data.geometry import pose_matrix, transform_points, yaw_quaternion
+from relviz.errors import InputError, OutputExistsError
 
 MINI_TRAIN = ("scene-0061", "scene-0553", "scene-0655", "scene-0757", "scene-0796", "scene-1077", "scene-1094",
               "scene-1100")
@@ -89,11 +90,13 @@ class SynthConfig:
     version: str = "v1.0-mini"
 
     def __post_init__(self) -> None:
-        if self.samples_per_scene < 2:
-            raise ValueError(f"samples_per_scene must be >= 2, got {self.samples_per_scene}")
+        if not 2 <= self.samples_per_scene <= 40:  # nuScenes scenes have about 40 keyframes
+            raise InputError(f"samples_per_scene must be in [2, 40], got {self.samples_per_scene}")
+        if self.seed < 0:
+            raise InputError(f"seed must be >= 0, got {self.seed}")
         w, h = self.image_size
         if not (64 <= w <= 1600 and 64 <= h <= 900):
-            raise ValueError(f"image size must be between 64x64 and 1600x900, got {w}x{h}")
+            raise InputError(f"image size must be between 64x64 and 1600x900, got {w}x{h}")
 
 
 @dataclass
@@ -455,9 +458,11 @@ def generate(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress=
     progress: optional callback(done scenes, total scenes). workers: processes (default: CPU count, at most 4).
     """
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists; choose a new folder or remove it first")
+        raise OutputExistsError(f"{out_dir} already exists; choose a new folder or remove it first")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from relviz.errors import InputError
+
 
 def voxel_coordinates(xyz: np.ndarray, voxel_size: float = 0.1, cylindrical: bool = True) -> np.ndarray:
     """Integer voxel coordinates [N, 3] of points [N, 3] (one per point, duplicates kept)."""
     if voxel_size <= 0:
-        raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
+        raise InputError(f"voxel_size must be > 0, got {voxel_size}")
     xyz = np.asarray(xyz, dtype=np.float64)
     if cylindrical:
         rho = np.hypot(xyz[:, 0], xyz[:, 1]) / voxel_size

@@ -24,8 +24,9 @@ def dataset_for(model, dataset):
 
 
 def student_voxel_features(model, batch: dict, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Student features [sum V, D] of a collated batch's voxels."""
-    x = SparseTensor(batch["features"].to(device), batch["coordinates"].to(device))
+    """Student features [sum V, D] of a collated batch's voxels, in the model's parameter dtype."""
+    dtype = next(model.parameters()).dtype
+    x = SparseTensor(batch["features"].to(device, dtype), batch["coordinates"].to(device))
     return model(x).features
 
 

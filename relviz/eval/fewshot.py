@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from relviz.data.classes import CLASSES
 from relviz.data.dataset import NuScenesLidarSeg, collate
+from relviz.errors import InputError
 from relviz.eval.features import dataset_for, student_voxel_features
 from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
 
@@ -17,7 +18,7 @@ def fewshot_frames(dataset: NuScenesLidarSeg, fraction: float = 0.01) -> list[in
     """Indices of the labelled frames: every k-th scene (k = 1 / fraction, scenes sorted by name),
     then at most ``max(1, round(fraction * frames))`` of their frames, in order. Deterministic."""
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise InputError(f"fraction must be in (0, 1], got {fraction}")
     step = max(1, round(1 / fraction))
     scenes = sorted(set(dataset.scene_of(i) for i in range(len(dataset))))[::step]
     chosen = [i for i in range(len(dataset)) if dataset.scene_of(i) in scenes]
@@ -45,7 +46,7 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, epochs: int = 300
         keep.append(idx[torch.randperm(len(idx), generator=gen)[:max_per_class]])
     keep = torch.cat(keep)
     if keep.numel() == 0:
-        raise ValueError("the few-shot frames hold no labelled point")
+        raise InputError("the few-shot frames hold no labelled point")
     x, y = features[keep], labels[keep] - 1
     torch.manual_seed(seed)
     head = torch.nn.Linear(features.shape[1], 16)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from relviz.errors import InputError
+
 
 def confusion_matrix(pred, target, num_classes: int = 17, ignore_index: int = 0) -> np.ndarray:
     """int64 [num_classes, num_classes], rows = ground truth, columns = prediction; points whose
@@ -14,12 +16,12 @@ def confusion_matrix(pred, target, num_classes: int = 17, ignore_index: int = 0)
     pred = torch.as_tensor(pred).flatten().long().cpu()
     target = torch.as_tensor(target).flatten().long().cpu()
     if pred.shape != target.shape:
-        raise ValueError(f"predictions {tuple(pred.shape)} and labels {tuple(target.shape)} differ in length")
+        raise InputError(f"predictions {tuple(pred.shape)} and labels {tuple(target.shape)} differ in length")
     keep = target != ignore_index
     pred, target = pred[keep], target[keep]
     if pred.numel() and (pred.min() < 0 or pred.max() >= num_classes or target.min() < 0
                          or target.max() >= num_classes):
-        raise ValueError(f"classes must lie in [0, {num_classes - 1}]")
+        raise InputError(f"classes must lie in [0, {num_classes - 1}]")
     cm = torch.bincount(target * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
     cm = cm.numpy().astype(np.int64)
     cm[:, ignore_index] = 0  # as the devkit: predictions of the ignore class are dropped

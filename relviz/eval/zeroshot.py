@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from relviz.data.dataset import collate
+from relviz.errors import InputError
 from relviz.eval.features import dataset_for, student_voxel_features, teacher_pair_features, with_pairs
 from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
 from relviz.files import atomic_path
@@ -105,7 +106,7 @@ def evaluate_zeroshot(model, teacher, dataset, device="cpu", prompts: list[str] 
 
     if prompts is not None:
         if class_of_prompt is None or len(class_of_prompt) != len(prompts):
-            raise ValueError("every prompt needs a class (class_of_prompt, one per prompt)")
+            raise InputError("every prompt needs a class (class_of_prompt, one per prompt)")
         text = teacher.encode_text(prompts).cpu()
     else:
         text = teacher.class_embeddings().cpu()
@@ -124,6 +125,8 @@ def export_submission(model, teacher, dataset, out_dir, eval_set: str, device="c
     import json
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"export folder {out} exists and is not a directory; give a new or existing folder")
     bins = out / "lidarseg" / eval_set
     bins.mkdir(parents=True, exist_ok=True)
     (out / eval_set).mkdir(parents=True, exist_ok=True)

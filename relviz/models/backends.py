@@ -12,6 +12,7 @@ import importlib.util
 
 import torch.nn as nn
 
+from relviz.errors import InputError
 from relviz.sparse import (SparseBatchNorm, SparseConv3d, SparseConvTranspose3d, SparseReLU, SparseTensor,
                            sparse_cat)
 from relviz.sparse.core import _KeyIndex, pack_keys
@@ -105,7 +106,7 @@ def get_backend(name: str = "torch") -> SparseBackend:
         return SparseBackend()
     if name == "minkowski":
         if not available_backends()["minkowski"]:
-            raise RuntimeError("sparse backend 'minkowski' was chosen but MinkowskiEngine is not installed; "
+            raise InputError("sparse backend 'minkowski' was chosen but MinkowskiEngine is not installed; "
                                "build it with bench/install_minkowski.sh or use RELVIZ_SPARSE_BACKEND=torch")
         return MinkowskiBackend()
-    raise ValueError(f"unknown sparse backend {name!r}; expected 'torch' or 'minkowski'")
+    raise InputError(f"unknown sparse backend {name!r}; expected 'torch' or 'minkowski'")

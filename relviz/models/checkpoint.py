@@ -28,6 +28,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from relviz.errors import RelvizError
 from relviz.files import atomic_path
 from relviz.info import package_versions
 
@@ -36,7 +37,7 @@ FORMAT = "relviz-checkpoint/1"
 _PREFIXES = ("module.", "model_points.", "model.", "net3d.", "encoder.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RelvizError):
     """A checkpoint that cannot be read or does not fit; the message names the file and the keys."""
 
 
@@ -158,15 +159,23 @@ def voxelization_of(metadata: dict[str, Any]) -> tuple[float, bool]:
 def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, metadata) of any supported checkpoint file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; expected a checkpoint file (.safetensors, .pt, .pth, .ckpt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.suffix == ".safetensors":
         meta = read_metadata(path)
         try:
-            return load_file(str(path)), meta
+            state = load_file(str(path))
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{path}: corrupted safetensors data ({e})") from e
-    return _foreign_state_dict(path)
+    else:
+        state, meta = _foreign_state_dict(path)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} tensor(s) hold NaN or Inf ({', '.join(bad[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''}); the run that wrote it diverged")
+    return state, meta
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = True,

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch.nn as nn
 import torch.nn.functional as F
 
+from relviz.errors import InputError
 from relviz.models.backends import SparseBackend, get_backend
 from relviz.sparse import SparseTensor
 
@@ -144,9 +145,9 @@ def build_minkunet(arch: str = "MinkUNet34", in_channels: int = 1, out_channels:
 
         backend = load_settings().sparse_backend
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+        raise InputError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
     if width <= 0:
-        raise ValueError(f"width must be > 0, got {width}")
+        raise InputError(f"width must be > 0, got {width}")
     cfg = MinkUNetConfig(**ARCHITECTURES[arch], in_channels=in_channels, out_channels=out_channels, width=width,
                          normalize=normalize, **overrides)
     return MinkUNet(cfg, backend)

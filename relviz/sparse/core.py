@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from relviz.errors import InputError
+
 # Coordinates are packed into one int64 key: batch in the top bits, three 18-bit spatial fields.
 _BITS = 18
 _HALF = 1 << (_BITS - 1)  # spatial coordinates must lie in [-2^17, 2^17)
@@ -35,10 +37,10 @@ def pack_keys(coords: torch.Tensor) -> torch.Tensor:
     c = coords.long()
     spatial = c[:, 1:]
     if c.numel() and (spatial.min() < -_HALF or spatial.max() >= _HALF):
-        raise ValueError(f"sparse coordinates must lie in [{-_HALF}, {_HALF}); got "
+        raise InputError(f"sparse coordinates must lie in [{-_HALF}, {_HALF}); got "
                          f"[{spatial.min().item()}, {spatial.max().item()}]")
     if c.numel() and (c[:, 0].min() < 0 or c[:, 0].max() >= _MAX_BATCH):
-        raise ValueError(f"batch indices must lie in [0, {_MAX_BATCH}); got [{c[:, 0].min().item()}, "
+        raise InputError(f"batch indices must lie in [0, {_MAX_BATCH}); got [{c[:, 0].min().item()}, "
                          f"{c[:, 0].max().item()}]")
     s = spatial + _HALF
     return ((c[:, 0] << _BITS | s[:, 0]) << _BITS | s[:, 1]) << _BITS | s[:, 2]
@@ -153,16 +155,16 @@ class SparseTensor:
 
     def __post_init__(self) -> None:
         if self.features.ndim != 2 or self.coordinates.ndim != 2 or self.coordinates.shape[1] != 4:
-            raise ValueError(f"SparseTensor: expected features [N, C] and coordinates [N, 4], got "
+            raise InputError(f"SparseTensor: expected features [N, C] and coordinates [N, 4], got "
                              f"{tuple(self.features.shape)} and {tuple(self.coordinates.shape)}")
         if self.features.shape[0] != self.coordinates.shape[0]:
-            raise ValueError(f"SparseTensor: {self.features.shape[0]} feature rows but "
+            raise InputError(f"SparseTensor: {self.features.shape[0]} feature rows but "
                              f"{self.coordinates.shape[0]} coordinates")
         if self.manager is None:
             coords = self.coordinates.long()
             keys = pack_keys(coords)
             if torch.unique(keys).numel() != keys.numel():
-                raise ValueError("SparseTensor: coordinates must be unique (voxelize first)")
+                raise InputError("SparseTensor: coordinates must be unique (voxelize first)")
             self.coordinates = coords
             self.manager = CoordinateManager()
             self.manager.coords[self.stride] = coords

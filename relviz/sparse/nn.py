@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from relviz.errors import InputError
 from relviz.sparse.core import KernelMap, SparseTensor
 
 class _SparseConvFunction(torch.autograd.Function):
@@ -73,9 +74,9 @@ class _ConvBase(nn.Module):
                  dilation: int = 1, bias: bool = False, dimension: int = 3):
         super().__init__()
         if dimension != 3:
-            raise ValueError(f"only 3D sparse convolution is supported, got dimension={dimension}")
+            raise InputError(f"only 3D sparse convolution is supported, got dimension={dimension}")
         if kernel_size < 1 or stride < 1 or dilation < 1:
-            raise ValueError(f"kernel_size, stride and dilation must be >= 1, got {kernel_size}, {stride}, {dilation}")
+            raise InputError(f"kernel_size, stride and dilation must be >= 1, got {kernel_size}, {stride}, {dilation}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
         kvol = kernel_size ** 3
@@ -112,7 +113,7 @@ class SparseConv3d(_ConvBase):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         if x.features.shape[1] != self.in_channels:
-            raise ValueError(f"{type(self).__name__}: expected {self.in_channels} input channels, "
+            raise InputError(f"{type(self).__name__}: expected {self.in_channels} input channels, "
                              f"got {x.features.shape[1]}")
         if self.kernel_size == 1 and self.stride == 1:
             return x.replace(self._finish(x.features @ self.kernel))
@@ -130,13 +131,13 @@ class SparseConvTranspose3d(_ConvBase):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         if x.features.shape[1] != self.in_channels:
-            raise ValueError(f"{type(self).__name__}: expected {self.in_channels} input channels, "
+            raise InputError(f"{type(self).__name__}: expected {self.in_channels} input channels, "
                              f"got {x.features.shape[1]}")
         if x.stride % self.stride:
-            raise ValueError(f"cannot upsample tensor stride {x.stride} by {self.stride}")
+            raise InputError(f"cannot upsample tensor stride {x.stride} by {self.stride}")
         out_stride = x.stride // self.stride
         if out_stride not in x.manager.coords:
-            raise ValueError(f"no coordinates at stride {out_stride} to upsample onto")
+            raise InputError(f"no coordinates at stride {out_stride} to upsample onto")
         kmap = x.manager.kernel_map(x.stride, out_stride, self.kernel_size, self.dilation, transposed=True)
         feats = self._finish(sparse_conv_features(x.features, self._weight(), kmap))
         return SparseTensor(feats, x.manager.coords[out_stride], out_stride, x.manager)
@@ -163,7 +164,7 @@ def sparse_cat(*tensors: SparseTensor) -> SparseTensor:
     first = tensors[0]
     for t in tensors[1:]:
         if t.manager is not first.manager or t.stride != first.stride:
-            raise ValueError("sparse_cat: tensors must share coordinates (same manager and stride)")
+            raise InputError("sparse_cat: tensors must share coordinates (same manager and stride)")
     return first.replace(torch.cat([t.features for t in tensors], dim=1))
 
 
@@ -179,5 +180,5 @@ def global_avg_pool(x: SparseTensor) -> torch.Tensor:
 def devoxelize(x: SparseTensor, inverse: torch.Tensor) -> torch.Tensor:
     """Per-point features [P, C] from voxel features by the voxelization's inverse index [P]."""
     if x.stride != 1:
-        raise ValueError(f"devoxelize needs stride-1 features, got tensor stride {x.stride}")
+        raise InputError(f"devoxelize needs stride-1 features, got tensor stride {x.stride}")
     return x.features[inverse]

@@ -11,14 +11,15 @@ from relviz.teacher.clip import ClipTeacher, TeacherWeightsError, dense_maskclip
 from relviz.teacher.prompts import DETAIL_PROMPTS, TEMPLATES, class_prompts
 
 
-def load_teacher(name: str = "demo", pretrained: str | None = None, device: str = "cpu") -> ClipTeacher:
+def load_teacher(name: str = "demo", pretrained: str | None = None, device: str = "cpu",
+                 random_init: bool = False) -> ClipTeacher:
     """``demo`` -> the shipped demo teacher; otherwise an open_clip model with ``pretrained`` weights
-    (a tag or a local file; None means random weights, which only tests should ask for)."""
+    (a tag or a local file). Without weights it raises TeacherWeightsError unless ``random_init``."""
     if name == "demo":
         from relviz.teacher.demo import DEMO_TEACHER_PATH, load_demo_teacher
 
         return load_demo_teacher(pretrained or DEMO_TEACHER_PATH, device=device)
-    return ClipTeacher(name, pretrained=pretrained, device=device)
+    return ClipTeacher(name, pretrained=pretrained, device=device, random_init=random_init)
 
 
 _loading: dict[tuple, Future] = {}

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from relviz.errors import RelvizError, InputError
 from relviz.teacher.prompts import TEMPLATES, class_prompts
 
 
-class TeacherWeightsError(FileNotFoundError):
+class TeacherWeightsError(RelvizError, FileNotFoundError):
     """The teacher's weights cannot be found or loaded; the message says how to provide them."""
 
 
@@ -31,16 +32,21 @@ class ClipTeacher:
     """A frozen open_clip model used as the distillation teacher.
 
     model_name: an open_clip model (``ViT-B-16``, or ``relviz-demo-vit`` for the demo teacher).
-    pretrained: an open_clip pretrained tag (downloads through open_clip's cache), a local weights
-        file, or None for random weights (tests; never chosen silently).
+    pretrained: an open_clip pretrained tag (downloads through open_clip's cache) or a local weights
+        file. None is refused unless ``random_init=True`` (tests) or the built ``model`` is given.
     input_size: (height, width) the images are resized to; positional embeddings follow it.
     """
 
     def __init__(self, model_name: str = "ViT-B-16", pretrained: str | None = "openai",
                  input_size: int | tuple[int, int] = (224, 416), device: str | torch.device = "cpu",
-                 model=None, identity: str | None = None):
+                 model=None, identity: str | None = None, random_init: bool = False):
         """``identity``: the weights part of :attr:`identity` when already known (else hashed)."""
         import open_clip
+
+        if model is None and pretrained is None and not random_init:
+            raise TeacherWeightsError(f"teacher {model_name!r} has no weights: set teacher_pretrained to an open_clip "
+                                      f"tag (e.g. 'openai') or a local weights file (random weights only with "
+                                      f"random_init=True)")
 
         self.model_name = model_name
         self.pretrained = pretrained
@@ -78,7 +84,7 @@ class ClipTeacher:
         """uint8 images [B, H, W, 3] (numpy or tensor) -> normalised float [B, 3, h, w] at input size."""
         x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
         if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"images: expected uint8 [B, H, W, 3], got {tuple(x.shape)}")
+            raise InputError(f"images: expected uint8 [B, H, W, 3], got {tuple(x.shape)}")
         x = x.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         if tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
@@ -97,7 +103,7 @@ class ClipTeacher:
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """[P] strings -> L2-normalised [P, D] (float32)."""
         if isinstance(prompts, str) or not prompts:
-            raise ValueError("encode_text expects a non-empty list of strings")
+            raise InputError("encode_text expects a non-empty list of strings")
         tokens = self.tokenizer(list(prompts)).to(self.device)
         with self._lock, torch.inference_mode():
             return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
@@ -197,7 +203,7 @@ def _create(model_name: str, pretrained: str | None, input_size: tuple[int, int]
 
         register_demo_config()
         if model_name not in open_clip.list_models():
-            raise ValueError(f"unknown open_clip model {model_name!r}")
+            raise InputError(f"unknown open_clip model {model_name!r}")
     if pretrained is None:
         return open_clip.create_model(model_name, pretrained=None, force_image_size=input_size)
     path = Path(pretrained).expanduser()

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from relviz.data.classes import merge_labels
+from relviz.data.nuscenes import DatasetError
 from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
-from relviz.teacher.clip import ClipTeacher, dense_maskclip, teacher_identity, weights_identity
+from relviz.teacher.clip import ClipTeacher, TeacherWeightsError, dense_maskclip, teacher_identity, weights_identity
 from relviz.teacher.prompts import DETAIL_PROMPTS, TEMPLATES
 
 DEMO_MODEL = "relviz-demo-vit"
@@ -59,7 +60,7 @@ def _camera_images(dataset, split: str, with_classes: bool = True):
             if with_classes:
                 cls_path = path.with_name(path.name.replace(".jpg", ".class.png"))
                 if not cls_path.is_file():
-                    raise FileNotFoundError(f"{cls_path}: per-pixel class image missing; the demo teacher trains on "
+                    raise DatasetError(f"{cls_path}: per-pixel class image missing; the demo teacher trains on "
                                             f"the synthetic dataset, which writes one beside every JPEG")
                 classes.append(merge_labels(np.asarray(Image.open(cls_path))))
     return np.stack(images), (np.stack(classes) if with_classes else None)
@@ -191,7 +192,7 @@ def load_demo_teacher(path: str | Path = DEMO_TEACHER_PATH, device: str | torch.
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"demo teacher {path} not found; train it with `relviz teacher train --dataset DIR`")
+        raise TeacherWeightsError(f"demo teacher {path} not found; train it with `relviz teacher train --dataset DIR`")
     state, meta = load_state_dict(path)
     if meta.get("kind") != "teacher":
         raise CheckpointError(f"{path}: not a teacher checkpoint (kind={meta.get('kind')!r})")

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from relviz.errors import RelvizError, shorten
 from relviz.losses import LOSSES
 from relviz.models.minkunet import ARCHITECTURES
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(RelvizError):
     """A training configuration that cannot run; the message names the field and what is expected."""
+
+
+PRECISIONS = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class TrainConfig:
     log_every: int = 5
     max_steps: int = 0  # 0: epochs decide
     device: str = "auto"
+    precision: str = "float32"  # float64: exact-arithmetic checks (DDP and resume parity), CPU only
 
     def validate(self) -> "TrainConfig":
         def bad(field: str, msg: str):
@@ -71,6 +77,8 @@ class TrainConfig:
                 bad(name, f"must be >= 0, got {getattr(self, name)}")
         if self.device not in ("auto", "cpu", "cuda"):
             bad("device", f"expected auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            bad("precision", f"expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,7 +94,8 @@ _FIELDS = {f.name: f for f in fields(TrainConfig)}
 def from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
     unknown = sorted(set(d) - set(_FIELDS))
     if unknown:
-        raise TrainConfigError(f"{source}: unknown field(s) {', '.join(unknown)}")
+        raise TrainConfigError(f"{source}: unknown field(s) {', '.join(shorten(u, 40) for u in unknown[:5])}; "
+                               f"known: {', '.join(_FIELDS)}")
     cfg = TrainConfig()
     values = {}
     for k, v in d.items():
@@ -95,8 +104,16 @@ def from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
             raise TrainConfigError(f"{source}: field '{k}' must be true or false, got {v!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise TrainConfigError(f"{source}: field '{k}' must be a number, got {v!r}")
-            v = type(default)(v) if isinstance(default, float) or float(v).is_integer() else v
+                raise TrainConfigError(f"{source}: field '{k}' must be a number, got {shorten(v)}")
+            if not math.isfinite(v):
+                raise TrainConfigError(f"{source}: field '{k}' must be a finite number, got {v}")
+            if isinstance(default, int) and not float(v).is_integer():
+                raise TrainConfigError(f"{source}: field '{k}' must be a whole number, got {v}")
+            v = type(default)(v)
+        if isinstance(default, str) and k != "teacher_pretrained" and not isinstance(v, str):
+            raise TrainConfigError(f"{source}: field '{k}' must be a string, got {shorten(v)}")
+        if k == "teacher_pretrained" and v is not None and not isinstance(v, str):
+            raise TrainConfigError(f"{source}: field '{k}' must be a string or null, got {shorten(v)}")
         values[k] = v
     return replace(cfg, **values).validate()
 

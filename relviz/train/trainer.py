@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from relviz.errors import NonFiniteError
 from relviz.config import Settings, load_settings
 from relviz.data.dataset import NuScenesLidarSeg, collate
 from relviz.eval.features import student_voxel_features, teacher_pair_features
@@ -115,7 +116,9 @@ class Trainer:
                                        load_images=False, nusc=self.train_ds.nusc)
         torch.manual_seed(cfg.seed)
         self.model = build_minkunet(cfg.arch, in_channels=1, out_channels=self.teacher.dim, width=cfg.width,
-                                    normalize=True, backend=self.settings.sparse_backend).to(self.device)
+                                    normalize=True, backend=self.settings.sparse_backend)
+        self.dtype = getattr(torch, cfg.precision)
+        self.model = self.model.to(self.device, self.dtype)
         self.model.voxelization = (cfg.voxel_size, cfg.cylindrical)  # as load_student sets it
         self.ddp_model = self.model
         if self.world > 1:
@@ -149,11 +152,11 @@ class Trainer:
         m = len(batch["pair_points"])
         chosen = torch.randperm(m, generator=gen)[: self.cfg.pairs]
         with torch.no_grad():
-            q = teacher_pair_features(self.teacher, self.cache, self.train_ds, batch, chosen).to(self.device)
-        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            q = teacher_pair_features(self.teacher, self.cache, self.train_ds, batch, chosen).to(self.device, self.dtype)
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda" and self.dtype == torch.float32):
             voxels = student_voxel_features(self.ddp_model, batch, self.device)
             k = voxels[batch["inverse"].to(self.device)[batch["pair_points"][chosen].to(self.device)]]
-        return self._loss(k.float(), q)
+        return self._loss(k.to(self.dtype), q)
 
     # --------------------------------------------------------------------------------- checkpoints
     def _metadata(self, step: int, metrics: dict | None = None) -> dict:
@@ -302,7 +305,7 @@ class Trainer:
                 self.scaler.scale(loss).backward()
                 total += float(loss.detach())
             if not math.isfinite(total):
-                raise FloatingPointError(f"loss became {total} at step {step}; lower the learning rate")
+                raise NonFiniteError(f"loss became {total} at step {step}; lower the learning rate")
             self.scaler.step(self.optimizer)
             self.scaler.update()
             step += 1

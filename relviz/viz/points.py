@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from relviz.data.classes import CLASS_COLORS
+from relviz.errors import InputError
 
 MODES = ("prediction", "ground truth", "errors", "similarity to a query")
 
@@ -27,21 +28,21 @@ def colors_for(mode: str, pred: np.ndarray, gt: np.ndarray | None, similarity: n
         return CLASS_COLORS[pred]
     if mode == "ground truth":
         if gt is None:
-            raise ValueError("this dataset has no lidarseg labels")
+            raise InputError("this dataset has no lidarseg labels")
         return CLASS_COLORS[gt]
     if mode == "errors":
         if gt is None:
-            raise ValueError("this dataset has no lidarseg labels")
+            raise InputError("this dataset has no lidarseg labels")
         out = np.full((len(pred), 3), 160, dtype=np.uint8)  # ignored points: grey
         out[(gt > 0) & (pred == gt)] = (40, 170, 60)
         out[(gt > 0) & (pred != gt)] = (220, 40, 40)
         return out
     if mode == "similarity to a query":
         if similarity is None:
-            raise ValueError("similarity colouring needs a query")
+            raise InputError("similarity colouring needs a query")
         s = (similarity - similarity.min()) / max(float(np.ptp(similarity)), 1e-9)
         return np.stack([255 * s, 60 + 100 * (1 - np.abs(2 * s - 1)), 255 * (1 - s)], 1).astype(np.uint8)
-    raise ValueError(f"unknown colour mode {mode!r}; expected one of {', '.join(MODES)}")
+    raise InputError(f"unknown colour mode {mode!r}; expected one of {', '.join(MODES)}")
 
 
 def point_cloud_figure(xyz: np.ndarray, colors: np.ndarray, title: str = "") -> go.Figure:

@@ -6,6 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from relviz.errors import InputError
 from relviz.toy import ToyResult
 
 LOSS_COLORS = {"contrastive": "#d62728", "similarity": "#1f77b4", "relational": "#2ca02c"}
@@ -50,7 +51,7 @@ def toy_sphere_figure(result: ToyResult, iteration: int | None = None) -> go.Fig
 def toy_uniformity_figure(result: ToyResult, metric: str = "uniformity") -> go.Figure:
     """U (or T) over iterations per loss, with the source's value as a dashed line."""
     if metric not in ("uniformity", "tolerance"):
-        raise ValueError(f"metric must be 'uniformity' or 'tolerance', got {metric!r}")
+        raise InputError(f"metric must be 'uniformity' or 'tolerance', got {metric!r}")
     fig = go.Figure()
     for name, run in result.runs.items():
         fig.add_trace(go.Scatter(x=run.iterations, y=getattr(run, metric), mode="lines", name=name,
