@@ -10,6 +10,7 @@ import streamlit as st
 
 from relviz import workspace
 from relviz.config import ConfigError, Settings, load_settings
+from relviz.errors import shorten
 from relviz.data.classes import CLASS_COLORS, CLASSES
 from relviz.teacher import load_teacher_async, weights_version
 from relviz.workspace import CheckpointInfo, student_checkpoints  # noqa: F401 (the pages call it from here)
@@ -87,6 +88,23 @@ def dataset_root(s: Settings) -> Path:
 
 def query_param(key: str, default: str | None = None) -> str | None:
     return st.query_params.get(key, default)
+
+
+def int_param(key: str, default: int, low: int, high: int) -> int:
+    """A whole-number URL parameter in [low, high]; anything else is named in a warning and replaced
+    by ``default`` (a link never crashes a page or starts an unbounded computation)."""
+    raw = st.query_params.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        st.warning(f"URL parameter `{key}` = {shorten(raw)} ignored: expected a whole number from {low} to {high}; "
+                   f"showing {default}")
+        return default
+    return value
 
 
 def set_query_params(**values) -> None:

@@ -15,9 +15,9 @@ options = ["teacher"] + [c.label for c in ckpts]
 default = common.query_param("ckpt", options[1] if len(options) > 1 else "teacher")
 c1, c2, c3, c4 = st.columns(4)
 choice = c1.selectbox("Features of", options, index=options.index(default) if default in options else 0, key="ckpt")
-n_samples = c2.slider("val keyframes", 1, 16, int(common.query_param("n", 4)), key="n")
+n_samples = c2.slider("val keyframes", 1, 16, common.int_param("n", 4, 1, 16), key="n")
 per_class = c3.select_slider("points per class", [100, 250, 500, 1000, 2000, 5000], value=500, key="per_class")
-seed = c4.number_input("seed", 0, 10_000, int(common.query_param("seed", 0)), key="seed")
+seed = c4.number_input("seed", 0, 10_000, common.int_param("seed", 0, 0, 10_000), key="seed")
 common.set_query_params(ckpt=choice, n=n_samples, seed=seed)
 
 

@@ -8,8 +8,9 @@ import torch
 
 from pages import common
 from relviz.eval import confusion_matrix, iou_per_class
+from relviz.errors import InputError
 from relviz.eval.features import point_features_cached
-from relviz.eval.zeroshot import predict_by_text
+from relviz.eval.zeroshot import parse_queries, predict_by_text
 from relviz.viz.points import colors_for, decimate, point_cloud_figure, projected_points_figure, to_ply_bytes
 
 st.title("Zero-shot 3D segmentation")
@@ -33,7 +34,7 @@ try:
 except Exception as e:
     common.error_panel("Cannot load the student, teacher or dataset", e)
     st.stop()
-sample = c2.selectbox("Keyframe (mini_val)", range(len(ds)), index=min(int(common.query_param("sample", 0)), len(ds) - 1),
+sample = c2.selectbox("Keyframe (mini_val)", range(len(ds)), index=common.int_param("sample", 0, 0, len(ds) - 1),
                       format_func=lambda i: f"{i}: {ds.sample_tokens[i][:8]}", key="zs_sample")
 max_points = c3.select_slider("max points", [5_000, 10_000, 20_000, 35_000, 50_000], value=35_000, key="zs_max")
 
@@ -43,26 +44,9 @@ queries_text = st.text_area("Queries, one per line: `text` (a class name) or `te
 common.set_query_params(ckpt=choice, sample=sample)
 
 
-def parse_queries(text: str) -> tuple[list[str], list[int]]:
-    prompts, classes = [], []
-    names = {n.replace("_", " "): i + 1 for i, n in enumerate(common.CLASS_NAMES)}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        prompt, _, cls = line.partition("=")
-        cls = (cls or prompt).strip().replace("_", " ")
-        if cls not in names:
-            raise ValueError(f"query {line.strip()!r}: {cls!r} is not one of the 16 classes")
-        prompts.append(prompt.strip())
-        classes.append(names[cls])
-    if not prompts:
-        raise ValueError("type at least one query")
-    return prompts, classes
-
-
 try:
-    prompts, prompt_classes = parse_queries(queries_text)
-except ValueError as e:
+    prompts, prompt_classes = parse_queries(queries_text, common.CLASS_NAMES)
+except InputError as e:
     st.error(str(e))
     st.stop()
 

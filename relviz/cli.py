@@ -25,7 +25,8 @@ class _ErrorBoundary(TyperGroup):
 
 
 app = typer.Typer(cls=_ErrorBoundary, help="relviz: 2D-to-3D distillation analysis and visualisation.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode=None)  # plain click usage errors: one short message, never a cut-off panel
 
 
 def _settings():
@@ -310,8 +311,8 @@ def eval_zeroshot(checkpoint: str = typer.Option(...), dataset: str = typer.Opti
     """Zero-shot 3D segmentation mIoU by the 16 class prompts (nuscenes-devkit semantics)."""
     from relviz.eval.zeroshot import evaluate_zeroshot
 
+    model, _ = _student(checkpoint)  # the cheap checks first
     _, ds, t = _eval_setup(dataset, split, teacher)
-    model, _ = _student(checkpoint)
     result = evaluate_zeroshot(model, t, ds)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=2))
 
@@ -323,8 +324,8 @@ def eval_export(checkpoint: str = typer.Option(...), out: str = typer.Option(...
     """Write zero-shot predictions in the nuScenes-lidarseg submission format."""
     from relviz.eval.zeroshot import export_submission
 
-    _, ds, t = _eval_setup(dataset, split, teacher)
     model, _ = _student(checkpoint)
+    _, ds, t = _eval_setup(dataset, split, teacher)
     typer.echo(str(export_submission(model, t, ds, out, split)))
 
 
@@ -336,9 +337,9 @@ def eval_fewshot(checkpoint: str = typer.Option(...), dataset: str = typer.Optio
     from relviz.data import NuScenesLidarSeg
     from relviz.eval.fewshot import evaluate_fewshot
 
+    model, _ = _student(checkpoint)
     val = NuScenesLidarSeg(_dataset_path(dataset), split=split, load_images=False)
     train = NuScenesLidarSeg(None, split=train_split, load_images=False, nusc=val.nusc)
-    model, _ = _student(checkpoint)
     typer.echo(json.dumps(evaluate_fewshot(model, train, val, fraction, seed=seed), indent=2))
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from relviz.data.classes import FINE_CLASSES
 from relviz.data.synthetic import TABLES
-from relviz.errors import RelvizError
+from relviz.errors import RelvizError, shorten
 
-NUM_FINE_CLASSES = 32  # nuScenes-lidarseg's fine label set (category.json indices 0..31)
 VERSIONS = ("v1.0-mini", "v1.0-trainval", "v1.0-test")
 SPLITS = ("train", "val", "test", "mini_train", "mini_val")
 
@@ -64,7 +64,22 @@ def open_nuscenes(dataroot: str | Path, version: str = "v1.0-mini"):
         with contextlib.redirect_stdout(io.StringIO()):  # the devkit prints its table stats
             return NuScenes(version=version, dataroot=str(root), verbose=False)
     except (AssertionError, KeyError, IndexError, FileNotFoundError, ValueError) as e:
-        raise DatasetError(f"nuscenes-devkit cannot load {root} ({version}): {type(e).__name__}: {e}") from e
+        raise DatasetError(f"nuscenes-devkit cannot load {root} ({version}): {_broken_table(root / version)}"
+                           f"{type(e).__name__}: {shorten(str(e), 200)}") from e
+
+
+def _broken_table(table_dir: Path) -> str:
+    """'<file> is not valid JSON; ' for the first table that does not parse, else '' (only called
+    after the devkit failed: parsing every table up front would double the opening time)."""
+    import json
+
+    for name in TABLES:
+        path = table_dir / f"{name}.json"
+        try:
+            json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return f"{path} is not valid JSON; "
+    return ""
 
 
 def split_scenes(nusc, split: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -110,7 +125,7 @@ def read_labels(path: Path, num_points: int) -> np.ndarray:
     if labels.size != num_points:
         raise DatasetError(f"lidarseg file {path} has {labels.size} labels but its point cloud has {num_points} "
                            f"points")
-    if labels.size and labels.max() >= NUM_FINE_CLASSES:
+    if labels.size and labels.max() >= len(FINE_CLASSES):
         raise DatasetError(f"lidarseg file {path} has label {int(labels.max())}; nuScenes-lidarseg labels are "
-                           f"0..{NUM_FINE_CLASSES - 1}")
+                           f"0..{len(FINE_CLASSES) - 1}")
     return labels

@@ -2,17 +2,56 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from relviz.data.dataset import collate
-from relviz.errors import InputError
+from relviz.errors import InputError, shorten
 from relviz.eval.features import dataset_for, student_voxel_features, teacher_pair_features, with_pairs
 from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
 from relviz.files import atomic_path
 from relviz.metrics import modality_gap, sample_per_class, tolerance, uniformity
+
+
+MAX_QUERY_CHARS = 10_000  # the whole query text; a prompt is at most CLIP's 77 tokens anyway
+MAX_QUERIES = 64
+
+
+def parse_queries(text: str, class_names: list[str] | tuple[str, ...]) -> tuple[list[str], list[int]]:
+    """Query lines ``prompt`` (a class name) or ``prompt = class`` -> (prompts, class index per prompt,
+    1-based in ``class_names``). Class names match case-insensitively, with ``_`` or spaces. Refuses,
+    with the line at fault (cut short), text that is too long, has control characters, is empty, has
+    an empty prompt, or names no known class."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise InputError(f"the queries are {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are accepted")
+    names = {n.replace("_", " ").lower(): i + 1 for i, n in enumerate(class_names)}
+    prompts, classes = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        control = next((c for c in line if unicodedata.category(c) == "Cc" and c != "\t"), None)
+        if control is not None:
+            raise InputError(f"query line {number} {shorten(line)}: contains the control character "
+                             f"U+{ord(control):04X}; use plain text")
+        prompt, sep, cls = line.partition("=")
+        prompt = " ".join(prompt.split())
+        cls = " ".join((cls if sep else prompt).replace("_", " ").split()).lower()
+        if not prompt:
+            raise InputError(f"query line {number} {shorten(line)}: the prompt before '=' is empty; write "
+                             f"`text = class`")
+        if cls not in names:
+            raise InputError(f"query line {number}: {shorten(cls)} is not one of the {len(names)} classes "
+                             f"({', '.join(names)})")
+        prompts.append(prompt)
+        classes.append(names[cls])
+    if not prompts:
+        raise InputError("type at least one query (one per line)")
+    if len(prompts) > MAX_QUERIES:
+        raise InputError(f"{len(prompts)} queries; at most {MAX_QUERIES} are accepted")
+    return prompts, classes
 
 
 def predict_by_text(point_features: torch.Tensor, text: torch.Tensor, class_of_prompt: torch.Tensor | None = None

@@ -28,7 +28,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from relviz.errors import RelvizError
+from relviz.errors import RelvizError, shorten
 from relviz.files import atomic_path
 from relviz.info import package_versions
 
@@ -126,11 +126,14 @@ def _foreign_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):
-            raise CheckpointError(f"{path}: refused: it contains objects that need unpickling arbitrary code "
-                                  f"(loaded with weights_only=True). Re-save it as a plain state dict. "
-                                  f"({str(e).splitlines()[-1] if str(e) else e})") from e
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0]})") from e
+        # weights_only=True refuses anything but tensors and plain containers: a pickle that would
+        # import or call code, or bytes that are no pickle at all
+        detail = next((line for line in str(e).splitlines() if "Unsupported" in line), "")
+        if detail or "Weights only load failed" in str(e):
+            raise CheckpointError(f"{path}: refused: it is not a plain tensor checkpoint and loading it would need "
+                                  f"unpickling arbitrary code (torch.load weights_only=True); re-save it as a state "
+                                  f"dict{f' ({shorten(detail.strip(), 120)})' if detail else ''}") from e
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({shorten(str(e).splitlines()[0], 120)})") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
     meta: dict[str, Any] = {"source_format": "state_dict"}
