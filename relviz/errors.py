@@ -20,7 +20,11 @@ class InputTypeError(RelvizError, TypeError):
     """An argument of the wrong type (dtype, container)."""
 
 
-class OutputExistsError(RelvizError, FileExistsError):
+class OutputError(RelvizError, OSError):
+    """An output that cannot be written where it was asked for."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
     """An output path that already exists and would be overwritten."""
 
 

@@ -41,3 +41,12 @@ def write_json(path: str | Path, value: Any) -> None:
     """Write ``value`` as JSON to ``path`` atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(value))
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete what :func:`atomic_path` leaves behind when its process is killed mid-write (nothing
+    else names files this way); returns how many were removed."""
+    stale = list(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)

@@ -452,3 +452,52 @@ def test_hostile_checkpoint_choice_in_the_url(app_workspace):
     at = _page("pages/compare.py", ckpts="../../etc/passwd,test-relational")
     assert not at.exception, at.exception
     assert at.multiselect(key="cmp_ckpts").value == ["test-relational"]
+
+
+# ----------------------------------------------------------------------- non-finite features
+def test_nan_features_name_the_checkpoint(tmp_path, teacher_dim, synthetic_root):
+    """Finite weights whose features are NaN (a negative batch-norm variance): a clear error that
+    names the checkpoint, not a silent zero-shot mIoU of 0."""
+    from relviz.models import build_minkunet
+    from relviz.models.checkpoint import save_checkpoint
+
+    model = build_minkunet("MinkUNet14", out_channels=teacher_dim, width=0.125, backend="torch")
+    state = model.state_dict()
+    key = next(k for k in state if k.endswith("running_var"))
+    state[key] = -torch.ones_like(state[key])
+    bad = save_checkpoint(tmp_path / "nan-features.safetensors", state,
+                          {"kind": "student", "architecture": model.config.to_dict()})
+    cli_refuses(["eval", "zeroshot", "--checkpoint", str(bad), "--dataset", str(synthetic_root)], str(bad),
+                "NaN or Inf", inputs=[bad])
+
+
+# ------------------------------------------------------------------------------ one error type
+def test_every_deliberate_error_is_a_relviz_error():
+    """Walk relviz/: every ``raise X(...)`` names a RelvizError subclass (or leaves the process:
+    SystemExit, typer's Exit and usage errors); re-raising a caught exception is fine. A builtin
+    exception raised on purpose would escape the one error boundary of the CLI and the app."""
+    import ast
+    import builtins
+    import importlib
+
+    from relviz.errors import RelvizError
+
+    offenders = []
+    for path in sorted((ROOT / "relviz").rglob("*.py")):
+        names = dict(vars(builtins))
+        if path.name != "__main__.py":  # importing those would run the command line
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            names.update(vars(importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            name = ast.unparse(target)
+            if name in ("typer.Exit", "typer.BadParameter"):
+                continue
+            obj = names.get(name)
+            if obj is None or not isinstance(obj, type):
+                continue  # a caught exception raised again
+            if not issubclass(obj, (RelvizError, SystemExit)):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} raises {name}")
+    assert not offenders, offenders

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -80,16 +81,17 @@ def test_bad_configs_are_rejected(tiny):
 def test_kill9_then_resume_continues_from_last_checkpoint(tiny):
     store = JobStore()
     job = store.submit(from_dict({**tiny.to_dict(), "max_steps": 40, "checkpoint_every": 3}))
-    ckpt = job.run_dir / "checkpoints" / "last.state.pt"
+    ckpt = job.run_dir / "checkpoints" / "last.safetensors"
     _wait(lambda: ckpt.is_file() and store.get(job.id).last_step >= 4)
     os.killpg(job.pgid, signal.SIGKILL)
     lost = _wait(lambda: (j := store.get(job.id)).status == "lost" and j)
     assert "without a final event" in lost.error
-    # what is on disk is whole: the weights and the optimizer state load and agree
-    state = torch.load(ckpt, weights_only=True)
-    weights = load_file(job.run_dir / "checkpoints" / "last.safetensors")
-    assert state["step"] % 3 == 0 and len(weights) > 10
-    saved_step = state["step"]
+    # what is on disk is whole: the weights and the optimizer state of their step load
+    from relviz.models.checkpoint import read_metadata
+
+    saved_step = read_metadata(ckpt)["step"]
+    state = torch.load(ckpt.parent / f"state-{saved_step:08d}.pt", weights_only=True)
+    assert state["step"] == saved_step and saved_step % 3 == 0 and len(load_file(ckpt)) > 10
     store.resume(job.id)
     done = _wait(lambda: (j := store.get(job.id)).status in ("succeeded", "failed") and j, timeout=300)
     assert done.status == "succeeded", store.log_tail(done)
@@ -176,3 +178,105 @@ def test_ddp_two_processes_match_one_process(tiny, tmp_path, workspace_home):
         assert (a[k] - b[k]).abs().max().item() <= 1e-9 * update + 2 * 2.2e-16 * a[k].abs().max().item(), k
         moved += update > 0
     assert moved > len(params) // 2  # the step did move the weights
+
+
+# A training process that SIGKILLs itself at a chosen moment: the n-th atomic rename (a file fully
+# written to its temporary name, not yet in place), the n-th checkpoint weights write (the temporary
+# file cut to half its bytes first), or right after the n-th optimiser step (work since the last
+# checkpoint lost). Monkeypatching in a driver keeps fault hooks out of the library.
+_KILLER = r"""
+import os, signal, sys
+kind, n = sys.argv[1], int(sys.argv[2])
+count = 0
+def _tick():
+    global count
+    count += 1
+    return count == n
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+if kind == "rename":
+    real_replace = os.replace
+    def replace(a, b):
+        if _tick():
+            _die()
+        return real_replace(a, b)
+    os.replace = replace
+elif kind == "write":
+    import relviz.models.checkpoint as ck
+    real_save = ck.save_file
+    def save_file(tensors, path, metadata=None):
+        real_save(tensors, path, metadata=metadata)
+        if _tick():
+            os.truncate(path, os.path.getsize(path) // 2)
+            _die()
+    ck.save_file = save_file
+elif kind == "step":
+    import torch
+    real_step = torch.optim.SGD.step
+    def step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        if _tick():
+            _die()
+        return out
+    torch.optim.SGD.step = step
+from relviz.train.trainer import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _assert_run_folder_whole(run_dir) -> None:
+    """Every file a reader may open is complete: no half-written file outside temporaries."""
+    from relviz.models.checkpoint import load_state_dict
+
+    for path in run_dir.rglob("*"):
+        if path.is_dir() or path.name.startswith("."):
+            continue
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.name == "events.jsonl":
+            read_events(path)  # every complete line is JSON
+        elif path.suffix == ".safetensors":
+            load_state_dict(path)
+        elif path.suffix == ".pt":
+            torch.load(path, weights_only=True)
+
+
+def test_kill9_at_random_moments_resumes_to_the_same_weights(tiny, tmp_path, workspace_home):
+    cfg = {**tiny.to_dict(), "split": "mini_val", "max_steps": 6, "checkpoint_every": 1, "val_every": 0,
+           "val_samples": 1}
+    # the uninterrupted run, in this process with the same single thread the killed runs use
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer(from_dict(cfg), tmp_path / "reference").run()
+    finally:
+        torch.set_num_threads(threads)
+    run = tmp_path / "killed"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(cfg))
+    env = {**os.environ, "RELVIZ_HOME": workspace_home, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    rng = np.random.default_rng(7)
+    kills = []
+    while len(kills) < 10:
+        kind = str(rng.choice(["rename", "write", "step"]))
+        n = int(rng.integers(1, 3 if kind == "write" else 4))
+        proc = subprocess.run([sys.executable, "-c", _KILLER, kind, str(n), "--config", str(run / "config.json"),
+                               "--run-dir", str(run)], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
+        _assert_run_folder_whole(run)
+        if proc.returncode == 0:  # finished before the moment came: start the next attempt afresh
+            assert (run / "student.safetensors").is_file()
+            break
+        kills.append((kind, n))
+    if not (run / "student.safetensors").is_file():
+        proc = subprocess.run([sys.executable, "-m", "relviz.train", "--config", str(run / "config.json"),
+                               "--run-dir", str(run)], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(kills) >= 5, kills  # enough of the schedule landed inside the run
+    a = load_file(tmp_path / "reference" / "student.safetensors")
+    b = load_file(run / "student.safetensors")
+    assert a.keys() == b.keys()
+    # same code, same thread count, same data and pairs per step: resuming must be exact
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    events, _ = read_events(run / "events.jsonl")
+    assert [e["event"] for e in events].count("resumed") >= 1 and events[-1]["event"] == "done"

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from relviz.errors import NonFiniteError
 from relviz.files import atomic_path
 from relviz.sparse import SparseTensor
 from relviz.teacher.cache import FeatureCache
@@ -27,7 +28,12 @@ def student_voxel_features(model, batch: dict, device: torch.device | str = "cpu
     """Student features [sum V, D] of a collated batch's voxels, in the model's parameter dtype."""
     dtype = next(model.parameters()).dtype
     x = SparseTensor(batch["features"].to(device, dtype), batch["coordinates"].to(device))
-    return model(x).features
+    out = model(x).features
+    if not torch.isfinite(out).all():  # else a silent mIoU of 0 or a NaN metric much later
+        raise NonFiniteError(f"{getattr(model, 'source', 'the student')}: its features hold NaN or Inf on "
+                             f"{', '.join(batch.get('sample_tokens', [])[:2]) or 'this batch'}; the weights or "
+                             f"normalisation statistics are broken (a diverged run?)")
+    return out
 
 
 def camera_images(dataset, tokens: list[str]) -> np.ndarray:

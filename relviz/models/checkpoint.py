@@ -226,4 +226,5 @@ def load_student(path: str | Path, backend: str | None = None, device: str | tor
     model = MinkUNet(cfg, backend)
     load_into(model, state, strict=True, source=str(path))
     model.voxelization = voxelization_of(meta)  # evaluation voxelizes its inputs the same way
+    model.source = str(path)  # named in errors about its outputs
     return model.to(device).eval(), meta

@@ -6,6 +6,8 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+import torch
+
 from relviz.teacher.cache import FeatureCache, cached_class_embeddings
 from relviz.teacher.clip import ClipTeacher, TeacherWeightsError, dense_maskclip, sample_points
 from relviz.teacher.prompts import DETAIL_PROMPTS, TEMPLATES, class_prompts
@@ -20,6 +22,51 @@ def load_teacher(name: str = "demo", pretrained: str | None = None, device: str 
 
         return load_demo_teacher(pretrained or DEMO_TEACHER_PATH, device=device)
     return ClipTeacher(name, pretrained=pretrained, device=device, random_init=random_init)
+
+
+class LazyDemoTeacher:
+    """The demo teacher, built only when something needs the model. Its identity and dimension come
+    from its file, and its class embeddings from the disk cache, so a training run whose teacher
+    features are all cached (every resumed run) never imports open_clip or builds the model."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", cache_root: str | Path | None = None):
+        from relviz.models.checkpoint import read_metadata
+        from relviz.teacher.demo import demo_teacher_identity
+
+        self.path, self.device, self._cache_root = Path(path), torch.device(device), cache_root
+        if not self.path.is_file():
+            raise TeacherWeightsError(f"demo teacher {path} not found; train it with `relviz teacher train`")
+        self.identity = demo_teacher_identity(self.path)
+        self.dim = int(read_metadata(self.path)["model_config"]["embed_dim"])
+        self._teacher: ClipTeacher | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> ClipTeacher:
+        with self._lock:
+            if self._teacher is None:
+                from relviz.teacher.demo import load_demo_teacher
+
+                self._teacher = load_demo_teacher(self.path, device=self.device)
+            return self._teacher
+
+    def class_embeddings(self, templates: tuple[str, ...] = TEMPLATES) -> torch.Tensor:
+        if self._cache_root is None:
+            return self.loaded.class_embeddings(templates)
+        return cached_class_embeddings(self._cache_root, self.identity, lambda: self.loaded, templates).to(self.device)
+
+    def __getattr__(self, name: str):  # image_features, encode_text, preprocess, ...: the model
+        return getattr(self.loaded, name)
+
+
+def teacher_for_training(name: str, pretrained: str | None, device: str, cache_root: str | Path) -> ClipTeacher:
+    """The teacher of a training run: the demo teacher lazily (see :class:`LazyDemoTeacher`), any
+    other now (its identity is a hash of its loaded weights)."""
+    if name == "demo":
+        from relviz.teacher.demo import DEMO_TEACHER_PATH
+
+        return LazyDemoTeacher(pretrained or DEMO_TEACHER_PATH, device, cache_root)
+    return load_teacher(name, pretrained, device)
 
 
 _loading: dict[tuple, Future] = {}
@@ -80,6 +127,6 @@ def identity_of(name: str = "demo", pretrained: str | None = None) -> str:
     return load_teacher_async(name, pretrained).result().identity
 
 
-__all__ = ["ClipTeacher", "FeatureCache", "TeacherWeightsError", "dense_maskclip", "sample_points", "DETAIL_PROMPTS",
+__all__ = ["ClipTeacher", "LazyDemoTeacher", "teacher_for_training", "FeatureCache", "TeacherWeightsError", "dense_maskclip", "sample_points", "DETAIL_PROMPTS",
            "TEMPLATES", "class_prompts", "load_teacher",
            "load_teacher_async", "weights_version", "identity_of", "cached_class_embeddings"]

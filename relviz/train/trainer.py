@@ -5,7 +5,7 @@ augmentation and the sampled point-pixel pairs. A resumed run therefore continue
 last checkpoint left off, and N DDP ranks reproduce one process that accumulates N micro-batches.
 
 Run folder: ``config.json``, ``events.jsonl`` (one JSON object per line), ``train.log`` (by the job
-runner), ``checkpoints/last.safetensors`` + ``checkpoints/last.state.pt`` (optimizer and step),
+runner), ``checkpoints/last.safetensors`` + ``checkpoints/state-<step>.pt`` (optimizer and step),
 and ``student.safetensors`` when training finishes.
 """
 
@@ -27,11 +27,11 @@ from relviz.errors import NonFiniteError
 from relviz.config import Settings, load_settings
 from relviz.data.dataset import NuScenesLidarSeg, collate
 from relviz.eval.features import student_voxel_features, teacher_pair_features
-from relviz.files import atomic_path
+from relviz.files import atomic_path, remove_temporaries
 from relviz.losses import contrastive_loss, relational_loss, similarity_loss
 from relviz.models.checkpoint import load_state_dict, save_checkpoint
 from relviz.models.minkunet import build_minkunet
-from relviz.teacher import FeatureCache, load_teacher
+from relviz.teacher import FeatureCache, teacher_for_training
 from relviz.train.config import TrainConfig, TrainConfigError
 
 
@@ -108,12 +108,14 @@ class Trainer:
     # ------------------------------------------------------------------------------------ pieces
     def _build(self):
         cfg = self.cfg
-        self.teacher = load_teacher(cfg.teacher, cfg.teacher_pretrained, device=str(self.device))
+        self.teacher = teacher_for_training(cfg.teacher, cfg.teacher_pretrained, str(self.device), self.settings.cache_dir)
         self.cache = FeatureCache(self.settings.cache_dir, self.teacher.identity)
+        # the keyframe index is cached in the workspace: a started or resumed run skips the devkit
         self.train_ds = NuScenesLidarSeg(self.dataroot, cfg.version, cfg.split, cfg.voxel_size, cfg.cylindrical,
-                                         load_images=False, augment=cfg.augment, seed=cfg.seed)
+                                         load_images=False, augment=cfg.augment, seed=cfg.seed,
+                                         index_cache=self.settings.cache_dir)
         self.val_ds = NuScenesLidarSeg(self.dataroot, cfg.version, cfg.val_split, cfg.voxel_size, cfg.cylindrical,
-                                       load_images=False, nusc=self.train_ds.nusc)
+                                       load_images=False, index_cache=self.settings.cache_dir)
         torch.manual_seed(cfg.seed)
         self.model = build_minkunet(cfg.arch, in_channels=1, out_channels=self.teacher.dim, width=cfg.width,
                                     normalize=True, backend=self.settings.sparse_backend)
@@ -168,28 +170,40 @@ class Trainer:
                 "world_size": self.world, "metrics": metrics or {}}
 
     def save(self, step: int, metrics: dict | None = None) -> None:
+        """Checkpoint the weights and the optimizer state of ``step``. The weights file is the commit
+        point: the optimizer state of its step is written before it and older states are removed
+        only after it, so a kill at any moment leaves a matching pair to resume from."""
         if self.rank != 0:
             return
         ckpt = self.run_dir / "checkpoints"
-        # weights first, then the state that points at them: a crash in between resumes one step early
+        state_path = ckpt / f"state-{step:08d}.pt"
+        _atomic_torch_save({"step": step, "optimizer": self.optimizer.state_dict()}, state_path)
         save_checkpoint(ckpt / "last.safetensors", self.model, self._metadata(step, metrics))
-        _atomic_torch_save({"step": step, "optimizer": self.optimizer.state_dict()}, ckpt / "last.state.pt")
+        for old in [*ckpt.glob("state-*.pt"), ckpt / "last.state.pt"]:
+            if old != state_path:
+                old.unlink(missing_ok=True)
         self.events.write("checkpoint", step=step, path=str(ckpt / "last.safetensors"))
 
     def _try_resume(self) -> int:
         ckpt = self.run_dir / "checkpoints"
-        state_path, weights = ckpt / "last.state.pt", ckpt / "last.safetensors"
-        if not (state_path.is_file() and weights.is_file()):
+        if self.rank == 0:
+            remove_temporaries(ckpt)  # left by a kill inside a write; never read
+        weights = ckpt / "last.safetensors"
+        if not weights.is_file():
             return 0
         state, meta = load_state_dict(weights)
-        train_state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if meta.get("step") != train_state["step"]:  # weights saved, state not yet: use the weights' step
-            raise TrainConfigError(f"{ckpt}: weights (step {meta.get('step')}) and optimizer state (step "
-                                   f"{train_state['step']}) disagree; delete last.state.pt to restart the optimizer")
+        step = meta.get("step")
+        # state-<step>.pt; last.state.pt is the layout of runs written before it
+        candidates = [ckpt / f"state-{step:08d}.pt", ckpt / "last.state.pt"] if isinstance(step, int) else []
+        train_state = next((s for s in (torch.load(p, map_location="cpu", weights_only=True)
+                                         for p in candidates if p.is_file()) if s["step"] == step), None)
+        if train_state is None:
+            raise TrainConfigError(f"{weights}: no optimizer state for its step {step} in {ckpt}; move the "
+                                   f"checkpoints folder aside to restart the run from scratch")
         self.model.load_state_dict(state)
         self.optimizer.load_state_dict(train_state["optimizer"])
-        self.events.write("resumed", step=train_state["step"])
-        return train_state["step"]
+        self.events.write("resumed", step=step)
+        return step
 
     def prepare_teacher_cache(self, chunk: int = 12) -> None:
         """Fill the teacher feature cache for every camera of the train split and the val samples
@@ -235,7 +249,8 @@ class Trainer:
             self.events.write("phase", phase="prepare")
             self._build()
             if self.rank == 0:
-                (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+                with atomic_path(self.run_dir / "config.json") as tmp:
+                    Path(tmp).write_text(json.dumps(self.cfg.to_dict(), indent=2))
             self.prepare_teacher_cache()
             step = self._try_resume()
             self.events.write("start", step=step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,

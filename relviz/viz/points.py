@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from relviz.data.classes import CLASS_COLORS
-from relviz.errors import InputError
+from relviz.errors import InputError, OutputError
 
 MODES = ("prediction", "ground truth", "errors", "similarity to a query")
 
@@ -107,7 +107,7 @@ def to_ply_bytes(xyz: np.ndarray, colors: np.ndarray) -> bytes:
     os.close(fd)
     try:
         if not o3d.io.write_point_cloud(path, pcd, write_ascii=False):
-            raise OSError(f"open3d could not write {path}")
+            raise OutputError(f"open3d could not write {path}")
         with open(path, "rb") as f:
             return f.read()
     finally:
