@@ -5,38 +5,43 @@ import plotly.express as px
 import streamlit as st
 
 from pages import common
-from relviz.jobs import JobError, JobStore
-from relviz.train.config import TrainConfig, TrainConfigError, from_dict
+from relviz.errors import RelvizError
+from relviz.jobs import JobStore
+from relviz.losses import LOSSES
+from relviz.models.minkunet import ARCHITECTURES
+from relviz.train.config import TrainConfig
 
 st.title("Distillation jobs")
 s = common.settings()
 store = JobStore(s)
 
+defaults = TrainConfig.from_settings(s)  # the settings' dataset, teacher (with its weights) and device
 with st.form("launch"):
     st.subheader("New job")
     c1, c2, c3, c4 = st.columns(4)
-    loss = c1.selectbox("loss", ["relational", "contrastive", "similarity"], key="job_loss")
-    arch = c2.selectbox("model", ["MinkUNet14", "MinkUNet18", "MinkUNet34"], key="job_arch")
-    width = c3.select_slider("width", [0.125, 0.25, 0.5, 1.0], value=0.25, key="job_width")
-    epochs = c4.number_input("epochs", 1, 500, 2, key="job_epochs")
+    loss = c1.selectbox("loss", list(LOSSES), index=list(LOSSES).index(defaults.loss), key="job_loss")
+    arch = c2.selectbox("model", list(ARCHITECTURES), index=list(ARCHITECTURES).index(defaults.arch), key="job_arch")
+    width = c3.select_slider("width", [0.125, 0.25, 0.5, 1.0], value=defaults.width, key="job_width")
+    epochs = c4.number_input("epochs", 1, 500, defaults.epochs, key="job_epochs")
     c5, c6, c7, c8 = st.columns(4)
-    lr = c5.number_input("learning rate", 1e-5, 10.0, 0.1, format="%.4f", key="job_lr")
-    batch = c6.number_input("batch", 1, 64, 1, key="job_batch")
-    max_steps = c7.number_input("max steps (0: epochs decide)", 0, 1_000_000, 0, key="job_max_steps")
-    pairs = c8.number_input("pairs per batch", 64, 65_536, 2048, key="job_pairs")
+    lr = c5.number_input("learning rate", 1e-5, 10.0, defaults.lr, format="%.4f", key="job_lr")
+    batch = c6.number_input("batch", 1, 64, defaults.batch, key="job_batch")
+    max_steps = c7.number_input("max steps (0: epochs decide)", 0, 1_000_000, defaults.max_steps, key="job_max_steps")
+    pairs = c8.number_input("pairs per batch", 64, 65_536, defaults.pairs, key="job_pairs")
     c9, c10 = st.columns(2)
     datasets = sorted(p.name for p in s.datasets_dir.iterdir() if p.is_dir()) if s.datasets_dir.is_dir() else []
-    dataset = c9.selectbox("dataset", datasets or [s.dataset], key="job_dataset")
-    teacher = c10.text_input("teacher", s.teacher, help="'demo' or an open_clip model name", key="job_teacher")
+    dataset = c9.selectbox("dataset", datasets or [defaults.dataset], key="job_dataset")
+    c10.text_input("teacher", f"{defaults.teacher}" + (f" ({defaults.teacher_pretrained})" if defaults.teacher_pretrained
+                   else ""), disabled=True, help="from the settings (RELVIZ_TEACHER, RELVIZ_TEACHER_PRETRAINED or "
+                   "relviz.toml)", key="job_teacher")
     submitted = st.form_submit_button("Launch", type="primary")
 if submitted:
     try:
-        cfg = from_dict({**TrainConfig().to_dict(), "loss": loss, "arch": arch, "width": width, "epochs": int(epochs),
-                         "lr": float(lr), "batch": int(batch), "max_steps": int(max_steps), "pairs": int(pairs),
-                         "dataset": dataset, "teacher": teacher})
+        cfg = TrainConfig.from_settings(s, loss=loss, arch=arch, width=width, epochs=int(epochs), lr=float(lr),
+                                        batch=int(batch), max_steps=int(max_steps), pairs=int(pairs), dataset=dataset)
         job = store.submit(cfg)
         st.success(f"job {job.id} started")
-    except (TrainConfigError, JobError) as e:
+    except RelvizError as e:
         st.error(str(e))
 
 

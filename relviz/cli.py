@@ -181,20 +181,20 @@ _O = dict(
 
 
 def _train_config(config, set_, **flags):
+    """Defaults < settings (RELVIZ_* and relviz.toml) < the --config file < --set < flags."""
     from relviz.errors import shorten
-    from relviz.train.config import TrainConfig, TrainConfigError, from_dict, load_config
+    from relviz.train.config import TrainConfig, TrainConfigError, read_config_table
 
-    base = load_config(config) if config else TrainConfig()
-    extra = {}
+    table = read_config_table(config) if config else {}
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise TrainConfigError(f"--set expects KEY=VALUE, got {shorten(item)}")
         try:
-            extra[key] = json.loads(value)
+            table[key] = json.loads(value)
         except json.JSONDecodeError:
-            extra[key] = value
-    return from_dict({**base.to_dict(), **extra, **{k: v for k, v in flags.items() if v is not None}})
+            table[key] = value
+    return TrainConfig.from_settings(_settings(), **{**table, **flags})
 
 
 @app.command()

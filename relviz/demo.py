@@ -73,7 +73,8 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
         timings["teacher_s"] = time.perf_counter() - t
     for loss in losses:
         t = time.perf_counter()
-        cfg = TrainConfig(loss=loss, dataset=str(root), teacher="demo", **{**DEMO_STUDENT, "max_steps": student_steps})
+        cfg = TrainConfig.from_settings(settings, loss=loss, dataset=str(root), teacher="demo",
+                                        **{**DEMO_STUDENT, "max_steps": student_steps})
         run_dir = settings.runs_dir / f"demo-{loss}"
         result = Trainer(cfg, run_dir, settings).run()
         state, meta = load_state_dict(run_dir / "student.safetensors")

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from relviz.config import Settings
 from relviz.errors import RelvizError, shorten
 from relviz.losses import LOSSES
 from relviz.models.minkunet import ARCHITECTURES
@@ -84,6 +85,18 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> "TrainConfig":
+        """The one way a surface builds a config: defaults, then the settings (dataset, teacher and
+        its weights, device), then ``overrides`` (a config file's table, flags; None means unset).
+        A teacher given in ``overrides`` comes with its own ``teacher_pretrained`` (or none), never
+        with the weights the settings name for another teacher. Validated."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        base = {"dataset": settings.dataset, "device": settings.device}
+        if "teacher" not in given:  # the teacher and its weights travel together
+            base.update(teacher=settings.teacher, teacher_pretrained=settings.teacher_pretrained)
+        return from_dict({**base, **given})
+
     def with_overrides(self, **overrides) -> "TrainConfig":
         return from_dict({**self.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
 
@@ -118,8 +131,8 @@ def from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
     return replace(cfg, **values).validate()
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """A TrainConfig from a .json or .toml file."""
+def read_config_table(path: str | Path) -> dict[str, Any]:
+    """The fields a .json or .toml config file sets (checked by :func:`from_dict` when used)."""
     path = Path(path)
     try:
         text = path.read_bytes()
@@ -131,4 +144,10 @@ def load_config(path: str | Path) -> TrainConfig:
         raise TrainConfigError(f"config file {path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({e})") from e
     if not isinstance(data, dict):
         raise TrainConfigError(f"config file {path}: expected a table of settings")
-    return from_dict(data, source=f"config file {path}")
+    from_dict(data, source=f"config file {path}")  # name the file in any error
+    return data
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A TrainConfig from a .json or .toml file (a run folder's config.json: complete as written)."""
+    return from_dict(read_config_table(path), source=f"config file {path}")

@@ -11,6 +11,7 @@ and ``student.safetensors`` when training finishes.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from relviz.config import Settings, load_settings
 from relviz.data.dataset import NuScenesLidarSeg, collate
 from relviz.eval.features import student_voxel_features, teacher_pair_features
 from relviz.files import atomic_path, remove_temporaries
-from relviz.losses import contrastive_loss, relational_loss, similarity_loss
+from relviz.losses import get_loss
 from relviz.models.checkpoint import load_state_dict, save_checkpoint
 from relviz.models.minkunet import build_minkunet
 from relviz.teacher import FeatureCache, teacher_for_training
@@ -134,12 +135,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
 
     def _loss(self, k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        cfg = self.cfg
-        if cfg.loss == "contrastive":
-            return contrastive_loss(k, q, cfg.temperature)
-        if cfg.loss == "similarity":
-            return similarity_loss(k, q)
-        return relational_loss(k, q, cfg.intra_weight)
+        """The registered loss of ``cfg.loss``, given the config fields its signature names
+        (temperature, intra_weight, ...)."""
+        fn = get_loss(self.cfg.loss)
+        options = {name: getattr(self.cfg, name) for name in inspect.signature(fn).parameters
+                   if name not in ("k", "q") and hasattr(self.cfg, name)}
+        return fn(k, q, **options)
 
     def _micro_batch_indices(self, step: int, micro: int) -> list[int]:
         epoch = step // self.steps_per_epoch
