@@ -20,7 +20,7 @@ STEPS = 12
 
 
 def steps_per_second(cfg: TrainConfig, recompute_teacher: bool = False) -> float:
-    trainer = Trainer(cfg, Path(tempfile.mkdtemp()) / "run")
+    trainer = Trainer(cfg, Path(tempfile.mkdtemp()) / "run", load_settings())
     trainer._build()
     if not recompute_teacher:
         trainer.prepare_teacher_cache()

@@ -215,7 +215,9 @@ def train(config: str = _O["config"], loss: str = _O["loss"], epochs: int = _O["
                         teacher_pretrained=teacher_pretrained, seed=seed, max_steps=max_steps, device=device)
     settings = _settings().ensure()
     target = Path(run_dir) if run_dir else settings.runs_dir / f"{_time.strftime('%Y%m%d-%H%M%S')}-{cfg.loss}"
-    result = Trainer(cfg, target, settings).run()
+    from relviz.workspace import cache_finished_run
+
+    result = Trainer(cfg, target, settings, on_finish=cache_finished_run(settings)).run()
     typer.echo(json.dumps({"run_dir": str(target), **result}, indent=2, default=str))
 
 
@@ -300,7 +302,7 @@ def _eval_setup(dataset: str, split: str, teacher: str | None):
 def _student(path: str):
     from relviz.models.checkpoint import load_student
 
-    return load_student(path)
+    return load_student(path, backend=_settings().sparse_backend)
 
 
 @eval_app.command("zeroshot")

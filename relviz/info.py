@@ -5,7 +5,6 @@ Shared by ``relviz info`` and the app's Home page so both always say the same th
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import platform
 import sqlite3
@@ -13,24 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from relviz.config import Settings
-
-# Distribution names of the packages relviz is built on.
-KEY_PACKAGES = (
-    "torch", "torchvision", "open_clip_torch", "numpy", "safetensors", "nuscenes-devkit", "open3d",
-    "scikit-learn", "scikit-image", "streamlit", "plotly", "typer", "MinkowskiEngine",
-)
-
-
-def package_versions() -> dict[str, str | None]:
-    """Installed version of each key package, None when it is not installed."""
-    out: dict[str, str | None] = {}
-    for name in KEY_PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
+from relviz.versions import package_versions
 
 def device_info() -> dict[str, Any]:
     import torch

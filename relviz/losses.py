@@ -1,6 +1,6 @@
 """Distillation losses between student point features K [N, D] and paired teacher features Q [N, D].
 
-Definitions follow SPEC.md exactly; both inputs are L2-normalised first (idempotent when they
+Definitions follow docs/definitions.md exactly; both inputs are L2-normalised first (idempotent when they
 already are), so every loss sees unit vectors.
 
 - contrastive (PPKT/SLidR InfoNCE): ``CE(K Q^T / tau, arange(N))``

@@ -1,6 +1,6 @@
 """Structure metrics of a representation: uniformity U, tolerance T, modality gap G, and PCA.
 
-Definitions (SPEC.md), on L2-normalised features z [N, D] (inputs are normalised here, which is a
+Definitions (docs/definitions.md), on L2-normalised features z [N, D] (inputs are normalised here, which is a
 no-op for unit vectors):
 
 - ``U(Z) = -log( mean_{i != j} exp(-t ||z_i - z_j||^2) )``, t = 2 (higher is more uniform; at most

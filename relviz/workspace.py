@@ -47,7 +47,7 @@ def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
     """Student checkpoints: the committed demo students, and every run's final (else last)
     checkpoint; an unreadable file is listed with its error instead of its loss."""
     from relviz.models.checkpoint import CheckpointError, read_metadata
-    from relviz.train.trainer import run_checkpoint
+    from relviz.train.rundir import run_checkpoint
 
     paths = sorted(REPO_CHECKPOINTS.glob("student-*.safetensors"))
     if settings.runs_dir.is_dir():
@@ -153,6 +153,24 @@ def fewshot(settings: Settings, root: str | Path, checkpoint: CheckpointInfo, fr
     result = evaluate_fewshot(model_fn(), train, open_val_dataset(settings, root), fraction, seed=seed)
     write_json(path, result)
     return result
+
+
+def cache_finished_run(settings: Settings):
+    """An ``on_finish`` hook for :class:`relviz.train.trainer.Trainer`: store the final student's
+    validation features and metrics where the app reads them, so the run opens at once on every
+    page. Only for the app's teacher and a v1.0-mini dataset; writes an ``app_cache`` event."""
+
+    def hook(trainer, checkpoint: Path) -> None:
+        if trainer.val_ds.version != VERSION or trainer.teacher.identity != teacher_identity(settings):
+            return
+        start = time.perf_counter()
+        trainer.model.eval()
+        info = CheckpointInfo(trainer.run_dir.name, checkpoint, trainer.cfg.loss)
+        structure(settings, trainer.dataroot, info, DEFAULT_VAL_SAMPLES, DEFAULT_PER_CLASS, 0,
+                  lambda: trainer.teacher, lambda: trainer.model)
+        trainer.events.write("app_cache", seconds=round(time.perf_counter() - start, 2))
+
+    return hook
 
 
 def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_VAL_SAMPLES, log=print) -> dict:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from relviz.config import load_settings
 from relviz.jobs import JobError, JobStore
 from relviz.train import Trainer, TrainConfig, TrainConfigError, from_dict, read_events
 
@@ -36,7 +37,11 @@ def _wait(predicate, timeout=240, every=0.3):
 
 def test_short_run_lowers_the_loss(tiny, tmp_path):
     cfg = from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 16, "lr": 0.1})
-    result = Trainer(cfg, tmp_path / "run").run()
+    from relviz.config import load_settings
+    from relviz.workspace import cache_finished_run
+
+    settings = load_settings()
+    result = Trainer(cfg, tmp_path / "run", settings, on_finish=cache_finished_run(settings)).run()
     assert result["status"] == "succeeded" and result["step"] == 16
     events, _ = read_events(tmp_path / "run" / "events.jsonl")
     losses = [e["loss"] for e in events if e["event"] == "step"]
@@ -73,7 +78,7 @@ def test_bad_configs_are_rejected(tiny):
     with pytest.raises(TrainConfigError, match="'batch' must be a number"):
         from_dict({"batch": "two"})
     with pytest.raises(TrainConfigError, match="dataset'.*does not exist"):
-        Trainer(from_dict({**tiny.to_dict(), "dataset": "/nonexistent/data"}), "/tmp/unused-run")
+        Trainer(from_dict({**tiny.to_dict(), "dataset": "/nonexistent/data"}), "/tmp/unused-run", load_settings())
     with pytest.raises(JobError, match="does not exist"):
         JobStore().submit(from_dict({**tiny.to_dict(), "dataset": "/nonexistent/data"}))
 
@@ -248,7 +253,7 @@ def test_kill9_at_random_moments_resumes_to_the_same_weights(tiny, tmp_path, wor
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        Trainer(from_dict(cfg), tmp_path / "reference").run()
+        Trainer(from_dict(cfg), tmp_path / "reference", load_settings()).run()
     finally:
         torch.set_num_threads(threads)
     run = tmp_path / "killed"

@@ -1,5 +1,5 @@
 """Evaluation: segmentation scores, zero-shot and few-shot protocols, exports and reports."""
 
-from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
+from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
 
 __all__ = ["confusion_matrix", "iou_per_class", "mean_iou"]

@@ -11,7 +11,7 @@ from relviz.data.classes import CLASSES
 from relviz.data.dataset import NuScenesLidarSeg, collate
 from relviz.errors import InputError
 from relviz.eval.features import dataset_for, student_voxel_features
-from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
+from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
 
 
 def fewshot_frames(dataset: NuScenesLidarSeg, fraction: float = 0.01) -> list[int]:

@@ -11,7 +11,7 @@ import torch
 from relviz.data.dataset import collate
 from relviz.errors import InputError, shorten
 from relviz.eval.features import dataset_for, student_voxel_features, teacher_pair_features, with_pairs
-from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
+from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
 from relviz.files import atomic_path
 from relviz.metrics import modality_gap, sample_per_class, tolerance, uniformity
 

@@ -1,11 +1,16 @@
 """Background distillation jobs: a SQLite (WAL) store, one detached process group per job.
 
-A job is ``python -m relviz.train --config <run>/config.json --run-dir <run>`` started in its own
+A job is ``python -m relviz.jobs.run --config <run>/config.json --run-dir <run>`` started in its own
 session (process group) with stdout and stderr in ``<run>/train.log``; the trainer writes
 ``<run>/events.jsonl``. The store is reconciled at every read: a terminal event decides succeeded,
 failed or cancelled; a process that is gone without one, whose PID now belongs to another process
 (start time differs), or whose heartbeat is stale, is *lost* (and resumable from its checkpoint).
 Nothing here ever runs through a shell; arguments are lists.
+
+The database is written only in short transactions: a job is recorded and launched in one (a
+database that another writer holds is reported before anything starts), and a read writes only
+what reconciling changed. SQLite's errors (busy past the timeout, a damaged file) become a
+:class:`JobError` that names the file and what to do; the file itself is never replaced or deleted.
 """
 
 from __future__ import annotations
@@ -18,18 +23,22 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from relviz.config import Settings, load_settings
+from relviz.errors import RelvizError
 from relviz.train.config import TrainConfig
-from relviz.train.trainer import read_events, run_checkpoint
+from relviz.train.rundir import read_events, run_checkpoint
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
 TERMINAL = ("succeeded", "failed", "cancelled", "lost")
 HEARTBEAT_STALE_S = 60.0
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another writer before JobError says the database is busy
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -41,7 +50,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
-class JobError(ValueError):
+class JobError(RelvizError):
     """A job request that cannot be carried out; the message says why."""
 
 
@@ -84,18 +93,50 @@ class Job:
 
 
 class JobStore:
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: Settings | None = None, timeout_s: float | None = None):
+        """``timeout_s``: how long a write waits for another writer (default :data:`BUSY_TIMEOUT_S`)."""
         self.settings = (settings or load_settings()).ensure()
         self.db_path = self.settings.jobs_db
+        self.timeout_s = BUSY_TIMEOUT_S if timeout_s is None else timeout_s
         with self._connect() as con:
-            con.execute(_SCHEMA)
+            if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone() is None:
+                con.execute(_SCHEMA)  # only a new database is written to here: opening never waits for a writer
 
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=30000")
-        return con
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode (``BEGIN IMMEDIATE`` ... ``COMMIT`` where several statements
+        must land together), closed on exit; SQLite's errors leave as :class:`JobError`."""
+        con = None
+        try:
+            con = sqlite3.connect(self.db_path, timeout=self.timeout_s, isolation_level=None)
+            con.row_factory = sqlite3.Row
+            con.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+            con.execute("PRAGMA journal_mode=WAL")
+            yield con
+        except sqlite3.Error as e:
+            error = self._error(e)
+            if error is None:
+                raise  # a bug here (a bad statement, a duplicate id), not a problem of the file
+            raise error from e
+        finally:
+            if con is not None:
+                con.close()  # an open transaction is rolled back: nothing half-recorded
+
+    def _error(self, e: sqlite3.Error) -> JobError | None:
+        """What the user can do about a SQLite error of the database file; None for any other error."""
+        db, code = self.db_path, getattr(e, "sqlite_errorname", None) or ""
+        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return JobError(f"the job database {db} is locked: another writer has held it for more than "
+                            f"{self.timeout_s:g} s, so nothing was changed; try again when the other process "
+                            f"(another relviz command or app, or a tool that opened {db.name}) has finished")
+        if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            return JobError(f"the job database {db} is damaged ({e}); it was left as it is. Move it aside "
+                            f"(mv {db} {db}.damaged) and relviz starts an empty one; the runs themselves "
+                            f"(checkpoints, logs, events) stay in {self.settings.runs_dir}")
+        if code.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_READONLY", "SQLITE_PERM")):
+            return JobError(f"the job database {db} cannot be used ({e}); expected a SQLite file that this user "
+                            "can read and write, in a folder with free space")
+        return None
 
     def _row(self, r: sqlite3.Row) -> Job:
         d = dict(r)
@@ -105,10 +146,14 @@ class JobStore:
                    ended_at=d["ended_at"], exit_code=d["exit_code"], error=d["error"], resume_of=d["resume_of"],
                    last_step=d["last_step"] or 0, total_steps=d["total_steps"], events_offset=d["events_offset"] or 0)
 
-    def _update(self, job_id: str, **fields) -> None:
+    def _update(self, job_id: str, con: sqlite3.Connection | None = None, **fields) -> None:
+        """Set ``fields`` of a job, through ``con`` (inside its transaction) or a connection of its own."""
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self._connect() as con:
+        if con is not None:
             con.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+            return
+        with self._connect() as own:
+            own.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
 
     # ------------------------------------------------------------------------------------- submit
     def submit(self, config: TrainConfig, name: str | None = None, nproc: int = 1, resume_of: str | None = None,
@@ -121,24 +166,29 @@ class JobStore:
             raise JobError(f"nproc must be >= 1, got {nproc}")
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_dir = run_dir or (self.settings.runs_dir / job_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         with self._connect() as con:
+            # one transaction: a database held by another writer fails here, before a folder or a
+            # process exists; the row and its launch are recorded together
+            con.execute("BEGIN IMMEDIATE")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
             con.execute("INSERT INTO jobs (id, name, status, config_json, run_dir, nproc, created_at, resume_of) "
                         "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
                         (job_id, name or f"{config.loss}-{config.arch}", json.dumps(config.to_dict()), str(run_dir),
                          nproc, time.time(), resume_of))
-        self._launch(job_id, run_dir, nproc)
+            self._launch(con, job_id, run_dir, nproc)
+            con.execute("COMMIT")
         return self.get(job_id)
 
     def _command(self, run_dir: Path, nproc: int) -> list[str]:
         train = ["--config", str(run_dir / "config.json"), "--run-dir", str(run_dir)]
         if nproc == 1:
-            return [sys.executable, "-m", "relviz.train", *train]
+            return [sys.executable, "-m", "relviz.jobs.run", *train]
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                "-m", "relviz.train", *train]
+                "-m", "relviz.jobs.run", *train]
 
-    def _launch(self, job_id: str, run_dir: Path, nproc: int) -> None:
+    def _launch(self, con: sqlite3.Connection, job_id: str, run_dir: Path, nproc: int) -> None:
+        """Start the job's process group and record it through ``con`` (the caller's write transaction)."""
         env = {**os.environ, "RELVIZ_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
         events = run_dir / "events.jsonl"
         offset = events.stat().st_size if events.is_file() else 0
@@ -149,8 +199,8 @@ class JobStore:
             start = psutil.Process(proc.pid).create_time()
         except psutil.NoSuchProcess:
             start = None
-        self._update(job_id, status="running", pid=proc.pid, pgid=proc.pid, proc_start=start, started_at=time.time(),
-                     events_offset=offset)
+        self._update(job_id, con, status="running", pid=proc.pid, pgid=proc.pid, proc_start=start,
+                     started_at=time.time(), events_offset=offset)
         self._children = getattr(self, "_children", {})
         self._children[job_id] = proc  # reaped by reconcile when this process launched it
 
@@ -221,8 +271,10 @@ class JobStore:
                 fields.update(status="lost", error=f"no heartbeat for {time.time() - last_seen:.0f} s")
             elif job.status == "lost":
                 fields.update(status="running", error=None)
-        self._update(job.id, **fields)
-        for k, v in fields.items():
+        changed = {k: v for k, v in fields.items() if getattr(job, k) != v}
+        if changed:  # a read writes only what reconciling changed (readers do not wait for a writer otherwise)
+            self._update(job.id, **changed)
+        for k, v in changed.items():
             setattr(job, k, v)
         return job
 
@@ -233,6 +285,9 @@ class JobStore:
         job = self.get(job_id)
         if job.status not in ("running", "queued", "lost") or job.pgid is None:
             raise JobError(f"job {job_id} is {job.status}; only running jobs can be cancelled")
+        with self._connect() as con:  # the cancellation must be recordable before the job is touched
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
         try:
             os.killpg(job.pgid, signal.SIGTERM)
         except ProcessLookupError:
@@ -257,6 +312,9 @@ class JobStore:
         job = self.get(job_id)
         if job.status in ("running", "queued", "succeeded"):
             raise JobError(f"job {job_id} is {job.status}; only cancelled, lost or failed jobs can be resumed")
-        self._update(job_id, status="queued", ended_at=None, error=None, exit_code=None)
-        self._launch(job_id, job.run_dir, job.nproc)
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            self._update(job_id, con, status="queued", ended_at=None, error=None, exit_code=None)
+            self._launch(con, job_id, job.run_dir, job.nproc)
+            con.execute("COMMIT")
         return self.get(job_id)

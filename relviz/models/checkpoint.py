@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from relviz.errors import RelvizError, shorten
 from relviz.files import atomic_path
-from relviz.info import package_versions
+from relviz.versions import package_versions
 
 FORMAT = "relviz-checkpoint/1"
 # Prefixes stripped from foreign checkpoints, outermost first.
@@ -206,7 +206,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = T
     return report
 
 
-def load_student(path: str | Path, backend: str | None = None, device: str | torch.device = "cpu"):
+def load_student(path: str | Path, backend: str = "torch", device: str | torch.device = "cpu"):
     """Rebuild a MinkUNet student from a relviz checkpoint: (model in eval mode, metadata). The
     model's ``voxelization`` attribute is (voxel_size, cylindrical) of its training."""
     from relviz.models.minkunet import MinkUNet, MinkUNetConfig
@@ -219,10 +219,6 @@ def load_student(path: str | Path, backend: str | None = None, device: str | tor
         cfg = MinkUNetConfig.from_dict(meta["architecture"])
     except (TypeError, KeyError) as e:
         raise CheckpointError(f"{path}: invalid 'architecture' metadata ({e})") from e
-    if backend is None:
-        from relviz.config import load_settings
-
-        backend = load_settings().sparse_backend
     model = MinkUNet(cfg, backend)
     load_into(model, state, strict=True, source=str(path))
     model.voxelization = voxelization_of(meta)  # evaluation voxelizes its inputs the same way

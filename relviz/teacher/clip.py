@@ -198,12 +198,8 @@ def sample_points(dense: torch.Tensor, image_index: torch.Tensor, pixels: torch.
 def _create(model_name: str, pretrained: str | None, input_size: tuple[int, int]):
     import open_clip
 
-    if model_name not in open_clip.list_models():
-        from relviz.teacher.demo import register_demo_config
-
-        register_demo_config()
-        if model_name not in open_clip.list_models():
-            raise InputError(f"unknown open_clip model {model_name!r}")
+    if model_name not in open_clip.list_models():  # the demo teacher's config is registered by its loader
+        raise InputError(f"unknown open_clip model {model_name!r}")
     if pretrained is None:
         return open_clip.create_model(model_name, pretrained=None, force_image_size=input_size)
     path = Path(pretrained).expanduser()

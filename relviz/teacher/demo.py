@@ -24,7 +24,7 @@ from PIL import Image
 
 from relviz.data.classes import merge_labels
 from relviz.data.nuscenes import DatasetError
-from relviz.eval.segmentation import confusion_matrix, iou_per_class, mean_iou
+from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
 from relviz.teacher.clip import ClipTeacher, TeacherWeightsError, dense_maskclip, teacher_identity, weights_identity
 from relviz.teacher.prompts import DETAIL_PROMPTS, TEMPLATES
 
@@ -173,7 +173,7 @@ def train_demo_teacher(dataset: str | Path, out: str | Path = DEMO_TEACHER_PATH,
         "kind": "teacher", "model_name": DEMO_MODEL,
         "model_config": json.loads((CONFIG_DIR / f"{DEMO_MODEL}.json").read_text()),
         "input_size": list(INPUT_SIZE), "dense_path": "maskclip-value",
-        "training": {"dataset": str(dataset), "split": "mini_train", "images": len(images), "steps": step,
+        "training": {"dataset": Path(dataset).name,  # a name, not this machine's path "split": "mini_train", "images": len(images), "steps": step,
                      "batch": batch, "lr": lr, "seed": seed, "train_seconds": round(train_s, 1),
                      "final_loss": float(np.mean(history[-50:]))},
         "scores": {"mini_val_pixel_miou": val["miou"], "mini_val_per_class_iou": val["per_class_iou"],

@@ -1,6 +1,17 @@
-"""Distillation training: configuration, the resumable trainer, and its event log."""
+"""Distillation training: configuration, the run folder, and the resumable trainer (imported on
+first use: the run folder's readers, such as the job store, need no torch)."""
 
 from relviz.train.config import TrainConfig, TrainConfigError, from_dict, load_config
-from relviz.train.trainer import EventLog, Trainer, read_events
+from relviz.train.rundir import EventLog, read_events, run_checkpoint
 
-__all__ = ["TrainConfig", "TrainConfigError", "from_dict", "load_config", "EventLog", "Trainer", "read_events"]
+
+def __getattr__(name: str):
+    if name == "Trainer":
+        from relviz.train.trainer import Trainer
+
+        return Trainer
+    raise AttributeError(f"module 'relviz.train' has no attribute {name!r}")
+
+
+__all__ = ["TrainConfig", "TrainConfigError", "from_dict", "load_config", "EventLog", "Trainer", "read_events",
+           "run_checkpoint"]

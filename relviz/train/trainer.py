@@ -4,9 +4,7 @@ Every random choice is a function of (seed, epoch, step, micro-batch): the sampl
 augmentation and the sampled point-pixel pairs. A resumed run therefore continues exactly where the
 last checkpoint left off, and N DDP ranks reproduce one process that accumulates N micro-batches.
 
-Run folder: ``config.json``, ``events.jsonl`` (one JSON object per line), ``train.log`` (by the job
-runner), ``checkpoints/last.safetensors`` + ``checkpoints/state-<step>.pt`` (optimizer and step),
-and ``student.safetensors`` when training finishes.
+The run folder's layout is :mod:`relviz.train.rundir`'s.
 """
 
 from __future__ import annotations
@@ -19,14 +17,15 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from relviz.errors import NonFiniteError
 from relviz.config import Settings, load_settings
 from relviz.data.dataset import NuScenesLidarSeg, collate
+from relviz.errors import NonFiniteError
 from relviz.eval.features import student_voxel_features, teacher_pair_features
 from relviz.files import atomic_path, remove_temporaries
 from relviz.losses import get_loss
@@ -34,43 +33,7 @@ from relviz.models.checkpoint import load_state_dict, save_checkpoint
 from relviz.models.minkunet import build_minkunet
 from relviz.teacher import FeatureCache, teacher_for_training
 from relviz.train.config import TrainConfig, TrainConfigError
-
-
-class EventLog:
-    """Append-only JSONL events, safe to write from the heartbeat thread and the training loop."""
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path, self.enabled = path, enabled
-        self._lock = threading.Lock()
-
-    def write(self, event: str, **fields) -> None:
-        if not self.enabled:
-            return
-        line = json.dumps({"ts": round(time.time(), 3), "event": event, **fields})
-        with self._lock, open(self.path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
-
-
-def run_checkpoint(run_dir: str | Path) -> Path | None:
-    """A run folder's student: the final checkpoint when training finished, else the last one saved,
-    else None."""
-    final = Path(run_dir) / "student.safetensors"
-    last = Path(run_dir) / "checkpoints" / "last.safetensors"
-    return final if final.is_file() else (last if last.is_file() else None)
-
-
-def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:
-    """Events after byte ``offset`` and the new offset (a partial last line is left for later)."""
-    path = Path(path)
-    if not path.is_file():
-        return [], offset
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n") + 1
-    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-    return events, offset + end
+from relviz.train.rundir import EventLog, read_events, run_checkpoint  # noqa: F401 (re-exported)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,9 +50,14 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: str | Path, settings: Settings | None = None):
+    def __init__(self, config: TrainConfig, run_dir: str | Path, settings: Settings,
+                 on_finish: Callable[["Trainer", Path], None] | None = None):
+        """``settings``: the workspace (caches, sparse backend); ``on_finish(trainer, checkpoint)``
+        runs on rank 0 after the final checkpoint is written (the surface that launches training
+        wires the app's caches there); a failure in it is an event, never a failed run."""
         self.cfg = config.validate()
-        self.settings = settings or load_settings()
+        self.settings = settings
+        self.on_finish = on_finish
         self.run_dir = Path(run_dir)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -263,7 +231,7 @@ class Trainer:
             if self.rank == 0:
                 final = self.run_dir / "student.safetensors"
                 save_checkpoint(final, self.model, self._metadata(self._step, metrics))
-                self._fill_app_caches(final)
+                self._run_on_finish(final)
             self._finish("done", step=self._step, metrics=metrics)
             return {"status": "succeeded", "step": self._step, "metrics": metrics}
         except Exception as e:
@@ -274,24 +242,13 @@ class Trainer:
             if self.world > 1 and dist.is_initialized():
                 dist.destroy_process_group()
 
-    def _fill_app_caches(self, checkpoint: Path) -> None:
-        """Store the final student's validation features and metrics where the app reads them, so the
-        run opens at once on every page. Only for the app's teacher and a v1.0-mini dataset; a
-        failure is an event, never a failed run."""
-        from relviz import workspace
-
+    def _run_on_finish(self, checkpoint: Path) -> None:
+        if self.on_finish is None:
+            return
         try:
-            if self.val_ds.version != workspace.VERSION or \
-                    self.teacher.identity != workspace.teacher_identity(self.settings):
-                return
-            start = time.perf_counter()
-            self.model.eval()
-            info = workspace.CheckpointInfo(self.run_dir.name, checkpoint, self.cfg.loss)
-            workspace.structure(self.settings, self.dataroot, info, workspace.DEFAULT_VAL_SAMPLES,
-                                workspace.DEFAULT_PER_CLASS, 0, lambda: self.teacher, lambda: self.model)
-            self.events.write("app_cache", seconds=round(time.perf_counter() - start, 2))
+            self.on_finish(self, checkpoint)
         except Exception as e:
-            self.events.write("app_cache_failed", error=f"{type(e).__name__}: {e}")
+            self.events.write("on_finish_failed", error=f"{type(e).__name__}: {e}")
 
     def _stop_heartbeat(self) -> None:
         self._running = False
@@ -375,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--run-dir", required=True)
     args = ap.parse_args(argv)
-    result = Trainer(load_config(args.config), args.run_dir).run()
+    result = Trainer(load_config(args.config), args.run_dir, load_settings()).run()
     return 0 if result["status"] in ("succeeded", "cancelled") else 1
 
 
