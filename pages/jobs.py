@@ -13,7 +13,12 @@ from relviz.train.config import TrainConfig
 
 st.title("Distillation jobs")
 s = common.settings()
-store = JobStore(s)
+
+try:
+    store = JobStore(s)
+except RelvizError as e:  # a damaged job database: say which and what to do
+    st.error(str(e))
+    st.stop()
 
 defaults = TrainConfig.from_settings(s)  # the settings' dataset, teacher (with its weights) and device
 with st.form("launch"):
@@ -47,7 +52,11 @@ if submitted:
 
 @st.fragment(run_every="2s")
 def job_list():
-    jobs = store.list()
+    try:
+        jobs = store.list()
+    except RelvizError as e:
+        st.error(str(e))
+        return
     if not jobs:
         st.info("No jobs yet.")
         return
@@ -60,7 +69,10 @@ def job_list():
 
 job_list()
 
-jobs = store.list()
+try:
+    jobs = store.list()  # again: a job launched above is in it
+except RelvizError:
+    jobs = []  # job_list() has said why
 if jobs:
     pick = st.selectbox("Job", [j.id for j in jobs], format_func=lambda i: f"{i} ({next(j for j in jobs if j.id == i).status})",
                         key="job_pick")
@@ -73,18 +85,22 @@ if jobs:
         c1, c2, c3 = st.columns(3)
         c1.metric("status", job.status)
         c2.metric("step", f"{job.last_step}/{job.total_steps or '?'}")
-        if steps:
+        if steps and job.status == "running":  # an ended job has no ETA
             c3.metric("ETA", f"{steps[-1]['eta_s']:.0f} s", help=f"{steps[-1]['it_s']:.2f} it/s")
+        if steps:
             st.plotly_chart(px.line(pd.DataFrame(steps), x="step", y="loss", title="loss"), width="stretch",
                             key=f"loss-{job_id}")
         st.progress(job.progress)
         b1, b2 = st.columns(2)
-        if job.status == "running" and b1.button("Cancel", key=f"cancel-{job_id}"):
-            store.cancel(job_id, grace_s=30)
-            st.rerun(scope="fragment")
-        if job.status in ("cancelled", "lost", "failed") and b2.button("Resume", key=f"resume-{job_id}"):
-            store.resume(job_id)
-            st.rerun(scope="fragment")
+        try:
+            if job.status == "running" and b1.button("Cancel", key=f"cancel-{job_id}"):
+                store.cancel(job_id, grace_s=30)
+                st.rerun(scope="fragment")
+            if job.status in ("cancelled", "lost", "failed") and b2.button("Resume", key=f"resume-{job_id}"):
+                store.resume(job_id)
+                st.rerun(scope="fragment")
+        except RelvizError as e:
+            st.error(str(e))
         with st.expander("log (last lines)"):
             st.code(store.log_tail(job, 60) or "(empty)")
 

@@ -7,6 +7,7 @@ import streamlit as st
 import torch
 
 from pages import common
+from relviz.data.nuscenes import CAMERAS
 from relviz.eval import confusion_matrix, iou_per_class
 from relviz.errors import InputError
 from relviz.eval.features import point_features_cached
@@ -85,8 +86,7 @@ colors = colors_for(mode, pred, gt, sim)
 st.plotly_chart(point_cloud_figure(item["points"][keep, :3], colors[keep], mode), width="stretch", key="zs_cloud")
 st.caption(f"showing {len(keep):,} of {len(pred):,} points (uniform random, seed 0)")
 
-cam = st.selectbox("Camera", list(range(6)), format_func=lambda i: ["CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT",
-                   "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT"][i], key="zs_cam")
+cam = st.selectbox("Camera", range(len(CAMERAS)), format_func=lambda i: CAMERAS[i], key="zs_cam")
 m = item["pair_cameras"] == cam
 st.plotly_chart(projected_points_figure(item["images"][cam], item["pair_pixels"][m], colors[item["pair_points"][m]]),
                 width="stretch", key="zs_image")

@@ -350,13 +350,17 @@ def eval_compare(checkpoints: list[str] = typer.Option(..., help="Student checkp
                  dataset: str = typer.Option("synthetic-mini"), split: str = typer.Option("mini_val"),
                  out: str = typer.Option(None, help="Report folder (default: <workspace>/reports/compare)."),
                  per_class: int = typer.Option(5000), seed: int = typer.Option(0),
-                 teacher: str = typer.Option(None)) -> None:
+                 teacher: str = typer.Option(None),
+                 as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """One table: U, T, G against the teacher, zero-shot and few-shot mIoU, and the teacher's rows."""
     from relviz.eval.report import compare, to_markdown, write_report
 
     settings, ds, t = _eval_setup(dataset, split, teacher)
     report = compare(checkpoints, ds.dataroot, t, settings.cache_dir, split=split, per_class=per_class, seed=seed)
     target = write_report(report, out or settings.home / "reports" / "compare")
+    if as_json:
+        typer.echo(json.dumps({**report, "written_to": str(target)}, indent=2, default=str))
+        return
     typer.echo(to_markdown(report))
     typer.echo(f"written to {target}")
 

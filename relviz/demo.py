@@ -61,7 +61,7 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
     """Dataset, teacher and students; returns timings (seconds) per stage."""
     from relviz.models.checkpoint import load_state_dict, save_checkpoint
     from relviz.teacher.demo import train_demo_teacher
-    from relviz.train import TrainConfig, Trainer
+    from relviz.train import RunDir, TrainConfig, Trainer
     from relviz.workspace import cache_finished_run
 
     timings = {}
@@ -78,7 +78,7 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
                                         **{**DEMO_STUDENT, "max_steps": student_steps})
         run_dir = settings.runs_dir / f"demo-{loss}"
         result = Trainer(cfg, run_dir, settings, on_finish=cache_finished_run(settings)).run()
-        state, meta = load_state_dict(run_dir / "student.safetensors")
+        state, meta = load_state_dict(RunDir(run_dir).final)
         meta = {k: v for k, v in meta.items() if k not in ("format", "created", "versions")}
         meta["training"] = {**meta["training"], "dataset": DEMO_DATASET}  # committed: no machine paths
         save_checkpoint(student_path(loss), {k: v.half() if v.is_floating_point() else v for k, v in state.items()},

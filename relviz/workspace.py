@@ -47,7 +47,7 @@ def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
     """Student checkpoints: the committed demo students, and every run's final (else last)
     checkpoint; an unreadable file is listed with its error instead of its loss."""
     from relviz.models.checkpoint import CheckpointError, read_metadata
-    from relviz.train.rundir import run_checkpoint
+    from relviz.train.rundir import RunDir, run_checkpoint
 
     paths = sorted(REPO_CHECKPOINTS.glob("student-*.safetensors"))
     if settings.runs_dir.is_dir():
@@ -56,7 +56,7 @@ def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
     out = []
     for p in paths:
         label = p.stem.removeprefix("student-") if p.parent == REPO_CHECKPOINTS else \
-            (p.parent.name if p.name == "student.safetensors" else f"{p.parents[1].name} (last)")
+            (p.parent.name if p == RunDir(p.parent).final else f"{p.parents[1].name} (last)")
         try:
             out.append(CheckpointInfo(label, p, read_metadata(p).get("loss")))
         except CheckpointError as e:

@@ -15,7 +15,7 @@ from relviz.data.classes import merge_labels
 from relviz.data.geometry import lidar_to_camera_matrix, project_to_image, transform_points
 from relviz.data.index import build_index, load_index
 from relviz.data.nuscenes import DatasetError, open_nuscenes, read_labels, read_points
-from relviz.data.synthetic import CAMERAS
+from relviz.data.nuscenes import CAMERAS
 from relviz.data.voxel import voxelize
 
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from relviz.data.nuscenes import check_dataroot, open_nuscenes, split_scenes
-from relviz.data.synthetic import CAMERAS, TABLES
+from relviz.data.nuscenes import CAMERAS, TABLES
 from relviz.files import read_json, write_json
 
 INDEX_FORMAT = 1

@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from relviz.data.classes import FINE_CLASSES
-from relviz.data.synthetic import TABLES
 from relviz.errors import RelvizError, shorten
 
+# The nuScenes format: the camera channels (in relviz's camera order) and the table files of a version.
+CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
+TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
+          "scene", "sample", "sample_data", "sample_annotation", "map")
 VERSIONS = ("v1.0-mini", "v1.0-trainval", "v1.0-test")
 SPLITS = ("train", "val", "test", "mini_train", "mini_val")
 

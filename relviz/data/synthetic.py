@@ -33,14 +33,12 @@ from pyquaternion import Quaternion
 
 from relviz.data.classes import FINE_CLASSES
 from relviz.data.geometry import pose_matrix, transform_points, yaw_quaternion
+from relviz.data.nuscenes import CAMERAS, TABLES
 from relviz.errors import InputError, OutputExistsError
 
 MINI_TRAIN = ("scene-0061", "scene-0553", "scene-0655", "scene-0757", "scene-0796", "scene-1077", "scene-1094",
               "scene-1100")
 MINI_VAL = ("scene-0103", "scene-0916")
-CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
-TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
-          "scene", "sample", "sample_data", "sample_annotation", "map")
 
 # nuScenes-like camera rigs: (yaw deg, translation in ego, focal length at 1600 px width)
 _CAMERA_RIG = {

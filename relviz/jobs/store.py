@@ -32,8 +32,9 @@ import psutil
 
 from relviz.config import Settings, load_settings
 from relviz.errors import RelvizError
+from relviz.files import write_json
 from relviz.train.config import TrainConfig
-from relviz.train.rundir import read_events, run_checkpoint
+from relviz.train.rundir import RunDir, read_events
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
 TERMINAL = ("succeeded", "failed", "cancelled", "lost")
@@ -77,15 +78,15 @@ class Job:
 
     @property
     def log_path(self) -> Path:
-        return self.run_dir / "train.log"
+        return RunDir(self.run_dir).log
 
     @property
     def events_path(self) -> Path:
-        return self.run_dir / "events.jsonl"
+        return RunDir(self.run_dir).events
 
     @property
     def checkpoint(self) -> Path | None:
-        return run_checkpoint(self.run_dir)
+        return RunDir(self.run_dir).checkpoint()
 
     @property
     def progress(self) -> float:
@@ -171,7 +172,7 @@ class JobStore:
             # process exists; the row and its launch are recorded together
             con.execute("BEGIN IMMEDIATE")
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+            write_json(RunDir(run_dir).config, config.to_dict())
             con.execute("INSERT INTO jobs (id, name, status, config_json, run_dir, nproc, created_at, resume_of) "
                         "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
                         (job_id, name or f"{config.loss}-{config.arch}", json.dumps(config.to_dict()), str(run_dir),
@@ -181,7 +182,7 @@ class JobStore:
         return self.get(job_id)
 
     def _command(self, run_dir: Path, nproc: int) -> list[str]:
-        train = ["--config", str(run_dir / "config.json"), "--run-dir", str(run_dir)]
+        train = ["--config", str(RunDir(run_dir).config), "--run-dir", str(run_dir)]
         if nproc == 1:
             return [sys.executable, "-m", "relviz.jobs.run", *train]
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
@@ -190,9 +191,9 @@ class JobStore:
     def _launch(self, con: sqlite3.Connection, job_id: str, run_dir: Path, nproc: int) -> None:
         """Start the job's process group and record it through ``con`` (the caller's write transaction)."""
         env = {**os.environ, "RELVIZ_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
-        events = run_dir / "events.jsonl"
+        events = RunDir(run_dir).events
         offset = events.stat().st_size if events.is_file() else 0
-        with open(run_dir / "train.log", "ab") as log:
+        with open(RunDir(run_dir).log, "ab") as log:
             proc = subprocess.Popen(self._command(run_dir, nproc), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=str(run_dir))
         try:

@@ -5,7 +5,7 @@ Layout: ``<cache>/teacher/<teacher identity>/<camera sample_data token>.npy`` ho
 text embeddings as ``text-classes-<prompts hash>.npy``. The identity covers the model, a hash of its
 weights and the input size, so changing any of them uses a fresh folder. Files are written to a
 temporary name and renamed, so concurrent writers (training workers, the app) never leave a partial
-file, and readers memory-map them.
+file, and readers memory-map them; a damaged file (cut short by something else) reads as a miss.
 """
 
 from __future__ import annotations
@@ -34,13 +34,18 @@ class FeatureCache:
         return self.dir / f"{token}.npy"
 
     def get(self, token: str) -> np.ndarray | None:
-        """Memory-mapped float16 [D, h, w], or None when absent."""
+        """Memory-mapped float16 [D, h, w], or None when absent or damaged (a file cut short, say by a
+        full disk or a copy that stopped: its owner computes it again and :meth:`put` replaces it)."""
         p = self.path(token)
-        if not p.is_file():
+        try:
+            features = np.load(p, mmap_mode="r") if p.is_file() else None  # a short file fails here
+        except (FileNotFoundError, EOFError, ValueError):  # gone meanwhile, or its header or data cut short
+            features = None
+        if features is None:
             self.misses += 1
             return None
         self.hits += 1
-        return np.load(p, mmap_mode="r")
+        return features
 
     def put(self, token: str, features: torch.Tensor | np.ndarray, dtype=np.float16) -> Path:
         arr = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)

@@ -2,7 +2,7 @@
 first use: the run folder's readers, such as the job store, need no torch)."""
 
 from relviz.train.config import TrainConfig, TrainConfigError, from_dict, load_config
-from relviz.train.rundir import EventLog, read_events, run_checkpoint
+from relviz.train.rundir import EventLog, RunDir, read_events, run_checkpoint
 
 
 def __getattr__(name: str):
@@ -13,5 +13,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'relviz.train' has no attribute {name!r}")
 
 
-__all__ = ["TrainConfig", "TrainConfigError", "from_dict", "load_config", "EventLog", "Trainer", "read_events",
-           "run_checkpoint"]
+__all__ = ["TrainConfig", "TrainConfigError", "from_dict", "load_config", "EventLog", "RunDir", "Trainer",
+           "read_events", "run_checkpoint"]

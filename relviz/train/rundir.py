@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -32,12 +33,56 @@ class EventLog:
             f.flush()
 
 
+@dataclass(frozen=True)
+class RunDir:
+    """The layout of one run folder (the module docstring); every reader and writer goes through it."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def events(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        """The last checkpoint's weights: the commit point of a checkpoint (see Trainer.save)."""
+        return self.checkpoints / "last.safetensors"
+
+    def optimizer_state(self, step: int) -> Path:
+        return self.checkpoints / f"state-{step:08d}.pt"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "student.safetensors"
+
+    def checkpoint(self) -> Path | None:
+        """This run's student: the final checkpoint when training finished, else the last one
+        saved, else None."""
+        return self.final if self.final.is_file() else (self.last if self.last.is_file() else None)
+
+
 def run_checkpoint(run_dir: str | Path) -> Path | None:
-    """A run folder's student: the final checkpoint when training finished, else the last one saved,
-    else None."""
-    final = Path(run_dir) / "student.safetensors"
-    last = Path(run_dir) / "checkpoints" / "last.safetensors"
-    return final if final.is_file() else (last if last.is_file() else None)
+    """:meth:`RunDir.checkpoint` of a folder."""
+    return RunDir(run_dir).checkpoint()
 
 
 def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:

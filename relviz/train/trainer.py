@@ -33,7 +33,7 @@ from relviz.models.checkpoint import load_state_dict, save_checkpoint
 from relviz.models.minkunet import build_minkunet
 from relviz.teacher import FeatureCache, teacher_for_training
 from relviz.train.config import TrainConfig, TrainConfigError
-from relviz.train.rundir import EventLog, read_events, run_checkpoint  # noqa: F401 (re-exported)
+from relviz.train.rundir import EventLog, RunDir, read_events, run_checkpoint  # noqa: F401 (re-exported)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,6 +59,7 @@ class Trainer:
         self.settings = settings
         self.on_finish = on_finish
         self.run_dir = Path(run_dir)
+        self.layout = RunDir(self.run_dir)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = resolve_device(config.device)
@@ -70,8 +71,8 @@ class Trainer:
                                    f"(generate it with `relviz synth` or point to a nuScenes dataroot)")
         self.dataroot = dataroot
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-        self.events = EventLog(self.run_dir / "events.jsonl", enabled=self.rank == 0)
+        self.layout.checkpoints.mkdir(exist_ok=True)
+        self.events = EventLog(self.layout.events, enabled=self.rank == 0)
         self.stop_requested = False
 
     # ------------------------------------------------------------------------------------ pieces
@@ -144,26 +145,24 @@ class Trainer:
         only after it, so a kill at any moment leaves a matching pair to resume from."""
         if self.rank != 0:
             return
-        ckpt = self.run_dir / "checkpoints"
-        state_path = ckpt / f"state-{step:08d}.pt"
+        state_path = self.layout.optimizer_state(step)
         _atomic_torch_save({"step": step, "optimizer": self.optimizer.state_dict()}, state_path)
-        save_checkpoint(ckpt / "last.safetensors", self.model, self._metadata(step, metrics))
-        for old in [*ckpt.glob("state-*.pt"), ckpt / "last.state.pt"]:
+        save_checkpoint(self.layout.last, self.model, self._metadata(step, metrics))
+        for old in [*self.layout.checkpoints.glob("state-*.pt"), self.layout.checkpoints / "last.state.pt"]:
             if old != state_path:
                 old.unlink(missing_ok=True)
-        self.events.write("checkpoint", step=step, path=str(ckpt / "last.safetensors"))
+        self.events.write("checkpoint", step=step, path=str(self.layout.last))
 
     def _try_resume(self) -> int:
-        ckpt = self.run_dir / "checkpoints"
+        ckpt, weights = self.layout.checkpoints, self.layout.last
         if self.rank == 0:
             remove_temporaries(ckpt)  # left by a kill inside a write; never read
-        weights = ckpt / "last.safetensors"
         if not weights.is_file():
             return 0
         state, meta = load_state_dict(weights)
         step = meta.get("step")
         # state-<step>.pt; last.state.pt is the layout of runs written before it
-        candidates = [ckpt / f"state-{step:08d}.pt", ckpt / "last.state.pt"] if isinstance(step, int) else []
+        candidates = [self.layout.optimizer_state(step), ckpt / "last.state.pt"] if isinstance(step, int) else []
         train_state = next((s for s in (torch.load(p, map_location="cpu", weights_only=True)
                                          for p in candidates if p.is_file()) if s["step"] == step), None)
         if train_state is None:
@@ -218,7 +217,7 @@ class Trainer:
             self.events.write("phase", phase="prepare")
             self._build()
             if self.rank == 0:
-                with atomic_path(self.run_dir / "config.json") as tmp:
+                with atomic_path(self.layout.config) as tmp:
                     Path(tmp).write_text(json.dumps(self.cfg.to_dict(), indent=2))
             self.prepare_teacher_cache()
             step = self._try_resume()
@@ -229,7 +228,7 @@ class Trainer:
                 self._finish("cancelled", step=self._step)
                 return {"status": "cancelled", "step": self._step}
             if self.rank == 0:
-                final = self.run_dir / "student.safetensors"
+                final = self.layout.final
                 save_checkpoint(final, self.model, self._metadata(self._step, metrics))
                 self._run_on_finish(final)
             self._finish("done", step=self._step, metrics=metrics)
