@@ -19,7 +19,7 @@ from relviz.teacher import load_teacher
 def main() -> None:
     settings = load_settings()
     ds = NuScenesLidarSeg(settings.dataset_root("synthetic-mini"), split="mini_val", load_images=False)
-    teacher = load_teacher("demo")
+    teacher = load_teacher()
     model, _ = load_student(student_path("relational"))
     t = time.perf_counter()
     result = evaluate_zeroshot(model, teacher, ds)

@@ -48,12 +48,12 @@ def student(info: CheckpointInfo):
 
 def prefetch_teacher(s: Settings) -> None:
     """Start loading the teacher (once per process) without waiting for it."""
-    load_teacher_async(s.teacher, s.teacher_pretrained)
+    load_teacher_async(s.teacher_spec)
 
 
 def active_teacher(s: Settings):
     """The teacher, waiting for its background loading if needed (a failed load raises here)."""
-    future = load_teacher_async(s.teacher, s.teacher_pretrained)
+    future = load_teacher_async(s.teacher_spec)
     if not future.done():
         with st.spinner("loading the teacher"):
             future.exception()
@@ -73,7 +73,7 @@ def _class_embeddings(teacher_key: tuple):
 def _teacher_key(s: Settings) -> tuple:
     """The teacher setting and its weights file's version: cached values derived from the teacher
     are keyed by it, so a retrained teacher invalidates them."""
-    return s.teacher, s.teacher_pretrained, weights_version(s.teacher, s.teacher_pretrained)
+    return s.teacher_spec, weights_version(s.teacher_spec)
 
 
 @st.cache_resource(max_entries=4, show_spinner="opening the dataset")

@@ -36,8 +36,7 @@ with st.form("launch"):
     c9, c10 = st.columns(2)
     datasets = sorted(p.name for p in s.datasets_dir.iterdir() if p.is_dir()) if s.datasets_dir.is_dir() else []
     dataset = c9.selectbox("dataset", datasets or [defaults.dataset], key="job_dataset")
-    c10.text_input("teacher", f"{defaults.teacher}" + (f" ({defaults.teacher_pretrained})" if defaults.teacher_pretrained
-                   else ""), disabled=True, help="from the settings (RELVIZ_TEACHER, RELVIZ_TEACHER_PRETRAINED or "
+    c10.text_input("teacher", str(defaults.teacher_spec), disabled=True, help="from the settings (RELVIZ_TEACHER, RELVIZ_TEACHER_PRETRAINED or "
                    "relviz.toml)", key="job_teacher")
     submitted = st.form_submit_button("Launch", type="primary")
 if submitted:

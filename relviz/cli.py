@@ -290,12 +290,12 @@ app.add_typer(eval_app, name="eval")
 
 def _eval_setup(dataset: str, split: str, teacher: str | None):
     from relviz.data import NuScenesLidarSeg
-    from relviz.teacher import load_teacher
+    from relviz.teacher import TeacherSpec, load_teacher
 
     settings = _settings()
     ds = NuScenesLidarSeg(_dataset_path(dataset), split=split, load_images=False)
     # a teacher file given here is a demo-teacher checkpoint; otherwise the configured teacher with its weights
-    t = load_teacher("demo", teacher) if teacher else load_teacher(settings.teacher, settings.teacher_pretrained)
+    t = load_teacher(TeacherSpec("demo", teacher) if teacher else settings.teacher_spec)
     return settings, ds, t
 
 

@@ -31,6 +31,19 @@ class ConfigError(RelvizError):
 
 
 @dataclass(frozen=True)
+class TeacherSpec:
+    """A teacher and its weights, which travel together: ``demo`` (``pretrained``: another demo-teacher
+    file, else the shipped one), or an open_clip model name with ``pretrained`` an open_clip tag or a
+    local weights file."""
+
+    name: str = "demo"
+    pretrained: str | None = None
+
+    def __str__(self) -> str:
+        return self.name + (f" ({self.pretrained})" if self.pretrained else "")
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     device: str = "auto"
@@ -39,6 +52,10 @@ class Settings:
     teacher: str = "demo"  # "demo" or an open_clip model name such as ViT-B-16
     teacher_pretrained: str | None = None  # open_clip pretrained tag or a local weights file
     config_file: Path | None = None
+
+    @property
+    def teacher_spec(self) -> TeacherSpec:
+        return TeacherSpec(self.teacher, self.teacher_pretrained)
 
     @property
     def datasets_dir(self) -> Path:

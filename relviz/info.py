@@ -71,7 +71,7 @@ def collect_info(settings: Settings) -> dict[str, Any]:
         "device": device_info(),
         "sparse_backends": sparse_backends(),
         "settings": {"device": settings.device, "sparse_backend": settings.sparse_backend,
-                     "dataset": settings.dataset, "teacher": settings.teacher},
+                     "dataset": settings.dataset, "teacher": str(settings.teacher_spec)},
         "workspace": workspace_info(settings),
     }
 

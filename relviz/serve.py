@@ -41,7 +41,7 @@ def start() -> float:
         settings = load_settings()
     except ConfigError:
         return seconds  # the pages show the settings error
-    load_teacher_async(settings.teacher, settings.teacher_pretrained)
+    load_teacher_async(settings.teacher_spec)
     return seconds
 
 

@@ -75,7 +75,7 @@ def open_val_dataset(settings: Settings, root: str | Path, load_images: bool = F
 def teacher_identity(settings: Settings) -> str:
     from relviz.teacher import identity_of
 
-    return identity_of(settings.teacher, settings.teacher_pretrained)
+    return identity_of(settings.teacher_spec)
 
 
 def class_embeddings(settings: Settings, teacher_fn: Callable) -> torch.Tensor:
@@ -189,7 +189,7 @@ def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_V
     def teacher_fn():
         nonlocal teacher
         if teacher is None:
-            teacher = load_teacher(settings.teacher, settings.teacher_pretrained)
+            teacher = load_teacher(settings.teacher_spec)
         return teacher
 
     timings: dict[str, float] = {}

@@ -299,10 +299,10 @@ def test_cuda_asked_for_without_a_gpu(synthetic_root, tmp_path):
 
 
 def test_open_clip_teacher_without_weights_is_refused():
-    from relviz.teacher import TeacherWeightsError, load_teacher
+    from relviz.teacher import TeacherSpec, TeacherWeightsError, load_teacher
 
     with pytest.raises(TeacherWeightsError, match="'ViT-B-16' has no weights.*teacher_pretrained"):
-        load_teacher("ViT-B-16", None)
+        load_teacher(TeacherSpec("ViT-B-16"))
 
 
 # ----------------------------------------------------------------------------------------- jobs

@@ -193,7 +193,7 @@ def _no_temporaries(folder: Path) -> None:
 def teacher():
     from relviz.teacher import load_teacher
 
-    return load_teacher("demo")  # the default settings' teacher
+    return load_teacher()  # the default settings' teacher
 
 
 def test_a_truncated_teacher_feature_cache_file_is_recomputed(synthetic_root, teacher, tmp_path):

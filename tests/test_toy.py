@@ -31,8 +31,9 @@ def test_toy_records_curves_and_snapshots(default_run):
     assert len(run.uniformity) == len(run.iterations) == len(run.tolerance)
     assert set(run.snapshots) == {0, 100, ToyConfig().iters}
     assert run.snapshots[0].shape == (ToyConfig().eval_points, 3)
-    # every loss starts from the same initialisation
-    assert len({round(r.uniformity[0], 9) for r in default_run.runs.values()}) == 1
+    # every loss starts from the same initialisation: deep copies of one MLP on the same inputs, in
+    # the same process and thread count, give bitwise equal outputs and U (no rounding needed)
+    assert len({r.uniformity[0] for r in default_run.runs.values()}) == 1
 
 
 def test_toy_cli_json_keys():

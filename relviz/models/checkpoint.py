@@ -128,12 +128,12 @@ def _foreign_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     except pickle.UnpicklingError as e:
         # weights_only=True refuses anything but tensors and plain containers: a pickle that would
         # import or call code, or bytes that are no pickle at all
-        detail = next((line for line in str(e).splitlines() if "Unsupported" in line), "")
-        if detail or "Weights only load failed" in str(e):
-            raise CheckpointError(f"{path}: refused: it is not a plain tensor checkpoint and loading it would need "
-                                  f"unpickling arbitrary code (torch.load weights_only=True); re-save it as a state "
-                                  f"dict{f' ({shorten(detail.strip(), 120)})' if detail else ''}") from e
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({shorten(str(e).splitlines()[0], 120)})") from e
+        # (torch's message cannot tell damaged bytes from a pickle that calls code: both are refused)
+        detail = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), "")
+        raise CheckpointError(f"{path}: not a readable torch checkpoint: refused by torch.load(weights_only=True), "
+                              f"which reads only tensors and plain containers (the file is damaged, or unpickling "
+                              f"it would run code; re-save it as a state dict)"
+                              f"{f' [{shorten(detail, 80)}]' if detail else ''}") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
     meta: dict[str, Any] = {"source_format": "state_dict"}

@@ -135,15 +135,11 @@ class MinkUNet(nn.Module):
 
 
 def build_minkunet(arch: str = "MinkUNet34", in_channels: int = 1, out_channels: int = 64, width: float = 1.0,
-                   normalize: bool = True, backend: str | None = None, **overrides) -> MinkUNet:
+                   normalize: bool = True, backend: str = "torch", **overrides) -> MinkUNet:
     """A MinkUNet by architecture name (MinkUNet14, MinkUNet18, MinkUNet34).
 
-    backend: 'torch' or 'minkowski'; default from the settings (``RELVIZ_SPARSE_BACKEND``).
+    backend: 'torch' or 'minkowski' (surfaces pass the ``sparse_backend`` setting).
     """
-    if backend is None:
-        from relviz.config import load_settings
-
-        backend = load_settings().sparse_backend
     if arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
     if width <= 0:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from relviz.config import Settings
+from relviz.config import Settings, TeacherSpec
 from relviz.errors import RelvizError, shorten
 from relviz.losses import LOSSES
 from relviz.models.minkunet import ARCHITECTURES
@@ -84,6 +84,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def teacher_spec(self) -> TeacherSpec:
+        return TeacherSpec(self.teacher, self.teacher_pretrained)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> "TrainConfig":

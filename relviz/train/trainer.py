@@ -78,7 +78,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ pieces
     def _build(self):
         cfg = self.cfg
-        self.teacher = teacher_for_training(cfg.teacher, cfg.teacher_pretrained, str(self.device), self.settings.cache_dir)
+        self.teacher = teacher_for_training(cfg.teacher_spec, str(self.device), self.settings.cache_dir)
         self.cache = FeatureCache(self.settings.cache_dir, self.teacher.identity)
         # the keyframe index is cached in the workspace: a started or resumed run skips the devkit
         self.train_ds = NuScenesLidarSeg(self.dataroot, cfg.version, cfg.split, cfg.voxel_size, cfg.cylindrical,
