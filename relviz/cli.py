@@ -194,7 +194,8 @@ def _train_config(config, set_, **flags):
             table[key] = json.loads(value)
         except json.JSONDecodeError:
             table[key] = value
-    return TrainConfig.from_settings(_settings(), **{**table, **flags})
+    given = {k: v for k, v in flags.items() if v is not None}  # an unset flag leaves the file's value
+    return TrainConfig.from_settings(_settings(), **{**table, **given})
 
 
 @app.command()

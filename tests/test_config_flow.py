@@ -87,3 +87,13 @@ def test_jobs_page_passes_the_teacher_weights(app_workspace, monkeypatch, tmp_pa
         time.sleep(0.5)
     done = store.get(job.id)
     assert done.status == "failed" and f"{weights} not found" in (done.error + store.log_tail(done)), done.error
+
+
+def test_a_config_file_is_not_overridden_by_unset_flags(tmp_path):
+    from relviz.cli import _train_config
+
+    path = tmp_path / "run.toml"
+    path.write_text('loss = "contrastive"\nepochs = 3\n')
+    cfg = _train_config(str(path), ["lr=0.2"], loss=None, epochs=None, lr=None, dataset=None)
+    assert (cfg.loss, cfg.epochs, cfg.lr) == ("contrastive", 3, 0.2)
+    assert _train_config(str(path), None, loss="similarity", epochs=None).loss == "similarity"  # a given flag wins
