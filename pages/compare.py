@@ -9,6 +9,7 @@ from plotly.subplots import make_subplots
 
 from pages import common
 from relviz.metrics import fit_pca, sample_per_class
+from relviz.viz import explain
 
 st.title("Compare losses")
 s = common.settings()
@@ -56,10 +57,12 @@ for r in rows:
 table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
 st.dataframe(table.style.format({c: "{:.3f}" for c in ("uniformity", "tolerance", "gap", "zeroshot_miou",
                                                         "fewshot_miou")}, na_rep="-"),
-             hide_index=True, width="stretch")
-st.caption("G is the distance between the mean student feature and the mean teacher feature of the same points "
-           "(0 for the teacher). Few-shot mIoU: a linear probe on the frozen features, trained on 1% of the "
-           "mini_train frames and scored on every mini_val frame; computed when asked, then stored.")
+             hide_index=True, width="stretch",
+             column_config={k: st.column_config.NumberColumn(label, help=explain.help_text(k))
+                            for k, (label, _) in explain.METRICS.items()})
+st.caption(f"U, T, G and zero-shot mIoU: up to {per_class:,} points per class (seed 0) from the first {n_samples} "
+           f"mini_val keyframes. Few-shot mIoU: every mini_val frame (a different sample); computed when asked, "
+           f"then stored. Hover a column name for its meaning.")
 missing = [label for label, f in few.items() if f is None]
 if missing and st.button(f"Compute few-shot mIoU ({len(missing)} checkpoint{'s' if len(missing) > 1 else ''})",
                          key="cmp_fewshot", help="Trains one linear probe per checkpoint (seconds each on CPU)."):

@@ -7,6 +7,7 @@ import plotly.express as px
 import streamlit as st
 from pages import common
 from relviz.metrics import fit_pca, sample_per_class
+from relviz.viz import explain
 
 st.title("Feature structure")
 s = common.settings()
@@ -38,11 +39,11 @@ except Exception as e:  # a broken checkpoint or dataset: an error panel, not a 
     st.stop()
 
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Uniformity U", f"{metrics['uniformity']:.3f}")
-m2.metric("Tolerance T", f"{metrics['tolerance']:.3f}")
-m3.metric("Modality gap G", f"{metrics['gap']:.3f}", help="to the teacher's features of the same points (0 for the teacher)")
+for col, key in zip((m1, m2, m3), ("uniformity", "tolerance", "gap")):
+    col.metric(explain.METRICS[key][0], f"{metrics[key]:.3f}", help=explain.help_text(key))
 m4.metric("Sample", f"{metrics['sample_size']:,} points",
           help=f"up to {per_class} per class, seed {seed}, {n_samples} val keyframes")
+st.caption(explain.sample_caption(metrics["sample_size"], per_class, n_samples, int(seed)))
 df = pd.DataFrame({"PC1": proj[:, 0], "PC2": proj[:, 1], "PC3": proj[:, 2],
                    "class": [common.CLASS_NAMES[int(c) - 1] for c in y]})
 view = st.radio("PCA view", ["2D", "3D"], horizontal=True, key="view")

@@ -87,3 +87,15 @@ def test_job_launched_from_the_form_runs_with_progress(app_workspace):
     at.run()
     table = at.dataframe[0].value
     assert table.iloc[0]["status"] == "succeeded" and table.iloc[0]["progress"] == 1.0
+
+
+def test_every_structure_number_explains_itself(app_workspace):
+    from relviz.viz.explain import METRICS
+
+    at = _page("pages/structure.py")
+    assert not at.exception, at.exception
+    shown = {m.label: m for m in at.metric}
+    for key in ("uniformity", "tolerance", "gap"):
+        label, meaning = METRICS[key]
+        assert label in shown and meaning in shown[label].help and "docs/definitions.md" in shown[label].help
+    assert any("up to 500 per class (seed 0)" in c.value and "4 mini_val keyframes" in c.value for c in at.caption)
