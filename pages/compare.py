@@ -18,7 +18,9 @@ if len(ckpts) < 2:
     st.info("Two or more student checkpoints are needed (the demo students, or runs from the Jobs page).")
     st.stop()
 labels = [c.label for c in ckpts]
-wanted = [x for x in (common.query_param("ckpts") or "").split(",") if x in labels] or labels[:3]
+# the URL's choice, else the active checkpoints chosen on Home, else the first three
+wanted = [x for x in (common.query_param("ckpts") or "").split(",") if x in labels] or \
+    [x for x in st.session_state.get("active_checkpoints", []) if x in labels] or labels[:3]
 chosen = st.multiselect("Checkpoints (2 to 4)", labels, default=wanted[:4], max_selections=4, key="cmp_ckpts")
 c1, c2 = st.columns(2)
 n_samples = c1.slider("val keyframes", 1, 16, 4, key="cmp_n")

@@ -12,7 +12,7 @@ from relviz.eval import confusion_matrix, iou_per_class
 from relviz.errors import InputError
 from relviz.eval.features import point_features_cached
 from relviz.eval.zeroshot import parse_queries, predict_by_text
-from relviz.viz.points import colors_for, decimate, point_cloud_figure, projected_points_figure, to_ply_bytes
+from relviz.viz.points import MODES, colors_for, decimate, point_cloud_figure, projected_points_figure, to_ply_bytes
 
 st.title("Zero-shot 3D segmentation")
 s = common.settings()
@@ -73,8 +73,7 @@ m1.metric("Sample mIoU", f"{np.nanmean(iou):.3f}" if np.isfinite(iou).any() else
 m2.metric("Query latency", f"{latency * 1000:.0f} ms", help="text encoding + prediction for all points")
 m3.metric("Points", f"{len(pred):,}")
 
-mode = st.radio("Colour by", ["prediction", "ground truth", "errors", "similarity to a query"], horizontal=True,
-                key="zs_mode")
+mode = st.radio("Colour by", MODES, horizontal=True, key="zs_mode")
 query_for_sim = None
 if mode == "similarity to a query":
     query_for_sim = st.selectbox("query", prompts, key="zs_simq")

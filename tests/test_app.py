@@ -99,3 +99,17 @@ def test_every_structure_number_explains_itself(app_workspace):
         label, meaning = METRICS[key]
         assert label in shown and meaning in shown[label].help and "docs/definitions.md" in shown[label].help
     assert any("up to 500 per class (seed 0)" in c.value and "4 mini_val keyframes" in c.value for c in at.caption)
+
+
+def test_compare_starts_from_the_active_checkpoints_chosen_on_home(app_workspace):
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    options = at.multiselect(key="home_active").options
+    pick = [o for o in options if o.startswith("test-")]
+    assert len(pick) == 2
+    at.multiselect(key="home_active").set_value(pick).run()
+    at.switch_page("pages/compare.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="cmp_ckpts").value == pick
