@@ -19,7 +19,7 @@ if len(ckpts) < 2:
     st.stop()
 labels = [c.label for c in ckpts]
 # the URL's choice, else the active checkpoints chosen on Home, else the first three
-wanted = [x for x in (common.query_param("ckpts") or "").split(",") if x in labels] or \
+wanted = [x for x in dict.fromkeys((common.query_param("ckpts") or "").split(",")) if x in labels] or \
     [x for x in st.session_state.get("active_checkpoints", []) if x in labels] or labels[:3]
 chosen = st.multiselect("Checkpoints (2 to 4)", labels, default=wanted[:4], max_selections=4, key="cmp_ckpts")
 c1, c2 = st.columns(2)

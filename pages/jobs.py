@@ -35,7 +35,8 @@ with st.form("launch"):
     pairs = c8.number_input("pairs per batch", 64, 65_536, defaults.pairs, key="job_pairs")
     c9, c10 = st.columns(2)
     datasets = sorted(p.name for p in s.datasets_dir.iterdir() if p.is_dir()) if s.datasets_dir.is_dir() else []
-    dataset = c9.selectbox("dataset", datasets or [defaults.dataset], key="job_dataset")
+    datasets = sorted(set(datasets) | {defaults.dataset})  # the configured one may be a dataroot elsewhere
+    dataset = c9.selectbox("dataset", datasets, index=datasets.index(defaults.dataset), key="job_dataset")
     c10.text_input("teacher", str(defaults.teacher_spec), disabled=True, help="from the settings (RELVIZ_TEACHER, RELVIZ_TEACHER_PRETRAINED or "
                    "relviz.toml)", key="job_teacher")
     submitted = st.form_submit_button("Launch", type="primary")
@@ -78,8 +79,12 @@ if jobs:
 
     @st.fragment(run_every="2s")
     def job_detail(job_id: str):
-        job = store.get(job_id)
-        events, _ = store.events(job)
+        try:
+            job = store.get(job_id)
+            events, _ = store.events(job)
+        except RelvizError as e:
+            st.error(str(e))
+            return
         steps = [e for e in events if e["event"] == "step"]
         c1, c2, c3 = st.columns(3)
         c1.metric("status", job.status)

@@ -63,7 +63,11 @@ else:
     except Exception as e:
         common.error_panel("Cannot load the teacher to encode the queries", e)
         st.stop()
-pred = predict_by_text(feats, text, torch.tensor(prompt_classes)).numpy()
+try:
+    pred = predict_by_text(feats, text, torch.tensor(prompt_classes)).numpy()
+except InputError as e:
+    common.error_panel(f"Cannot segment with {choice}", e)
+    st.stop()
 latency = time.perf_counter() - t0
 gt = item["labels"]
 cm = confusion_matrix(pred, gt)

@@ -195,6 +195,8 @@ def _train_config(config, set_, **flags):
         except json.JSONDecodeError:
             table[key] = value
     given = {k: v for k, v in flags.items() if v is not None}  # an unset flag leaves the file's value
+    if "teacher" in given and "teacher_pretrained" not in given and given["teacher"] != table.get("teacher"):
+        table.pop("teacher_pretrained", None)  # a teacher flag never borrows the file's weights for another teacher
     return TrainConfig.from_settings(_settings(), **{**table, **given})
 
 
@@ -357,7 +359,8 @@ def eval_compare(checkpoints: list[str] = typer.Option(..., help="Student checkp
     from relviz.eval.report import compare, to_markdown, write_report
 
     settings, ds, t = _eval_setup(dataset, split, teacher)
-    report = compare(checkpoints, ds.dataroot, t, settings.cache_dir, split=split, per_class=per_class, seed=seed)
+    report = compare(checkpoints, ds.dataroot, t, settings.cache_dir, split=split, per_class=per_class, seed=seed,
+                     backend=settings.sparse_backend)
     target = write_report(report, out or settings.home / "reports" / "compare")
     if as_json:
         typer.echo(json.dumps({**report, "written_to": str(target)}, indent=2, default=str))

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from relviz.cli import app as cli_app
-from relviz.config import load_settings
+from relviz.config import TeacherSpec, load_settings
 from relviz.train.config import TrainConfig
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -31,6 +31,8 @@ def test_from_settings_precedence(tmp_path):
     # a teacher named explicitly does not borrow the weights the settings give another teacher
     demo = TrainConfig.from_settings(s, teacher="demo")
     assert (demo.teacher, demo.teacher_pretrained) == ("demo", None)
+    # naming the settings' own teacher keeps its weights
+    assert TrainConfig.from_settings(s, teacher="ViT-B-16").teacher_pretrained == "/w/vit.bin"
 
 
 def test_settings_flow_into_relviz_train(synthetic_root, tmp_path):
@@ -97,3 +99,7 @@ def test_a_config_file_is_not_overridden_by_unset_flags(tmp_path):
     cfg = _train_config(str(path), ["lr=0.2"], loss=None, epochs=None, lr=None, dataset=None)
     assert (cfg.loss, cfg.epochs, cfg.lr) == ("contrastive", 3, 0.2)
     assert _train_config(str(path), None, loss="similarity", epochs=None).loss == "similarity"  # a given flag wins
+    # a teacher flag does not borrow the weights the file gives another teacher
+    path.write_text('teacher = "ViT-B-16"\nteacher_pretrained = "openai"\n')
+    assert _train_config(str(path), None, teacher="demo").teacher_spec == TeacherSpec("demo", None)
+    assert _train_config(str(path), None).teacher_spec == TeacherSpec("ViT-B-16", "openai")

@@ -269,7 +269,7 @@ def test_kill9_at_random_moments_resumes_to_the_same_weights(tiny, tmp_path, wor
                                "--run-dir", str(run)], env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
         _assert_run_folder_whole(run)
-        if proc.returncode == 0:  # finished before the moment came: start the next attempt afresh
+        if proc.returncode == 0:  # the run finished before the chosen moment came
             assert (run / "student.safetensors").is_file()
             break
         kills.append((kind, n))
@@ -285,3 +285,22 @@ def test_kill9_at_random_moments_resumes_to_the_same_weights(tiny, tmp_path, wor
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
     events, _ = read_events(run / "events.jsonl")
     assert [e["event"] for e in events].count("resumed") >= 1 and events[-1]["event"] == "done"
+
+
+def test_resume_keeps_metrics_and_refuses_another_runs_folder(tiny, tmp_path):
+    from relviz.models.checkpoint import read_metadata
+
+    cfg = from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 2, "checkpoint_every": 1, "val_samples": 1})
+    run = tmp_path / "run"
+    first = Trainer(cfg, run, load_settings()).run()
+    assert first["metrics"]
+    # a kill between the last checkpoint and the final save: the resumed run ends with the same metrics
+    (run / "student.safetensors").unlink()
+    again = Trainer(cfg, run, load_settings()).run()
+    stored = json.loads(json.dumps(first["metrics"]))  # as the checkpoint's JSON metadata holds them
+    assert again["metrics"] == stored and read_metadata(run / "student.safetensors")["metrics"] == stored
+    # another architecture in the same folder is refused, and the folder's config is left as it was
+    before = (run / "config.json").read_bytes()
+    with pytest.raises(TrainConfigError, match="holds a checkpoint of another run"):
+        Trainer(from_dict({**cfg.to_dict(), "arch": "MinkUNet18"}), run, load_settings()).run()
+    assert (run / "config.json").read_bytes() == before

@@ -243,3 +243,18 @@ def test_students_are_evaluated_with_their_training_voxelization(nusc, tmp_path)
     # float32 values differ slightly (2 u16 relative, 2^-24 below float16's normal range)
     np.testing.assert_allclose(np.asarray(got, dtype=np.float32), expected.half().float().numpy(), rtol=2 * U16,
                                atol=2.0 ** -24)
+
+
+def test_lazy_demo_teacher_equals_the_loaded_one(tmp_path):
+    from relviz.teacher import LazyDemoTeacher, load_teacher
+    from relviz.teacher.demo import DEMO_TEACHER_PATH
+
+    lazy = LazyDemoTeacher(DEMO_TEACHER_PATH, "cpu", tmp_path)
+    assert lazy._teacher is None  # identity and dimension come from the file alone
+    eager = load_teacher()
+    assert (lazy.identity, lazy.dim) == (eager.identity, eager.dim)
+    assert lazy._teacher is None
+    # class embeddings through the disk cache are the model's, bitwise (stored in float32)
+    assert torch.equal(lazy.class_embeddings(), eager.class_embeddings())
+    pixels = torch.rand(1, 3, 64, 96)
+    assert torch.equal(lazy.dense_features(pixels), eager.dense_features(pixels))  # the model, on first use

@@ -19,7 +19,8 @@ COLUMNS = ("name", "loss", "uniformity", "tolerance", "gap", "gap_text", "zerosh
 
 def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_root: str | Path,
             split: str = "mini_val", train_split: str = "mini_train", per_class: int = 5000, seed: int = 0,
-            fewshot_fraction: float = 0.01, n_samples: int | None = None, device="cpu", progress=None) -> dict:
+            fewshot_fraction: float = 0.01, n_samples: int | None = None, device="cpu", progress=None,
+            backend: str = "torch") -> dict:
     """Rows for every checkpoint and for the teacher's own features on the same points."""
     val = NuScenesLidarSeg(dataroot, split=split, load_images=False)
     train = NuScenesLidarSeg(dataroot, split=train_split, load_images=False, nusc=val.nusc)
@@ -30,7 +31,7 @@ def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_
     teacher_row = None
     for i, path in enumerate(checkpoints):
         path = Path(path)
-        model, meta = load_student(path, device=device)
+        model, meta = load_student(path, backend=backend, device=device)
         feats = gather_val_features(model, teacher, cache, val, n, device)
         m = structure_metrics(feats["features"], feats["labels"], feats["pair_student"], feats["pair_teacher"], text,
                               per_class, seed)

@@ -58,6 +58,9 @@ def predict_by_text(point_features: torch.Tensor, text: torch.Tensor, class_of_p
                     ) -> torch.Tensor:
     """Per-point class: ``argmax_p k . t_p`` over prompt embeddings [P, D]; the winning prompt's class
     (``class_of_prompt`` [P], default p + 1, i.e. the 16 classes in order). Returns int64 [N]."""
+    if point_features.shape[-1] != text.shape[-1]:
+        raise InputError(f"point features have dimension {point_features.shape[-1]} but the text embeddings "
+                         f"{text.shape[-1]}: the student was distilled from another teacher than this one")
     best = (point_features.float() @ text.to(point_features.device).float().T).argmax(1)
     if class_of_prompt is None:
         return best + 1

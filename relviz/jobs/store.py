@@ -313,6 +313,9 @@ class JobStore:
         job = self.get(job_id)
         if job.status in ("running", "queued", "succeeded"):
             raise JobError(f"job {job_id} is {job.status}; only cancelled, lost or failed jobs can be resumed")
+        if self._alive(job):  # 'lost' by a stale heartbeat while its process still runs: never two trainers
+            raise JobError(f"job {job_id} is marked {job.status} but its process {job.pid} is still alive; cancel it "
+                           f"first")
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             self._update(job_id, con, status="queued", ended_at=None, error=None, exit_code=None)

@@ -51,7 +51,10 @@ class LazyDemoTeacher:
             if self._teacher is None:
                 from relviz.teacher.demo import load_demo_teacher
 
-                self._teacher = load_demo_teacher(self.path, device=self.device)
+                teacher = load_demo_teacher(self.path, device=self.device)
+                if teacher.identity != self.identity:  # features of other weights must not land under this key
+                    raise TeacherWeightsError(f"demo teacher {self.path} changed after this run started; restart it")
+                self._teacher = teacher
             return self._teacher
 
     def class_embeddings(self, templates: tuple[str, ...] = TEMPLATES) -> torch.Tensor:
@@ -60,6 +63,8 @@ class LazyDemoTeacher:
         return cached_class_embeddings(self._cache_root, self.identity, lambda: self.loaded, templates).to(self.device)
 
     def __getattr__(self, name: str):  # image_features, encode_text, preprocess, ...: the model
+        if name.startswith("_"):  # copy/pickle probes and unset private attributes: never build the model
+            raise AttributeError(name)
         return getattr(self.loaded, name)
 
 

@@ -1,5 +1,5 @@
 """Distillation training: configuration, the run folder, and the resumable trainer (imported on
-first use: the run folder's readers, such as the job store, need no torch)."""
+first use, so that readers of run folders, such as the job store, do not load the training stack)."""
 
 from relviz.train.config import TrainConfig, TrainConfigError, from_dict, load_config
 from relviz.train.rundir import EventLog, RunDir, read_events, run_checkpoint

@@ -80,6 +80,8 @@ class TrainConfig:
             bad("device", f"expected auto, cpu or cuda, got {self.device!r}")
         if self.precision not in PRECISIONS:
             bad("precision", f"expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "float64" and self.device == "cuda":
+            bad("precision", "float64 is for exact-arithmetic checks on the CPU; use float32 with device cuda")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,7 +99,8 @@ class TrainConfig:
         with the weights the settings name for another teacher. Validated."""
         given = {k: v for k, v in overrides.items() if v is not None}
         base = {"dataset": settings.dataset, "device": settings.device}
-        if "teacher" not in given:  # the teacher and its weights travel together
+        # the teacher and its weights travel together: the settings' weights go with the settings' teacher only
+        if given.get("teacher", settings.teacher) == settings.teacher:
             base.update(teacher=settings.teacher, teacher_pretrained=settings.teacher_pretrained)
         return from_dict({**base, **given})
 
@@ -106,6 +109,13 @@ class TrainConfig:
 
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def _finite(v: float | int) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -122,7 +132,7 @@ def from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise TrainConfigError(f"{source}: field '{k}' must be a number, got {shorten(v)}")
-            if not math.isfinite(v):
+            if not _finite(v):
                 raise TrainConfigError(f"{source}: field '{k}' must be a finite number, got {v}")
             if isinstance(default, int) and not float(v).is_integer():
                 raise TrainConfigError(f"{source}: field '{k}' must be a whole number, got {v}")

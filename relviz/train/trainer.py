@@ -29,7 +29,7 @@ from relviz.errors import NonFiniteError
 from relviz.eval.features import student_voxel_features, teacher_pair_features
 from relviz.files import atomic_path, remove_temporaries
 from relviz.losses import get_loss
-from relviz.models.checkpoint import load_state_dict, save_checkpoint
+from relviz.models.checkpoint import load_into, load_state_dict, save_checkpoint
 from relviz.models.minkunet import build_minkunet
 from relviz.teacher import FeatureCache, teacher_for_training
 from relviz.train.config import TrainConfig, TrainConfigError
@@ -57,6 +57,7 @@ class Trainer:
         wires the app's caches there); a failure in it is an event, never a failed run."""
         self.cfg = config.validate()
         self.settings = settings
+        self._resumed_metrics: dict = {}
         self.on_finish = on_finish
         self.run_dir = Path(run_dir)
         self.layout = RunDir(self.run_dir)
@@ -101,7 +102,7 @@ class Trainer:
         self.global_batch = cfg.batch * cfg.accumulate * self.world
         self.steps_per_epoch = max(1, len(self.train_ds) // self.global_batch)
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and self.dtype == torch.float32)
 
     def _loss(self, k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """The registered loss of ``cfg.loss``, given the config fields its signature names
@@ -146,7 +147,8 @@ class Trainer:
         if self.rank != 0:
             return
         state_path = self.layout.optimizer_state(step)
-        _atomic_torch_save({"step": step, "optimizer": self.optimizer.state_dict()}, state_path)
+        _atomic_torch_save({"step": step, "optimizer": self.optimizer.state_dict(),
+                            "scaler": self.scaler.state_dict()}, state_path)  # the loss scale too: exact resume
         save_checkpoint(self.layout.last, self.model, self._metadata(step, metrics))
         for old in [*self.layout.checkpoints.glob("state-*.pt"), self.layout.checkpoints / "last.state.pt"]:
             if old != state_path:
@@ -155,8 +157,9 @@ class Trainer:
 
     def _try_resume(self) -> int:
         ckpt, weights = self.layout.checkpoints, self.layout.last
-        if self.rank == 0:
-            remove_temporaries(ckpt)  # left by a kill inside a write; never read
+        if self.rank == 0:  # left by a kill inside a write; never read
+            remove_temporaries(ckpt)
+            remove_temporaries(self.run_dir)
         if not weights.is_file():
             return 0
         state, meta = load_state_dict(weights)
@@ -168,8 +171,17 @@ class Trainer:
         if train_state is None:
             raise TrainConfigError(f"{weights}: no optimizer state for its step {step} in {ckpt}; move the "
                                    f"checkpoints folder aside to restart the run from scratch")
-        self.model.load_state_dict(state)
+        # the folder's checkpoint must be this run's: same architecture and teacher
+        if meta.get("architecture") != json.loads(json.dumps(self.model.config.to_dict())) or \
+                (meta.get("teacher") or {}).get("identity") != self.teacher.identity:
+            raise TrainConfigError(f"{self.run_dir} holds a checkpoint of another run (architecture "
+                                   f"{meta.get('arch')!r}, teacher {(meta.get('teacher') or {}).get('name')!r}) than "
+                                   f"this config ({self.cfg.arch!r}, {self.cfg.teacher!r}); use a new run folder")
+        load_into(self.model, state, source=str(weights))
         self.optimizer.load_state_dict(train_state["optimizer"])
+        if train_state.get("scaler"):
+            self.scaler.load_state_dict(train_state["scaler"])
+        self._resumed_metrics = meta.get("metrics") or {}  # the last validation, until the next one
         self.events.write("resumed", step=step)
         return step
 
@@ -216,11 +228,11 @@ class Trainer:
         try:
             self.events.write("phase", phase="prepare")
             self._build()
-            if self.rank == 0:
-                with atomic_path(self.layout.config) as tmp:
-                    Path(tmp).write_text(json.dumps(self.cfg.to_dict(), indent=2))
             self.prepare_teacher_cache()
             step = self._try_resume()
+            if self.rank == 0:  # after the resume check: a refused config never replaces the folder's
+                with atomic_path(self.layout.config) as tmp:
+                    Path(tmp).write_text(json.dumps(self.cfg.to_dict(), indent=2))
             self.events.write("start", step=step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
                               world_size=self.world, device=str(self.device))
             metrics = self._loop(step)
@@ -262,7 +274,7 @@ class Trainer:
     def _loop(self, step: int) -> dict:
         cfg = self.cfg
         self._step = step
-        metrics: dict = {}
+        metrics: dict = dict(self._resumed_metrics)
         self.model.train()
         t_last, s_last = time.perf_counter(), step
         while step < self.total_steps and not self.stop_requested:
@@ -322,7 +334,8 @@ class Trainer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m relviz.train --config run_dir/config.json --run-dir DIR`` (what jobs launch)."""
+    """``python -m relviz.train --config run_dir/config.json --run-dir DIR``: the trainer alone (jobs
+    run :mod:`relviz.jobs.run`, which also fills the app's caches when the run finishes)."""
     import argparse
 
     from relviz.train.config import load_config
