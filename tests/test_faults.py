@@ -19,25 +19,16 @@ import psutil
 import pytest
 import torch
 
+from support import TINY, wait_for
 from relviz.config import load_settings
 from relviz.jobs import JobError, JobStore
 from relviz.train.config import TrainConfig, from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-# a tiny training run (as in test_train_jobs.py); ``dataset`` is filled in by each test
-TINY = dict(dataset="", split="mini_train", arch="MinkUNet14", width=0.125, batch=1, pairs=256, lr=0.05,
-            val_samples=1, val_per_class=50, val_every=1000, checkpoint_every=2, log_every=1, augment=False)
 
 
-def _wait(predicate, timeout=120.0, every=0.2, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+_wait = wait_for
 
 
 def _gone(pid: int, start: float | None = None) -> bool:

@@ -12,27 +12,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from support import TINY, wait_for
 from relviz.config import load_settings
 from relviz.jobs import JobError, JobStore
 from relviz.train import Trainer, TrainConfig, TrainConfigError, from_dict, read_events
-
-TINY = dict(dataset="", split="mini_train", arch="MinkUNet14", width=0.125, batch=1, pairs=256, lr=0.05,
-            val_samples=1, val_per_class=50, val_every=1000, checkpoint_every=2, log_every=1, augment=False)
-
 
 @pytest.fixture
 def tiny(synthetic_root):
     return TrainConfig(**{**TINY, "dataset": str(synthetic_root)})
 
 
-def _wait(predicate, timeout=240, every=0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
+_wait = wait_for
 
 
 def test_short_run_lowers_the_loss(tiny, tmp_path):
