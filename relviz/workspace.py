@@ -47,12 +47,12 @@ def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
     """Student checkpoints: the committed demo students, and every run's final (else last)
     checkpoint; an unreadable file is listed with its error instead of its loss."""
     from relviz.models.checkpoint import CheckpointError, read_metadata
-    from relviz.train.rundir import RunDir, run_checkpoint
+    from relviz.train.rundir import RunDir
 
     paths = sorted(REPO_CHECKPOINTS.glob("student-*.safetensors"))
     if settings.runs_dir.is_dir():
         paths += [c for run in sorted(p for p in settings.runs_dir.iterdir() if p.is_dir())
-                  if (c := run_checkpoint(run)) is not None]
+                  if (c := RunDir(run).checkpoint()) is not None]
     out = []
     for p in paths:
         label = p.stem.removeprefix("student-") if p.parent == REPO_CHECKPOINTS else \

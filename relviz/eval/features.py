@@ -24,12 +24,15 @@ def dataset_for(model, dataset):
     return dataset if voxelization is None else dataset.voxelized(*voxelization)
 
 
-def student_voxel_features(model, batch: dict, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Student features [sum V, D] of a collated batch's voxels, in the model's parameter dtype."""
+def student_voxel_features(model, batch: dict, device: torch.device | str = "cpu", check_finite: bool = True
+                           ) -> torch.Tensor:
+    """Student features [sum V, D] of a collated batch's voxels, in the model's parameter dtype.
+    ``check_finite``: refuse NaN or Inf naming the checkpoint (training skips it: a non-finite loss is
+    caught there, without a reduction over every feature in each step)."""
     dtype = next(model.parameters()).dtype
     x = SparseTensor(batch["features"].to(device, dtype), batch["coordinates"].to(device))
     out = model(x).features
-    if not torch.isfinite(out).all():  # else a silent mIoU of 0 or a NaN metric much later
+    if check_finite and not torch.isfinite(out).all():  # else a silent mIoU of 0 or a NaN metric much later
         raise NonFiniteError(f"{getattr(model, 'source', 'the student')}: its features hold NaN or Inf on "
                              f"{', '.join(batch.get('sample_tokens', [])[:2]) or 'this batch'}; the weights or "
                              f"normalisation statistics are broken (a diverged run?)")

@@ -4,22 +4,12 @@ job's student opens at once in the app."""
 
 from __future__ import annotations
 
-import argparse
-
-from relviz.config import load_settings
-from relviz.train.config import load_config
-from relviz.train.trainer import Trainer
+from relviz.train.trainer import main as train_main
 from relviz.workspace import cache_finished_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="relviz.jobs.run")
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--run-dir", required=True)
-    args = ap.parse_args(argv)
-    settings = load_settings()
-    result = Trainer(load_config(args.config), args.run_dir, settings, on_finish=cache_finished_run(settings)).run()
-    return 0 if result["status"] in ("succeeded", "cancelled") else 1
+    return train_main(argv, prog="relviz.jobs.run", on_finish_for=cache_finished_run)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 first use, so that readers of run folders, such as the job store, do not load the training stack)."""
 
 from relviz.train.config import TrainConfig, TrainConfigError, from_dict, load_config
-from relviz.train.rundir import EventLog, RunDir, read_events, run_checkpoint
+from relviz.train.rundir import EventLog, RunDir, read_events
 
 
 def __getattr__(name: str):
@@ -14,4 +14,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["TrainConfig", "TrainConfigError", "from_dict", "load_config", "EventLog", "RunDir", "Trainer",
-           "read_events", "run_checkpoint"]
+           "read_events"]

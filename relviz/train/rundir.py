@@ -43,10 +43,6 @@ class RunDir:
         object.__setattr__(self, "path", Path(self.path))
 
     @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
     def config(self) -> Path:
         return self.path / "config.json"
 
@@ -79,10 +75,6 @@ class RunDir:
         saved, else None."""
         return self.final if self.final.is_file() else (self.last if self.last.is_file() else None)
 
-
-def run_checkpoint(run_dir: str | Path) -> Path | None:
-    """:meth:`RunDir.checkpoint` of a folder."""
-    return RunDir(run_dir).checkpoint()
 
 
 def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:

@@ -33,7 +33,7 @@ from relviz.models.checkpoint import load_into, load_state_dict, save_checkpoint
 from relviz.models.minkunet import build_minkunet
 from relviz.teacher import FeatureCache, teacher_for_training
 from relviz.train.config import TrainConfig, TrainConfigError
-from relviz.train.rundir import EventLog, RunDir, read_events, run_checkpoint  # noqa: F401 (re-exported)
+from relviz.train.rundir import EventLog, RunDir, read_events  # noqa: F401 (read_events re-exported)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,15 +102,14 @@ class Trainer:
         self.global_batch = cfg.batch * cfg.accumulate * self.world
         self.steps_per_epoch = max(1, len(self.train_ds) // self.global_batch)
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        # the registered loss, given the config fields its signature names (temperature, intra_weight, ...)
+        self._loss_fn = get_loss(cfg.loss)
+        self._loss_options = {name: getattr(cfg, name) for name in inspect.signature(self._loss_fn).parameters
+                              if name not in ("k", "q") and hasattr(cfg, name)}
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and self.dtype == torch.float32)
 
     def _loss(self, k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """The registered loss of ``cfg.loss``, given the config fields its signature names
-        (temperature, intra_weight, ...)."""
-        fn = get_loss(self.cfg.loss)
-        options = {name: getattr(self.cfg, name) for name in inspect.signature(fn).parameters
-                   if name not in ("k", "q") and hasattr(self.cfg, name)}
-        return fn(k, q, **options)
+        return self._loss_fn(k, q, **self._loss_options)
 
     def _micro_batch_indices(self, step: int, micro: int) -> list[int]:
         epoch = step // self.steps_per_epoch
@@ -127,7 +126,7 @@ class Trainer:
         with torch.no_grad():
             q = teacher_pair_features(self.teacher, self.cache, self.train_ds, batch, chosen).to(self.device, self.dtype)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda" and self.dtype == torch.float32):
-            voxels = student_voxel_features(self.ddp_model, batch, self.device)
+            voxels = student_voxel_features(self.ddp_model, batch, self.device, check_finite=False)
             k = voxels[batch["inverse"].to(self.device)[batch["pair_points"][chosen].to(self.device)]]
         return self._loss(k.to(self.dtype), q)
 
@@ -333,18 +332,22 @@ class Trainer:
         signal.signal(signal.SIGINT, request_stop)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m relviz.train --config run_dir/config.json --run-dir DIR``: the trainer alone (jobs
-    run :mod:`relviz.jobs.run`, which also fills the app's caches when the run finishes)."""
+def main(argv: list[str] | None = None, prog: str = "relviz.train",
+         on_finish_for: Callable[[Settings], Callable] | None = None) -> int:
+    """``python -m relviz.train --config run_dir/config.json --run-dir DIR``: the trainer alone.
+    ``on_finish_for(settings)`` gives the run an on_finish hook (:mod:`relviz.jobs.run` passes the
+    app's caches)."""
     import argparse
 
     from relviz.train.config import load_config
 
-    ap = argparse.ArgumentParser(prog="relviz.train")
+    ap = argparse.ArgumentParser(prog=prog)
     ap.add_argument("--config", required=True)
     ap.add_argument("--run-dir", required=True)
     args = ap.parse_args(argv)
-    result = Trainer(load_config(args.config), args.run_dir, load_settings()).run()
+    settings = load_settings()
+    on_finish = on_finish_for(settings) if on_finish_for else None
+    result = Trainer(load_config(args.config), args.run_dir, settings, on_finish=on_finish).run()
     return 0 if result["status"] in ("succeeded", "cancelled") else 1
 
 
