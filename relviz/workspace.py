@@ -98,7 +98,7 @@ def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInf
     (``checkpoint`` None: its features at the paired points), over the first ``n_samples`` keyframes,
     from the disk cache; computing them on a miss opens the dataset and calls the loaders."""
     from relviz.eval.features import cached_val_features
-    from relviz.eval.zeroshot import gather_teacher_val_features, gather_val_features
+    from relviz.eval.structure import gather_teacher_val_features, gather_val_features
     from relviz.teacher.cache import FeatureCache
 
     def compute() -> dict:
@@ -116,9 +116,9 @@ def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInf
 
 def structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, n_samples: int,
               per_class: int, seed: int, teacher_fn: Callable, model_fn: Callable | None = None) -> dict:
-    """:func:`relviz.eval.zeroshot.structure_metrics` (U, T and per class, G, zero-shot IoU) of
+    """:func:`relviz.eval.structure.structure_metrics` (U, T and per class, G, zero-shot IoU) of
     :func:`val_features` (for the teacher G is 0), stored as JSON next to the features."""
-    from relviz.eval.zeroshot import structure_metrics
+    from relviz.eval.structure import structure_metrics
 
     name = "teacher" if checkpoint is None else checkpoint.key
     path = _val_dir(settings, root) / f"{name}-n{n_samples}-metrics-pc{per_class}-s{seed}.json"

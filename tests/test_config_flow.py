@@ -92,7 +92,7 @@ def test_jobs_page_passes_the_teacher_weights(app_workspace, monkeypatch, tmp_pa
 
 
 def test_a_config_file_is_not_overridden_by_unset_flags(tmp_path):
-    from relviz.cli import _train_config
+    from relviz.cli.train import train_config as _train_config
 
     path = tmp_path / "run.toml"
     path.write_text('loss = "contrastive"\nepochs = 3\n')

@@ -16,7 +16,7 @@ LAYERS = [
     (2, ("relviz.train", "relviz.eval", "relviz.toy", "relviz.viz")),
     (1, ("relviz.data", "relviz.models", "relviz.teacher")),
     (0, ("relviz.errors", "relviz.tensors", "relviz.files", "relviz.config", "relviz.versions", "relviz.sparse",
-         "relviz.losses", "relviz.metrics", "relviz.segmentation")),
+         "relviz.losses", "relviz.metrics", "relviz.segmentation", "relviz.stats")),
 ]
 NAMES = {0: "pure", 1: "domain", 2: "protocols", 3: "services", 4: "surfaces"}
 

@@ -99,7 +99,7 @@ def test_warm_caches_then_pages_need_no_model(app_workspace):
     """After warm_caches, features and metrics of every checkpoint come from disk; they equal a
     direct computation on the same features."""
     from relviz import workspace
-    from relviz.eval.zeroshot import structure_metrics
+    from relviz.eval.structure import structure_metrics
     from relviz.teacher import load_teacher
 
     s = load_settings()
@@ -133,7 +133,7 @@ def test_warm_caches_then_pages_need_no_model(app_workspace):
         if info is None:
             assert metrics["gap"] == 0.0
     # the cached student features are the model's, to float16 precision
-    from relviz.eval.zeroshot import gather_val_features
+    from relviz.eval.structure import gather_val_features
     from relviz.models.checkpoint import load_student
     from relviz.teacher.cache import FeatureCache
 

@@ -90,7 +90,7 @@ def with_pairs(val: dict) -> dict:
 
 
 def cached_val_features(path: str | Path, compute: Callable[[], dict]) -> dict:
-    """Validation features (the dict of :func:`relviz.eval.zeroshot.gather_val_features`) stored in
+    """Validation features (the dict of :func:`relviz.eval.structure.gather_val_features`) stored in
     the safetensors file ``path`` with the features in float16; ``compute`` runs only when the file
     is missing or unreadable. The app's structure and comparison pages read these instead of loading
     the dataset, the models and the teacher."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from relviz.data.dataset import NuScenesLidarSeg
 from relviz.eval.fewshot import evaluate_fewshot
-from relviz.eval.zeroshot import gather_val_features, structure_metrics
+from relviz.eval.structure import gather_val_features, structure_metrics
 from relviz.versions import package_versions
 from relviz.models.checkpoint import file_sha256, load_student
 from relviz.teacher.cache import FeatureCache

@@ -206,7 +206,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ validation
     def validate_structure(self) -> dict:
         """U, T, G of student features on a fixed sample of val points; zero-shot mIoU by text."""
-        from relviz.eval.zeroshot import structure_and_zeroshot
+        from relviz.eval.structure import structure_and_zeroshot
 
         self.model.eval()
         try:

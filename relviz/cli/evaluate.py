@@ -1,0 +1,93 @@
+"""``relviz eval``: zero-shot, few-shot, export and the comparison report."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from relviz.cli.base import JSON_OPTION, app, dataset_path, settings
+
+eval_app = typer.Typer(help="Evaluate students: zero-shot, few-shot, export, comparison.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+DATASET = typer.Option("synthetic-mini", help="Dataset folder under the workspace, or a nuScenes dataroot.")
+VERSION = typer.Option("v1.0-mini", "--version", help="nuScenes version: v1.0-mini, v1.0-trainval, ...")
+SPLIT = typer.Option("mini_val", help="Split evaluated (mini_val, val, ...).")
+TRAIN_SPLIT = typer.Option("mini_train", "--train-split", help="Split the probe or fine-tuning trains on.")
+TEACHER = typer.Option(None, help="Demo-teacher checkpoint file (default: the configured teacher and its weights).")
+
+
+def _dataset(dataset: str, version: str, split: str):
+    from relviz.data import NuScenesLidarSeg
+
+    return NuScenesLidarSeg(dataset_path(dataset), version=version, split=split, load_images=False)
+
+
+def _teacher(teacher: str | None):
+    from relviz.teacher import TeacherSpec, load_teacher
+
+    # a teacher file given here is a demo-teacher checkpoint; otherwise the configured teacher with its weights
+    return load_teacher(TeacherSpec("demo", teacher) if teacher else settings().teacher_spec)
+
+
+def _student(path: str):
+    from relviz.models.checkpoint import load_student
+
+    return load_student(path, backend=settings().sparse_backend)
+
+
+@eval_app.command("zeroshot")
+def eval_zeroshot(checkpoint: str = typer.Option(...), dataset: str = DATASET, version: str = VERSION,
+                  split: str = SPLIT, teacher: str = TEACHER) -> None:
+    """Zero-shot 3D segmentation mIoU by the 16 class prompts (nuscenes-devkit semantics)."""
+    from relviz.eval.zeroshot import evaluate_zeroshot
+
+    model, _ = _student(checkpoint)  # the cheap checks first
+    result = evaluate_zeroshot(model, _teacher(teacher), _dataset(dataset, version, split))
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=2))
+
+
+@eval_app.command("export")
+def eval_export(checkpoint: str = typer.Option(...), out: str = typer.Option(...), dataset: str = DATASET,
+                version: str = VERSION, split: str = SPLIT, teacher: str = TEACHER) -> None:
+    """Write zero-shot predictions in the nuScenes-lidarseg submission format."""
+    from relviz.eval.zeroshot import export_submission
+
+    model, _ = _student(checkpoint)
+    typer.echo(str(export_submission(model, _teacher(teacher), _dataset(dataset, version, split), out, split)))
+
+
+@eval_app.command("fewshot")
+def eval_fewshot(checkpoint: str = typer.Option(...), dataset: str = DATASET, version: str = VERSION,
+                 split: str = SPLIT, train_split: str = TRAIN_SPLIT, fraction: float = typer.Option(0.01),
+                 seed: int = typer.Option(0)) -> None:
+    """Linear probe on frozen features with labels from a fraction of training frames; mIoU on val."""
+    from relviz.data import NuScenesLidarSeg
+    from relviz.eval.fewshot import evaluate_fewshot
+
+    model, _ = _student(checkpoint)
+    val = _dataset(dataset, version, split)
+    train = NuScenesLidarSeg(None, version=version, split=train_split, load_images=False, nusc=val.nusc)
+    typer.echo(json.dumps(evaluate_fewshot(model, train, val, fraction, seed=seed), indent=2))
+
+
+@eval_app.command("compare")
+def eval_compare(checkpoints: list[str] = typer.Option(..., help="Student checkpoints (repeat the option)."),
+                 dataset: str = DATASET, version: str = VERSION, split: str = SPLIT, train_split: str = TRAIN_SPLIT,
+                 out: str = typer.Option(None, help="Report folder (default: <workspace>/reports/compare)."),
+                 per_class: int = typer.Option(5000), seed: int = typer.Option(0), teacher: str = TEACHER,
+                 as_json: bool = JSON_OPTION) -> None:
+    """One table: U, T, G against the teacher, zero-shot and few-shot mIoU, and the teacher's rows."""
+    from relviz.eval.report import compare, to_markdown, write_report
+
+    s = settings()
+    root = dataset_path(dataset)
+    report = compare(checkpoints, root, _teacher(teacher), s.cache_dir, version=version, split=split,
+                     train_split=train_split, per_class=per_class, seed=seed, backend=s.sparse_backend)
+    target = write_report(report, out or s.home / "reports" / "compare")
+    if as_json:
+        typer.echo(json.dumps({**report, "written_to": str(target)}, indent=2, default=str))
+        return
+    typer.echo(to_markdown(report))
+    typer.echo(f"written to {target}")
