@@ -11,9 +11,17 @@ PIP := env PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: app test env sysdeps browser workspace lock
+.PHONY: app test env sysdeps browser workspace dataset warm lock
 
-app: env workspace
+# A first `make app` says what it does, what each step is expected to take, and what it took
+# (expectations: docs/setup-timing.md, measured on a 2-core machine).
+TIMED = bash -c 'echo "==> $$0"; start=$$SECONDS; "$$@"; rc=$$?; echo "    ($$0: $$((SECONDS - start)) s)"; exit $$rc'
+
+app:
+	@$(TIMED) "environment: .venv (first time 3-6 min, then a second)" $(MAKE) --no-print-directory env
+	@$(TIMED) "workspace: demo dataset (first time about 90 s, then a second)" $(MAKE) --no-print-directory dataset
+	@$(TIMED) "app caches: relviz warm (first time about 30 s, then a few seconds)" $(MAKE) --no-print-directory warm
+	@echo "==> starting the app on http://$(HOST):$(PORT) (ready in about 10 s)"
 	$(VENV)/bin/relviz app --host $(HOST) --port $(PORT)
 
 test: env browser
@@ -50,9 +58,13 @@ browser:
 		fi; \
 	fi
 
-workspace: env
-	$(VENV)/bin/relviz workspace
-	$(VENV)/bin/relviz demo --dataset-only
+workspace: dataset warm
+
+dataset: env
+	@$(VENV)/bin/relviz workspace >/dev/null
+	@$(VENV)/bin/relviz demo --dataset-only
+
+warm: env
 	@$(VENV)/bin/relviz warm || echo "note: the app starts anyway; its pages compute what could not be cached"
 
 # Re-freeze the whole resolved tree after changing requirements.txt.

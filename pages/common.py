@@ -116,6 +116,22 @@ def set_query_params(**values) -> None:
             st.query_params[k] = str(v)
 
 
+def active_checkpoints(available: list[str]) -> list[str]:
+    """The active checkpoints (one piece of session state, chosen on Home) that are in ``available``;
+    a link's ``active`` URL parameter sets them when the session has none yet."""
+    if "active_checkpoints" not in st.session_state and query_param("active"):
+        st.session_state["active_checkpoints"] = query_param("active").split(",")
+    chosen = [x for x in st.session_state.get("active_checkpoints", []) if x in available]
+    if chosen:
+        set_query_params(active=",".join(chosen))  # every page's URL carries the choice
+    return chosen
+
+
+def set_active_checkpoints(labels: list[str]) -> None:
+    st.session_state["active_checkpoints"] = list(labels)
+    set_query_params(active=",".join(labels) or None)
+
+
 def _mtime(info: CheckpointInfo | None) -> float:
     return 0.0 if info is None else info.path.stat().st_mtime
 

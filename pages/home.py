@@ -42,6 +42,12 @@ names = sorted(ws["datasets"]) or [settings.dataset]
 current = st.session_state.get("dataset", settings.dataset)
 st.session_state["dataset"] = st.selectbox("Dataset for every page", names,
                                            index=names.index(current) if current in names else 0, key="home_dataset")
+from relviz.workspace import pending_caches  # noqa: E402
+
+pending = pending_caches(settings, settings.dataset_root(st.session_state["dataset"]))
+if pending:
+    st.info("Still being prepared: " + "; ".join(pending) + ". The pages compute what is missing on their first "
+            "visit (slower); `relviz warm` (run by `make app`) prepares it ahead.")
 
 st.subheader("Checkpoints")
 from pages import common  # noqa: E402
@@ -58,9 +64,8 @@ for c in common.student_checkpoints(settings):
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     ok = [r["checkpoint"] for r in rows if r["status"] == "ok"]
-    st.session_state["active_checkpoints"] = st.multiselect(
-        "Active checkpoints (pre-selected on Compare)", ok, default=st.session_state.get("active_checkpoints", ok[:3]),
-        key="home_active")
+    common.set_active_checkpoints(st.multiselect("Active checkpoints (pre-selected on Compare)", ok,
+                                                 default=common.active_checkpoints(ok) or ok[:3], key="home_active"))
 else:
     st.info("No student checkpoint yet: `relviz demo` builds the demo students, the Jobs page trains more.")
 from relviz.teacher.demo import DEMO_TEACHER_PATH  # noqa: E402

@@ -32,9 +32,14 @@ def ensure_dataset(settings: Settings, log=print) -> Path:
 
     root = settings.ensure().dataset_root(DEMO_DATASET)
     if not (root / "v1.0-mini").is_dir():
-        log(f"generating the synthetic dataset into {root} ...")
+        log(f"generating the synthetic dataset into {root} (10 scenes) ...")
         start = time.perf_counter()
-        generate(root, SynthConfig())
+
+        def progress(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - start
+            log(f"  scene {done}/{total}, {elapsed:.0f} s, about {elapsed / done * (total - done):.0f} s left")
+
+        generate(root, SynthConfig(), progress=progress)
         log(f"dataset ready in {time.perf_counter() - start:.0f} s")
     return root
 

@@ -155,6 +155,20 @@ def fewshot(settings: Settings, root: str | Path, checkpoint: CheckpointInfo, fr
     return result
 
 
+def pending_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_VAL_SAMPLES) -> list[str]:
+    """What :func:`warm_caches` has not prepared yet for ``root`` (the dataset itself, the teacher's
+    and each student's validation features), in words; empty when every page opens from disk.
+    Only file existence is checked, so the Home page can ask on every render."""
+    root = Path(root)
+    if not (root / VERSION).is_dir():
+        return [f"the dataset {root.name} (`relviz demo --dataset-only` generates it)"]
+    val_dir = _val_dir(settings, root)
+    pending = [] if (val_dir / f"teacher-n{n_samples}.safetensors").is_file() else ["the teacher's validation features"]
+    pending += [f"validation features of {info.label}" for info in student_checkpoints(settings)
+                if info.error is None and not (val_dir / f"{info.key}-n{n_samples}.safetensors").is_file()]
+    return pending
+
+
 def cache_finished_run(settings: Settings):
     """An ``on_finish`` hook for :class:`relviz.train.trainer.Trainer`: store the final student's
     validation features and metrics where the app reads them, so the run opens at once on every

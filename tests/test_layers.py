@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The first matching prefix decides a module's layer (0 = pure ... 4 = surfaces).
 LAYERS = [
     (4, ("relviz.cli", "relviz.serve", "relviz.__main__")),
-    (3, ("relviz.workspace", "relviz.jobs", "relviz.demo", "relviz.info")),
+    (3, ("relviz.workspace", "relviz.jobs", "relviz.demo", "relviz.info", "relviz.experiment")),
     (2, ("relviz.train", "relviz.eval", "relviz.toy", "relviz.viz")),
     (1, ("relviz.data", "relviz.models", "relviz.teacher")),
     (0, ("relviz.errors", "relviz.tensors", "relviz.files", "relviz.config", "relviz.versions", "relviz.sparse",
