@@ -1,0 +1,103 @@
+"""Byte identity of the synthetic generator: the files of a tiny dataset and one ``render_view``.
+
+The recorded digests below are the one place where a hard-coded result is right: they were taken on
+2026-12-01 from the single-file ``relviz/data/synthetic.py`` (721 lines) before it was split into the
+``relviz.data.synthetic`` package (issue #15 item 5), so that the split provably changed no byte.
+They depend on the pinned numpy, open3d and Pillow (requirements.lock: ray casting, float noise, JPEG
+encoding); a deliberate change to the generator's output, or a new pin, means recording them again.
+"""
+
+import hashlib
+from fnmatch import fnmatch
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from relviz.data.nuscenes import CAMERAS
+from relviz.data.synthetic import MINI_TRAIN, MINI_VAL, SynthConfig, generate, render_view
+from relviz.errors import InputError
+
+# small enough for about 2 s of generation on 2 cores; still 10 scenes, every sensor and table
+TINY = SynthConfig(seed=0, samples_per_scene=2, image_size=(64, 64), beams=4, azimuth_steps=64)
+
+# sha256 per kind of file (sorted relative paths and bytes), recorded before the split (see above)
+RECORDED = {
+    "tables": "ccac2c25dfa25b38a236c069044f16b43cb35d9808df53d94a2882f7ec4f33ab",
+    "lidar": "4c047defad566e48cfd935ed568323b6f56e6c3e6c3e83184c67fd49899c87a4",
+    "lidarseg": "d2ce7a71377538528e8892e5f602895d96219d0e272fa77a873ec31f6916ecf7",
+    "images": "3ecd4e5d423902672caf7625bfb8738d7c10e5d47e63ec06e8cf25461ae086be",
+    "class_maps": "86f1ef5cb86d7df153ff334943843612353ead0deb2b771acc7c55d85cd64376",
+    "map": "39bcdf4d010923c4621eb1b214d0912ba8d845731639bdf08b605a99e3cd733d",
+}
+RECORDED_VIEW = "32781e7e165a6ece14bbb79bdafb7254eec6e5bad453f99c446b06bc851efc76"
+
+
+# kinds of file, the first matching pattern (fnmatch: ``*`` also matches ``/``) decides
+FILE_KINDS = (("tables", "*.json"), ("lidar", "*.pcd.bin"), ("lidarseg", "lidarseg/*"), ("class_maps", "*.class.png"),
+              ("images", "*.jpg"), ("map", "maps/*"))
+
+
+def _kind(rel: Path) -> str:
+    kind = next((k for k, pattern in FILE_KINDS if fnmatch(rel.as_posix(), pattern)), None)
+    assert kind, f"unexpected file {rel} in the synthetic dataset"
+    return kind
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    """sha256 per kind over the sorted relative paths and bytes of every file under ``root``."""
+    digests: dict[str, hashlib._Hash] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        h = digests.setdefault(_kind(rel), hashlib.sha256())
+        h.update(rel.as_posix().encode() + b"\0")
+        h.update(path.read_bytes())
+    return {kind: h.hexdigest() for kind, h in sorted(digests.items())}
+
+
+def array_digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("tiny") / "synthetic", TINY, workers=1)
+
+
+def test_generated_files_are_byte_identical_to_the_recorded_ones(tiny_root):
+    digests = tree_digests(tiny_root)
+    assert digests == RECORDED
+
+
+# workers=1 against workers=2, every file: tests/test_data.py::test_same_seed_gives_identical_files
+
+
+def test_render_view_is_byte_identical_to_the_recorded_one():
+    rgb, fine = render_view(TINY, scene_index=3, camera="CAM_FRONT_LEFT", time_s=0.75)
+    assert rgb.shape == (64, 64, 3) and fine.shape == (64, 64)
+    digest = array_digest(rgb, fine)
+    assert digest == RECORDED_VIEW
+
+
+@pytest.mark.parametrize("scene_index, channel", [(0, "CAM_FRONT"), (8, "CAM_BACK_LEFT")])
+def test_render_view_shows_the_scene_generate_wrote(tiny_root, scene_index, channel):
+    """render_view at a camera's first keyframe time gives the class map that generate wrote for it."""
+    scene = (MINI_TRAIN + MINI_VAL)[scene_index]
+    ci = 1 + CAMERAS.index(channel)
+    # generate's timing: the camera fires 8 ms * (channel index) + 2 ms after the keyframe at t = 0
+    time_s = (8_000 * ci + 2_000) / 1e6
+    written = sorted((tiny_root / "samples" / channel).glob(f"{scene}__{channel}__*.class.png"))[0]
+    _, fine = render_view(TINY, scene_index=scene_index, camera=channel, time_s=time_s)
+    np.testing.assert_array_equal(fine, np.asarray(Image.open(written)))
+
+
+@pytest.mark.parametrize("kwargs, field", [({"camera": "CAM_TOP"}, "camera"), ({"scene_index": 10}, "scene_index"),
+                                           ({"scene_index": -1}, "scene_index")])
+def test_render_view_names_the_bad_argument(kwargs, field):
+    with pytest.raises(InputError, match=field):
+        render_view(TINY, **kwargs)
