@@ -430,8 +430,8 @@ def _page(path: str, **params) -> AppTest:
 HOSTILE_QUERIES = {
     "100k characters": ("car " * 25_000, ["100,000 characters", "at most 10,000"]),
     "control characters": ("car\nbus\x07\x1b[31m", ["line 2", "control character U+0007"]),
-    "right-to-left text": ("\u202eرَاكِب دراجة", ["line 1", "not one of the 16 classes"]),
-    "emoji": ("🚗🚲 = car\n🚌", ["line 2", "not one of the 16 classes"]),
+    "right-to-left text": ("\u202eرَاكِب دراجة", None),  # valid free text (#18): accepted, unscored
+    "emoji": ("🚗🚲 = car\n🚌", None),  # a scored emoji query and an unscored one
     "only whitespace": ("   \n\t\n  ", ["at least one query"]),
     "empty prompt": ("= car", ["line 1", "prompt before '=' is empty"]),
 }
@@ -444,7 +444,9 @@ def test_hostile_queries_in_the_app(app_workspace):
         at.text_area(key="zs_queries").input(text).run()
         assert not at.exception, (case, at.exception)
         message = at.error[0].value if at.error else ""
-        for part in expected:
+        if expected is None:  # valid input: no error
+            assert not at.error, (case, message[:300])
+        for part in expected or ():
             assert part in message, (case, message[:300])
         assert len(message) < MAX_MESSAGE, (case, len(message))
         # the page keeps working: a good query afterwards gives predictions again

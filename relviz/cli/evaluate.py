@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -37,14 +38,37 @@ def _student(path: str):
     return load_student(path, backend=settings().sparse_backend)
 
 
+def _label_set(query: list[str] | None, queries: str | None, threshold: float | None):
+    """The --query lines, then the --queries file's, as a label set (None: the 16 class prompts)."""
+    from relviz.errors import InputError
+    from relviz.eval.zeroshot import LabelSet, parse_queries
+
+    lines = list(query or [])
+    if queries:
+        try:
+            lines += Path(queries).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--queries {queries}: cannot read it as UTF-8 text ({e})") from None
+    if lines:
+        return parse_queries("\n".join(lines), threshold)
+    return LabelSet.of_classes(threshold) if threshold is not None else None
+
+
 @eval_app.command("zeroshot")
 def eval_zeroshot(checkpoint: str = typer.Option(...), dataset: str = DATASET, version: str = VERSION,
-                  split: str = SPLIT, teacher: str = TEACHER) -> None:
-    """Zero-shot 3D segmentation mIoU by the 16 class prompts (nuscenes-devkit semantics)."""
+                  split: str = SPLIT, teacher: str = TEACHER,
+                  query: list[str] = typer.Option(None, "--query", help="A prompt, optionally `text=class` for "
+                                                  "scoring or `text=background`; repeatable."),
+                  queries: str = typer.Option(None, "--queries", help="A UTF-8 file of query lines (same syntax)."),
+                  threshold: float = typer.Option(None, help="Cosine similarity below which a point stays "
+                                                  "unassigned.")) -> None:
+    """Zero-shot 3D segmentation by text: the 16 class prompts (nuscenes-devkit semantics), or your
+    own queries, scored over the classes they are mapped to."""
     from relviz.eval.zeroshot import evaluate_zeroshot
 
-    model, _ = _student(checkpoint)  # the cheap checks first
-    result = evaluate_zeroshot(model, _teacher(teacher), _dataset(dataset, version, split))
+    labels = _label_set(query, queries, threshold)  # the cheap checks first
+    model, _ = _student(checkpoint)
+    result = evaluate_zeroshot(model, _teacher(teacher), _dataset(dataset, version, split), queries=labels)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=2))
 
 

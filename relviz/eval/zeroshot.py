@@ -1,101 +1,301 @@
-"""Zero-shot 3D segmentation by text: query parsing, prediction, evaluation and export."""
+"""Zero-shot 3D segmentation by text: a free label set (any prompts, some mapped to a class for
+scoring, an optional unlabelled rule), prediction, evaluation and export."""
 
 from __future__ import annotations
 
+import math
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from relviz.data.classes import CLASSES
 from relviz.data.dataset import collate
 from relviz.errors import InputError, shorten
 from relviz.eval.features import dataset_for, student_voxel_features
-from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
 from relviz.files import atomic_path
+from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
+from relviz.teacher.prompts import class_named
+from relviz.teacher.text import embed_queries
+
+MAX_QUERY_CHARS = 10_000  # the whole query text
+MAX_PROMPT_CHARS = 300  # one prompt; CLIP reads at most 77 tokens of it (the demo teacher 32)
+MAX_QUERIES = 64  # queries and background prompts together
+UNASSIGNED = -1  # the query index of a point that matches no query
+BACKGROUND = "background"  # ``text = background`` makes a background prompt
+MISSED = len(CLASSES)  # 17: the scoring column of points given no scored class (unassigned, unmapped query)
 
 
-MAX_QUERY_CHARS = 10_000  # the whole query text; a prompt is at most CLIP's 77 tokens anyway
-MAX_QUERIES = 64
+def _check_text(text: str, where: str) -> None:
+    """Refuse control characters (and lone surrogates, which no encoder takes); right-to-left text,
+    emoji and format characters (joiners, direction marks) are text like any other."""
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cs") and c != "\t"), None)
+    if bad is not None:
+        kind = "control character" if unicodedata.category(bad) == "Cc" else "unpaired surrogate"
+        raise InputError(f"{where} {shorten(text)}: contains the {kind} U+{ord(bad):04X}; use plain text")
 
 
-def parse_queries(text: str, class_names: list[str] | tuple[str, ...]) -> tuple[list[str], list[int]]:
-    """Query lines ``prompt`` (a class name) or ``prompt = class`` -> (prompts, class index per prompt,
-    1-based in ``class_names``). Class names match case-insensitively, with ``_`` or spaces. Refuses,
-    with the line at fault (cut short), text that is too long, has control characters, is empty, has
-    an empty prompt, or names no known class."""
+def _check_prompt(prompt: str, where: str) -> None:
+    """Refuse a prompt no text encoder should get; ``where`` names it in the message."""
+    if not prompt.strip():
+        raise InputError(f"{where}: the prompt is empty; write some text")
+    _check_text(prompt, where)
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InputError(f"{where} {shorten(prompt)}: {len(prompt):,} characters; at most {MAX_PROMPT_CHARS} "
+                         f"per prompt")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One label: any text ``prompt``, scored as the nuScenes class ``class_name`` (one of
+    ``CLASSES[1:]``) when it has one, else shown but not scored."""
+
+    prompt: str
+    class_name: str | None = None
+
+    def __post_init__(self):
+        _check_prompt(self.prompt, "query")
+        if self.class_name is not None and self.class_name not in CLASSES[1:]:
+            raise InputError(f"query {shorten(self.prompt)}: class {shorten(self.class_name)} is not one of the "
+                             f"16 classes ({', '.join(CLASSES[1:])})")
+
+    @property
+    def class_index(self) -> int:
+        """1..16 in ``CLASSES``, or 0 for an unmapped query."""
+        return 0 if self.class_name is None else CLASSES.index(self.class_name)
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The user's labels. Every point takes the query whose text embedding is most similar, unless
+    the unlabelled rule leaves it unassigned: its best cosine similarity is below ``threshold``
+    (in [-1, 1]), or a ``background`` prompt is more similar to it than every query."""
+
+    queries: tuple[Query, ...]
+    background: tuple[str, ...] = ()
+    threshold: float | None = None
+
+    def __post_init__(self):
+        if not self.queries:
+            raise InputError("type at least one query (one per line)")
+        for b in self.background:
+            _check_prompt(b, "background prompt")
+        if len(self.queries) + len(self.background) > MAX_QUERIES:
+            raise InputError(f"{len(self.queries) + len(self.background)} queries; at most {MAX_QUERIES} "
+                             f"are accepted")
+        seen: set[str] = set()
+        for p in [*self.prompts, *self.background]:
+            if p.lower() in seen:
+                raise InputError(f"query {shorten(p)} is given twice; give each prompt once")
+            seen.add(p.lower())
+        if self.threshold is not None:
+            try:
+                threshold = float(self.threshold)
+            except (TypeError, ValueError):
+                threshold = math.nan
+            if isinstance(self.threshold, bool) or not -1 <= threshold <= 1:  # NaN fails the comparison
+                raise InputError(f"threshold {shorten(self.threshold)}: expected a cosine similarity from -1 to 1")
+            object.__setattr__(self, "threshold", threshold)  # a float, whatever number type was given
+
+    @classmethod
+    def of_classes(cls, threshold: float | None = None) -> "LabelSet":
+        """The 16 classes by name, each scored as itself (their prompt ensembles)."""
+        return cls(tuple(Query(name.replace("_", " "), name) for name in CLASSES[1:]), threshold=threshold)
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        return tuple(q.prompt for q in self.queries)
+
+    @property
+    def scored(self) -> tuple[Query, ...]:
+        return tuple(q for q in self.queries if q.class_name is not None)
+
+    @property
+    def unscored(self) -> tuple[Query, ...]:
+        return tuple(q for q in self.queries if q.class_name is None)
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        """The classes (1..16) some query is scored as, ascending."""
+        return tuple(sorted({q.class_index for q in self.scored}))
+
+    def class_of_query(self) -> torch.Tensor:
+        """int64 [P]: each query's class (1..16), 0 for an unmapped one."""
+        return torch.tensor([q.class_index for q in self.queries], dtype=torch.long)
+
+
+def parse_queries(text: str, threshold: float | None = None) -> LabelSet:
+    """Query lines -> :class:`LabelSet` (with ``threshold``). A line is
+
+    - ``prompt``: any text; scored as a class when it names one (``Car``, ``driveable surface``);
+    - ``prompt = class``: any text scored as that class (``ambulance = car``);
+    - ``prompt = background``: a background prompt (points closest to it stay unassigned).
+
+    Class names match case-insensitively, with ``_`` or spaces; blank lines and lines starting with
+    ``#`` are skipped; the last ``=`` separates the class. Refuses, with the line at fault (cut
+    short), text that is too long, control characters, no query, an empty prompt, an unknown class,
+    a prompt given twice."""
     if len(text) > MAX_QUERY_CHARS:
         raise InputError(f"the queries are {len(text):,} characters long; at most {MAX_QUERY_CHARS:,} are accepted")
-    names = {n.replace("_", " ").lower(): i + 1 for i, n in enumerate(class_names)}
-    prompts, classes = [], []
+    queries, background, line_of = [], [], {}
     for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        control = next((c for c in line if unicodedata.category(c) == "Cc" and c != "\t"), None)
-        if control is not None:
-            raise InputError(f"query line {number} {shorten(line)}: contains the control character "
-                             f"U+{ord(control):04X}; use plain text")
-        prompt, sep, cls = line.partition("=")
+        where = f"query line {number}"
+        _check_text(line, where)  # anywhere on the line, the class part too
+        prompt, sep, target = line.rpartition("=") if "=" in line else (line, "", "")
         prompt = " ".join(prompt.split())
-        cls = " ".join((cls if sep else prompt).replace("_", " ").split()).lower()
         if not prompt:
-            raise InputError(f"query line {number} {shorten(line)}: the prompt before '=' is empty; write "
-                             f"`text = class`")
-        if cls not in names:
-            raise InputError(f"query line {number}: {shorten(cls)} is not one of the {len(names)} classes "
-                             f"({', '.join(names)})")
-        prompts.append(prompt)
-        classes.append(names[cls])
-    if not prompts:
-        raise InputError("type at least one query (one per line)")
-    if len(prompts) > MAX_QUERIES:
-        raise InputError(f"{len(prompts)} queries; at most {MAX_QUERIES} are accepted")
-    return prompts, classes
+            raise InputError(f"{where} {shorten(line)}: the prompt before '=' is empty; write `text = class`")
+        _check_prompt(prompt, where)
+        if prompt.lower() in line_of:
+            raise InputError(f"{where}: {shorten(prompt)} repeats line {line_of[prompt.lower()]}; give each "
+                             f"prompt once")
+        line_of[prompt.lower()] = number
+        if sep and " ".join(target.split()).lower() == BACKGROUND:
+            background.append(prompt)
+            continue
+        cls = class_named(target if sep else prompt)
+        if sep and cls is None:
+            raise InputError(f"{where}: {shorten(' '.join(target.split()))} is not one of the 16 classes "
+                             f"({', '.join(c.replace('_', ' ') for c in CLASSES[1:])}) or '{BACKGROUND}'; "
+                             f"write the text alone to leave it unscored")
+        queries.append(Query(prompt, cls))
+    if not queries:
+        raise InputError("type at least one query (one per line)" if not background else
+                         "every line is a background prompt; type at least one query")
+    return LabelSet(tuple(queries), tuple(background), threshold)
+
+
+def _check_dims(point_features: torch.Tensor, text: torch.Tensor) -> None:
+    if point_features.shape[-1] != text.shape[-1]:
+        raise InputError(f"point features have dimension {point_features.shape[-1]} but the text embeddings "
+                         f"{text.shape[-1]}: the student was distilled from another teacher than this one")
 
 
 def predict_by_text(point_features: torch.Tensor, text: torch.Tensor, class_of_prompt: torch.Tensor | None = None
                     ) -> torch.Tensor:
     """Per-point class: ``argmax_p k . t_p`` over prompt embeddings [P, D]; the winning prompt's class
     (``class_of_prompt`` [P], default p + 1, i.e. the 16 classes in order). Returns int64 [N]."""
-    if point_features.shape[-1] != text.shape[-1]:
-        raise InputError(f"point features have dimension {point_features.shape[-1]} but the text embeddings "
-                         f"{text.shape[-1]}: the student was distilled from another teacher than this one")
+    _check_dims(point_features, text)
     best = (point_features.float() @ text.to(point_features.device).float().T).argmax(1)
     if class_of_prompt is None:
         return best + 1
     return class_of_prompt.to(best.device)[best]
 
 
-def student_point_predictions(model, dataset, text: torch.Tensor, device="cpu", class_of_prompt=None):
-    """Yield (index, lidar token, per-point predictions int64 [N], labels [N] or None) over a dataset."""
+def assign_by_text(point_features: torch.Tensor, text: torch.Tensor, threshold: float | None = None,
+                   background: torch.Tensor | None = None, chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each point's query by cosine similarity, with the unlabelled rule.
+
+    point_features [N, D]; text [P, D] query embeddings; background [B, D] background-prompt
+    embeddings or None. Returns (``query`` int64 [N]: ``argmax_p cos(k, t_p)``, or ``UNASSIGNED``
+    (-1) when that best similarity is below ``threshold`` or some background prompt is strictly more
+    similar; ``best`` float32 [N]: ``max_p cos(k, t_p)``, the heat-map value), on the features'
+    device, computed ``chunk`` points at a time (at most [chunk, P + B] similarities at once)."""
+    _check_dims(point_features, text)
+    device = point_features.device
+    text = F.normalize(text.to(device, torch.float32), dim=1)
+    bg = None if background is None or not len(background) else F.normalize(background.to(device, torch.float32), dim=1)
+    if bg is not None:
+        _check_dims(point_features, bg)
+    query = torch.empty(len(point_features), dtype=torch.long, device=device)
+    best = torch.empty(len(point_features), dtype=torch.float32, device=device)
+    for s in range(0, len(point_features), chunk):
+        k = F.normalize(point_features[s:s + chunk].float(), dim=1)
+        b, q = (k @ text.T).max(1)
+        unassigned = torch.zeros_like(q, dtype=torch.bool)
+        if threshold is not None:
+            unassigned |= b < threshold
+        if bg is not None:
+            unassigned |= (k @ bg.T).amax(1) > b
+        query[s:s + chunk], best[s:s + chunk] = q.masked_fill(unassigned, UNASSIGNED), b
+    return query, best
+
+
+def segment_by_queries(point_features: torch.Tensor, teacher, labels: LabelSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`assign_by_text` of ``point_features`` [N, D] by a label set, its prompts (and
+    background prompts) embedded by :func:`embed_queries` (cached per prompt)."""
+    background = embed_queries(teacher, labels.background) if labels.background else None
+    return assign_by_text(point_features, embed_queries(teacher, labels.prompts), labels.threshold, background)
+
+
+def scored_prediction(query: torch.Tensor, labels: LabelSet, missed: int = MISSED) -> torch.Tensor:
+    """Per-point class, int64 [N], from queries [N] (:func:`assign_by_text`): the class of the
+    point's query (1..16), or ``missed`` for an unassigned point or one whose query has no class
+    (``MISSED`` = 17 for scoring, where it is a miss; 0 to colour such points as unlabelled)."""
+    table = torch.cat([labels.class_of_query(), torch.tensor([0])]).to(query.device)
+    cls = table[torch.where(query == UNASSIGNED, len(labels.queries), query)]
+    return cls.masked_fill(cls == 0, missed)
+
+
+def label_set_scores(cm: np.ndarray, labels: LabelSet) -> dict:
+    """Scores of a label set from its confusion matrix [18, 18] (rows = ground truth 0..16, columns =
+    :func:`scored_prediction`): IoU of each class some query is scored as, their mean (None when
+    none is defined), and which queries were scored."""
+    iou = iou_per_class(cm)
+    covered = {CLASSES[c]: (None if np.isnan(iou[c]) else float(iou[c])) for c in labels.classes}
+    defined = [v for v in covered.values() if v is not None]
+    return {"miou": float(np.mean(defined)) if defined else None, "iou": covered,
+            "scored_queries": [q.prompt for q in labels.scored],
+            "unscored_queries": [q.prompt for q in labels.unscored],
+            "query_classes": {q.prompt: q.class_name for q in labels.queries},
+            "background": list(labels.background), "threshold": labels.threshold}
+
+
+def _point_features(model, dataset, device):
+    """Yield (index, lidar token, student point features [N, D], labels [N] or None) over a dataset."""
     dataset = dataset_for(model, dataset)
     with torch.inference_mode():
         for i in range(len(dataset)):
             batch = collate([dataset[i]])
             feats = student_voxel_features(model, batch, device)[batch["inverse"].to(device)]
-            yield i, batch["lidar_tokens"][0], predict_by_text(feats, text, class_of_prompt).cpu(), batch.get("labels")
+            yield i, batch["lidar_tokens"][0], feats, batch.get("labels")
 
 
-def evaluate_zeroshot(model, teacher, dataset, device="cpu", prompts: list[str] | None = None,
-                      class_of_prompt: torch.Tensor | None = None) -> dict:
+def student_point_predictions(model, dataset, text: torch.Tensor, device="cpu", class_of_prompt=None):
+    """Yield (index, lidar token, per-point predictions int64 [N], labels [N] or None) over a dataset."""
+    for i, token, feats, labels in _point_features(model, dataset, device):
+        yield i, token, predict_by_text(feats, text, class_of_prompt).cpu(), labels
+
+
+def evaluate_zeroshot(model, teacher, dataset, device="cpu", queries: LabelSet | None = None) -> dict:
     """Zero-shot 3D segmentation over a dataset: confusion matrix, per-class IoU, mIoU (devkit rules).
 
-    prompts: free-text prompts instead of the 16 class ensembles, each mapped to a class by
-    ``class_of_prompt`` [P] (1..16)."""
-    from relviz.data.classes import CLASSES
-
-    if prompts is not None:
-        if class_of_prompt is None or len(class_of_prompt) != len(prompts):
-            raise InputError("every prompt needs a class (class_of_prompt, one per prompt)")
-        text = teacher.encode_text(prompts).cpu()
-    else:
+    Without ``queries``: the 16 class prompt ensembles, every point classified (``confusion`` [17, 17]).
+    With a label set: points take queries by :func:`assign_by_text`, and scores cover only the
+    classes some query is scored as; a point left unassigned or given an unscored query counts as a
+    miss for its true class (column ``MISSED`` of ``confusion`` [18, 18]), a point of another class
+    given a scored query as a false positive. Also returns ``scored_queries``, ``unscored_queries``,
+    ``unassigned`` (the fraction of labelled points left unassigned) and ``query_points`` (points
+    per query)."""
+    if queries is None:
         text = teacher.class_embeddings().cpu()
-    cm = np.zeros((17, 17), dtype=np.int64)
-    for _, _, pred, labels in student_point_predictions(model, dataset, text, device, class_of_prompt):
-        cm += confusion_matrix(pred, labels)
-    iou = iou_per_class(cm)
-    return {"miou": mean_iou(cm), "iou": {CLASSES[c]: (None if np.isnan(iou[c]) else float(iou[c])) for c in range(1, 17)},
-            "confusion": cm.tolist(), "samples": len(dataset)}
+        cm = np.zeros((17, 17), dtype=np.int64)
+        for _, _, pred, labels in student_point_predictions(model, dataset, text, device):
+            cm += confusion_matrix(pred, labels)
+        iou = iou_per_class(cm)
+        return {"miou": mean_iou(cm), "iou": {CLASSES[c]: (None if np.isnan(iou[c]) else float(iou[c]))
+                                              for c in range(1, 17)},
+                "confusion": cm.tolist(), "samples": len(dataset)}
+    cm = np.zeros((MISSED + 1, MISSED + 1), dtype=np.int64)
+    counts = torch.zeros(len(queries.queries) + 1, dtype=torch.long)  # the last: unassigned
+    labelled = unassigned = 0
+    for _, _, feats, labels in _point_features(model, dataset, device):
+        query, _ = segment_by_queries(feats, teacher, queries)
+        query = query.cpu()
+        cm += confusion_matrix(scored_prediction(query, queries), labels, num_classes=MISSED + 1)
+        counts += torch.bincount(torch.where(query == UNASSIGNED, len(queries.queries), query),
+                                 minlength=len(counts))
+        known = labels != 0
+        labelled += int(known.sum())
+        unassigned += int((query[known] == UNASSIGNED).sum())
+    return {**label_set_scores(cm, queries), "confusion": cm.tolist(), "samples": len(dataset),
+            "unassigned": unassigned / labelled if labelled else None,
+            "query_points": dict(zip(queries.prompts, counts[:-1].tolist()))}
 
 
 def export_submission(model, teacher, dataset, out_dir, eval_set: str, device="cpu") -> Path:

@@ -1,6 +1,9 @@
-"""Class prompts: OpenScene's 43 nuScenes detail names mapped many-to-one onto the 16 classes."""
+"""Class prompts: OpenScene's 43 nuScenes detail names mapped many-to-one onto the 16 classes; free
+text under the same templates; the words the demo teacher was trained on."""
 
 from __future__ import annotations
+
+import re
 
 from relviz.data.classes import CLASSES
 
@@ -37,3 +40,35 @@ def class_prompts(templates: tuple[str, ...] = TEMPLATES) -> dict[str, list[str]
 
 def detail_names() -> list[str]:
     return [d for details in DETAIL_PROMPTS.values() for d in details]
+
+
+# ------------------------------------------------------------------------------- free text
+_CLASS_BY_NAME = {c.replace("_", " "): c for c in DETAIL_PROMPTS}
+# the pieces CLIP's tokenizer splits text into before BPE: letter runs, single digits, other symbols
+_WORD = re.compile(r"[^\W\d_]+|\d|(?:[^\w\s]|_)+")
+
+
+def class_named(text: str) -> str | None:
+    """The merged class ``text`` names (``Car``, ``driveable surface``, ``Driveable_Surface``), or None."""
+    return _CLASS_BY_NAME.get(" ".join(text.replace("_", " ").split()).lower())
+
+
+def prompt_ensemble(prompt: str, templates: tuple[str, ...] = TEMPLATES) -> list[str]:
+    """The texts whose embeddings are averaged for ``prompt``: for a class name, its detail names x
+    templates (the ensemble of :meth:`ClipTeacher.class_embeddings`); for any other text, the text
+    itself under every template."""
+    cls = class_named(prompt)
+    return class_prompts(templates)[cls] if cls else [t.format(prompt) for t in templates]
+
+
+def words(text: str) -> list[str]:
+    """The lower-cased words of ``text`` as CLIP's tokenizer separates them (letter runs, digits,
+    runs of other symbols such as punctuation or emoji)."""
+    return _WORD.findall(text.lower())
+
+
+def demo_vocabulary(templates: tuple[str, ...] = TEMPLATES) -> frozenset[str]:
+    """Every word the demo teacher read in training: its prompts are one detail name of each class
+    under one template (:func:`relviz.teacher.demo.train_demo_teacher`)."""
+    template_words = {w for t in templates for w in words(t.format(""))}
+    return frozenset(template_words | {w for d in detail_names() for w in words(d)})
