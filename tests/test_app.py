@@ -76,9 +76,10 @@ def test_job_launched_from_the_form_runs_with_progress(app_workspace):
     at.button[0].click().run()  # the form's submit button
     assert not at.exception, at.exception
     assert "started" in at.success[0].value
+    from relviz.config import load_settings
     from relviz.jobs import JobStore
 
-    store = JobStore()
+    store = JobStore(load_settings())
     deadline = time.time() + 240
     while time.time() < deadline and store.list()[0].status == "running":
         time.sleep(1)

@@ -315,6 +315,7 @@ def test_unknown_job_ids(action):
 def test_shell_syntax_in_a_real_job_is_never_executed(synthetic_root, tmp_path, workspace_home):
     """A dataset folder whose name is shell syntax, used by a job that really starts: the name reaches
     the trainer as an argument, never through a shell."""
+    from relviz.config import load_settings
     from relviz.jobs import JobStore
 
     name = "ds; touch PWNED $(touch PWNED) `touch PWNED`"  # relative: a shell would create it in its cwd
@@ -323,7 +324,7 @@ def test_shell_syntax_in_a_real_job_is_never_executed(synthetic_root, tmp_path, 
     result = CliRunner().invoke(cli_app, ["jobs", "submit", "--dataset", name, "--max-steps", "1", "--width", "0.125",
                                           "--name", "$(touch PWNED)"])
     assert result.exit_code == 0, result.output
-    store = JobStore()
+    store = JobStore(load_settings())
     job = store.get(result.output.strip().splitlines()[-1])
     deadline = time.time() + 120
     while time.time() < deadline and not store.events(job)[0]:  # the trainer has started with the config

@@ -1,9 +1,11 @@
 """A real browser (headless Chromium driven by Playwright) against `relviz app` on localhost:
-every page loads without an exception, a zero-shot query runs, and each page is screenshotted
-into artifacts/browser/."""
+every page loads without an exception, a zero-shot query runs, a job launched from the Jobs page
+shows its phase and is cancelled, and each page is screenshotted into artifacts/browser/."""
 
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +52,12 @@ def server(app_workspace):
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+    from relviz.config import load_settings
+    from relviz.jobs import JobStore
+
+    for job in JobStore(load_settings()).list():  # a job the test launched and did not see end outlives the app
+        if job.status == "running":
+            os.killpg(job.pgid, signal.SIGKILL)
 
 
 def _settle(page, timeout_ms=240_000):
@@ -72,6 +80,7 @@ def test_every_page_in_a_real_browser(server):
             assert page.locator("[data-testid='stException']").count() == 0, name
             assert page.locator("h1").count() >= 1, name
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        _launch_watch_and_cancel_a_job(page, server)
         # a zero-shot query in the browser
         page.goto(f"{server}/zeroshot")
         _settle(page)
@@ -90,3 +99,22 @@ def test_every_page_in_a_real_browser(server):
         assert ply.startswith(b"ply") and b"element vertex" in ply[:400] and b"red" in ply[:400]
         assert download.value.suggested_filename.endswith(".ply")
         browser.close()
+
+
+def _launch_watch_and_cancel_a_job(page, server) -> None:
+    """A small job from the Jobs page's form: its phase (the teacher cache it prepares before step 0)
+    shows while it runs, and Cancel ends it as "cancelled"."""
+    page.goto(f"{server}/jobs")
+    _settle(page)
+    for label, value in (("max steps (0: epochs decide)", "50"), ("batch", "1"), ("pairs per batch", "256")):
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_role("button", name="Launch").click()
+    page.get_by_text(re.compile(r"job \S+ started")).wait_for(timeout=60_000)
+    bar = page.locator("[data-testid='stProgress']").first  # the selected job: the newest, this one
+    bar.get_by_text(re.compile(r"preparing teacher features \d+/\d+")).wait_for(timeout=240_000)
+    bar.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "jobs-phase.png"), full_page=True)
+    page.get_by_role("button", name="Cancel").click()
+    bar.get_by_text(re.compile(r"^cancelled")).wait_for(timeout=120_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "jobs-cancelled.png"), full_page=True)

@@ -80,7 +80,7 @@ def test_jobs_page_passes_the_teacher_weights(app_workspace, monkeypatch, tmp_pa
     assert not at.exception, at.exception
     from relviz.jobs import JobStore
 
-    store = JobStore()
+    store = JobStore(load_settings())
     job = store.list()[0]
     cfg = json.loads((job.run_dir / "config.json").read_text())
     assert (cfg["teacher"], cfg["teacher_pretrained"]) == ("ViT-B-16", str(weights))

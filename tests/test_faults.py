@@ -73,7 +73,7 @@ def _rows(db: Path) -> list[tuple]:
 
 def test_a_locked_job_database_is_reported_and_loses_nothing(sleeper_jobs, workspace_home):
     cfg, started = sleeper_jobs
-    store = JobStore(timeout_s=0.3)
+    store = JobStore(load_settings(), timeout_s=0.3)
     jobs = [store.submit(cfg, name=f"job-{i}") for i in range(3)]
     started += [j.pgid for j in jobs]
     assert [j.status for j in jobs] == ["running"] * 3
@@ -101,7 +101,7 @@ def test_a_locked_job_database_is_reported_and_loses_nothing(sleeper_jobs, works
         with pytest.raises(JobError, match=locked):
             store.list()
         with pytest.raises(JobError, match=locked):
-            JobStore(timeout_s=0.3).get(jobs[1].id)
+            JobStore(load_settings(), timeout_s=0.3).get(jobs[1].id)
     finally:
         other.close()  # the other writer lets go (its transaction is rolled back)
 
@@ -118,7 +118,7 @@ def test_a_locked_job_database_is_reported_and_loses_nothing(sleeper_jobs, works
 
 def test_the_cli_reports_a_locked_database_in_one_line(sleeper_jobs, workspace_home):
     cfg, started = sleeper_jobs
-    store = JobStore()
+    store = JobStore(load_settings())
     job = store.submit(cfg)
     started.append(job.pgid)
     os.killpg(job.pgid, signal.SIGKILL)  # the next list must record it as lost: a write
@@ -141,7 +141,7 @@ def test_the_cli_reports_a_locked_database_in_one_line(sleeper_jobs, workspace_h
 @pytest.mark.parametrize("damage", ["random bytes", "truncated"])
 def test_a_damaged_job_database_is_reported_and_left_as_it_is(sleeper_jobs, damage):
     cfg, started = sleeper_jobs
-    store = JobStore()
+    store = JobStore(load_settings())
     for _ in range(2):
         job = store.submit(cfg)
         started.append(job.pgid)
@@ -154,7 +154,7 @@ def test_a_damaged_job_database_is_reported_and_left_as_it_is(sleeper_jobs, dama
     what = f"job database {re.escape(str(db))} is damaged.*left as it is.*Move it aside " + \
         re.escape(f"(mv {db} {db}.damaged)")
     with pytest.raises(JobError, match=what):
-        JobStore()
+        JobStore(load_settings())
     with pytest.raises(JobError, match=what):
         store.list()
     with pytest.raises(JobError, match=what):
@@ -163,7 +163,7 @@ def test_a_damaged_job_database_is_reported_and_left_as_it_is(sleeper_jobs, dama
     assert len(list(store.settings.runs_dir.iterdir())) == 2  # the refused submit made no run folder
     # what the message says to do works: moved aside, a new database starts empty; the old file is kept
     db.rename(f"{db}.damaged")
-    assert JobStore().list() == []
+    assert JobStore(load_settings()).list() == []
     assert Path(f"{db}.damaged").read_bytes() == damaged
 
 
@@ -309,10 +309,11 @@ def launch():
                 break
         except OSError:
             time.sleep(0.2)
+    from relviz.config import load_settings
     from relviz.jobs import JobStore
     from relviz.train.config import from_dict
 
-    job = JobStore().submit(from_dict(json.loads(Path(config).read_text())))
+    job = JobStore(load_settings()).submit(from_dict(json.loads(Path(config).read_text())))
     job_file.write_text(job.id)
 
 
@@ -342,7 +343,7 @@ def test_a_job_outlives_kill_9_of_the_app_server(synthetic_root, workspace_home,
         _wait(lambda: job_file.is_file() and job_file.read_text(), timeout=180, what="the server to launch the job")
         assert _healthy(port)
         job_id = job_file.read_text()
-        store = JobStore()
+        store = JobStore(load_settings())
         job = store.get(job_id)
         assert job.status == "running" and psutil.Process(job.pid).ppid() == server.pid
         assert os.getpgid(job.pid) == job.pid != os.getpgid(server.pid)
@@ -373,7 +374,8 @@ def test_a_job_outlives_kill_9_of_the_app_server(synthetic_root, workspace_home,
     assert {m.label: m.value for m in at.metric}["status"] == "succeeded"
 
     # and a fresh process reads the same from the store
-    code = (f"from relviz.jobs import JobStore; j = JobStore().get({job_id!r}); "
+    code = (f"from relviz.config import load_settings; from relviz.jobs import JobStore; "
+            f"j = JobStore(load_settings()).get({job_id!r}); "
             "print(j.status, j.last_step, j.total_steps, j.checkpoint.name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.stdout.split() == ["succeeded", "2", "2", "student.safetensors"], out.stderr

@@ -70,11 +70,11 @@ def test_bad_configs_are_rejected(tiny):
     with pytest.raises(TrainConfigError, match="dataset'.*does not exist"):
         Trainer(from_dict({**tiny.to_dict(), "dataset": "/nonexistent/data"}), "/tmp/unused-run", load_settings())
     with pytest.raises(JobError, match="does not exist"):
-        JobStore().submit(from_dict({**tiny.to_dict(), "dataset": "/nonexistent/data"}))
+        JobStore(load_settings()).submit(from_dict({**tiny.to_dict(), "dataset": "/nonexistent/data"}))
 
 
 def test_kill9_then_resume_continues_from_last_checkpoint(tiny):
-    store = JobStore()
+    store = JobStore(load_settings())
     job = store.submit(from_dict({**tiny.to_dict(), "max_steps": 40, "checkpoint_every": 3}))
     ckpt = job.run_dir / "checkpoints" / "last.safetensors"
     _wait(lambda: ckpt.is_file() and store.get(job.id).last_step >= 4)
@@ -98,7 +98,7 @@ def test_kill9_then_resume_continues_from_last_checkpoint(tiny):
 
 
 def test_cancel_ends_the_process_group(tiny):
-    store = JobStore()
+    store = JobStore(load_settings())
     job = store.submit(from_dict({**tiny.to_dict(), "max_steps": 500}))
     _wait(lambda: store.get(job.id).last_step >= 1)
     cancelled = store.cancel(job.id, grace_s=60)
@@ -121,7 +121,7 @@ def test_job_survives_restart_of_the_supervising_process(tiny, workspace_home):
                          capture_output=True, text=True, timeout=120, env={**os.environ, "RELVIZ_HOME": workspace_home})
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.strip().splitlines()[-1]
-    store = JobStore()  # a fresh supervisor that did not launch the job
+    store = JobStore(load_settings())  # a fresh supervisor that did not launch the job
     running = store.get(job_id)
     assert running.status in ("running", "succeeded")
     done = _wait(lambda: (j := store.get(job_id)).status in ("succeeded", "failed", "lost") and j, timeout=300)

@@ -5,7 +5,8 @@ session (process group) with stdout and stderr in ``<run>/train.log``; the train
 ``<run>/events.jsonl``. The store is reconciled at every read: a terminal event decides succeeded,
 failed or cancelled; a process that is gone without one, whose PID now belongs to another process
 (start time differs), or whose heartbeat is stale, is *lost* (and resumable from its checkpoint).
-Nothing here ever runs through a shell; arguments are lists.
+Nothing here ever runs through a shell; arguments are lists. A job runs at a lower priority with a
+thread count chosen from the machine (:mod:`relviz.jobs.priority`), so that the app stays responsive.
 
 The database is written only in short transactions: a job is recorded and launched in one (a
 database that another writer holds is reported before anything starts), and a read writes only
@@ -30,9 +31,11 @@ from pathlib import Path
 
 import psutil
 
-from relviz.config import Settings, load_settings
+from relviz.config import Settings
 from relviz.errors import RelvizError
 from relviz.files import write_json
+from relviz.jobs.priority import JobPriority, choose_priority, renice
+from relviz.jobs.progress import JobProgress, job_progress
 from relviz.train.config import TrainConfig
 from relviz.train.rundir import RunDir, read_events
 
@@ -94,9 +97,12 @@ class Job:
 
 
 class JobStore:
-    def __init__(self, settings: Settings | None = None, timeout_s: float | None = None):
-        """``timeout_s``: how long a write waits for another writer (default :data:`BUSY_TIMEOUT_S`)."""
-        self.settings = (settings or load_settings()).ensure()
+    def __init__(self, settings: Settings, timeout_s: float | None = None, priority: JobPriority | None = None):
+        """``settings``: the workspace (its ``jobs.sqlite``, runs and datasets); ``timeout_s``: how long
+        a write waits for another writer (default :data:`BUSY_TIMEOUT_S`); ``priority``: what every job
+        launched here runs at (default: :func:`relviz.jobs.priority.choose_priority` for its processes)."""
+        self.settings = settings.ensure()
+        self.priority = priority
         self.db_path = self.settings.jobs_db
         self.timeout_s = BUSY_TIMEOUT_S if timeout_s is None else timeout_s
         with self._connect() as con:
@@ -181,8 +187,11 @@ class JobStore:
             con.execute("COMMIT")
         return self.get(job_id)
 
+    def _priority(self, nproc: int) -> JobPriority:
+        return self.priority or choose_priority(nproc)
+
     def _command(self, run_dir: Path, nproc: int) -> list[str]:
-        train = ["--config", str(RunDir(run_dir).config), "--run-dir", str(run_dir)]
+        train = [*self._priority(nproc).args(), "--config", str(RunDir(run_dir).config), "--run-dir", str(run_dir)]
         if nproc == 1:
             return [sys.executable, "-m", "relviz.jobs.run", *train]
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
@@ -190,7 +199,8 @@ class JobStore:
 
     def _launch(self, con: sqlite3.Connection, job_id: str, run_dir: Path, nproc: int) -> None:
         """Start the job's process group and record it through ``con`` (the caller's write transaction)."""
-        env = {**os.environ, "RELVIZ_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
+        priority = self._priority(nproc)
+        env = {**os.environ, **priority.env(), "RELVIZ_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
         events = RunDir(run_dir).events
         offset = events.stat().st_size if events.is_file() else 0
         with open(RunDir(run_dir).log, "ab") as log:
@@ -200,6 +210,10 @@ class JobStore:
             start = psutil.Process(proc.pid).create_time()
         except psutil.NoSuchProcess:
             start = None
+        try:
+            renice(proc.pid, priority.niceness)  # at once, for its imports; it renices itself too and records it
+        except ProcessLookupError:
+            pass  # already gone: reconcile says how it ended
         self._update(job_id, con, status="running", pid=proc.pid, pgid=proc.pid, proc_start=start,
                      started_at=time.time(), events_offset=offset)
         self._children = getattr(self, "_children", {})
@@ -221,6 +235,11 @@ class JobStore:
     def events(self, job: Job, offset: int = 0) -> tuple[list[dict], int]:
         """Events of the job (all launches) after byte ``offset``, and the next offset."""
         return read_events(job.events_path, offset)
+
+    def progress_of(self, job: Job, now: float | None = None) -> JobProgress:
+        """The job's phase, count, estimate and priority, from its run folder now (:mod:`relviz.jobs.progress`)."""
+        events, _ = read_events(job.events_path, job.events_offset)
+        return job_progress(events, job.status, now, job.last_step, job.total_steps)
 
     def log_tail(self, job: Job, lines: int = 200) -> str:
         if not job.log_path.is_file():

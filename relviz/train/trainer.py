@@ -195,7 +195,10 @@ class Trainer:
                 for keyframe in ds.keyframes[:limit]:
                     missing += [(ds, cam["token"]) for cam in keyframe["cameras"].values()
                                 if not self.cache.path(cam["token"]).is_file()]
+            self.events.write("prepare", done=0, total=len(missing))  # the count is known before the first chunk
             for s in range(0, len(missing), chunk):
+                if self.stop_requested:  # cancelled while preparing: the loop below does not start
+                    break
                 part = missing[s:s + chunk]
                 self.cache.features(self.teacher, [t for _, t in part],
                                     lambda idx: np.concatenate([camera_images(part[i][0], [part[i][1]]) for i in idx]))
@@ -239,6 +242,7 @@ class Trainer:
                 self._finish("cancelled", step=self._step)
                 return {"status": "cancelled", "step": self._step}
             if self.rank == 0:
+                self.events.write("phase", phase="finalize", step=self._step)
                 final = self.layout.final
                 save_checkpoint(final, self.model, self._metadata(self._step, metrics))
                 self._run_on_finish(final)
@@ -306,6 +310,7 @@ class Trainer:
             if (cfg.val_every and step % cfg.val_every == 0) or (not cfg.val_every and end_of_epoch) \
                     or step == self.total_steps:
                 if self.rank == 0:
+                    self.events.write("phase", phase="validate", step=step)
                     metrics = self.validate_structure()
                     self.events.write("val", step=step, **metrics)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or \

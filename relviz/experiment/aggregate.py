@@ -1,0 +1,195 @@
+"""An experiment's report: per cell, the mean and 95% interval over seeds of every metric of its
+runs' evaluations, beside the teacher's structure on the same keyframes; the gap-vs-performance
+correlation (:mod:`relviz.eval.evidence`) across cells and across runs; and each run's validation
+curve. Written as ``report.json``, ``report.csv`` and ``report.md``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from relviz.errors import InputError
+from relviz.files import atomic_path, write_json
+
+CONFIDENCE = 0.95
+# metric -> (its heading, where it sits in a run's evaluation.json); few-shot metrics are added per fraction
+STRUCTURE_METRICS = {"uniformity": "U", "tolerance": "T", "gap": "G", "zeroshot_miou": "zero-shot mIoU"}
+FEWSHOT_METHODS = {"linear_probe": "linear probe", "finetune": "fine-tuned"}
+
+
+def run_metrics(evaluation: dict) -> dict[str, float]:
+    """A run's evaluation (its ``evaluation.json``) as metric -> value: the structure metrics and
+    ``linear_probe@<fraction>`` / ``finetune@<fraction>`` few-shot mIoU."""
+    out = {k: evaluation["structure"][k] for k in STRUCTURE_METRICS if k in evaluation.get("structure", {})}
+    for method in FEWSHOT_METHODS:
+        for fraction, result in (evaluation.get(method) or {}).items():
+            out[f"{method}@{fraction}"] = result["miou"]
+    return out
+
+
+def metric_heading(metric: str) -> str:
+    if metric in STRUCTURE_METRICS:
+        return STRUCTURE_METRICS[metric]
+    method, _, fraction = metric.partition("@")
+    return f"{FEWSHOT_METHODS[method]} {float(fraction):.0%} mIoU"
+
+
+def interval_over_seeds(values: list[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Mean and Student-t interval over the seeds of one cell (:func:`relviz.stats.seed_interval`);
+    with one value, or a value that is not finite, the interval is None (nothing bounds it)."""
+    from relviz.stats import seed_interval
+
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    mean = sum(finite) / len(finite) if finite and len(finite) == len(values) else None
+    try:
+        iv = seed_interval(values, confidence)
+    except InputError:
+        return {"n": len(values), "mean": mean, "low": None, "high": None, "confidence": confidence}
+    return {"n": iv.n, "mean": iv.value, "low": iv.low, "high": iv.high, "confidence": confidence}
+
+
+def fewshot_metric(metrics: list[str]) -> str | None:
+    """The few-shot metric the correlation uses: fine-tuning's (the field's protocol) at its first
+    fraction, else the linear probe's, else None."""
+    return next((m for method in ("finetune", "linear_probe") for m in metrics if m.startswith(method + "@")), None)
+
+
+def _gap_vs_performance(rows: list[dict], teacher: dict) -> dict:
+    """:func:`relviz.eval.evidence.gap_vs_performance` of ``rows``, or why it cannot be computed."""
+    from relviz.eval.evidence import gap_vs_performance
+
+    try:
+        return gap_vs_performance(rows, teacher)
+    except InputError as e:
+        return {"skipped": str(e)}
+
+
+def gap_correlations(cells: list[dict], runs: list[dict], teacher: dict | None, fewshot: str | None) -> dict:
+    """The structural gaps against zero-shot and few-shot (``fewshot``) mIoU, with each cell's means
+    as one checkpoint (``across_cells``) and with every evaluated run as one (``across_runs``)."""
+    if teacher is None:
+        return {"skipped": "no teacher reference (the cells do not share one teacher and evaluation keyframes)"}
+
+    def row(name: str, value) -> dict:
+        return {"checkpoint": name, **{k: value(k) for k in STRUCTURE_METRICS},
+                "fewshot_miou": value(fewshot) if fewshot else None}
+
+    means = [row(c["cell"], lambda k: c["metrics"].get(k, {}).get("mean")) for c in cells]
+    evaluated = [row(r["key"], lambda k: r["metrics"].get(k)) for r in runs if r["metrics"] is not None]
+    return {"fewshot_metric": fewshot, "across_cells": _gap_vs_performance(means, teacher),
+            "across_runs": _gap_vs_performance(evaluated, teacher)}
+
+
+def aggregate(cells: list[dict], runs: list[dict], teacher: dict | None = None, curves: dict | None = None,
+              protocol: dict | None = None) -> dict:
+    """The report. ``cells``: ``{"cell", "values"}`` in grid order; ``runs``: ``{"key", "cell",
+    "seed", "status", "metrics"}`` (metrics None when the run has no evaluation); ``teacher``: the
+    teacher's structure on the same keyframes (:func:`relviz.experiment.teacher_reference`);
+    ``curves``: run key -> validation events."""
+    metrics = [m for m in STRUCTURE_METRICS if any(m in (r["metrics"] or {}) for r in runs)]
+    metrics += sorted({m for r in runs for m in (r["metrics"] or {}) if m not in STRUCTURE_METRICS})
+    rows = []
+    for cell in cells:
+        done = [r for r in runs if r["cell"] == cell["cell"] and r["metrics"] is not None]
+        rows.append({"cell": cell["cell"], "values": cell["values"], "seeds": [r["seed"] for r in done],
+                     "metrics": {m: {**interval_over_seeds([r["metrics"][m] for r in done if m in r["metrics"]]),
+                                     "values": [r["metrics"].get(m) for r in done]} for m in metrics}})
+    missing = [{"key": r["key"], "status": r["status"]} for r in runs if r["metrics"] is None]
+    correlations = gap_correlations(rows, runs, (teacher or {}).get("structure"), fewshot_metric(metrics))
+    return {"metrics": metrics, "headings": {m: metric_heading(m) for m in metrics}, "confidence": CONFIDENCE,
+            "interval": "Student t over seeds: mean +- t_{0.975, n-1} s / sqrt(n)", "cells": rows,
+            "runs": runs, "missing": missing, "teacher": teacher, "gap_vs_performance": correlations,
+            "curves": curves or {}, "protocol": protocol}
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+
+def _cell_text(s: dict) -> str:
+    if s["mean"] is None:
+        return "-"
+    if s["low"] is None:
+        return f"{_fmt(s['mean'])} (n={s['n']})"
+    return f"{_fmt(s['mean'])} ± {_fmt((s['high'] - s['low']) / 2)}"
+
+
+def _coefficient(c: dict | None, key: str) -> str:
+    return "-" if c is None else f"{c[key]:.2f} [{c['low']:.2f}, {c['high']:.2f}]"
+
+
+def _correlation_lines(correlations: dict) -> list[str]:
+    if "skipped" in correlations:
+        return ["", f"Gap vs performance: not computed ({correlations['skipped']})."]
+    lines = []
+    for scope, title in (("across_cells", "cell means"), ("across_runs", "every run")):
+        result = correlations[scope]
+        lines += ["", f"## Gap vs performance, over {title}", ""]
+        if "skipped" in result:
+            lines.append(f"Not computed: {result['skipped']}.")
+            continue
+        lines += ["| gap measure | performance | n | Pearson r [95% CI] | Spearman rho [95% CI] |",
+                  "|---|---|---|---|---|"]
+        for c in result["correlations"]:
+            perf = correlations["fewshot_metric"] if c["performance"] == "fewshot_miou" else c["performance"]
+            lines.append(f"| {c['measure']} | {perf} | {c['n']} | {_coefficient(c['pearson'], 'r')} | "
+                         f"{_coefficient(c['spearman'], 'rho')} |")
+    return lines
+
+
+def to_markdown(report: dict, title: str) -> str:
+    metrics = report["metrics"]
+    lines = [f"# Experiment {title}", "",
+             f"Mean ± half-width of the {report['confidence']:.0%} interval over seeds ({report['interval']}).", "",
+             "| cell | seeds | " + " | ".join(report["headings"][m] for m in metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]
+    for row in report["cells"]:
+        lines.append(f"| {row['cell']} | {len(row['seeds'])} | "
+                     + " | ".join(_cell_text(row["metrics"][m]) for m in metrics) + " |")
+    t = (report.get("teacher") or {}).get("structure")
+    if t:
+        lines.append(f"| teacher (2D, paired points) | - | "
+                     + " | ".join(_fmt(t.get(m)) if m in STRUCTURE_METRICS else "-" for m in metrics) + " |")
+    lines += ["", "## Runs", "", "| run | cell | seed | status | " + " | ".join(report["headings"][m] for m in metrics)
+              + " |", "|---|---|---|---|" + "---|" * len(metrics)]
+    for r in report["runs"]:
+        lines.append(f"| {r['key']} | {r['cell']} | {r['seed']} | {r['status']} | "
+                     + " | ".join(_fmt((r["metrics"] or {}).get(m)) for m in metrics) + " |")
+    lines += _correlation_lines(report["gap_vs_performance"])
+    p = report.get("protocol")
+    if p:
+        lines += ["", f"Evaluation: {p['val_samples']} keyframes of {p['split']} for U, T, G and zero-shot (up to "
+                      f"{p['per_class']} points per class, sample seed {p['seed']}); few-shot on {p['train_split']} "
+                      f"frames, scored on every {p['split']} frame."]
+    if report["missing"]:
+        lines += ["", "Not in the table (no evaluation yet): "
+                  + ", ".join(f"{m['key']} ({m['status']})" for m in report["missing"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(report: dict) -> str:
+    """One row per cell: ``<metric>_mean``, ``_low``, ``_high`` and ``_n`` for every metric."""
+    buf = io.StringIO()
+    axes = list(report["cells"][0]["values"]) if report["cells"] else []
+    columns = ["cell", *axes, "seeds", *(f"{m}_{s}" for m in report["metrics"] for s in ("mean", "low", "high", "n"))]
+    w = csv.DictWriter(buf, fieldnames=columns)
+    w.writeheader()
+    for row in report["cells"]:
+        w.writerow({"cell": row["cell"], **row["values"], "seeds": len(row["seeds"]),
+                    **{f"{m}_{s}": row["metrics"][m][s] for m in report["metrics"]
+                       for s in ("mean", "low", "high", "n")}})
+    return buf.getvalue()
+
+
+def write_report(report: dict, folder: str | Path, title: str) -> dict[str, Path]:
+    """``report.json``, ``report.csv`` and ``report.md`` in ``folder``, each written atomically."""
+    folder = Path(folder)
+    paths = {"json": folder / "report.json", "csv": folder / "report.csv", "markdown": folder / "report.md"}
+    write_json(paths["json"], report)
+    for kind, text in (("csv", to_csv(report)), ("markdown", to_markdown(report, title))):
+        with atomic_path(paths[kind]) as tmp:
+            Path(tmp).write_text(text)
+    return paths

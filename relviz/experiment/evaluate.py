@@ -1,0 +1,174 @@
+"""The evaluations of one finished run, stored in its folder as ``evaluation.json``, and the
+teacher's structure on the same keyframes (the reference for U and T).
+
+Each evaluation is written as soon as it is done, with the checkpoint's SHA-256 and the protocol
+(:meth:`EvaluationSpec.protocol`): an interrupted evaluation continues where it stopped, a fraction
+added later is the only thing computed, and a changed checkpoint or protocol is evaluated again.
+Every call into the evaluation protocols is in one small function (``_structure``,
+``_linear_probe``, ``_finetune``, ``_teacher_structure``), so a change of their API is a change in
+one place.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from relviz.config import Settings
+from relviz.experiment.spec import EvaluationSpec, ExperimentError
+from relviz.files import read_json, write_json
+from relviz.train.config import TrainConfig
+from relviz.train.rundir import RunDir
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON gives it back (numpy scalars as floats, int keys as strings)."""
+    return json.loads(json.dumps(value, default=float))
+
+
+def evaluation_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / EVALUATION_FILE
+
+
+def stored_evaluation(run_dir: str | Path, config: TrainConfig, evaluation: EvaluationSpec) -> dict | None:
+    """The run's stored evaluation when it holds everything ``evaluation`` asks for, under its
+    protocol, else None."""
+    stored = read_json(evaluation_path(run_dir))
+    if not isinstance(stored, dict) or stored.get("protocol") != _plain(evaluation.protocol(config)) \
+            or "structure" not in stored:
+        return None
+    done = all(f"{f:g}" in (stored.get(method) or {}) for method, fractions in evaluation.wanted().items()
+               for f in fractions)
+    return stored if done else None
+
+
+def _datasets(settings: Settings, config: TrainConfig, protocol: dict):
+    from relviz.data import NuScenesLidarSeg
+
+    root = settings.dataset_root(config.dataset)
+    if not root.is_dir():
+        raise ExperimentError(f"dataset {root} of the run does not exist")
+
+    def open_split(split: str):
+        return NuScenesLidarSeg(root, config.version, split, config.voxel_size, config.cylindrical, load_images=False,
+                                index_cache=settings.cache_dir)
+
+    return open_split(protocol["split"]), open_split(protocol["train_split"])
+
+
+def _structure(model, teacher, cache, val, evaluation: EvaluationSpec, device) -> dict:
+    """U, T, G and zero-shot mIoU of the student on the first ``val_samples`` val keyframes."""
+    from relviz.eval.structure import structure_and_zeroshot
+
+    return structure_and_zeroshot(model, teacher, cache, val, n_samples=evaluation.val_samples,
+                                  per_class=evaluation.per_class, seed=evaluation.seed, device=device)
+
+
+def _linear_probe(model, train, val, fraction: float, seed: int, device) -> dict:
+    """Linear-probe few-shot: a probe on ``fraction`` of ``train``'s frames, mIoU on every val frame."""
+    from relviz.eval.fewshot import evaluate_fewshot
+
+    return evaluate_fewshot(model, train, val, fraction, device=device, seed=seed)
+
+
+def _finetune(model, train, val, fraction: float, evaluation: EvaluationSpec, device) -> dict:
+    """Fine-tuned few-shot: the whole student with a head on ``fraction`` of ``train``'s frames."""
+    from relviz.eval.finetune import finetune
+
+    schedule = {"batch": evaluation.finetune_batch}
+    if evaluation.finetune_steps is not None:
+        schedule["steps"] = evaluation.finetune_steps
+    return finetune(model, train, val, fraction, seed=evaluation.seed, device=device, **schedule)
+
+
+def _fewshot(method: str, model, train, val, fraction: float, evaluation: EvaluationSpec, device) -> dict:
+    if method == "finetune":
+        return _finetune(model, train, val, fraction, evaluation, device)
+    return _linear_probe(model, train, val, fraction, evaluation.seed, device)
+
+
+def _teacher_structure(teacher, cache, val, evaluation: EvaluationSpec) -> dict:
+    """The teacher's U, T and zero-shot mIoU on its paired points of the same keyframes (G = 0)."""
+    from relviz.eval.structure import gather_teacher_val_features, structure_metrics
+
+    return structure_metrics(gather_teacher_val_features(teacher, cache, val, evaluation.val_samples),
+                             teacher.class_embeddings().cpu(), evaluation.per_class, evaluation.seed)
+
+
+def _teacher(settings: Settings, config: TrainConfig, device):
+    from relviz.teacher import FeatureCache, teacher_for_training
+
+    teacher = teacher_for_training(config.teacher_spec, str(device), settings.cache_dir)
+    return teacher, FeatureCache(settings.cache_dir, teacher.identity)
+
+
+def evaluate_run(run_dir: str | Path, config: TrainConfig, evaluation: EvaluationSpec, settings: Settings,
+                 log: Callable[[str], None] | None = None) -> dict:
+    """Every evaluation of ``evaluation`` for the finished run in ``run_dir`` (trained with ``config``):
+    ``structure`` (U, T, G, zero-shot mIoU), ``linear_probe`` and ``finetune`` (fraction -> few-shot
+    result), as stored in the run's ``evaluation.json`` (pieces already there for this checkpoint and
+    protocol are kept)."""
+    from relviz.models.checkpoint import file_sha256, load_student
+    from relviz.train.trainer import resolve_device
+
+    checkpoint = RunDir(run_dir).final
+    if not checkpoint.is_file():
+        raise ExperimentError(f"run {run_dir} has no final student ({checkpoint.name}); it has not finished")
+    protocol = _plain(evaluation.protocol(config))
+    sha = file_sha256(checkpoint)
+    stored = read_json(evaluation_path(run_dir))
+    result = stored if isinstance(stored, dict) and stored.get("checkpoint_sha256") == sha and \
+        stored.get("protocol") == protocol else {"checkpoint_sha256": sha, "protocol": protocol}
+    device = resolve_device(config.device)
+    val, train = _datasets(settings, config, protocol)
+    loaded: list = []
+
+    def student():  # loaded once, and only when something is left to evaluate
+        if not loaded:
+            loaded.append(load_student(checkpoint, backend=settings.sparse_backend, device=device)[0])
+        return loaded[0]
+
+    name = Path(run_dir).name
+    if "structure" not in result:
+        if log:
+            log(f"{name}: structure and zero-shot on {evaluation.val_samples} val keyframes")
+        result["structure"] = _plain(_structure(student(), *_teacher(settings, config, device), val, evaluation,
+                                                device))
+        write_json(evaluation_path(run_dir), result)
+    for method, fractions in evaluation.wanted().items():
+        done = result.setdefault(method, {})
+        for fraction in fractions:
+            if f"{fraction:g}" not in done:
+                if log:
+                    log(f"{name}: {method.replace('_', ' ')} few-shot at {fraction:g}")
+                done[f"{fraction:g}"] = _plain(_fewshot(method, student(), train, val, fraction, evaluation, device))
+                write_json(evaluation_path(run_dir), result)
+    return result
+
+
+def teacher_key(config: TrainConfig, evaluation: EvaluationSpec) -> str:
+    """What the teacher's structure depends on: the teacher, its weights and the protocol."""
+    return json.dumps({"teacher": [config.teacher, config.teacher_pretrained],
+                       **_plain(evaluation.protocol(config))}, sort_keys=True)
+
+
+def teacher_reference(path: str | Path, config: TrainConfig, evaluation: EvaluationSpec, settings: Settings) -> dict:
+    """The teacher's structure (:func:`_teacher_structure`) for ``config``'s teacher and dataset under
+    ``evaluation``, stored in ``path`` (one JSON file of entries by :func:`teacher_key`)."""
+    from relviz.train.trainer import resolve_device
+
+    protocol = _plain(evaluation.protocol(config))
+    key = teacher_key(config, evaluation)
+    stored = read_json(path)
+    stored = stored if isinstance(stored, dict) else {}
+    if key not in stored:
+        device = resolve_device(config.device)
+        teacher, cache = _teacher(settings, config, device)
+        val, _ = _datasets(settings, config, protocol)
+        stored[key] = {"teacher": config.teacher, "protocol": protocol,
+                       "structure": _plain(_teacher_structure(teacher, cache, val, evaluation))}
+        write_json(path, stored)
+    return stored[key]

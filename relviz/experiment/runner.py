@@ -1,0 +1,353 @@
+"""An experiment in the workspace: its folder, its runs as background jobs, its supervision.
+
+    <home>/experiments/<name>/grid.toml        the experiment file as last given (its cells never change)
+    <home>/experiments/<name>/state.json       run key -> job, status, evaluated (written atomically)
+    <home>/experiments/<name>/supervisor.lock  held (flock) by the one process supervising it; its pid
+    <home>/experiments/<name>/teacher.json     the teacher's structure on the evaluation keyframes
+    <home>/experiments/<name>/report.{json,csv,md}
+    <home>/runs/<name>-c<i>-<cell>-s<seed>/    one run per cell and seed (a job's run folder)
+
+Supervising (:meth:`Experiment.supervise`) is a loop of steps: launch missing runs and resume interrupted
+ones while fewer than ``max_running`` run, evaluate finished ones, write the state. The jobs are
+detached process groups, so they outlive a supervisor that stops; a re-run of the experiment skips
+finished runs, resumes the interrupted ones from their checkpoints and launches the rest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from relviz.config import Settings
+from relviz.errors import RelvizError
+from relviz.experiment.aggregate import aggregate, run_metrics, write_report
+from relviz.experiment.evaluate import evaluate_run, stored_evaluation, teacher_key, teacher_reference
+from relviz.experiment.spec import Cell, ExperimentError, ExperimentSpec, read_spec_text, spec_from_text
+from relviz.files import atomic_path, read_json, write_json
+from relviz.jobs import Job, JobStore
+from relviz.train.config import TrainConfig, TrainConfigError
+from relviz.train.rundir import RunDir
+
+ACTIVE = ("queued", "running")
+INTERRUPTED = ("cancelled", "lost")
+
+
+def experiments_dir(settings: Settings) -> Path:
+    return settings.home / "experiments"
+
+
+def list_experiments(settings: Settings) -> list[str]:
+    root = experiments_dir(settings)
+    return sorted(p.name for p in root.iterdir() if (p / "grid.toml").is_file()) if root.is_dir() else []
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of the experiment: a cell trained with one seed, in its own run folder."""
+
+    key: str  # c<i>-<cell slug>-s<seed>, unique in the experiment
+    cell: Cell
+    seed: int
+    config: TrainConfig
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+
+class Experiment:
+    def __init__(self, settings: Settings, spec: ExperimentSpec, text: str, source: str | Path):
+        """``text``: the experiment file's contents (kept in the experiment's folder); ``source``:
+        where it came from, named in errors. Every run's config is built and checked here."""
+        self.settings, self.spec, self.text, self.source = settings, spec, text, str(source)
+        self.folder = experiments_dir(settings) / spec.name
+        self.plans = [self._plan(cell, seed) for cell in spec.cells() for seed in spec.seeds]
+
+    def _plan(self, cell: Cell, seed: int) -> RunPlan:
+        try:  # the one way a config is built: defaults < settings < the file's [train] < the cell
+            config = TrainConfig.from_settings(self.settings, **self.spec.train, **cell.values, seed=seed)
+        except TrainConfigError as e:
+            raise ExperimentError(f"experiment file {self.source}: cell {cell.label}: {e}") from e
+        root = self.settings.dataset_root(config.dataset)
+        if not root.is_dir():
+            raise ExperimentError(f"experiment file {self.source}: cell {cell.label}: dataset {root} does not exist "
+                                  f"(generate it with `relviz synth`, or give a nuScenes dataroot)")
+        key = f"c{cell.index}-{cell.slug}-s{seed}"
+        return RunPlan(key, cell, seed, config, self.settings.runs_dir / f"{self.spec.name}-{key}")
+
+    # ------------------------------------------------------------------------------ opening
+    @property
+    def grid_path(self) -> Path:
+        return self.folder / "grid.toml"
+
+    @property
+    def state_path(self) -> Path:
+        return self.folder / "state.json"
+
+    @classmethod
+    def from_file(cls, settings: Settings, path: str | Path) -> "Experiment":
+        """The experiment declared in ``path``; when its folder exists already, the file must declare
+        the same cells as its stored copy (:meth:`ExperimentSpec.identity`)."""
+        text = read_spec_text(path)
+        exp = cls(settings, spec_from_text(text, path), text, path)
+        if exp.grid_path.is_file():
+            stored = cls.open(settings, exp.spec.name)
+            if stored.spec.identity() != exp.spec.identity():
+                changed = [k for k, v in exp.spec.identity().items() if stored.spec.identity()[k] != v]
+                raise ExperimentError(f"experiment file {path}: experiment {exp.spec.name!r} exists in "
+                                      f"{exp.folder} with another declaration ({', '.join(changed)} differ from "
+                                      f"{stored.grid_path}); give it another [experiment] name to start a new one")
+        return exp
+
+    @classmethod
+    def open(cls, settings: Settings, name: str) -> "Experiment":
+        """The experiment ``name`` of the workspace, as its stored file declares it."""
+        grid = experiments_dir(settings) / name / "grid.toml"
+        if not grid.is_file():
+            known = list_experiments(settings)
+            raise ExperimentError(f"no experiment {name!r} in {experiments_dir(settings)} (known: "
+                                  f"{', '.join(known) or 'none'}); start one with `relviz experiment run FILE`")
+        text = read_spec_text(grid)
+        return cls(settings, spec_from_text(text, grid, default_name=name), text, grid)
+
+    def save_grid(self) -> None:
+        """Keep the experiment file in the experiment's folder (the latest; its cells never change)."""
+        if not self.grid_path.is_file() or self.grid_path.read_text() != self.text:
+            with atomic_path(self.grid_path) as tmp:
+                Path(tmp).write_text(self.text)
+
+    # -------------------------------------------------------------------------------- state
+    def read_state(self) -> dict:
+        state = read_json(self.state_path)
+        return state if isinstance(state, dict) and isinstance(state.get("runs"), dict) else \
+            {"name": self.spec.name, "runs": {}}
+
+    def _write_state(self, state: dict) -> None:
+        write_json(self.state_path, {**state, "updated_at": time.time()})
+
+    def _jobs(self, store: JobStore, state: dict) -> dict[str, Job | None]:
+        """Each run's job: the one the state names, else the newest job in the run's folder (a job
+        recorded before the state was written), else None."""
+        jobs = store.list()  # newest first, reconciled with their processes
+        by_id = {j.id: j for j in jobs}
+        by_dir: dict[str, Job] = {}
+        for j in jobs:
+            by_dir.setdefault(str(j.run_dir), j)
+        return {p.key: by_id.get((state["runs"].get(p.key) or {}).get("job_id")) or by_dir.get(str(p.run_dir))
+                for p in self.plans}
+
+    def _check_configs(self, state: dict) -> None:
+        """A run launched before must be the run the experiment declares now (the settings, which
+        configs are built over, may have changed since)."""
+        for p in self.plans:
+            old = (state["runs"].get(p.key) or {}).get("config")
+            if old is not None and old != p.config.to_dict():
+                changed = ", ".join(f"{k}: {old.get(k)!r} then, {v!r} now" for k, v in p.config.to_dict().items()
+                                    if old.get(k) != v)
+                raise ExperimentError(f"experiment {self.spec.name}: run {p.key} was launched with other training "
+                                      f"fields ({changed}); restore the settings it ran with, or start a new "
+                                      f"experiment")
+
+    # ---------------------------------------------------------------------------- supervising
+    def interrupted(self, store: JobStore, retry_failed: bool = False) -> set[str]:
+        """Keys of the runs whose job was cancelled or lost (and failed, with ``retry_failed``)."""
+        wanted = INTERRUPTED + (("failed",) if retry_failed else ())
+        return {k for k, j in self._jobs(store, self.read_state()).items() if j is not None and j.status in wanted}
+
+    def _advance(self, store: JobStore, resume: set[str] | None = None, max_running: int | None = None,
+                skip_evaluation: set[str] | None = None, log: Callable[[str], None] | None = None) -> dict:
+        """One step of supervision: launch runs without a job and resume the runs in ``resume``
+        (each key is removed once resumed) while fewer than ``max_running`` (default the file's) run;
+        then evaluate one finished run not in ``skip_evaluation`` (a run whose evaluation fails is
+        added to it). Writes and returns the state."""
+        resume = set() if resume is None else resume
+        limit = max_running or self.spec.max_running
+        self.save_grid()
+        state = self.read_state()
+        self._check_configs(state)
+        jobs = self._jobs(store, state)
+        running = sum(j is not None and j.status in ACTIVE for j in jobs.values())
+        for p in self.plans:
+            job, entry = jobs[p.key], state["runs"].setdefault(p.key, {})
+            if job is not None and job.status not in (*INTERRUPTED, "failed"):
+                resume.discard(p.key)  # finished, or resumed by someone else meanwhile
+            if running < limit and (job is None or p.key in resume):
+                job = self._launch(store, p, job, log)
+                resume.discard(p.key)
+                running += 1
+            entry.update(job_id=job.id if job else None, cell=p.cell.label, seed=p.seed, run_dir=str(p.run_dir),
+                         config=p.config.to_dict(), status=job.status if job else "pending",
+                         step=job.last_step if job else 0, total_steps=job.total_steps if job else None,
+                         error=job.error if job else None,
+                         evaluated=stored_evaluation(p.run_dir, p.config, self.spec.evaluation) is not None)
+        self._write_state(state)
+        skip_evaluation = set() if skip_evaluation is None else skip_evaluation
+        todo = [p for p in self.plans if state["runs"][p.key]["status"] == "succeeded"
+                and not state["runs"][p.key]["evaluated"] and p.key not in skip_evaluation]
+        if todo and not self._evaluate(todo[0], state, log):
+            skip_evaluation.add(todo[0].key)
+        return state
+
+    def _launch(self, store: JobStore, plan: RunPlan, job: Job | None, log) -> Job:
+        if job is None:
+            job = store.submit(plan.config, name=plan.name, run_dir=plan.run_dir)
+            what = "launched"
+        else:
+            what = f"resumed from {self._checkpoint_step(plan)}"
+            job = store.resume(job.id)
+        if log:
+            log(f"{plan.key}: {what} (job {job.id})")
+        return job
+
+    @staticmethod
+    def _checkpoint_step(plan: RunPlan) -> str:
+        """Where a resumed run continues: the step of its last checkpoint (what the trainer loads)."""
+        from relviz.models.checkpoint import read_metadata
+
+        last = RunDir(plan.run_dir).last
+        return f"step {read_metadata(last).get('step')}" if last.is_file() else "the start (no checkpoint)"
+
+    def _evaluate(self, plan: RunPlan, state: dict, log) -> bool:
+        """Evaluate a finished run (and the teacher on its keyframes, once); False if that failed."""
+        entry = state["runs"][plan.key]
+        try:
+            evaluate_run(plan.run_dir, plan.config, self.spec.evaluation, self.settings, log)
+            teacher_reference(self.folder / "teacher.json", plan.config, self.spec.evaluation, self.settings)
+            entry.update(evaluated=True, evaluation_error=None)
+        except RelvizError as e:  # a run that cannot be evaluated is reported; the others go on
+            entry.update(evaluated=False, evaluation_error=str(e))
+            if log:
+                log(f"{plan.key}: evaluation failed ({e})")
+        self._write_state(state)
+        return entry["evaluated"]
+
+    def _finished(self, state: dict, resume: set[str], skip_evaluation: set[str]) -> bool:
+        """Nothing left for this supervision: no run active, pending or to resume, and every
+        succeeded run evaluated (or its evaluation failed)."""
+        runs = [(p.key, state["runs"][p.key]) for p in self.plans]  # not runs of seeds no longer declared
+        return not resume and all(
+            r["status"] not in (*ACTIVE, "pending") and (r["status"] != "succeeded" or r["evaluated"] or k in
+                                                           skip_evaluation) for k, r in runs)
+
+    @contextmanager
+    def supervising(self) -> Iterator[None]:
+        """Hold the experiment's supervisor lock (one supervisor at a time), with this process's pid."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = open(self.folder / "supervisor.lock", "a+")
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ExperimentError(f"experiment {self.spec.name} is already supervised by process "
+                                      f"{self.supervisor_pid()}; follow it with `relviz experiment status "
+                                      f"{self.spec.name}`") from None
+            lock.truncate(0)
+            lock.write(str(os.getpid()))
+            lock.flush()
+            yield
+        finally:
+            lock.close()  # releases the lock
+
+    def supervisor_pid(self) -> int | None:
+        """The pid of the process supervising the experiment now, or None."""
+        path = self.folder / "supervisor.lock"
+        if not path.is_file():
+            return None
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = f.read().strip()
+                return int(text) if text.isdigit() else -1
+            return None
+
+    def supervise(self, store: JobStore, max_running: int | None = None, retry_failed: bool = False,
+                  poll_s: float = 2.0, log: Callable[[str], None] | None = None,
+                  stop: Callable[[dict], bool] | None = None) -> dict:
+        """Run the experiment to its end: resume interrupted runs (and failed ones with
+        ``retry_failed``), launch the missing ones, ``max_running`` at most at once, evaluate each
+        finished run; then write the report and return it. ``stop(state)`` True ends the loop early
+        (the jobs go on; a later call continues). A run that is cancelled or lost during this call is
+        left so until the next call."""
+        with self.supervising():
+            resume = self.interrupted(store, retry_failed)
+            failed_evaluations: set[str] = set()  # in this call: tried again by the next one
+            while True:
+                state = self._advance(store, resume, max_running, failed_evaluations, log)
+                if self._finished(state, resume, failed_evaluations) or (stop is not None and stop(state)):
+                    break
+                time.sleep(poll_s)
+            return self.report()
+
+    def start_in_background(self, max_running: int | None = None, retry_failed: bool = False) -> int:
+        """:meth:`supervise` in a detached process (``python -m relviz.experiment NAME``), its output in
+        ``supervisor.log`` of the experiment's folder; returns its pid."""
+        if (pid := self.supervisor_pid()) is not None:
+            raise ExperimentError(f"experiment {self.spec.name} is already supervised by process {pid}")
+        self.save_grid()
+        args = [sys.executable, "-m", "relviz.experiment", self.spec.name]
+        args += [f"--max-running={max_running}"] if max_running else []
+        args += ["--retry-failed"] if retry_failed else []
+        # the same workspace and settings file: its runs' configs are built over the same settings
+        env = {**os.environ, "RELVIZ_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1",
+               **({"RELVIZ_CONFIG": str(self.settings.config_file)} if self.settings.config_file else {})}
+        with open(self.folder / "supervisor.log", "ab") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env=env)
+        return proc.pid
+
+    # --------------------------------------------------------------------------- reading
+    def status(self, store: JobStore) -> dict:
+        """Every run's job state now (reconciled), whether it is evaluated, and the experiment's counts."""
+        state = self.read_state()
+        jobs = self._jobs(store, state)
+        runs = []
+        for p in self.plans:
+            job, entry = jobs[p.key], state["runs"].get(p.key) or {}
+            runs.append({"key": p.key, "cell": p.cell.label, "seed": p.seed, "run_dir": str(p.run_dir),
+                         "job_id": job.id if job else None, "status": job.status if job else "pending",
+                         "step": job.last_step if job else 0, "total_steps": job.total_steps if job else None,
+                         "progress": job.progress if job else 0.0, "error": job.error if job else None,
+                         "evaluated": stored_evaluation(p.run_dir, p.config, self.spec.evaluation) is not None,
+                         "evaluation_error": entry.get("evaluation_error")})
+        counts: dict[str, int] = {}
+        for r in runs:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        report = self.folder / "report.json"
+        return {"name": self.spec.name, "folder": str(self.folder), "grid": str(self.grid_path),
+                "supervisor_pid": self.supervisor_pid(), "runs": runs, "counts": counts, "total": len(runs),
+                "evaluated": sum(r["evaluated"] for r in runs), "max_running": self.spec.max_running,
+                "complete": all(r["evaluated"] for r in runs), "report": str(report) if report.is_file() else None}
+
+    def read_report(self) -> dict | None:
+        """The report last written (by :meth:`report` or a supervisor), without computing; None if none."""
+        return read_json(self.folder / "report.json")
+
+    def report(self) -> dict:
+        """The aggregated report of the runs evaluated so far, written to the experiment's folder."""
+        from relviz.jobs import read_validation_curve
+
+        state = self.read_state()
+        runs, curves = [], {}
+        for p in self.plans:
+            entry = state["runs"].get(p.key) or {}
+            evaluation = stored_evaluation(p.run_dir, p.config, self.spec.evaluation)
+            runs.append({"key": p.key, "cell": p.cell.label, "seed": p.seed, "status": entry.get("status", "pending"),
+                         "run_dir": str(p.run_dir), "metrics": run_metrics(evaluation) if evaluation else None})
+            if (p.run_dir / "events.jsonl").is_file():
+                curves[p.key] = read_validation_curve(p.run_dir).to_dict("records")
+        keys = {teacher_key(p.config, self.spec.evaluation) for p in self.plans}
+        teacher = (read_json(self.folder / "teacher.json") or {}).get(keys.pop()) if len(keys) == 1 else None
+        report = aggregate([{"cell": c.label, "values": c.values} for c in self.spec.cells()], runs, teacher=teacher,
+                           curves=curves, protocol=self.spec.evaluation.protocol(self.plans[0].config))
+        report = {"name": self.spec.name, **report,
+                  "files": {k: str(v) for k, v in write_report(report, self.folder, self.spec.name).items()}}
+        return report

@@ -1,0 +1,244 @@
+"""An experiment's declaration: a TOML file with a grid of training configurations, the seeds each
+cell is trained with, and the evaluations every finished run gets.
+
+```toml
+[experiment]
+name = "losses"          # the folder under <workspace>/experiments (default: the file's stem)
+seeds = [0, 1, 2]        # every cell is trained once per seed
+max_running = 1          # jobs at once (default 1: one training fills 2 CPU cores)
+
+[train]                  # training fields every cell shares (TrainConfig), over the settings
+max_steps = 400
+
+[grid]                   # one cell per combination of these lists (TrainConfig fields)
+loss = ["contrastive", "similarity", "relational"]
+
+[evaluate]
+val_samples = 4          # val keyframes for U, T, G and zero-shot mIoU
+per_class = 5000         # points per class of the stratified sample of U and T
+seed = 0                 # the sample's seed: the same points for every run
+linear_probe = [0.01]    # few-shot by a linear probe on frozen features, at these fractions
+finetune = [0.01, 0.1]   # few-shot by fine-tuning the whole student, at these fractions (default none)
+finetune_steps = 30      # its optimizer steps (default: SLidR's 100 epochs)
+finetune_batch = 2       # frames per step (default: SLidR's 16)
+split = "mini_val"       # default: each run's val_split
+train_split = "mini_val" # frames the probe learns from (default: each run's split)
+```
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from relviz.errors import RelvizError, shorten
+from relviz.train.config import TrainConfig
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+TABLES = ("experiment", "train", "grid", "evaluate")
+EXPERIMENT_KEYS = ("name", "seeds", "max_running")
+TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")  # seeds are their own axis
+
+
+class ExperimentError(RelvizError):
+    """An experiment file, folder or request that cannot be used; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """Which evaluations every finished run gets (see the module docstring's ``[evaluate]``)."""
+
+    val_samples: int = 4
+    per_class: int = 5000
+    seed: int = 0
+    linear_probe: tuple[float, ...] = (0.01,)
+    finetune: tuple[float, ...] = ()
+    finetune_steps: int | None = None
+    finetune_batch: int = 16
+    split: str | None = None
+    train_split: str | None = None
+
+    def protocol(self, config: TrainConfig) -> dict[str, Any]:
+        """Everything that decides a run's evaluation results besides its weights and the fraction
+        (results are kept per fraction, so fractions can be added later)."""
+        return {"dataset": config.dataset, "version": config.version, "split": self.split or config.val_split,
+                "train_split": self.train_split or config.split, "val_samples": self.val_samples,
+                "per_class": self.per_class, "seed": self.seed, "finetune_steps": self.finetune_steps,
+                "finetune_batch": self.finetune_batch}
+
+    def wanted(self) -> dict[str, tuple[float, ...]]:
+        """Few-shot method -> its fractions."""
+        return {"linear_probe": self.linear_probe, "finetune": self.finetune}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One combination of the grid's values: ``values`` (field -> value), ``label`` ("loss=relational,
+    lr=0.1", or "base" for an empty grid) and ``slug`` (the same for folder names)."""
+
+    index: int
+    values: dict[str, Any]
+    label: str
+    slug: str
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    seeds: tuple[int, ...]
+    train: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    evaluation: EvaluationSpec = EvaluationSpec()
+    max_running: int = 1
+
+    def cells(self) -> list[Cell]:
+        """The grid's combinations, the first axis varying slowest (the file's order)."""
+        axes = list(self.grid)
+        out = []
+        for i, combo in enumerate(itertools.product(*(self.grid[a] for a in axes))):
+            values = dict(zip(axes, combo))
+            label = ",".join(f"{a}={v}" for a, v in values.items()) or "base"
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(
+                str(v) if a == "loss" else f"{a}{v}" for a, v in values.items()))[:48] or "base"
+            out.append(Cell(i, values, label, slug))
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """What a re-run must declare alike to continue this experiment: its cells. Seeds may be added
+        (runs are keyed by cell and seed), evaluations changed (results are kept per protocol and
+        fraction) and ``max_running`` changed."""
+        return {"name": self.name, "train": self.train, "grid": self.grid}
+
+
+def _bad(source: str, where: str, message: str) -> ExperimentError:
+    return ExperimentError(f"{source}: {where}: {message}")
+
+
+def _table(data: dict, name: str, source: str) -> dict:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise _bad(source, f"[{name}]", f"must be a table, got {shorten(table)}")
+    return table
+
+
+def _int(value: Any, source: str, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _bad(source, where, f"must be a whole number >= {minimum}, got {shorten(value)}")
+    return value
+
+
+def _fractions(value: Any, source: str, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1
+                                          for v in value):
+        raise _bad(source, where, f"must be a list of fractions in (0, 1], got {shorten(value)}")
+    if len(set(value)) != len(value):
+        raise _bad(source, where, f"lists a fraction twice: {shorten(value)}")
+    return tuple(float(v) for v in value)
+
+
+def _split(value: Any, source: str, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _bad(source, where, f"must be a split name such as mini_val, got {shorten(value)}")
+    return value
+
+
+def _evaluation(table: dict, source: str) -> EvaluationSpec:
+    known = [f.name for f in fields(EvaluationSpec)]
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise _bad(source, "[evaluate]", f"unknown key(s) {', '.join(shorten(k, 40) for k in unknown)}; "
+                                          f"known: {', '.join(known)}")
+    d = EvaluationSpec()
+    return EvaluationSpec(
+        val_samples=_int(table.get("val_samples", d.val_samples), source, "[evaluate] 'val_samples'", 1),
+        per_class=_int(table.get("per_class", d.per_class), source, "[evaluate] 'per_class'", 1),
+        seed=_int(table.get("seed", d.seed), source, "[evaluate] 'seed'", 0),
+        linear_probe=_fractions(table.get("linear_probe", list(d.linear_probe)), source, "[evaluate] 'linear_probe'"),
+        finetune=_fractions(table.get("finetune", []), source, "[evaluate] 'finetune'"),
+        finetune_steps=None if table.get("finetune_steps") is None else
+        _int(table["finetune_steps"], source, "[evaluate] 'finetune_steps'", 1),
+        finetune_batch=_int(table.get("finetune_batch", d.finetune_batch), source, "[evaluate] 'finetune_batch'", 1),
+        split=_split(table.get("split"), source, "[evaluate] 'split'"),
+        train_split=_split(table.get("train_split"), source, "[evaluate] 'train_split'"))
+
+
+def _training_fields(table: dict, source: str, where: str) -> None:
+    if "seed" in table:
+        raise _bad(source, f"{where} 'seed'", "seeds are declared once, as [experiment] seeds = [...]")
+    unknown = sorted(set(table) - set(TRAIN_FIELDS))
+    if unknown:
+        raise _bad(source, where, f"unknown training field(s) {', '.join(shorten(k, 40) for k in unknown[:5])}; "
+                                  f"known: {', '.join(TRAIN_FIELDS)}")
+
+
+def parse_spec(data: dict, source: str, default_name: str) -> ExperimentSpec:
+    """An :class:`ExperimentSpec` from a parsed TOML table; ``source`` names the file in errors.
+    Training values are checked when configs are built (:meth:`relviz.experiment.Experiment`)."""
+    unknown = sorted(set(data) - set(TABLES))
+    if unknown:
+        raise _bad(source, "tables", f"unknown table(s) {', '.join(shorten(k, 40) for k in unknown)}; expected "
+                                     f"{', '.join(f'[{t}]' for t in TABLES)}")
+    exp = _table(data, "experiment", source)
+    bad_keys = sorted(set(exp) - set(EXPERIMENT_KEYS))
+    if bad_keys:
+        raise _bad(source, "[experiment]", f"unknown key(s) {', '.join(shorten(k, 40) for k in bad_keys)}; "
+                                           f"known: {', '.join(EXPERIMENT_KEYS)}")
+    name = exp.get("name", default_name)
+    if not isinstance(name, str) or not NAME.match(name):
+        raise _bad(source, "[experiment] 'name'", f"must be 1-64 letters, digits, '.', '_' or '-' (a folder name), "
+                                                  f"got {shorten(name)}")
+    if "seeds" not in exp:
+        raise _bad(source, "[experiment] 'seeds'", "is missing; expected a list of seeds such as [0, 1, 2]")
+    seeds = exp["seeds"]
+    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                                                       for s in seeds):
+        raise _bad(source, "[experiment] 'seeds'", f"must be a non-empty list of whole numbers >= 0, got "
+                                                   f"{shorten(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise _bad(source, "[experiment] 'seeds'", f"lists a seed twice: {shorten(seeds)}")
+    max_running = _int(exp.get("max_running", 1), source, "[experiment] 'max_running'", 1)
+    train, grid = _table(data, "train", source), _table(data, "grid", source)
+    _training_fields(train, source, "[train]")
+    _training_fields(grid, source, "[grid]")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise _bad(source, f"[grid] '{key}'", f"must be a non-empty list of values, got {shorten(values)}")
+        if len({repr(v) for v in values}) != len(values):
+            raise _bad(source, f"[grid] '{key}'", f"lists a value twice: {shorten(values)}")
+        if key in train:
+            raise _bad(source, f"[grid] '{key}'", "is also set in [train]; give it in one place")
+    return ExperimentSpec(name=name, seeds=tuple(seeds), train=dict(train), grid={k: list(v) for k, v in grid.items()},
+                          evaluation=_evaluation(_table(data, "evaluate", source), source), max_running=max_running)
+
+
+def read_spec_text(path: str | Path) -> str:
+    """The text of an experiment file (a clear error when it cannot be read)."""
+    path = Path(path)
+    try:
+        return path.read_bytes().decode()
+    except OSError as e:
+        raise ExperimentError(f"experiment file {path}: cannot be read ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ExperimentError(f"experiment file {path}: not UTF-8 text ({e})") from e
+
+
+def spec_from_text(text: str, path: str | Path, default_name: str | None = None) -> ExperimentSpec:
+    """The experiment declared by ``text`` (the contents of ``path``, which errors name); its name
+    is ``[experiment] name``, else ``default_name``, else the file's stem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ExperimentError(f"experiment file {path}: not valid TOML ({e})") from e
+    return parse_spec(data, f"experiment file {path}", default_name or path.stem)
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """The experiment declared by the TOML file ``path``."""
+    return spec_from_text(read_spec_text(path), path)

@@ -1,0 +1,189 @@
+"""Experiments: a declared grid of 2 cells x 2 seeds runs as background jobs, is interrupted (a job
+killed mid-way, its supervisor gone), resumes as a whole, and aggregates; the intervals over seeds
+equal a direct computation; broken experiment files are refused naming the file and the key."""
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import scipy.stats
+from typer.testing import CliRunner
+
+from fp_bounds import gamma
+from support import TINY, wait_for
+from relviz.cli import app as cli_app
+from relviz.config import load_settings
+from relviz.experiment import Experiment, ExperimentError
+from relviz.jobs import JobStore
+from relviz.train import read_events
+
+
+def _toml_table(values: dict) -> str:
+    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())  # JSON scalars are TOML scalars
+
+
+def _grid(root, name: str = "tiny", seeds=(0, 1), evaluate: str = "val_samples = 1\nper_class = 50\nlinear_probe = []",
+          **train) -> str:
+    # training on mini_val (4 keyframes) fills the teacher cache for everything the jobs and the
+    # evaluations read; a checkpoint after every step gives the killed job a step to resume from
+    base = {**TINY, "dataset": str(root), "split": "mini_val", "max_steps": 2, "checkpoint_every": 1, **train}
+    return (f"[experiment]\nname = {json.dumps(name)}\nseeds = {json.dumps(list(seeds))}\nmax_running = 2\n\n"
+            f"[train]\n{_toml_table(base)}\n\n[grid]\nloss = [\"relational\", \"contrastive\"]\n\n"
+            f"[evaluate]\n{evaluate}\n")
+
+
+def _evaluations(exp) -> list[dict]:
+    """The runs' evaluation files, read directly (in plan order)."""
+    return [json.loads((p.run_dir / "evaluation.json").read_text()) for p in exp.plans]
+
+
+def test_experiment_runs_is_interrupted_resumes_and_aggregates(synthetic_root, tmp_path):
+    grid = tmp_path / "tiny.toml"
+    grid.write_text(_grid(synthetic_root))
+    settings = load_settings()
+    exp = Experiment.from_file(settings, grid)
+    assert [(p.cell.values["loss"], p.seed) for p in exp.plans] == [("relational", 0), ("relational", 1),
+                                                                    ("contrastive", 0), ("contrastive", 1)]
+    first = exp.plans[0]
+    checkpoint = first.run_dir / "checkpoints" / "last.safetensors"
+
+    # a first supervisor launches two runs (max_running) and goes away once the first has a checkpoint
+    exp.supervise(JobStore(settings), poll_s=0.1, stop=lambda state: state["runs"][first.key]["step"] >= 1
+                  and checkpoint.is_file())
+    store = JobStore(settings)
+    state = exp.read_state()
+    assert [state["runs"][p.key]["job_id"] is not None for p in exp.plans] == [True, True, False, False]
+    killed = store.get(state["runs"][first.key]["job_id"])
+    os.killpg(killed.pgid, signal.SIGKILL)  # the job, mid-way
+    lost = wait_for(lambda: (j := store.get(killed.id)).status != "running" and j, timeout=60, what="the kill")
+    assert lost.status == "lost", f"the job ended as {lost.status} before it could be killed"
+    killed_at = max(e["step"] for e in read_events(killed.events_path)[0] if e["event"] == "checkpoint")
+
+    # a re-run: resumes the killed run, leaves the other started one alone, launches the two missing
+    lines: list[str] = []
+    report = Experiment.from_file(settings, grid).supervise(JobStore(settings), poll_s=0.2, log=lines.append)
+    launched = [line.split(":")[0] for line in lines if ": launched" in line or ": resumed" in line]
+    assert sorted(launched) == sorted([first.key, exp.plans[2].key, exp.plans[3].key]), lines
+    assert f"{first.key}: resumed from step {killed_at} (job {killed.id})" in lines
+    jobs = JobStore(settings).list()
+    assert len(jobs) == 4 and {j.status for j in jobs} == {"succeeded"}, [(j.name, j.status, j.error) for j in jobs]
+    events, _ = read_events(killed.events_path)
+    resumed = [e for e in events if e["event"] == "resumed"]
+    assert [e["step"] for e in resumed] == [killed_at]
+    after = [e["step"] for e in events[events.index(resumed[0]):] if e["event"] == "step"]
+    assert after == list(range(killed_at + 1, 3))  # to max_steps (none left when killed after the last)
+
+    # the report: per cell, the per-seed values of the runs' evaluation files, their mean and t interval
+    assert report["missing"] == [] and [c["cell"] for c in report["cells"]] == ["loss=relational", "loss=contrastive"]
+    for cell in report["cells"]:
+        runs = [p for p in exp.plans if p.cell.label == cell["cell"]]
+        evaluations = [json.loads((p.run_dir / "evaluation.json").read_text()) for p in runs]
+        assert all("structure" in e and e["protocol"]["val_samples"] == 1 for e in evaluations)
+        for metric in ("uniformity", "tolerance", "gap", "zeroshot_miou"):
+            x = [e["structure"][metric] for e in evaluations]
+            n = len(x)
+            mean = sum(x) / n
+            s = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
+            half = scipy.stats.t.ppf(0.975, n - 1) * s / math.sqrt(n)
+            got = cell["metrics"][metric]
+            assert got["values"] == x and got["n"] == 2 and cell["seeds"] == [0, 1]
+            # Both sides compute the mean, s and t*s/sqrt(n) of the same float64 values in a different
+            # order: each is a handful of roundings (2-term sums, a square, a square root, divisions,
+            # one product), at most 10 per side, so they differ by at most 2 gamma(10) relative to the
+            # magnitudes involved, |mean| + half (t.ppf is the same function on the same arguments).
+            tol = 2 * gamma(10) * (abs(mean) + half)
+            assert abs(got["mean"] - mean) <= tol and abs(got["low"] - (mean - half)) <= tol \
+                and abs(got["high"] - (mean + half)) <= tol, (metric, got, mean, half)
+            assert half > 0  # two seeds gave two different students
+    # the teacher's structure on the same keyframes and sample, the reference of the gap measures
+    assert report["teacher"]["protocol"] == _evaluations(exp)[0]["protocol"] and \
+        math.isfinite(report["teacher"]["structure"]["uniformity"])
+    # gap vs performance: over 2 cells it is refused (3 checkpoints needed); over the 4 runs, G against
+    # zero-shot mIoU is scipy's Pearson r of the runs' values, in plan order
+    correlations = report["gap_vs_performance"]
+    assert "at least 3 checkpoints" in correlations["across_cells"]["skipped"]
+    g_vs_zeroshot = next(c for c in correlations["across_runs"]["correlations"]
+                         if c["measure"] == "gap" and c["performance"] == "zeroshot_miou")
+    evaluations = [e["structure"] for e in _evaluations(exp)]
+    r = scipy.stats.pearsonr([e["gap"] for e in evaluations], [e["zeroshot_miou"] for e in evaluations]).statistic
+    # the same function on the same float64 values in the same order: the same bits
+    assert g_vs_zeroshot["n"] == 4 and (g_vs_zeroshot["pearson"]["r"] == r if math.isfinite(r)
+                                        else g_vs_zeroshot["pearson"] is None)
+    assert set(report["curves"]) == {p.key for p in exp.plans}
+    folder = settings.home / "experiments" / "tiny"
+    assert (folder / "report.md").read_text().count("| loss=") == 2 + 4  # the cell table and the run table
+    assert (folder / "report.csv").read_text().splitlines()[0].startswith("cell,loss,seeds,uniformity_mean")
+
+    # once complete, a re-run changes nothing, and the CLI reads the same state and report
+    again: list[str] = []
+    Experiment.from_file(settings, grid).supervise(JobStore(settings), poll_s=0.1, log=again.append)
+    assert again == [] and len(JobStore(settings).list()) == 4
+    status = CliRunner().invoke(cli_app, ["experiment", "status", "tiny", "--json"])
+    assert status.exit_code == 0, status.output
+    facts = json.loads(status.output)
+    assert facts["complete"] and facts["counts"] == {"succeeded": 4} and facts["supervisor_pid"] is None
+    printed = CliRunner().invoke(cli_app, ["experiment", "report", "tiny", "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.output)["cells"] == json.loads(json.dumps(report["cells"]))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t + "\n[extra]\nx = 1\n", r"tables: unknown table\(s\) 'extra'"),
+    (lambda t: t.replace("seeds = [0, 1]", ""), r"\[experiment\] 'seeds': is missing"),
+    (lambda t: t.replace("seeds = [0, 1]", "seeds = [0, 0]"), r"\[experiment\] 'seeds': lists a seed twice"),
+    (lambda t: t.replace('loss = ["relational", "contrastive"]', 'loss = "relational"'),
+     r"\[grid\] 'loss': must be a non-empty list"),
+    (lambda t: t.replace("[grid]", "[grid]\nlrr = [0.1]"), r"\[grid\]: unknown training field\(s\) 'lrr'"),
+    (lambda t: t.replace("[grid]", "[grid]\ntemperature = [0.07, -1]"),
+     r"cell temperature=-1,loss=relational: config field 'temperature': must be > 0"),
+    (lambda t: t.replace("[grid]", "[grid]\nseed = [1]"), r"\[grid\] 'seed': seeds are declared once"),
+    (lambda t: t.replace("per_class = 50", "per_class = 0"), r"\[evaluate\] 'per_class': must be a whole number"),
+    (lambda t: t.replace("linear_probe = []", "linear_probe = [2]"), r"'linear_probe': must be a list of fractions"),
+    (lambda t: t.replace("[evaluate]", "[evaluate]\nvalsamples = 1"), r"\[evaluate\]: unknown key\(s\) 'valsamples'"),
+    (lambda t: t.replace('name = "tiny"', 'name = "../x"'), r"\[experiment\] 'name': must be"),
+    (lambda t: t + "[[", r"not valid TOML"),
+])
+def test_bad_experiment_files_are_refused_naming_file_and_key(tmp_path, change, message):
+    grid = tmp_path / "bad.toml"
+    (tmp_path / "data").mkdir()  # a dataset folder: the files are refused before anything reads it
+    grid.write_text(change(_grid(tmp_path / "data")))
+    with pytest.raises(ExperimentError, match=message) as e:
+        Experiment.from_file(load_settings(), grid)
+    assert str(e.value).startswith(f"experiment file {grid}")
+
+
+def test_a_changed_declaration_and_unknown_names_are_refused(tmp_path):
+    grid = tmp_path / "tiny.toml"
+    (tmp_path / "data").mkdir()
+    grid.write_text(_grid(tmp_path / "data"))
+    settings = load_settings()
+    Experiment.from_file(settings, grid).save_grid()  # as a first run stores it
+    grid.write_text(_grid(tmp_path / "data", max_steps=5))
+    with pytest.raises(ExperimentError, match=r"exists .* with another declaration \(train differ"):
+        Experiment.from_file(settings, grid)
+    # another seed and another evaluation keep the cells: the same experiment, one more run per cell
+    grid.write_text(_grid(tmp_path / "data", seeds=(0, 1, 2), evaluate="val_samples = 2"))
+    assert len(Experiment.from_file(settings, grid).plans) == 6
+    res = CliRunner().invoke(cli_app, ["experiment", "status", "nothing"])
+    assert res.exit_code == 2 and "error: no experiment 'nothing'" in res.output and "known: tiny" in res.output
+    res = CliRunner().invoke(cli_app, ["experiment", "run", str(tmp_path / "missing.toml")])
+    assert res.exit_code == 2 and f"error: experiment file {tmp_path / 'missing.toml'}: cannot be read" in res.output
+
+
+def test_a_stored_evaluation_counts_only_for_its_protocol_and_every_fraction_asked(tmp_path):
+    from relviz.experiment import EvaluationSpec, stored_evaluation
+    from relviz.train import from_dict
+
+    config = from_dict({"dataset": str(tmp_path)})
+    asked = EvaluationSpec(val_samples=1, linear_probe=(0.5,))
+    (tmp_path / "evaluation.json").write_text(json.dumps({
+        "protocol": asked.protocol(config), "structure": {"uniformity": 1.0}, "linear_probe": {"0.5": {"miou": 0.1}}}))
+    assert stored_evaluation(tmp_path, config, asked)["linear_probe"]["0.5"]["miou"] == 0.1
+    assert stored_evaluation(tmp_path, config, EvaluationSpec(val_samples=1, linear_probe=())) is not None
+    # a fraction added later, another fine-tuning fraction, or another protocol: not evaluated yet
+    assert stored_evaluation(tmp_path, config, EvaluationSpec(val_samples=1, linear_probe=(0.5, 0.1))) is None
+    assert stored_evaluation(tmp_path, config, EvaluationSpec(val_samples=1, linear_probe=(0.5,),
+                                                              finetune=(0.5,))) is None
+    assert stored_evaluation(tmp_path, config, EvaluationSpec(val_samples=2, linear_probe=(0.5,))) is None
