@@ -37,7 +37,8 @@ def test_open_clip_vit_b16_random_init():
 @pytest.mark.parametrize("module", [
     "nuscenes.nuscenes", "nuscenes.eval.lidarseg.utils", "open3d", "streamlit", "streamlit.testing.v1",
     "plotly.graph_objects", "sklearn.linear_model", "skimage.segmentation", "safetensors.torch", "typer",
-    "psutil", "pandas", "pytest", "playwright.sync_api",
+    "psutil", "pandas", "pytest", "playwright.sync_api", "scipy.stats", "torch.utils.tensorboard",
+    "tensorboard.backend.event_processing.event_accumulator",
 ])
 def test_imports(module):
     importlib.import_module(module)

@@ -66,24 +66,29 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 @app.command()
 def synth(
-    out: str = typer.Option(None, help="Output dataroot (default: <workspace>/datasets/synthetic-mini)."),
+    out: str = typer.Option(None, help="Output dataroot (default: <workspace>/datasets/synthetic-mini, or "
+                                       "synthetic-trainval for --version v1.0-trainval)."),
     seed: int = typer.Option(0, help="Seed: the same seed gives byte-identical lidar and label files."),
-    samples_per_scene: int = typer.Option(8, help="Keyframes per scene (10 scenes)."),
+    samples_per_scene: int = typer.Option(8, help="Keyframes per scene."),
     image_size: str = typer.Option("800x450", help="Camera image size WxH."),
+    version: str = typer.Option("v1.0-mini", help="v1.0-mini (its 10 scenes) or v1.0-trainval (--scenes of them, "
+                                                  "named as nuScenes' train and val scenes)."),
+    scenes: int = typer.Option(None, help="v1.0-trainval: number of scenes (default 20; about 1 in 6 in val)."),
     workers: int = typer.Option(None, help="Processes (default: CPU count, at most 4)."),
 ) -> None:
-    """Generate the synthetic nuScenes v1.0-mini dataset with lidarseg."""
+    """Generate a synthetic nuScenes dataset with lidarseg (v1.0-mini, or v1.0-trainval with --scenes)."""
     import time
 
     from relviz.data.synthetic import SynthConfig, generate
 
     s = settings().ensure()
-    target = Path(out) if out else s.dataset_root("synthetic-mini")
-    cfg = SynthConfig(seed=seed, samples_per_scene=samples_per_scene, image_size=_parse_size(image_size))
+    cfg = SynthConfig(seed=seed, samples_per_scene=samples_per_scene, image_size=_parse_size(image_size),
+                      version=version, scenes=scenes)
+    target = Path(out) if out else s.dataset_root("synthetic-mini" if version == "v1.0-mini" else "synthetic-trainval")
     start = time.perf_counter()
-    with typer.progressbar(length=10, label="scenes") as bar:
+    with typer.progressbar(length=len(cfg.scene_names), label="scenes") as bar:
         generate(target, cfg, progress=lambda done, total: bar.update(1), workers=workers)
-    typer.echo(f"wrote {target} in {time.perf_counter() - start:.1f} s")
+    typer.echo(f"wrote {target} ({version}, {len(cfg.scene_names)} scenes) in {time.perf_counter() - start:.1f} s")
 
 
 teacher_app = typer.Typer(help="The CLIP teacher.", no_args_is_help=True)

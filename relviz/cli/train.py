@@ -11,6 +11,8 @@ from relviz.cli.base import JSON_OPTION, app, settings
 
 # The training options, declared once: `train` and `jobs submit` take them through `training_options`.
 TRAINING_OPTIONS: dict[str, tuple[type, typer.models.OptionInfo]] = {
+    "preset": (str, typer.Option(None, help="A published setting as the base: slidr or demo (docs/presets.md); "
+                                            "the settings, --config, --set and flags override it.")),
     "config": (str, typer.Option(None, help="A .json or .toml training config; flags override it.")),
     "loss": (str, typer.Option(None, help="contrastive, similarity or relational.")),
     "epochs": (int, typer.Option(None, min=1)),
@@ -41,8 +43,9 @@ def training_options(command):
     return command
 
 
-def train_config(config: str | None = None, set_: list[str] | None = None, **flags):
-    """Defaults < settings (RELVIZ_* and relviz.toml) < the --config file < --set < flags."""
+def train_config(config: str | None = None, set_: list[str] | None = None, preset: str | None = None, **flags):
+    """Defaults < the --preset < settings (RELVIZ_* and relviz.toml) < the --config file < --set < flags
+    (docs/presets.md says why the settings sit above a preset)."""
     from relviz.errors import shorten
     from relviz.train.config import TrainConfig, TrainConfigError, read_config_table
 
@@ -58,13 +61,26 @@ def train_config(config: str | None = None, set_: list[str] | None = None, **fla
     given = {k: v for k, v in flags.items() if v is not None}  # an unset flag leaves the file's value
     if "teacher" in given and "teacher_pretrained" not in given and given["teacher"] != table.get("teacher"):
         table.pop("teacher_pretrained", None)  # a teacher flag never borrows the file's weights for another teacher
-    return TrainConfig.from_settings(settings(), **{**table, **given})
+    return TrainConfig.from_settings(settings(), preset=preset, **{**table, **given})
+
+
+DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Print the resolved config and the estimated steps, teacher "
+                                                       "cache size and memory; train nothing.")
+
+
+def print_dry_run(cfg, preset: str | None, world: int = 1) -> None:
+    """The resolved config and :func:`relviz.train.estimate.estimate` of it, as JSON."""
+    from relviz.train.estimate import estimate
+
+    s = settings()
+    facts = estimate(cfg, s.dataset_root(cfg.dataset), s.cache_dir, world=world, sparse_backend=s.sparse_backend)
+    typer.echo(json.dumps({"preset": preset, "config": cfg.to_dict(), "estimate": facts}, indent=2))
 
 
 @app.command()
 @training_options
 def train(run_dir: str = typer.Option(None, help="Run folder (default: <workspace>/runs/<time>-<loss>)."),
-          **options) -> None:
+          dry_run: bool = DRY_RUN_OPTION, **options) -> None:
     """Distil the teacher into a MinkUNet student, in this process (see `relviz jobs submit` for background)."""
     import time
 
@@ -72,6 +88,9 @@ def train(run_dir: str = typer.Option(None, help="Run folder (default: <workspac
     from relviz.workspace import cache_finished_run
 
     cfg = train_config(**options)
+    if dry_run:
+        print_dry_run(cfg, options.get("preset"))
+        return
     s = settings().ensure()
     target = run_dir or s.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.loss}"
     result = Trainer(cfg, target, s, on_finish=cache_finished_run(s)).run()
@@ -97,22 +116,26 @@ def _job_facts(job) -> dict:
 @training_options
 def jobs_submit(name: str = typer.Option(None),
                 nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="DDP processes (torchrun)."),
-                as_json: bool = JSON_OPTION, **options) -> None:
+                dry_run: bool = DRY_RUN_OPTION, as_json: bool = JSON_OPTION, **options) -> None:
     """Start a training job in the background; prints its id."""
-    job = _jobs().submit(train_config(**options), name=name, nproc=nproc_per_node)
+    cfg = train_config(**options)
+    if dry_run:
+        print_dry_run(cfg, options.get("preset"), world=nproc_per_node)
+        return
+    job = _jobs().submit(cfg, name=name, nproc=nproc_per_node)
     typer.echo(json.dumps(_job_facts(job), indent=2) if as_json else job.id)
 
 
 @jobs_app.command("list")
 def jobs_list(as_json: bool = JSON_OPTION) -> None:
-    """All jobs with state and progress (reconciled with their processes now)."""
-    jobs = _jobs().list()
+    """All jobs with state, phase, count and estimate (from their run folders and processes now)."""
+    store = _jobs()
+    jobs = [(j, store.progress_of(j)) for j in store.list()]
     if as_json:
-        typer.echo(json.dumps([_job_facts(j) for j in jobs], indent=2))
+        typer.echo(json.dumps([{**_job_facts(j), "progress": p.to_dict()} for j, p in jobs], indent=2))
         return
-    for j in jobs:
-        typer.echo(f"{j.id}  {j.status:<9} {j.last_step:>6}/{j.total_steps or '?':<6} {j.name}"
-                   + (f"  ({j.error})" if j.error else ""))
+    for j, p in jobs:
+        typer.echo(f"{j.id}  {j.status:<9} {p.text():<56} {j.name}" + (f"  ({j.error})" if j.error else ""))
 
 
 def _job_action(action: str, job_id: str, as_json: bool, **kw) -> None:

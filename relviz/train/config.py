@@ -1,17 +1,23 @@
-"""Training configuration: one dataclass, loadable from JSON/TOML and flags, validated up front."""
+"""Training configuration: one dataclass, loadable from JSON/TOML and flags, validated up front;
+presets (published settings, ``relviz/train/presets/<name>.toml``) and the layers a config is built
+from (docs/presets.md)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import torch
 
 from relviz.config import Settings, TeacherSpec
 from relviz.errors import RelvizError, shorten
-from relviz.losses import LOSSES
+from relviz.losses import LOSSES, get_loss
 from relviz.models.minkunet import ARCHITECTURES
 
 
@@ -92,17 +98,32 @@ class TrainConfig:
         return TeacherSpec(self.teacher, self.teacher_pretrained)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides) -> "TrainConfig":
-        """The one way a surface builds a config: defaults, then the settings (dataset, teacher and
-        its weights, device), then ``overrides`` (a config file's table, flags; None means unset).
-        A teacher given in ``overrides`` comes with its own ``teacher_pretrained`` (or none), never
-        with the weights the settings name for another teacher. Validated."""
+    def from_settings(cls, settings: Settings, preset: str | None = None, **overrides) -> "TrainConfig":
+        """The one way a surface builds a config, in layers (docs/presets.md): defaults < the
+        ``preset`` (a file of relviz/train/presets/) < the settings (dataset and device always; the
+        teacher with its weights when the settings name one, i.e. differ from the built-in demo
+        teacher) < ``overrides`` (a config file's table, flags; None means unset). A teacher comes
+        with the weights of the layer that names it (or none), never with the weights a lower layer
+        gives another teacher. Validated."""
+        site: dict[str, Any] = {"dataset": settings.dataset, "device": settings.device}
+        if settings.teacher_spec != TeacherSpec():  # the settings name a teacher: it and its weights
+            site.update(teacher=settings.teacher, teacher_pretrained=settings.teacher_pretrained)
         given = {k: v for k, v in overrides.items() if v is not None}
-        base = {"dataset": settings.dataset, "device": settings.device}
-        # the teacher and its weights travel together: the settings' weights go with the settings' teacher only
-        if given.get("teacher", settings.teacher) == settings.teacher:
-            base.update(teacher=settings.teacher, teacher_pretrained=settings.teacher_pretrained)
-        return from_dict({**base, **given})
+        return from_dict(merge_layers(read_preset(preset) if preset else {}, site, given))
+
+    def loss_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The registered loss ``loss(k [N, D], q [N, D])``, given the config fields its signature
+        names (temperature, intra_weight, ...)."""
+        fn = get_loss(self.loss)
+        options = {name: getattr(self, name) for name in inspect.signature(fn).parameters
+                   if name not in ("k", "q") and name in _FIELDS}
+        return functools.partial(fn, **options)
+
+    def steps(self, n_keyframes: int, world: int = 1) -> tuple[int, int]:
+        """(steps per epoch, total steps) of a train split of ``n_keyframes`` on ``world`` processes:
+        every step takes ``batch * accumulate * world`` keyframes; the last partial batch is dropped."""
+        per_epoch = max(1, n_keyframes // (self.batch * self.accumulate * world))
+        return per_epoch, self.max_steps or self.epochs * per_epoch
 
     def with_overrides(self, **overrides) -> "TrainConfig":
         return from_dict({**self.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
@@ -165,3 +186,39 @@ def read_config_table(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path) -> TrainConfig:
     """A TrainConfig from a .json or .toml file (a run folder's config.json: complete as written)."""
     return from_dict(read_config_table(path), source=f"config file {path}")
+
+
+# --------------------------------------------------------------------------------------------- presets
+PRESETS_DIR = Path(__file__).parent / "presets"
+# where the data is and what runs it are the machine's settings, never a preset's
+SITE_FIELDS = ("dataset", "device")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """The fields preset ``name`` (``relviz/train/presets/<name>.toml``) sets, checked against the
+    config's fields and values; a preset never sets :data:`SITE_FIELDS`."""
+    names = preset_names()
+    if name not in names:
+        raise TrainConfigError(f"unknown preset {shorten(name, 40)}; expected one of {', '.join(names)}")
+    path = PRESETS_DIR / f"{name}.toml"
+    table = read_config_table(path)
+    site = [k for k in SITE_FIELDS if k in table]
+    if site:
+        raise TrainConfigError(f"preset file {path}: sets {', '.join(site)}, which are the machine's settings "
+                               f"(relviz.toml, RELVIZ_*) or flags, never a preset's")
+    return table
+
+
+def merge_layers(*layers: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``layers`` (lowest first), a higher layer's value winning; a layer that names
+    another teacher than the one below drops the weights (``teacher_pretrained``) below."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        if "teacher" in layer and layer["teacher"] != out.get("teacher", TrainConfig.teacher):
+            out.pop("teacher_pretrained", None)
+        out.update(layer)
+    return out

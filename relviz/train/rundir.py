@@ -6,6 +6,8 @@
     <run>/checkpoints/last.safetensors   the last checkpoint's weights (the commit point)
     <run>/checkpoints/state-<step>.pt    the optimizer state of that step
     <run>/student.safetensors    the final student, when training finished
+    <run>/tensorboard/           TensorBoard event files and projector embeddings, written by a sink
+                                 of the event log (relviz.train.tensorboard)
 """
 
 from __future__ import annotations
@@ -15,22 +17,44 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 
 class EventLog:
-    """Append-only JSONL events, safe to write from the heartbeat thread and the training loop."""
+    """Append-only JSONL events, safe to write from the heartbeat thread and the training loop.
 
-    def __init__(self, path: Path, enabled: bool = True):
+    ``sinks``: callables given every event record (the dict written as a line) after it is written,
+    in the same lock, e.g. :class:`relviz.train.tensorboard.TensorBoardSink`. The JSONL file is the
+    record the job store and the app read; a sink that raises is dropped with a ``sink_failed`` event,
+    never failing the run."""
+
+    def __init__(self, path: Path, enabled: bool = True, sinks: Sequence[Callable[[dict], None]] = ()):
         self.path, self.enabled = path, enabled
+        self.sinks = list(sinks)
         self._lock = threading.Lock()
 
     def write(self, event: str, **fields) -> None:
         if not self.enabled:
             return
-        line = json.dumps({"ts": round(time.time(), 3), "event": event, **fields})
+        record = {"ts": round(time.time(), 3), "event": event, **fields}
         with self._lock, open(self.path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
+            f.write(json.dumps(record) + "\n")
+            f.flush()  # readers see the event before any sink runs
+            for sink in list(self.sinks):
+                try:
+                    sink(record)
+                except Exception as e:  # a log for people must never stop training
+                    self.sinks.remove(sink)
+                    failed = {"ts": round(time.time(), 3), "event": "sink_failed", "sink": type(sink).__name__,
+                              "error": f"{type(e).__name__}: {e}"}
+                    f.write(json.dumps(failed) + "\n")
+                    f.flush()
+
+    def close(self) -> None:
+        """Close the sinks that hold files (their buffered records are written)."""
+        with self._lock:
+            for sink in self.sinks:
+                getattr(sink, "close", lambda: None)()
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,10 @@ class RunDir:
     @property
     def final(self) -> Path:
         return self.path / "student.safetensors"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
     def checkpoint(self) -> Path | None:
         """This run's student: the final checkpoint when training finished, else the last one

@@ -9,7 +9,6 @@ The run folder's layout is :mod:`relviz.train.rundir`'s.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -28,11 +27,11 @@ from relviz.data.dataset import NuScenesLidarSeg, collate
 from relviz.errors import NonFiniteError
 from relviz.eval.features import student_voxel_features, teacher_pair_features
 from relviz.files import atomic_path, remove_temporaries
-from relviz.losses import get_loss
 from relviz.models.checkpoint import load_into, load_state_dict, save_checkpoint
 from relviz.models.minkunet import build_minkunet
 from relviz.teacher import FeatureCache, teacher_for_training
 from relviz.train.config import TrainConfig, TrainConfigError
+from relviz.train.tensorboard import TensorBoardSink, write_projector
 from relviz.train.rundir import EventLog, RunDir, read_events  # noqa: F401 (read_events re-exported)
 
 
@@ -73,7 +72,8 @@ class Trainer:
         self.dataroot = dataroot
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.layout.checkpoints.mkdir(exist_ok=True)
-        self.events = EventLog(self.layout.events, enabled=self.rank == 0)
+        self.events = EventLog(self.layout.events, enabled=self.rank == 0,  # TensorBoard reads the same events
+                               sinks=[TensorBoardSink(self.layout.tensorboard)] if self.rank == 0 else [])
         self.stop_requested = False
 
     # ------------------------------------------------------------------------------------ pieces
@@ -100,16 +100,12 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          dampening=cfg.dampening, weight_decay=cfg.weight_decay)
         self.global_batch = cfg.batch * cfg.accumulate * self.world
-        self.steps_per_epoch = max(1, len(self.train_ds) // self.global_batch)
-        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
-        # the registered loss, given the config fields its signature names (temperature, intra_weight, ...)
-        self._loss_fn = get_loss(cfg.loss)
-        self._loss_options = {name: getattr(cfg, name) for name in inspect.signature(self._loss_fn).parameters
-                              if name not in ("k", "q") and hasattr(cfg, name)}
+        self.steps_per_epoch, self.total_steps = cfg.steps(len(self.train_ds), self.world)  # as --dry-run says
+        self._loss_fn = cfg.loss_function()  # resolved once per run
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and self.dtype == torch.float32)
 
     def _loss(self, k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return self._loss_fn(k, q, **self._loss_options)
+        return self._loss_fn(k, q)
 
     def _micro_batch_indices(self, step: int, micro: int) -> list[int]:
         epoch = step // self.steps_per_epoch
@@ -213,9 +209,10 @@ class Trainer:
 
         self.model.eval()
         try:
-            return structure_and_zeroshot(self.model, self.teacher, self.cache, self.val_ds,
-                                          n_samples=self.cfg.val_samples, per_class=self.cfg.val_per_class,
-                                          seed=self.cfg.seed, device=self.device)
+            return structure_and_zeroshot(
+                self.model, self.teacher, self.cache, self.val_ds, n_samples=self.cfg.val_samples,
+                per_class=self.cfg.val_per_class, seed=self.cfg.seed, device=self.device,
+                on_features=lambda val: write_projector(self.layout.tensorboard, val, self._step, seed=self.cfg.seed))
         finally:
             self.model.train()
 

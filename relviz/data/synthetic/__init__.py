@@ -1,7 +1,9 @@
-"""A deterministic synthetic dataset in the genuine nuScenes v1.0-mini layout, with lidarseg.
+"""A deterministic synthetic dataset in the genuine nuScenes v1.0-mini (or v1.0-trainval) layout, with lidarseg.
 
-Ten procedural street scenes (named as the devkit's ``mini_train`` and ``mini_val`` scenes) in which
-all 16 merged classes occur with nuScenes-like sizes. For every keyframe a 32-beam spinning lidar
+Procedural street scenes in which all 16 merged classes occur with nuScenes-like sizes: v1.0-mini's
+ten (named as the devkit's ``mini_train`` and ``mini_val`` scenes), or any number of v1.0-trainval
+scenes named as the devkit's ``train`` and ``val`` scenes (:func:`trainval_scene_names`), so that
+the devkit's splits apply unchanged. For every keyframe a 32-beam spinning lidar
 and the 6 nuScenes cameras are ray cast against the scene with open3d's ``RaycastingScene``:
 
 - lidar: float32 N x 5 (x, y, z, intensity, ring) ``.pcd.bin`` in the LIDAR_TOP frame, range noise
@@ -16,8 +18,8 @@ simulation, :func:`render_view`), ``tables`` (scene-independent nuScenes tables,
 ``writer`` (:func:`generate`: per-scene files and records, written atomically).
 """
 
-from relviz.data.synthetic.config import MINI_TRAIN, MINI_VAL, SynthConfig
+from relviz.data.synthetic.config import MINI_TRAIN, MINI_VAL, SynthConfig, trainval_scene_names
 from relviz.data.synthetic.render import render_view
 from relviz.data.synthetic.writer import generate
 
-__all__ = ["MINI_TRAIN", "MINI_VAL", "SynthConfig", "generate", "render_view"]
+__all__ = ["MINI_TRAIN", "MINI_VAL", "SynthConfig", "generate", "render_view", "trainval_scene_names"]

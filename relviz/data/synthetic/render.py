@@ -7,7 +7,7 @@ import numpy as np
 
 from relviz.data.geometry import pose_matrix
 from relviz.data.nuscenes import CAMERAS
-from relviz.data.synthetic.config import SCENE_NAMES, SynthConfig
+from relviz.data.synthetic.config import SynthConfig
 from relviz.data.synthetic.scene import KINDS, World, build_street
 from relviz.data.synthetic.tables import calibrations, static_tables
 from relviz.errors import InputError
@@ -161,8 +161,9 @@ def render_view(config: SynthConfig = SynthConfig(), scene_index: int = 8, camer
     """Render one camera of one synthetic scene at ``time_s`` seconds into the drive, without writing
     a dataset: (RGB uint8 [H, W, 3], fine class uint8 [H, W]). Deterministic in its arguments; the
     scene is the one the dataset of the same config holds (scene 8 is mini_val's scene-0103)."""
-    if not 0 <= scene_index < len(SCENE_NAMES):
-        raise InputError(f"scene_index must be in [0, {len(SCENE_NAMES) - 1}], got {scene_index}")
+    n_scenes = len(config.scene_names)
+    if not 0 <= scene_index < n_scenes:
+        raise InputError(f"scene_index must be in [0, {n_scenes - 1}], got {scene_index}")
     if camera not in CAMERAS:
         raise InputError(f"camera must be one of {', '.join(CAMERAS)}, got {camera!r}")
     street = build_street(config, scene_index)

@@ -17,7 +17,7 @@ from pyquaternion import Quaternion
 
 from relviz.data.geometry import pose_matrix, transform_points, yaw_quaternion
 from relviz.data.nuscenes import CAMERAS
-from relviz.data.synthetic.config import SCENE_NAMES, SynthConfig
+from relviz.data.synthetic.config import SynthConfig
 from relviz.data.synthetic.render import lidar_sweep, render_camera
 from relviz.data.synthetic.scene import build_street
 from relviz.data.synthetic.tables import CHANNELS, attribute, calibrations, static_tables, token
@@ -54,7 +54,7 @@ def _generate_into(root: Path, cfg: SynthConfig, progress, workers: int) -> None
     tables = static_tables(cfg)
     Image.new("L", (16, 16), 0).save(root / tables["map"][0]["filename"])
     tables["lidarseg"] = []
-    jobs = [(root, cfg, si, name) for si, name in enumerate(SCENE_NAMES)]
+    jobs = [(root, cfg, si, name) for si, name in enumerate(cfg.scene_names)]
     per_scene = []
     if workers > 1:
         # scenes are independent and seeded by (seed, scene index): a pool gives identical bytes
