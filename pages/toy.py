@@ -1,35 +1,75 @@
 """The paper's toy experiment: why the three losses end with different structure."""
 
+import time
+
 import streamlit as st
 
 from pages import common
-from relviz.toy import ToyConfig, run_toy_cached, view_snapshots
-from relviz.viz.toy import toy_sphere_figure, toy_uniformity_figure
+from relviz.toy import PAPER_CLAIMS, PAPER_SOURCE, SETUPS, run_toy_cached, run_toy_sweep, toy_setup, view_snapshots
+from relviz.viz.explain import help_text
+from relviz.viz.toy import progress_text, toy_history_figure, toy_sphere_figure, toy_sweep_figure
 
 st.title("Toy experiment")
-st.caption("Clusters on the unit sphere; inputs reveal their target only through noise. A small MLP is trained "
-           "with each loss; uniformity and tolerance of its outputs are compared with the source's.")
-c1, c2, c3 = st.columns(3)
-clusters = c1.radio("clusters", [1, 3], index=1, horizontal=True, key="toy_clusters")
-iters = c2.select_slider("iterations", [100, 200, 400, 600, 1000, 1500], value=600, key="toy_iters")
-seed = c3.number_input("seed", 0, 1000, 0, key="toy_seed")
+st.caption("Clusters on the unit sphere; inputs reveal their target only through noise. A small MLP is trained with "
+           "each loss; uniformity U and tolerance T of its outputs are compared with the source's (the paper's "
+           f"source: U {PAPER_SOURCE['uniformity']}, T {PAPER_SOURCE['tolerance']}). Definitions: docs/definitions.md.")
+c1, c2, c3, c4 = st.columns(4)
+setup = c1.selectbox("setup", [*SETUPS, "custom"], key="toy_setup")
+clusters = spread = None
+if setup == "custom":
+    clusters = c2.radio("clusters", [1, 3], horizontal=True, key="toy_clusters")
+    spread = c2.slider("cluster spread (radians)", 0.1, 1.0, SETUPS["paper-1cluster"][1]["spread"], 0.01,
+                       key="toy_spread")
+else:
+    c2.caption(SETUPS[setup][0])
+iters = c3.select_slider("iterations", [50, 100, 200, 400, 600, 1000, 1500], value=600, key="toy_iters")
+seed = int(c4.number_input("seed", 0, 1000, 0, key="toy_seed"))
+cfg = toy_setup("paper-1cluster" if setup == "custom" else setup, clusters=clusters, spread=spread, iters=iters,
+                seed=seed)
+st.caption(f"{cfg.clusters} cluster(s), spread {cfg.spread:g} rad; U and T on {cfg.eval_points} held-out points "
+           f"(seed {cfg.seed}), recorded every {cfg.record_every} iterations.")
 
 
-@st.cache_resource(max_entries=8, show_spinner="training three MLPs")
-def toy(clusters: int, iters: int, seed: int):
-    """A run from the workspace cache (``relviz warm`` stores the default one), else trained."""
-    return run_toy_cached(ToyConfig(clusters=clusters, iters=iters, seed=seed), common.settings().cache_dir,
-                          view_snapshots(iters))
+def progress_slot():
+    """A progress bar with phase, count and estimate, drawn on the first call (only what is computed)."""
+    slot, start = st.empty(), time.perf_counter()
+    return slot, lambda phase, done, total: slot.progress(done / total, progress_text(phase, done, total,
+                                                                                        time.perf_counter() - start))
 
 
-result = toy(int(clusters), int(iters), int(seed))
+def table(summary: dict) -> list[dict]:
+    return [{"": name, "U": v["uniformity"], "T": v["tolerance"],
+             "|U - source U|": abs(v["uniformity"] - summary["source"]["uniformity"])} for name, v in summary.items()]
+
+
+NUMBERS = {"U": st.column_config.NumberColumn(help=help_text("uniformity"), format="%.3f"),
+           "T": st.column_config.NumberColumn(help=help_text("tolerance"), format="%.3f"),
+           "|U - source U|": st.column_config.NumberColumn(help="Smallest is closest to the source", format="%.3f")}
+slot, progress = progress_slot()
+result = run_toy_cached(cfg, common.settings().cache_dir, view_snapshots(cfg.iters), progress=progress)
+slot.empty()
 summary = result.summary()
-cols = st.columns(4)
-for col, (name, v) in zip(cols, summary.items()):
-    col.metric(name, f"U {v['uniformity']:.3f}", f"T {v['tolerance']:.3f}", delta_color="off")
+st.dataframe(table(summary), column_config=NUMBERS, hide_index=True, key="toy_final")
+claims = result.to_json()["paper_claims"]
+st.markdown("\n".join(f"- {'holds' if claims[k] else '**fails**'}: {text}" for k, text in PAPER_CLAIMS.items()))
 snap_iters = sorted(result.runs["relational"].snapshots)
 at = st.select_slider("show outputs at iteration", snap_iters, value=snap_iters[-1], key="toy_at")
 st.plotly_chart(toy_sphere_figure(result, at), width="stretch", key="toy_sphere")
+st.plotly_chart(toy_history_figure(result), width="stretch", key="toy_history")
+
+st.subheader("Over seeds: how often the paper's claims hold")
 c1, c2 = st.columns(2)
-c1.plotly_chart(toy_uniformity_figure(result, "uniformity"), width="stretch", key="toy_u")
-c2.plotly_chart(toy_uniformity_figure(result, "tolerance"), width="stretch", key="toy_t")
+n_seeds = int(c1.number_input("seeds", 2, 50, 5, key="toy_nseeds", help=f"seeds {seed}, {seed + 1}, ..."))
+if c2.toggle("run the seed sweep", key="toy_sweep", help="Trains three MLPs per seed (stored once computed)."):
+    slot, progress = progress_slot()
+    sweep = run_toy_sweep(cfg, range(seed, seed + n_seeds), common.settings().cache_dir, progress,
+                          view_snapshots(cfg.iters))
+    slot.empty()
+    rates = [{"claim": PAPER_CLAIMS.get(k, "all four claims"), "held": f"{round(r.value * r.n)}/{r.n}",
+              "rate": r.value, "95% low": r.low, "95% high": r.high} for k, r in sweep.rates().items()]
+    share = st.column_config.NumberColumn(format="%.2f")
+    st.dataframe(rates, hide_index=True, key="toy_rates", column_config=dict.fromkeys(["rate", "95% low", "95% high"],
+                                                                                      share))
+    st.caption("Intervals: exact binomial (Clopper-Pearson) over seeds.")
+    st.plotly_chart(toy_sweep_figure(sweep), width="stretch", key="toy_sweep_fig")
+    st.dataframe(sweep.rows(), hide_index=True, key="toy_seeds")

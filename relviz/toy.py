@@ -4,10 +4,13 @@ The source representation is one or three clusters on the unit sphere in R^3. Ea
 couples an input point, which tells its cluster, with a target drawn from that cluster at random:
 the exact target inside the cluster cannot be predicted from the input (the self-similarity of
 lidar). A small MLP maps inputs to the sphere and is trained with each loss. Uniformity and
-tolerance of its outputs are recorded over iterations and compared with the source's.
+tolerance of its outputs are recorded over iterations (the paper's U-against-iterations figure)
+and compared with the source's.
 
-Expected: contrastive ends more uniform than the source (it spreads points it cannot match),
-similarity less uniform (outputs collapse to cluster means, tolerance rises), relational closest.
+The paper's claims for the toy (:data:`PAPER_CLAIMS`, from the paper's captions as the project's
+spec states them): contrastive ends with U above the source's, similarity with U below it and T
+above it (outputs collapse to cluster means), relational with U closest to the source's.
+:func:`run_toy_sweep` says how often they hold over seeds.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import copy
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
+import scipy.optimize
+import scipy.stats
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,19 +34,31 @@ from relviz.errors import InputError
 from relviz.files import read_json, write_json
 from relviz.losses import get_loss
 from relviz.metrics import tolerance, uniformity
+from relviz.stats import Interval
 
 LOSS_NAMES = ("contrastive", "similarity", "relational")
-TOY_FORMAT = 1
+TOY_FORMAT = 2  # 2: trained on one thread (results no longer depend on the caller's thread count)
+
+# The source of the paper's Fig 2 has U = 0.89 and T = 0.66; one spread cannot meet both. This is
+# what calibrate_spread(0.89, 0.66, clusters=1, points=8000) returns over seeds 0-4: 0.4498, SD
+# 0.0020. At 0.45 (8000 points, seeds 0-4) the source has U 0.885 +- 0.004 and T 0.651 +- 0.003.
+PAPER_SOURCE = {"uniformity": 0.89, "tolerance": 0.66}
+PAPER_SPREAD = 0.45
+
+Progress = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``: ``done`` of ``total`` training steps of the whole call are
+finished and ``phase`` (a loss name; ``"seed 3 (2/5): relational"`` in a sweep) is running.
+Called at every recorded iteration (every ``record_every`` steps) and at the end."""
 
 
 @dataclass(frozen=True)
 class ToyConfig:
-    clusters: int = 3
+    clusters: int = 1
     iters: int = 600
     batch: int = 256
     lr: float = 1e-2
     hidden: int = 64
-    spread: float = 0.35  # angular spread of a source cluster (radians, roughly)
+    spread: float = PAPER_SPREAD  # angular spread of a source cluster (radians, roughly)
     input_spread: float = 0.5  # scale of a cluster's inputs in input space
     unpredictable: float = 0.5  # input noise relative to the target offset it reveals
     eval_points: int = 600
@@ -51,11 +70,32 @@ class ToyConfig:
             raise InputError(f"clusters must be 1 or 3, got {self.clusters}")
         if self.iters < 1 or self.batch < 2:
             raise InputError(f"iters must be >= 1 and batch >= 2, got iters={self.iters}, batch={self.batch}")
+        if not 0 < self.spread <= 3:
+            raise InputError(f"spread must be in (0, 3] (radians, roughly), got {self.spread}")
+        if self.eval_points < 2 or self.record_every < 1:
+            raise InputError(f"eval_points must be >= 2 and record_every >= 1, got eval_points={self.eval_points}, "
+                             f"record_every={self.record_every}")
+
+
+# name -> (what it is, the fields it sets); every other field keeps ToyConfig's default
+SETUPS: dict[str, tuple[str, dict]] = {
+    "paper-1cluster": ("the paper's Fig 2 source: one cluster with U near 0.89 and T near 0.66",
+                       {"clusters": 1, "spread": PAPER_SPREAD}),
+    "paper-3clusters": ("the paper's 3-cluster setup: three clusters of the same spread, 120 degrees apart",
+                        {"clusters": 3, "spread": PAPER_SPREAD}),
+}
+
+
+def toy_setup(name: str, **overrides) -> ToyConfig:
+    """The config of a named setup (:data:`SETUPS`), with ``overrides`` (None values ignored)."""
+    if name not in SETUPS:
+        raise InputError(f"setup must be one of {', '.join(SETUPS)}, got {name!r}")
+    return ToyConfig(**{**SETUPS[name][1], **{k: v for k, v in overrides.items() if v is not None}})
 
 
 @dataclass
 class ToyRun:
-    """U and T over iterations for one loss, with output snapshots [P, 3] for plotting."""
+    """U and T over iterations for one loss (the history), with output snapshots [P, 3] for plotting."""
 
     loss: str
     iterations: list[int] = field(default_factory=list)
@@ -74,14 +114,21 @@ class ToyResult:
     runs: dict[str, ToyRun]
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Final U and T per loss and the source's (the ``relviz toy --json`` output)."""
+        """Final U and T per loss and the source's."""
         out = {"source": {"uniformity": self.source_uniformity, "tolerance": self.source_tolerance}}
         for name, run in self.runs.items():
             out[name] = {"uniformity": run.uniformity[-1], "tolerance": run.tolerance[-1]}
         return out
 
+    def history(self) -> dict[str, dict[str, list]]:
+        """U and T against iterations per loss: ``{loss: {iteration, uniformity, tolerance}}``."""
+        return {name: {"iteration": r.iterations, "uniformity": r.uniformity, "tolerance": r.tolerance}
+                for name, r in self.runs.items()}
+
     def to_json(self) -> dict:
-        return {"config": asdict(self.config), **self.summary()}
+        """The ``relviz toy --json`` output: config, final values, the paper's claims, the history."""
+        return {"config": asdict(self.config), **self.summary(), "paper_claims": paper_claims(self.summary()),
+                "history": self.history()}
 
     def to_state(self) -> dict:
         """Everything, as plain JSON values (:meth:`from_state` inverts it exactly: float32 lists)."""
@@ -128,8 +175,32 @@ def _sample(cfg: ToyConfig, n: int, gen: torch.Generator) -> tuple[torch.Tensor,
 
 
 def run_toy(cfg: ToyConfig = ToyConfig(), losses: tuple[str, ...] = LOSS_NAMES,
-            snapshot_iters: tuple[int, ...] = ()) -> ToyResult:
-    """Train one MLP per loss from the same initialisation and data; record U and T."""
+            snapshot_iters: tuple[int, ...] = (), progress: Progress | None = None) -> ToyResult:
+    """Train one MLP per loss from the same initialisation and data; record U and T every
+    ``record_every`` iterations (and outputs [P, 3] at ``snapshot_iters`` and the end)."""
+    if any(not 0 <= it <= cfg.iters for it in snapshot_iters):
+        raise InputError(f"snapshot_iters must lie in [0, iters={cfg.iters}], got {sorted(snapshot_iters)}")
+    with _one_thread():
+        return _train(cfg, losses, snapshot_iters, progress)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run on one intra-op thread, then restore the count. The toy's tensors are tiny ([256, 64]):
+    on 2 idle cores two threads save 15% of the wall time for 66% more CPU, on 2 busy cores they
+    spin-wait and take 10x the wall time (200 iterations: 2.3 s on one thread, 2.0 s or 26.7 s on
+    two). OpenMP's count is per calling thread, so other threads (other app sessions) keep theirs;
+    and the numbers no longer depend on the caller's thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(cfg: ToyConfig, losses: tuple[str, ...], snapshot_iters: tuple[int, ...],
+           progress: Progress | None) -> ToyResult:
     gen = torch.Generator().manual_seed(cfg.seed)
     eval_inputs, eval_targets, eval_labels = _sample(cfg, cfg.eval_points, gen)
     batches = [_sample(cfg, cfg.batch, gen)[:2] for _ in range(cfg.iters)]  # same data for every loss
@@ -140,7 +211,7 @@ def run_toy(cfg: ToyConfig = ToyConfig(), losses: tuple[str, ...] = LOSS_NAMES,
     record = set(range(0, cfg.iters + 1, cfg.record_every)) | {cfg.iters} | set(snapshot_iters)
 
     runs = {}
-    for name in losses:
+    for k, name in enumerate(losses):
         loss_fn = get_loss(name)
         mlp = copy.deepcopy(init)
         opt = torch.optim.Adam(mlp.parameters(), lr=cfg.lr)
@@ -154,6 +225,8 @@ def run_toy(cfg: ToyConfig = ToyConfig(), losses: tuple[str, ...] = LOSS_NAMES,
                 run.tolerance.append(_toy_tolerance(out, eval_labels))
                 if it in snapshot_iters or it == cfg.iters:
                     run.snapshots[it] = out.clone()
+                if progress is not None:
+                    progress(name, k * cfg.iters + it, len(losses) * cfg.iters)
             if it == cfg.iters:
                 break
             x, y = batches[it]
@@ -176,17 +249,126 @@ def view_snapshots(iters: int) -> tuple[int, ...]:
     return tuple(sorted({0, iters // 10, iters // 3, iters}))
 
 
-def run_toy_cached(cfg: ToyConfig, cache_dir: str | Path, snapshot_iters: tuple[int, ...] = ()) -> ToyResult:
-    """:func:`run_toy` with its result kept in ``<cache_dir>/toy/<key>.json`` (the run is
-    deterministic, so a stored result is the result); a damaged entry is recomputed."""
-    key = json.dumps([TOY_FORMAT, asdict(cfg), sorted(snapshot_iters)], sort_keys=True)
+def run_toy_cached(cfg: ToyConfig, cache_dir: str | Path, snapshot_iters: tuple[int, ...] = (),
+                   losses: tuple[str, ...] = LOSS_NAMES, progress: Progress | None = None) -> ToyResult:
+    """:func:`run_toy` with its result kept in ``<cache_dir>/toy/<key>.json``. The key is every input
+    that decides the numbers (format, config, losses); the run is deterministic, so a stored result
+    is the result. An entry without the asked snapshots, or a damaged one, is computed again (keeping
+    the snapshots it had); ``progress`` is only called when something is computed."""
+    key = json.dumps([TOY_FORMAT, asdict(cfg), list(losses)], sort_keys=True)
     path = Path(cache_dir) / "toy" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
     state = read_json(path)
+    stored: set[int] = set()
     if isinstance(state, dict) and state.get("format") == TOY_FORMAT:
         try:
-            return ToyResult.from_state(state)
+            result = ToyResult.from_state(state)
+            stored = set.intersection(*(set(r.snapshots) for r in result.runs.values()))
+            if set(snapshot_iters) <= stored:
+                return result
         except (KeyError, TypeError, ValueError):
-            pass  # not a whole result: run again
-    result = run_toy(cfg, snapshot_iters=snapshot_iters)
+            stored = set()  # not a whole result: run again
+    result = run_toy(cfg, losses, tuple(sorted(stored | set(snapshot_iters))), progress)
     write_json(path, result.to_state())
     return result
+
+
+# --------------------------------------------------------------------------- the paper's claims, over seeds
+
+PAPER_CLAIMS: dict[str, str] = {
+    "contrastive_U_above_source": "contrastive ends with U above the source's",
+    "similarity_U_below_source": "similarity ends with U below the source's",
+    "similarity_T_above_source": "similarity ends with T above the source's (outputs collapse to cluster means)",
+    "relational_U_closest": "relational ends with U closest to the source's of the three losses",
+}
+
+
+def paper_claims(summary: dict[str, dict[str, float]]) -> dict[str, bool]:
+    """Which of :data:`PAPER_CLAIMS` hold in a :meth:`ToyResult.summary`, and ``all`` of them."""
+    src = summary["source"]
+    gap = {name: abs(summary[name]["uniformity"] - src["uniformity"]) for name in LOSS_NAMES}
+    out = {"contrastive_U_above_source": summary["contrastive"]["uniformity"] > src["uniformity"],
+           "similarity_U_below_source": summary["similarity"]["uniformity"] < src["uniformity"],
+           "similarity_T_above_source": summary["similarity"]["tolerance"] > src["tolerance"],
+           "relational_U_closest": gap["relational"] < min(gap["contrastive"], gap["similarity"])}
+    return {**out, "all": all(out.values())}
+
+
+def proportion_interval(successes: int, trials: int, confidence: float = 0.95) -> Interval:
+    """The rate successes / trials with its exact (Clopper-Pearson) interval."""
+    ci = scipy.stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
+    return Interval(successes / trials, float(ci.low), float(ci.high), confidence, "Clopper-Pearson", trials)
+
+
+@dataclass
+class ToySweep:
+    """One config over several seeds: each seed's final U and T (``summaries``) and which claims held."""
+
+    config: ToyConfig  # its ``seed`` is the first seed's
+    seeds: list[int]
+    summaries: list[dict[str, dict[str, float]]]
+
+    @property
+    def claims(self) -> list[dict[str, bool]]:
+        return [paper_claims(s) for s in self.summaries]
+
+    def rates(self, confidence: float = 0.95) -> dict[str, Interval]:
+        """How often each claim (and ``all``) held over the seeds, with Clopper-Pearson intervals."""
+        claims = self.claims
+        return {name: proportion_interval(sum(c[name] for c in claims), len(claims), confidence)
+                for name in [*PAPER_CLAIMS, "all"]}
+
+    def rows(self) -> list[dict]:
+        """One flat row per seed: final U and T per representation and the claims."""
+        short = {"uniformity": "U", "tolerance": "T"}
+        return [{"seed": seed, **{f"{k}_{short[m]}": x for k, v in s.items() for m, x in v.items()}, **c}
+                for seed, s, c in zip(self.seeds, self.summaries, self.claims)]
+
+    def to_json(self) -> dict:
+        return {"config": asdict(self.config), "seeds": self.seeds, "claims": PAPER_CLAIMS, "per_seed": self.rows(),
+                "rates": {k: v.as_dict() for k, v in self.rates().items()}}
+
+
+def run_toy_sweep(cfg: ToyConfig, seeds: Sequence[int], cache_dir: str | Path | None = None,
+                  progress: Progress | None = None, snapshot_iters: tuple[int, ...] = ()) -> ToySweep:
+    """:func:`run_toy` for each seed (``cfg`` with ``seed`` replaced; results kept in ``cache_dir``
+    when one is given, with outputs at ``snapshot_iters`` so that a view of one seed finds them).
+    ``progress`` counts steps over the whole sweep."""
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds must be one or more distinct integers, got {seeds}")
+    per_run = len(LOSS_NAMES) * cfg.iters
+    summaries = []
+    for k, seed in enumerate(seeds):
+        def report(phase: str, done: int, total: int, k: int = k, seed: int = seed) -> None:
+            if progress is not None:
+                progress(f"seed {seed} ({k + 1}/{len(seeds)}): {phase}", k * per_run + done, len(seeds) * per_run)
+
+        one = replace(cfg, seed=seed)
+        result = (run_toy(one, snapshot_iters=snapshot_iters, progress=report) if cache_dir is None
+                  else run_toy_cached(one, cache_dir, snapshot_iters, progress=report))
+        summaries.append(result.summary())
+        report("done", per_run, per_run)
+    return ToySweep(config=replace(cfg, seed=seeds[0]), seeds=seeds, summaries=summaries)
+
+
+# --------------------------------------------------------------------------- calibrating the source
+
+def source_structure(clusters: int, spread: float, points: int = 8000, seed: int = 0) -> tuple[float, float]:
+    """(U, T) of ``points`` source points of a setup (the targets :func:`run_toy` draws)."""
+    gen = torch.Generator().manual_seed(seed)
+    _, targets, labels = _sample(ToyConfig(clusters=clusters, spread=spread), points, gen)
+    with _one_thread():
+        return uniformity(targets), _toy_tolerance(targets, labels)
+
+
+def calibrate_spread(target_uniformity: float, target_tolerance: float, clusters: int = 1, points: int = 8000,
+                     seed: int = 0) -> float:
+    """The spread whose source comes nearest (U, T) = the targets in squared distance (scipy's
+    bounded scalar minimisation over (0.05, 1.5)). One seed for every spread: the same offsets,
+    scaled, so the objective is smooth in the spread."""
+    def miss(spread: float) -> float:
+        u, t = source_structure(clusters, spread, points, seed)
+        return (u - target_uniformity) ** 2 + (t - target_tolerance) ** 2
+
+    return float(scipy.optimize.minimize_scalar(miss, bounds=(0.05, 1.5), method="bounded",
+                                                options={"xatol": 1e-4}).x)

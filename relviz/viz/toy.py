@@ -1,4 +1,5 @@
-"""Figures of the toy experiment: outputs on the sphere at chosen iterations, and U over training."""
+"""Figures of the toy experiment: outputs on the sphere at chosen iterations, U and T over training
+(the paper's figure), final values over seeds, and the text of a progress bar."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from relviz.errors import InputError
-from relviz.toy import ToyResult
+from relviz.toy import ToyResult, ToySweep
 
-LOSS_COLORS = {"contrastive": "#d62728", "similarity": "#1f77b4", "relational": "#2ca02c"}
+LOSS_COLORS = {"contrastive": "#d62728", "similarity": "#1f77b4", "relational": "#2ca02c", "source": "#444"}
 _CLUSTER_COLORS = ("#1f77b4", "#2ca02c", "#d62728")
+_METRICS = (("uniformity", "U"), ("tolerance", "T"))
 
 
 def _sphere_mesh() -> go.Surface:
@@ -48,15 +49,45 @@ def toy_sphere_figure(result: ToyResult, iteration: int | None = None) -> go.Fig
     return fig
 
 
-def toy_uniformity_figure(result: ToyResult, metric: str = "uniformity") -> go.Figure:
-    """U (or T) over iterations per loss, with the source's value as a dashed line."""
-    if metric not in ("uniformity", "tolerance"):
-        raise InputError(f"metric must be 'uniformity' or 'tolerance', got {metric!r}")
-    fig = go.Figure()
-    for name, run in result.runs.items():
-        fig.add_trace(go.Scatter(x=run.iterations, y=getattr(run, metric), mode="lines", name=name,
-                                 line=dict(color=LOSS_COLORS.get(name))))
-    source = result.source_uniformity if metric == "uniformity" else result.source_tolerance
-    fig.add_hline(y=source, line_dash="dash", line_color="black", annotation_text=f"source {source:.3f}")
-    fig.update_layout(xaxis_title="iteration", yaxis_title=metric, height=360, margin=dict(l=10, r=10, t=30, b=10))
+def toy_history_figure(result: ToyResult) -> go.Figure:
+    """U (left) and T (right) against iterations per loss, with the source's values dashed: the
+    paper's U-against-iterations figure, and T beside it. One legend for both panels."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{name} {sym}" for name, sym in _METRICS])
+    source = {"uniformity": result.source_uniformity, "tolerance": result.source_tolerance}
+    for col, (metric, sym) in enumerate(_METRICS, start=1):
+        for name, run in result.runs.items():
+            fig.add_trace(go.Scatter(x=run.iterations, y=getattr(run, metric), mode="lines", name=name,
+                                     legendgroup=name, showlegend=col == 1, line=dict(color=LOSS_COLORS.get(name))),
+                          row=1, col=col)
+        fig.add_hline(y=source[metric], line_dash="dash", line_color=LOSS_COLORS["source"], row=1, col=col,
+                      annotation_text=f"source {sym} {source[metric]:.3f}")
+        fig.update_xaxes(title_text="iteration", row=1, col=col)
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def toy_sweep_figure(sweep: ToySweep) -> go.Figure:
+    """Final U (left) and T (right) of the source and each loss, one point per seed, a line joining
+    the values of one seed (the comparisons are paired: one seed, one source sample)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"final {sym} over seeds" for _, sym in _METRICS])
+    names = list(sweep.summaries[0])
+    for col, (metric, _) in enumerate(_METRICS, start=1):
+        for seed, summary in zip(sweep.seeds, sweep.summaries):
+            fig.add_trace(go.Scatter(x=names, y=[summary[n][metric] for n in names], mode="lines", showlegend=False,
+                                     line=dict(color="#ccc", width=1), hoverinfo="skip"), row=1, col=col)
+        for name in names:
+            fig.add_trace(go.Scatter(x=[name] * len(sweep.seeds), y=[s[name][metric] for s in sweep.summaries],
+                                     mode="markers", name=name, legendgroup=name, showlegend=col == 1,
+                                     text=[f"seed {s}" for s in sweep.seeds],
+                                     marker=dict(color=LOSS_COLORS.get(name), size=8)), row=1, col=col)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def progress_text(phase: str, done: int, total: int, elapsed_s: float) -> str:
+    """'<phase>: step done/total · about N s left', the estimate from the rate so far."""
+    text = f"{phase}: step {done}/{total}"
+    if 0 < done < total:
+        left = elapsed_s * (total - done) / done
+        text += f" · about {left:.0f} s left" if left < 120 else f" · about {left / 60:.0f} min left"
+    return text
