@@ -170,3 +170,8 @@ def structure(info: CheckpointInfo | None, root: str, n: int, per_class: int, se
     """U, T (per class), G and zero-shot IoU of a student (``info``) or the teacher (None), cached
     in memory and on disk."""
     return _structure(info, _mtime(info), root, n, per_class, seed, _teacher_key(settings()))
+
+
+def structure_points(info: CheckpointInfo | None, root: str, n: int, per_class: int, seed: int):
+    """(features [S, D], labels [S]) of the sample behind :func:`structure` of the same inputs."""
+    return workspace.metric_sample(val_features(info, root, n), structure(info, root, n, per_class, seed))

@@ -26,6 +26,7 @@ VAL_SPLIT = "mini_val"
 VERSION = "v1.0-mini"
 DEFAULT_VAL_SAMPLES = 4  # keyframes the structure and comparison pages gather by default
 DEFAULT_PER_CLASS = 500  # and points per class of their stratified sample
+BOOTSTRAP_RESAMPLES = 1000  # resamples of keyframes behind every interval the app shows
 
 
 @dataclass(frozen=True)
@@ -118,19 +119,29 @@ def structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo |
               per_class: int, seed: int, teacher_fn: Callable, model_fn: Callable | None = None) -> dict:
     """:func:`relviz.eval.structure.structure_metrics` (U, T and per class, G, zero-shot IoU) of
     :func:`val_features` (for the teacher G is 0), stored as JSON next to the features."""
-    from relviz.eval.structure import structure_metrics
+    from relviz.eval.structure import from_json, structure_metrics
 
     name = "teacher" if checkpoint is None else checkpoint.key
-    path = _val_dir(settings, root) / f"{name}-n{n_samples}-metrics-pc{per_class}-s{seed}.json"
+    path = (_val_dir(settings, root) / f"{name}-n{n_samples}-metrics-pc{per_class}-s{seed}"
+            f"-b{BOOTSTRAP_RESAMPLES}.json")
     stored = read_json(path)
-    if isinstance(stored, dict):  # JSON keys are strings: the per-class dicts get their int keys back
-        return {k: {int(c): v for c, v in x.items()} if isinstance(x, dict) else x for k, x in stored.items()}
+    if isinstance(stored, dict):
+        return from_json(stored)
     val = val_features(settings, root, checkpoint, n_samples, teacher_fn, model_fn)
     text = class_embeddings(settings, teacher_fn)
-    out = structure_metrics(val["features"], val["labels"], val["pair_student"], val["pair_teacher"], text,
-                            per_class, seed)
+    out = structure_metrics(val, text, per_class, seed, n_resamples=BOOTSTRAP_RESAMPLES)
     write_json(path, out)
     return out
+
+
+def metric_sample(val: dict, metrics: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points behind ``metrics`` (a :func:`structure` result of the features ``val``): their
+    features [S, D] and labels [S], by :func:`relviz.eval.structure.sample_indices`, which checks the
+    sample's id, so a figure shows exactly the sample its numbers describe."""
+    from relviz.eval.structure import sample_indices
+
+    idx = sample_indices(val, metrics)
+    return val["pair_student"][idx], val["pair_labels"][idx]
 
 
 def fewshot(settings: Settings, root: str | Path, checkpoint: CheckpointInfo, fraction: float = 0.01, seed: int = 0,

@@ -16,3 +16,14 @@ def wait_for(predicate, timeout: float = 240.0, every: float = 0.3, what: str = 
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def trace_values(value) -> list:
+    """A plotly trace's values as a page sent them (plotly 6 sends arrays as typed base64 buffers)."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    return list(value)

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from support import trace_values
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["pages/structure.py", "pages/compare.py", "pages/zeroshot.py", "pages/jobs.py", "pages/toy.py"]
 
@@ -38,24 +40,43 @@ def test_zero_shot_query_changes_predictions(app_workspace):
     assert "not one of the 16 classes" in at.error[0].value
 
 
-def test_compare_computes_fewshot_when_asked_and_keeps_it(app_workspace):
+def _value(cell: str) -> float | None:
+    """The value of a table cell "0.368 [0.350, 0.381]" ("-": none)."""
+    return None if cell == "-" else float(cell.split()[0])
+
+
+def test_compare_shows_the_library_numbers_and_computes_fewshot_when_asked(app_workspace):
+    from relviz.config import load_settings
+    from relviz.workspace import structure, student_checkpoints
+
     at = _page("pages/compare.py", timeout=300)
-    at.multiselect(key="cmp_ckpts").set_value(["test-contrastive", "test-relational"]).run()
-    table = at.dataframe[0].value
-    assert table["fewshot_miou"].isna().all()  # nothing computed yet: shown as missing, not invented
+    pair = ["test-contrastive", "test-relational"]
+    at.multiselect(key="cmp_ckpts").set_value(pair).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("checkpoint")
+    assert (table["fewshot_miou"] == "-").all()  # nothing computed yet: shown as missing, not invented
+    # the numbers shown are the library's for the same inputs (4 keyframes, 500 per class, seed 0)
+    s = load_settings()
+    infos = {c.label: c for c in student_checkpoints(s)}
+    root = s.dataset_root("synthetic-mini")
+    for label in pair:
+        lib = structure(s, root, infos[label], 4, 500, 0, None)  # cached by the page: no loader is called
+        for m in ("uniformity", "tolerance", "gap", "gap_all_pairs", "zeroshot_miou"):
+            ci = lib["intervals"][m]
+            assert table.loc[label, m] == f"{lib[m]:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+    assert any("up to 500 per class (seed 0)" in c.value for c in at.caption)
     at.button(key="cmp_fewshot").click().run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value.set_index("checkpoint")
-    few = table.loc[["test-contrastive", "test-relational"], "fewshot_miou"]
-    assert few.between(0, 1).all()
-    assert table.loc["teacher", "fewshot_miou"] != table.loc["teacher", "fewshot_miou"]  # NaN: no probe
+    few = [_value(table.loc[x, "fewshot_miou"]) for x in pair]
+    assert all(0 <= f <= 1 for f in few)
+    assert table.loc["teacher (2D, paired points)", "fewshot_miou"] == "-"  # no probe of the teacher
     assert not [b for b in at.button if b.key == "cmp_fewshot"]  # nothing left to compute
     # stored: a new session reads the same values without training
     again = _page("pages/compare.py")
-    again.multiselect(key="cmp_ckpts").set_value(["test-contrastive", "test-relational"]).run()
-    stored = again.dataframe[0].value.set_index("checkpoint").loc[["test-contrastive", "test-relational"],
-                                                                  "fewshot_miou"]
-    assert stored.tolist() == few.tolist()
+    again.multiselect(key="cmp_ckpts").set_value(pair).run()
+    stored = again.dataframe[0].value.set_index("checkpoint")
+    assert [_value(stored.loc[x, "fewshot_miou"]) for x in pair] == few
 
 
 def test_corrupted_checkpoint_gives_an_error_panel(app_workspace):
@@ -90,16 +111,29 @@ def test_job_launched_from_the_form_runs_with_progress(app_workspace):
     assert table.iloc[0]["status"] == "succeeded" and table.iloc[0]["progress"] == 1.0
 
 
-def test_every_structure_number_explains_itself(app_workspace):
+def test_every_structure_number_explains_itself_and_is_the_library_s(app_workspace):
+    from relviz.config import load_settings
     from relviz.viz.explain import METRICS
+    from relviz.workspace import structure, student_checkpoints
 
     at = _page("pages/structure.py")
     assert not at.exception, at.exception
     shown = {m.label: m for m in at.metric}
-    for key in ("uniformity", "tolerance", "gap"):
+    s = load_settings()
+    info = {c.label: c for c in student_checkpoints(s)}[at.selectbox(key="ckpt").value]
+    lib = structure(s, s.dataset_root("synthetic-mini"), info, 4, 500, 0, None)
+    for key in ("uniformity", "tolerance", "gap", "gap_all_pairs"):
         label, meaning = METRICS[key]
-        assert label in shown and meaning in shown[label].help and "docs/definitions.md" in shown[label].help
-    assert any("up to 500 per class (seed 0)" in c.value and "4 mini_val keyframes" in c.value for c in at.caption)
+        assert meaning in shown[label].help and "docs/protocol.md" in shown[label].help
+        assert shown[label].value == f"{lib[key]:.3f}"
+        assert shown[label].delta == f"95% [{lib['intervals'][key]['low']:.3f}, {lib['intervals'][key]['high']:.3f}]"
+    assert any(f"Sample: {lib['sample_size']:,} labelled points" in c.value and "up to 500 per class (seed 0)"
+               in c.value and "4 mini_val keyframes" in c.value for c in at.caption)
+    # the PCA shows exactly the metrics' sample
+    import json
+
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert sum(len(trace_values(t["x"])) for t in figure["data"]) == lib["sample_size"]
 
 
 def test_compare_starts_from_the_active_checkpoints_chosen_on_home(app_workspace):

@@ -1,7 +1,6 @@
 """A job's phase, count and estimate from its events; its priority (niceness, threads) in the
 launched process; its validation curve; and what the Jobs page shows of them."""
 
-import base64
 import json
 import os
 import signal
@@ -9,24 +8,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from support import TINY, wait_for
+from support import TINY, trace_values, wait_for
 from relviz.config import load_settings
 from relviz.jobs import (JobStore, available_cores, choose_priority, job_progress, loss_curve,
                          read_validation_curve)
 from relviz.train import EventLog, TrainConfig, from_dict, read_events
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-def _array(value) -> list:
-    """A trace's values as the page sent them (plotly 6 sends arrays as typed base64 buffers)."""
-    if isinstance(value, dict):
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
-    return list(value)
 
 
 def _events() -> list[dict]:
@@ -156,7 +147,7 @@ def test_jobs_page_shows_the_phase_priority_and_validation_curves(sleeping_job):
     assert at.get("progress")[0].text.startswith("training step 4/4")
     figure = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "uniformity" in c.proto.spec.lower())
     for key, trace in zip(("uniformity", "tolerance", "gap", "zeroshot_miou"), figure["data"]):
-        assert (_array(trace["x"]), _array(trace["y"])) == (list(values), [values[s][key] for s in values]), key
+        assert (trace_values(trace["x"]), trace_values(trace["y"])) == (list(values), [values[s][key] for s in values]), key
     store.cancel(job.id, grace_s=5)  # the sleeper dies of SIGTERM without a final event
     at.run()
     assert at.dataframe[0].value.set_index("id").loc[job.id, "phase"] == "cancelled (step 4/4)"

@@ -120,9 +120,7 @@ def test_warm_caches_then_pages_need_no_model(app_workspace):
     for info in students + [None]:
         val = workspace.val_features(s, root, info, 2, _fail, _fail)
         metrics = workspace.structure(s, root, info, 2, workspace.DEFAULT_PER_CLASS, 0, _fail, _fail)
-        pair_student = val["features"] if info is None else val["pair_student"]
-        direct = structure_metrics(val["features"], val["labels"], pair_student, val["pair_teacher"], text,
-                                   workspace.DEFAULT_PER_CLASS, 0)
+        direct = structure_metrics(val, text, workspace.DEFAULT_PER_CLASS, 0)
         # the stored metrics were computed in this process by the same function, thread count and
         # inputs (the same cached features and embeddings); JSON keeps floats exactly: equal
         assert metrics["uniformity"] == direct["uniformity"]
@@ -203,8 +201,8 @@ def test_warm_goes_on_past_a_broken_checkpoint_and_says_so(app_workspace):
 def test_damaged_validation_features_are_recomputed(tmp_path):
     from relviz.eval.features import cached_val_features
 
-    val = {"features": torch.randn(10, 4), "labels": torch.arange(10) % 3, "pair_index": torch.tensor([1, 4, 7]),
-           "pair_teacher": torch.randn(3, 4)}
+    val = {"features": torch.randn(10, 4), "labels": torch.arange(10) % 3, "keyframe": torch.arange(10) // 5,
+           "pair_index": torch.tensor([1, 4, 7]), "pair_teacher": torch.randn(3, 4)}
     path = tmp_path / "v" / "x-n1.safetensors"
     first = cached_val_features(path, lambda: val)
     # stored in float16: the same round-to-nearest as .half(), so exact

@@ -84,16 +84,31 @@ def point_features_cached(model, checkpoint_key: str, dataset, index: int, cache
     return np.asarray(cache.get(token))
 
 
+def first_pair_per_point(pair_points: torch.Tensor) -> torch.Tensor:
+    """Indices [P] into a keyframe's pairs [M] keeping one pair per distinct point: its first (cameras
+    in ``CAMERAS`` order), in point order. A point seen by two cameras is one point of the analysis."""
+    points, inverse = torch.unique(pair_points, return_inverse=True)
+    first = torch.full((len(points),), len(pair_points), dtype=torch.long)
+    return first.scatter_reduce_(0, inverse, torch.arange(len(pair_points)), "amin")
+
+
+VAL_KEYS = ("features", "labels", "keyframe", "pair_index", "pair_teacher")
+
+
 def with_pairs(val: dict) -> dict:
-    """Add ``pair_student`` [M, D] and ``pair_labels`` [M]: the features and labels at ``pair_index``."""
-    return {**val, "pair_student": val["features"][val["pair_index"]], "pair_labels": val["labels"][val["pair_index"]]}
+    """Add ``pair_student`` [M, D], ``pair_labels`` [M] and ``pair_keyframe`` [M]: the features,
+    labels and keyframe ids at ``pair_index``."""
+    at = val["pair_index"]
+    return {**val, "pair_student": val["features"][at], "pair_labels": val["labels"][at],
+            "pair_keyframe": val["keyframe"][at]}
 
 
 def cached_val_features(path: str | Path, compute: Callable[[], dict]) -> dict:
     """Validation features (the dict of :func:`relviz.eval.structure.gather_val_features`) stored in
     the safetensors file ``path`` with the features in float16; ``compute`` runs only when the file
-    is missing or unreadable. The app's structure and comparison pages read these instead of loading
-    the dataset, the models and the teacher."""
+    is missing, unreadable or written before a key of :data:`VAL_KEYS` existed (``keyframe``). The
+    app's structure and comparison pages read these instead of loading the dataset, the models and
+    the teacher."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file
 
@@ -104,12 +119,10 @@ def cached_val_features(path: str | Path, compute: Callable[[], dict]) -> dict:
             raw = load_file(str(path))
         except (SafetensorError, OSError):
             raw = None  # damaged: computed again below
-    if raw is None or not {"features", "labels", "pair_index", "pair_teacher"} <= raw.keys():
+    if raw is None or not set(VAL_KEYS) <= raw.keys():
         val = compute()
-        raw = {"features": val["features"].half().contiguous(), "labels": val["labels"].long().contiguous(),
-               "pair_index": val["pair_index"].long().contiguous(),
-               "pair_teacher": val["pair_teacher"].half().contiguous()}
+        raw = {k: (val[k].half() if k in ("features", "pair_teacher") else val[k].long()).contiguous()
+               for k in VAL_KEYS}
         with atomic_path(path) as tmp:
             save_file(raw, tmp)
-    return with_pairs({"features": raw["features"].float(), "labels": raw["labels"], "pair_index": raw["pair_index"],
-                       "pair_teacher": raw["pair_teacher"].float()})
+    return with_pairs({k: raw[k].float() if k in ("features", "pair_teacher") else raw[k] for k in VAL_KEYS})

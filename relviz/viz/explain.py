@@ -3,7 +3,7 @@ teacher" (not "better"): shown next to every metric in the app (definitions: doc
 
 from __future__ import annotations
 
-PROTOCOL = "docs/definitions.md"
+PROTOCOL = "docs/protocol.md"  # which points and sample; the formulas: docs/definitions.md
 
 METRICS: dict[str, tuple[str, str]] = {  # key -> (label, one-line meaning)
     "uniformity": ("Uniformity U", "How evenly the features spread over the unit sphere: -log of the mean of "
@@ -12,7 +12,9 @@ METRICS: dict[str, tuple[str, str]] = {  # key -> (label, one-line meaning)
     "tolerance": ("Tolerance T", "Mean cosine similarity of pairs of the same class, averaged over classes. Higher "
                   "means tighter classes. Closer to the teacher's T is more like the teacher."),
     "gap": ("Modality gap G", "Distance between the mean student feature and the mean teacher feature of the same "
-            "points (0 for the teacher itself). Smaller is closer to the teacher."),
+            "points (0 for the teacher itself), on the same sample as U and T. Smaller is closer to the teacher."),
+    "gap_all_pairs": ("G (all pairs)", "The modality gap over every labelled point a camera sees, instead of the "
+                      "class-balanced sample: dominated by the large classes (road, buildings, vegetation)."),
     "zeroshot_miou": ("Zero-shot mIoU", "Each point takes the class whose text embedding is most similar; mean IoU "
                       "over the classes present (nuscenes-devkit semantics). Higher is better segmentation."),
     "fewshot_miou": ("Few-shot mIoU", "A linear probe on the frozen features, trained on 1% of the mini_train "
@@ -27,5 +29,6 @@ def help_text(key: str) -> str:
 
 def sample_caption(points: int, per_class: int, keyframes: int, seed: int) -> str:
     """The sample behind a figure, said under it."""
-    return (f"Sample: {points:,} labelled points, up to {per_class:,} per class (seed {seed}), from the first "
+    return (f"Sample: {points:,} labelled points seen by a camera, up to {per_class:,} per class (seed {seed}), "
+            f"from the first "
             f"{keyframes} mini_val keyframe{'s' if keyframes != 1 else ''}.")

@@ -1,0 +1,31 @@
+"""The comparison views: the table of :func:`relviz.eval.report.comparison_rows` with its intervals
+(the sample of every column is said by :func:`relviz.eval.report.sample_notes`), and per-class bars
+of several checkpoints."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from relviz.data.classes import CLASSES
+from relviz.eval.report import METRICS, format_value
+
+
+def comparison_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
+    """One line per row: checkpoint, loss, and each metric with its 95% interval (as text)."""
+    return pd.DataFrame([{"checkpoint": r["checkpoint"], "loss": r["loss"],
+                          **{m: format_value(r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS}}
+                         for r in rows])
+
+
+def per_class_figure(results: Mapping[str, Mapping], key: str, title: str, y: str) -> go.Figure:
+    """Grouped bars of a per-class result (``results[label][key]``: class index -> value)."""
+    frame = pd.DataFrame([{"checkpoint": label, "class": CLASSES[int(c)], y: v}
+                          for label, r in results.items() for c, v in sorted(r[key].items())])
+    return px.bar(frame, x="class", y=y, color="checkpoint", barmode="group", title=title)
+
+
+__all__ = ["comparison_frame", "per_class_figure"]
