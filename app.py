@@ -7,7 +7,8 @@ st.set_page_config(page_title="relviz", page_icon=":material/scatter_plot:", lay
 pages = {
     "relviz": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
     "Explore": [st.Page("pages/structure.py", title="Feature structure", icon=":material/scatter_plot:"),
-                st.Page("pages/compare.py", title="Compare losses", icon=":material/compare:")],
+                st.Page("pages/compare.py", title="Compare losses", icon=":material/compare:"),
+                st.Page("pages/evidence.py", title="Evidence", icon=":material/insights:")],
     "Query": [st.Page("pages/zeroshot.py", title="Zero-shot", icon=":material/search:")],
     "Train": [st.Page("pages/jobs.py", title="Jobs", icon=":material/play_circle:"),
               st.Page("pages/toy.py", title="Toy experiment", icon=":material/science:")],

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from support import trace_values
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["pages/structure.py", "pages/compare.py", "pages/zeroshot.py", "pages/jobs.py", "pages/toy.py"]
+PAGES = ["pages/structure.py", "pages/compare.py", "pages/evidence.py", "pages/zeroshot.py", "pages/jobs.py", "pages/toy.py"]
 
 
 def _page(path, timeout=180):
@@ -148,3 +148,36 @@ def test_compare_starts_from_the_active_checkpoints_chosen_on_home(app_workspace
     at.run()
     assert not at.exception, at.exception
     assert at.multiselect(key="cmp_ckpts").value == pick
+
+
+def test_evidence_page_shows_the_library_correlations_and_relations(app_workspace):
+    """Three students: the correlation table and the CKA equal the library's for the same inputs."""
+    import torch
+
+    from relviz.config import load_settings
+    from relviz.eval.evidence import gap_vs_performance
+    from relviz.eval.relations import class_relations
+    from relviz.eval.report import comparison_rows
+    from relviz.models import build_minkunet
+    from relviz.models.checkpoint import save_checkpoint
+    from relviz.teacher.demo import load_demo_teacher
+    from relviz.viz.evidence import correlation_frame
+    from relviz.workspace import structure, student_checkpoints, val_features
+
+    torch.manual_seed(2)
+    model = build_minkunet("MinkUNet14", out_channels=load_demo_teacher().dim, width=0.125, backend="torch")
+    save_checkpoint(app_workspace / "runs" / "test-similarity" / "student.safetensors", model,
+                    {"kind": "student", "architecture": model.config.to_dict(), "loss": "similarity"})
+    at = _page("pages/evidence.py", timeout=300)
+    assert not at.exception, at.exception
+    s = load_settings()
+    root = s.dataset_root("synthetic-mini")
+    infos = {c.label: c for c in student_checkpoints(s)}
+    results = {x: structure(s, root, infos[x], 4, 500, 0, None) for x in infos}  # the page's cache: no loader
+    rows = comparison_rows([{"checkpoint": x, "loss": infos[x].loss, "structure": results[x], "fewshot": None}
+                            for x in infos], structure(s, root, None, 4, 500, 0, None))
+    expected = correlation_frame(gap_vs_performance(rows[:-1], rows[-1]))
+    assert at.dataframe[0].value.equals(expected)
+    student = at.selectbox(key="ev_student").value
+    val = val_features(s, root, infos[student], 4, None)
+    assert at.metric[0].value == f"{class_relations(val, 500, 0)['cka']:.3f}"

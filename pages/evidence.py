@@ -1,0 +1,53 @@
+"""Evidence: the paper's argument over every checkpoint (structural gap against zero-shot and
+few-shot mIoU, with correlations and their intervals) and one student's class relations."""
+
+import streamlit as st
+
+from pages import common
+from relviz.eval.evidence import MEASURES, MIN_CHECKPOINTS, gap_vs_performance
+from relviz.eval.relations import class_relations
+from relviz.eval.report import comparison_rows
+from relviz.viz.evidence import correlation_frame, gap_scatter, relation_figure
+
+st.title("Evidence: structure gap vs performance")
+s = common.settings()
+ckpts = {c.label: c for c in common.student_checkpoints(s) if c.error is None}
+if len(ckpts) < MIN_CHECKPOINTS:
+    st.info(f"The correlation needs {MIN_CHECKPOINTS} or more student checkpoints; there are {len(ckpts)}.")
+    st.stop()
+c1, c2 = st.columns(2)
+n_samples = c1.slider("val keyframes", 1, 16, 4, key="ev_n")
+per_class = c2.select_slider("points per class", [100, 250, 500, 1000, 2000, 5000], value=500, key="ev_pc")
+root = str(common.dataset_root(s))
+try:
+    bar = st.progress(0.0, text="metrics of every checkpoint")
+    results = {}
+    for i, (label, info) in enumerate({**ckpts, "teacher": None}.items()):
+        bar.progress(i / (len(ckpts) + 1), text=f"metrics: {label} ({i + 1}/{len(ckpts) + 1})")
+        results[label] = common.structure(info, root, n_samples, per_class, 0)
+    bar.empty()
+except Exception as e:
+    common.error_panel("Cannot compute the metrics", e)
+    st.stop()
+rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "structure": results[x],
+                         "fewshot": common.fewshot(ckpts[x], root)} for x in ckpts], results["teacher"])
+evidence = gap_vs_performance(rows[:-1], rows[-1])
+st.dataframe(correlation_frame(evidence), hide_index=True, width="stretch", key="ev_table")
+st.caption(f"{len(ckpts)} checkpoints; U, T, G and zero-shot on up to {per_class:,} points per class (seed 0) of "
+           f"the first {n_samples} val keyframes; few-shot where it was computed (Compare page). The paper claims "
+           f"a negative correlation of the gap with performance. Definitions: docs/protocol.md.")
+m1, m2 = st.columns(2)
+measure = m1.selectbox("gap measure", MEASURES, index=MEASURES.index("structural_distance"), key="ev_measure")
+performance = m2.selectbox("performance", ["zeroshot_miou", "fewshot_miou"], key="ev_perf")
+if any(m[performance] is not None for m in evidence["measures"]):
+    st.plotly_chart(gap_scatter(evidence, measure, performance), width="stretch", key="ev_scatter")
+
+st.subheader("Class relations")
+student = st.selectbox("student", list(ckpts), key="ev_student")
+relations = class_relations(common.val_features(ckpts[student], root, n_samples), per_class, 0)
+st.metric("Linear CKA with the teacher", f"{relations['cka']:.3f}",
+          help="Linear CKA (Kornblith et al. 2019) of student and teacher features at the same points: 1 is the "
+               "same structure up to rotation and scale.")
+st.plotly_chart(relation_figure(relations, student), width="stretch", key="ev_rel")
+st.caption(f"Cosine similarity of class centroids on the protocol sample ({relations['sample']['size']:,} points); "
+           f"mean |difference| off the diagonal: {relations['mean_abs_difference']:.3f}.")
