@@ -295,7 +295,7 @@ async def visit(page: Any, url: str, timeout_s: float) -> tuple[float | None, st
 
 async def query(page: Any, text: str, timeout_s: float) -> tuple[float | None, str | None, float | None]:
     """Type ``text`` into the Zero-shot page's query box and submit it (Ctrl+Enter), as tests/test_browser.py does."""
-    area = page.locator("textarea").first
+    area = page.frame_locator("iframe[src*='live_cloud']").locator("#queries")  # the live query box
     try:
         await area.fill(text, timeout=timeout_s * 1000)
     except Exception as e:

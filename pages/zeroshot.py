@@ -1,6 +1,5 @@
-"""Zero-shot: type text queries, see the 3D segmentation of a keyframe and the camera view."""
-
-import time
+"""Zero-shot: free-text queries recolour the 3D view as they are typed; camera view, scores,
+.ply export, and a search of the val split for one query."""
 
 import numpy as np
 import streamlit as st
@@ -8,19 +7,22 @@ import torch
 
 from pages import common
 from relviz.data.nuscenes import CAMERAS
-from relviz.eval import confusion_matrix, iou_per_class
-from relviz.errors import InputError
+from relviz.errors import RelvizError
 from relviz.eval.features import point_features_cached
-from relviz.eval.zeroshot import parse_queries, predict_by_text
-from relviz.viz.points import MODES, colors_for, decimate, point_cloud_figure, projected_points_figure, to_ply_bytes
+from relviz.eval.search import split_features
+from relviz.teacher.text import teacher_vocabulary
+from relviz.viz import zeroshot_view as zv
+from relviz.viz.live_cloud import live_cloud, typed
+from relviz.viz.points import decimate, projected_points_figure, to_ply_bytes
+from relviz.viz.split_search import search_prompt, thumbnails, top_points_table
 
 st.title("Zero-shot 3D segmentation")
 s = common.settings()
 every = common.student_checkpoints(s)
 ckpts = [c for c in every if c.error is None]
-broken = [c for c in every if c.error]
-for c in broken:
-    st.error(f"Checkpoint {c.path} cannot be used and is left out: {c.error}")
+for c in every:
+    if c.error:
+        st.error(f"Checkpoint {c.path} cannot be used and is left out: {c.error}")
 if not ckpts:
     st.info("No student checkpoint yet: train one on the Jobs page or with `relviz demo`.")
     st.stop()
@@ -38,66 +40,85 @@ except Exception as e:
 sample = c2.selectbox("Keyframe (mini_val)", range(len(ds)), index=common.int_param("sample", 0, 0, len(ds) - 1),
                       format_func=lambda i: f"{i}: {ds.sample_tokens[i][:8]}", key="zs_sample")
 max_points = c3.select_slider("max points", [5_000, 10_000, 20_000, 35_000, 50_000], value=35_000, key="zs_max")
-
-default_queries = "\n".join(name.replace("_", " ") for name in common.CLASS_NAMES)
-queries_text = st.text_area("Queries, one per line: `text` (a class name) or `text = class`", default_queries,
-                            height=140, key="zs_queries")
 common.set_query_params(ckpt=choice, sample=sample)
-
-
-try:
-    prompts, prompt_classes = parse_queries(queries_text, common.CLASS_NAMES)
-except InputError as e:
-    st.error(str(e))
-    st.stop()
-
 item = ds[sample]
 feats = torch.from_numpy(np.array(point_features_cached(model, info.key, ds, sample, s.cache_dir))).float()
-t0 = time.perf_counter()
-uses_class_ensembles = prompts == [n.replace("_", " ") for n in common.CLASS_NAMES]
-if uses_class_ensembles:  # the default queries: the prompt ensembles, from the disk cache
-    text = common.class_embeddings(s)
-else:
+keep = decimate(len(feats), max_points, seed=0)
+
+
+def embed(prompts):
+    return zv.embed_prompts(prompts, common.class_embeddings(s), lambda: common.active_teacher(s))
+
+
+@st.fragment
+def live():
+    """Reruns alone on each keystroke: the frame gets new colours, never new positions."""
+    q = typed("zs_live", "zs_queries", "\n".join(n.replace("_", " ") for n in common.CLASS_NAMES))
+    if q.new and q.focus != st.session_state.get("zs_focus_shown"):  # a legend row clicked: its heat map
+        st.session_state.update(zs_mode=zv.MODES[3] if q.focus else zv.MODES[0], zs_focus_shown=q.focus)
+    a, b = st.columns([3, 1])
+    mode = a.radio("Colour by", zv.MODES, horizontal=True, key="zs_mode")
+    threshold = b.number_input("unassigned below similarity", -1.0, 1.0, None, 0.05, key="zs_threshold",
+                               help="points whose best cosine similarity is lower stay unassigned (grey); empty: off")
+    view, error = st.session_state.get("zs_view"), None
     try:
-        text = common.active_teacher(s).encode_text(prompts)
-    except Exception as e:
-        common.error_panel("Cannot load the teacher to encode the queries", e)
-        st.stop()
-try:
-    pred = predict_by_text(feats, text, torch.tensor(prompt_classes)).numpy()
-except InputError as e:
-    common.error_panel(f"Cannot segment with {choice}", e)
+        view = zv.live_view(feats, item["labels"], q.text, threshold, mode, embed, q.cursor, q.focus, view,
+                            teacher_vocabulary(s.teacher_spec))
+    except RelvizError as e:  # the frame shows the message and keeps the last good colours
+        error = str(e)
+    st.session_state.update(zs_view=view, zs_error=error)
+    live_cloud(s.cache_dir, item["points"][keep, :3], *zv.shown(view, len(feats), keep), text=q.text,
+               reply=q.reply(view.timings if view else {}, error), key="zs_live",
+               note=f"showing {len(keep):,} of {len(feats):,} points (uniform random, seed 0)")
+    for col, (label, value, explain) in zip(st.columns(3), zv.metrics(view, len(feats))):
+        col.metric(label, value, help=explain)
+    if q.commit:
+        st.rerun(scope="app")
+
+
+live()
+view = st.session_state.get("zs_view")
+if st.session_state.get("zs_error"):
+    st.error(st.session_state["zs_error"])
+if view is None or len(view.shown.index) != len(feats):
     st.stop()
-latency = time.perf_counter() - t0
-gt = item["labels"]
-cm = confusion_matrix(pred, gt)
-iou = iou_per_class(cm)
-m1, m2, m3 = st.columns(3)
-m1.metric("Sample mIoU", f"{np.nanmean(iou):.3f}" if np.isfinite(iou).any() else "n/a")
-m2.metric("Query latency", f"{latency * 1000:.0f} ms", help="text encoding + prediction for all points")
-m3.metric("Points", f"{len(pred):,}")
-
-mode = st.radio("Colour by", MODES, horizontal=True, key="zs_mode")
-query_for_sim = None
-if mode == "similarity to a query":
-    query_for_sim = st.selectbox("query", prompts, key="zs_simq")
-sim = None
-if query_for_sim is not None:
-    sim = (feats @ text[prompts.index(query_for_sim)].to(feats)).numpy()
-keep = decimate(len(pred), max_points, seed=0)
-colors = colors_for(mode, pred, gt, sim)
-st.plotly_chart(point_cloud_figure(item["points"][keep, :3], colors[keep], mode), width="stretch", key="zs_cloud")
-st.caption(f"showing {len(keep):,} of {len(pred):,} points (uniform random, seed 0)")
-
+st.caption(zv.scored_caption(view.seg) + " The views below follow the queries on Ctrl+Enter.")
+colors = view.shown.rgb()
 cam = st.selectbox("Camera", range(len(CAMERAS)), format_func=lambda i: CAMERAS[i], key="zs_cam")
 m = item["pair_cameras"] == cam
 st.plotly_chart(projected_points_figure(item["images"][cam], item["pair_pixels"][m], colors[item["pair_points"][m]]),
                 width="stretch", key="zs_image")
-per_class = {common.CLASS_NAMES[c - 1]: iou[c] for c in range(1, 17) if np.isfinite(iou[c])}
-st.bar_chart(per_class, horizontal=True, height=380)
-# the .ply is written (by open3d) only when the button is pressed
+st.bar_chart({k: v for k, v in view.seg.scores["iou"].items() if v is not None}, horizontal=True, height=380)
 st.download_button("Export coloured point cloud (.ply)", lambda: to_ply_bytes(item["points"][:, :3], colors),
-                   file_name=f"{choice}-{ds.sample_tokens[sample][:8]}-{mode.replace(' ', '_')}.ply",
-                   mime="application/octet-stream", on_click="ignore", key="zs_ply")
-# free-text queries need the teacher model: load it in the background, after this page is drawn
+                   file_name=f"{choice}-{ds.sample_tokens[sample][:8]}.ply", mime="application/octet-stream",
+                   on_click="ignore", key="zs_ply")
+
+
+@st.fragment
+def search():
+    st.subheader("Search the val split")
+    a, b = st.columns([3, 1], vertical_alignment="bottom")
+    seg = view.seg
+    target = a.selectbox("Keyframes and points most like", seg.labels.prompts, key="zs_search_query")
+    asked, rule = (info.key, seg.labels, target), (seg.labels.threshold, seg.background)
+    if b.button("Search", key="zs_search"):
+        bar = st.progress(0.0, "student features of the split")
+        found = search_prompt(split_features(model, info.key, ds, s.cache_dir, lambda d, n: bar.progress(d / n)),
+                              seg.text, seg.labels.prompts, target, *rule)
+        st.session_state["zs_found"] = (asked, *found)
+    if (st.session_state.get("zs_found") or (None,))[0] != asked:
+        return
+    _, found, seconds = st.session_state["zs_found"]
+    st.caption(f"{len(ds)} keyframes, {sum(m.total for m in found.keyframes):,} points searched in {seconds:.2f} s")
+    for col, (k, image, caption) in zip(st.columns(3) * 2, thumbnails(
+            found, ds, lambda i: point_features_cached(model, info.key, ds, i, s.cache_dir), seg.text,
+            seg.labels.prompts.index(target), *rule)):
+        col.image(image, caption=caption)
+        if col.button(f"open keyframe {k}", key=f"zs_open_{k}", on_click=st.session_state.update,
+                      kwargs={"zs_sample": k}):
+            st.rerun(scope="app")
+    st.dataframe(top_points_table(found, ds), hide_index=True)
+
+
+search()
 common.prefetch_teacher(s)

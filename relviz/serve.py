@@ -19,7 +19,8 @@ APP = Path(__file__).resolve().parents[1] / "app.py"
 PRELOAD = ("torch", "numpy", "pandas", "plotly.express", "plotly.graph_objects", "plotly.subplots",
            "relviz.workspace", "relviz.models.checkpoint", "relviz.eval", "relviz.eval.features",
            "relviz.eval.zeroshot", "relviz.metrics", "relviz.viz.points", "relviz.viz.toy", "relviz.toy",
-           "relviz.jobs", "relviz.train.config", "relviz.info")
+           "relviz.jobs", "relviz.train.config", "relviz.info", "relviz.viz.zeroshot_view", "relviz.viz.live_cloud",
+           "relviz.eval.search", "relviz.eval.structure", "relviz.eval.report", "relviz.viz.pca")
 
 
 def preload() -> float:

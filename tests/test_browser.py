@@ -85,9 +85,9 @@ def test_every_page_in_a_real_browser(server):
         page.goto(f"{server}/zeroshot")
         _settle(page)
         before = page.locator("[data-testid='stMetricValue']").first.inner_text()
-        area = page.locator("textarea").first
-        area.fill("road = driveable surface\nbuilding = manmade")
-        area.press("Control+Enter")
+        box = page.frame_locator("iframe[src*='live_cloud']").locator("#queries")  # the live query box
+        box.fill("road = driveable surface\nbuilding = manmade")
+        box.press("Control+Enter")
         _settle(page)
         after = page.locator("[data-testid='stMetricValue']").first.inner_text()
         assert before != after

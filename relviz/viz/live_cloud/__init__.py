@@ -1,0 +1,131 @@
+"""A Streamlit component (components v1, static files, no build step) that draws a point cloud
+once and recolours it as queries are typed.
+
+The browser side holds the query text box and sends its text on each keystroke (a new message only
+once the previous one is answered, so typing never queues reruns); the Python side answers with a
+uint8 colour index per point and a colour table of at most 128 entries, which the browser uploads
+as one byte per point and draws (``cloud.js``: WebGL2 points with an orbit camera). Positions never
+travel with an answer: they are written once per point set as a file in the component's folder,
+which the browser fetches (and caches) by its content hash. Nothing is fetched from the internet.
+
+Why not plotly.js: ``Plotly.restyle`` of a scatter3d's marker colours recomputes the whole trace
+(each point is a glyph mesh), which costs far more than the 100 ms a keystroke may take at 33k points
+(bench/zeroshot_live_bench.py --plotly measures it); a recolour here is one buffer upload and one draw.
+
+Protocol (Streamlit's components v1, by hand): the frame posts ``streamlit:componentReady``, gets
+``streamlit:render`` messages with the arguments of :func:`live_cloud`, posts
+``streamlit:setComponentValue`` with ``{seq, text, cursor, focus, commit, key, sent}`` (``key``:
+epoch ms of the first keystroke the message covers, ``sent``: when it was posted) and
+``streamlit:setFrameHeight``. The answer's ``reply`` echoes ``seq`` with the server's timings, and
+the frame keeps ``window.relvizTimings`` (one record per answered message: keystroke, sent, server
+start/end and parts, received, drawn, painted) and shows the keystroke-to-painted time it measures."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from relviz.errors import InputError
+from relviz.files import atomic_path
+from relviz.viz.labelcolors import Coloring, hex_colors
+
+HERE = Path(__file__).resolve().parent
+_declared: dict[str, Any] = {}
+
+
+@functools.lru_cache(maxsize=4)  # once per process and root: the static files do not change while it runs
+def component_folder(root: str | Path) -> Path:
+    """The served folder under ``root``: this package's static files (``index.html``, ``cloud.js``),
+    copied when missing; the folder is named by their hash, so a changed file gets a new folder."""
+    static = sorted(p for p in HERE.iterdir() if p.suffix in (".html", ".js"))
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in static)).hexdigest()[:12]
+    folder = Path(root) / f"live_cloud-{digest}"
+    for p in static:
+        if not (folder / p.name).is_file():
+            with atomic_path(folder / p.name) as tmp:
+                shutil.copyfile(p, tmp)
+    return folder
+
+
+def points_file(folder: Path, xyz: np.ndarray) -> str:
+    """Write positions float32 [N, 3] (little-endian, x y z per point) under ``folder/points/`` once;
+    returns their URL relative to the component, named by content hash."""
+    data = np.ascontiguousarray(xyz, dtype="<f4").tobytes()
+    name = f"points/{hashlib.blake2b(data, digest_size=12).hexdigest()}.f32"
+    if not (folder / name).is_file():
+        with atomic_path(folder / name) as tmp:
+            Path(tmp).write_bytes(data)
+    return name
+
+
+def live_cloud(root: str | Path, xyz: np.ndarray, coloring: Coloring, legend: list[dict], *, text: str,
+               reply: dict | None = None, note: str = "", height: int = 560, key: str) -> dict | None:
+    """Draw (or recolour) the live point cloud; returns the frame's last message (None before one).
+
+    root: a writable folder for the served files; xyz float32 [N, 3]; coloring: one index per
+    point; legend: rows ``{prompt, color, class, scored, points, fraction, iou, unseen}`` (or a
+    ``{heat: [low, high], prompt}`` row for a similarity colouring); text: the query text the box
+    starts with (used once, when the frame is created); reply: what answers the frame's message
+    (``seq``, timings, ``error``); note: a line shown under the legend."""
+    from streamlit.components.v1 import declare_component
+
+    folder = component_folder(str(root))
+    if str(folder) not in _declared:
+        _declared[str(folder)] = declare_component("live_cloud", path=str(folder))
+    if len(coloring.index) != len(xyz):
+        raise InputError(f"{len(coloring.index)} colours for {len(xyz)} points")
+    return _declared[str(folder)](
+        points=points_file(folder, xyz), n=len(xyz), colors=coloring.index.astype(np.uint8).tobytes(),
+        table=hex_colors(coloring.table), legend=legend, text=text, reply=reply or {}, note=note, height=height,
+        key=key, default=None)
+
+
+@dataclass
+class Typed:
+    """The query text and what came with it: ``cursor`` (the line the cursor is on), ``focus`` (a
+    legend row clicked, or None), ``commit`` (Ctrl+Enter, once), ``new`` (this run answers a message of
+    the frame) and the frame's timestamps, which :meth:`reply` returns with the server's."""
+
+    text: str
+    cursor: int | None = None
+    focus: str | None = None
+    commit: bool = False
+    new: bool = False
+    stamps: dict = field(default_factory=dict)
+
+    def reply(self, timings: dict, error: str | None = None) -> dict:
+        """The ``reply`` argument of :func:`live_cloud`: the message's sequence number and
+        timestamps (epoch ms), the server's start and end, its parts in ms, and the error if any."""
+        if not self.new:
+            return {"error": error} if error else {}
+        return {**self.stamps, **timings, "end": 1000 * time.time(), "error": error}
+
+
+def typed(key: str, text_key: str, default: str) -> Typed:
+    """Read the frame ``key``'s last message from Streamlit's session state and keep its text under
+    ``text_key``, a plain session key that outlives the frame (other pages, another student or
+    keyframe), starting from ``default``. Call it first in the fragment (its time is the server's
+    start)."""
+    import streamlit as st
+
+    start = 1000 * time.time()
+    state = st.session_state
+    state.setdefault(text_key, default)
+    message = state.get(key) or {}
+    seen = state.get(f"{key}_seen")
+    if not isinstance(message, dict) or message.get("seq") is None or message.get("seq") == seen:
+        return Typed(state[text_key], focus=state.get(f"{key}_focus"))
+    state[f"{key}_seen"] = message["seq"]
+    state[text_key] = str(message.get("text", ""))
+    state[f"{key}_focus"] = message.get("focus") if isinstance(message.get("focus"), str) else None
+    cursor = message.get("cursor")
+    stamps = {"seq": message["seq"], "key": message.get("key"), "sent": message.get("sent"), "start": start}
+    return Typed(state[text_key], cursor if isinstance(cursor, int) else None, state[f"{key}_focus"],
+                 bool(message.get("commit")), True, stamps)

@@ -1,0 +1,75 @@
+"""The live zero-shot view in a real browser (headless Chromium, Playwright, `relviz app` on
+localhost): typing a free-text query changes the legend and the colours drawn in the 3D view, and
+the drawn colours are the legend's. Screenshots go to artifacts/browser/."""
+
+import io
+import re
+
+import numpy as np
+from PIL import Image
+
+from test_browser import ARTIFACTS, CHROMIUM, _settle, pytestmark, server  # noqa: F401 (skip rule, fixture)
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"]
+
+
+def live_frame(page, timeout_s: float = 240):
+    """The live view's frame once its points are drawn."""
+    deadline = page.evaluate("Date.now()") + 1000 * timeout_s
+    while page.evaluate("Date.now()") < deadline:
+        frame = next((f for f in page.frames if "live_cloud" in f.url), None)
+        if frame is not None and frame.evaluate("!!(window.relvizCloud && window.relvizCloud.table)"):
+            return frame
+        page.wait_for_timeout(250)
+    raise AssertionError("the live view did not draw its points")
+
+
+def drawn_colors(frame) -> np.ndarray:
+    """The RGB values [M, 3] of the canvas pixels that are not background (white)."""
+    png = frame.locator("#plot").screenshot()
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
+    return rgb[(rgb < 250).any(1)]
+
+
+def legend_colors(frame) -> np.ndarray:
+    styles = frame.eval_on_selector_all("#legend .swatch", "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    return np.array([[int(v) for v in re.findall(r"\d+", s)[:3]] for s in styles])
+
+
+def share_in(pixels: np.ndarray, colors: np.ndarray) -> float:
+    """The fraction of ``pixels`` within 2 levels (PNG and colour conversion) of one of ``colors``."""
+    near = (np.abs(pixels[:, None, :] - colors[None, :, :]) <= 2).all(2).any(1)
+    return float(near.mean())
+
+
+def test_typing_a_free_text_query_recolours_the_live_view(server):  # noqa: F811 (the imported fixture)
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{server}/zeroshot")
+        _settle(page)
+        frame = live_frame(page)
+        before_pixels, before_legend = drawn_colors(frame), frame.inner_text("#legend")
+        assert "wet road" not in before_legend and len(before_pixels) > 1000
+        assert share_in(before_pixels, legend_colors(frame)) > 0.9  # what is drawn is what the legend says
+
+        answered = frame.evaluate("window.relvizTimings.length")
+        frame.click("#queries")
+        page.keyboard.press("Control+A")
+        page.keyboard.type("ambulance = car\nwet road", delay=20)  # each keystroke is a message (coalesced)
+        frame.wait_for_function("document.getElementById('legend').innerText.includes('wet road')", timeout=240_000)
+        frame.wait_for_function(f"window.relvizTimings.length > {answered}", timeout=60_000)
+        after_legend = frame.inner_text("#legend")
+        assert "ambulance → car" in after_legend and "not scored" in after_legend
+        colors = legend_colors(frame)
+        assert len(colors) == 3  # two queries and the unassigned points
+        after_pixels = drawn_colors(frame)
+        assert share_in(after_pixels, colors) > 0.9  # the new colours are drawn ...
+        assert share_in(before_pixels, colors) < 0.9  # ... and they are not the old ones
+        assert "after the keystroke" in frame.inner_text("#status")
+        page.screenshot(path=str(ARTIFACTS / "zeroshot-live.png"), full_page=True)
+        browser.close()
