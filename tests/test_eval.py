@@ -9,7 +9,7 @@ import torch
 from fp_bounds import U32, gamma
 from relviz.data import NuScenesLidarSeg
 from relviz.eval import confusion_matrix, iou_per_class, mean_iou
-from relviz.eval.fewshot import evaluate_fewshot, fewshot_frames
+from relviz.eval.fewshot import evaluate_fewshot
 from relviz.eval.zeroshot import evaluate_zeroshot, export_submission, predict_by_text
 from relviz.models import build_minkunet
 
@@ -75,16 +75,6 @@ def test_export_scored_by_devkit_equals_relviz(nusc, demo_teacher, tmp_path):
     for name, value in ours["iou"].items():
         if value is not None:
             assert devkit["iou_per_class"][name] == pytest.approx(value, rel=2 * U32, abs=0)
-
-
-def test_fewshot_frames_scene_wise(nusc):
-    ds = NuScenesLidarSeg(None, split="mini_train", nusc=nusc, load_images=False)
-    assert fewshot_frames(ds, 0.01) == [0]
-    half = fewshot_frames(ds, 0.5)  # every 2nd scene, 8 of 16 frames
-    scenes = {nusc.get("sample", ds.sample_tokens[i])["scene_token"] for i in half}
-    assert len(half) == 8 and len(scenes) == 4
-    with pytest.raises(ValueError):
-        fewshot_frames(ds, 0)
 
 
 def test_fewshot_probe_beats_random_features(nusc):
