@@ -115,3 +115,32 @@ def eval_compare(checkpoints: list[str] = typer.Option(..., help="Student checkp
         return
     typer.echo(to_markdown(report))
     typer.echo(f"written to {target}")
+
+
+@eval_app.command("finetune")
+def eval_finetune(checkpoint: str = typer.Option(...), dataset: str = DATASET, version: str = VERSION,
+                  split: str = SPLIT, train_split: str = TRAIN_SPLIT,
+                  fraction: list[float] = typer.Option([0.01], help="Labelled fraction of the training frames "
+                                                       "(0.01, 0.05, 0.1, 0.25, 1.0); repeatable: a label-"
+                                                       "efficiency curve beside linear probing."),
+                  epochs: int = typer.Option(100, help="Passes over the labelled frames (SLidR: 100)."),
+                  steps: int = typer.Option(None, help="Optimizer steps instead of epochs (for CPU budgets)."),
+                  batch: int = typer.Option(16, help="Frames per step (SLidR: 16)."),
+                  seed: int = typer.Option(0)) -> None:
+    """Fine-tune the whole student with a segmentation head on a fraction of the labelled frames (the
+    SLidR protocol), scored on the val split; several fractions give mIoU against fraction for
+    fine-tuning and linear probing."""
+    from relviz.data import NuScenesLidarSeg
+    from relviz.eval.finetune import finetune, label_efficiency
+
+    model, _ = _student(checkpoint)
+    val = _dataset(dataset, version, split)
+    train = NuScenesLidarSeg(None, version=version, split=train_split, load_images=False, nusc=val.nusc)
+    schedule = dict(epochs=epochs, steps=steps, batch=batch, seed=seed)
+    def progress(phase: str, done: int, total: int) -> None:  # on stderr: stdout stays the JSON result
+        if done == total or done % max(1, total // 10) == 0:
+            typer.echo(f"{phase} {done}/{total}", err=True)
+
+    result = finetune(model, train, val, fraction[0], progress=progress, **schedule) if len(fraction) == 1 \
+        else label_efficiency(model, train, val, fraction, progress=progress, **schedule)
+    typer.echo(json.dumps(result, indent=2, default=float))
