@@ -248,10 +248,11 @@ def test_truncated_validation_feature_and_metric_caches_are_recomputed(synthetic
     whole = _cut(features_file)
     again = workspace.val_features(s, synthetic_root, None, 1, teacher_fn)
     assert loads == [1]  # computed again, not an error
-    for key in ("features", "labels", "pair_index", "pair_teacher"):
+    from relviz.eval.features import VAL_KEYS
+
+    for key in VAL_KEYS:
         torch.testing.assert_close(again[key], first[key], rtol=0, atol=0)
-    assert features_file.stat().st_size == len(whole) and set(load_file(features_file)) == {
-        "features", "labels", "pair_index", "pair_teacher"}
+    assert features_file.stat().st_size == len(whole) and set(load_file(features_file)) == set(VAL_KEYS)
 
     _cut(metrics_file)
     assert workspace.structure(s, synthetic_root, None, 1, 50, 0, teacher_fn) == metrics

@@ -114,29 +114,32 @@ class ExperimentSpec:
         return {"name": self.name, "train": self.train, "grid": self.grid}
 
 
-def _bad(source: str, where: str, message: str) -> ExperimentError:
-    return ExperimentError(f"{source}: {where}: {message}")
+class ExperimentFileError(ExperimentError):
+    """A bad experiment file, named with the table and key: ``<file>: [table] 'key': what is wrong``."""
+
+    def __init__(self, source: str, where: str, message: str):
+        super().__init__(f"{source}: {where}: {message}")
 
 
 def _table(data: dict, name: str, source: str) -> dict:
     table = data.get(name, {})
     if not isinstance(table, dict):
-        raise _bad(source, f"[{name}]", f"must be a table, got {shorten(table)}")
+        raise ExperimentFileError(source, f"[{name}]", f"must be a table, got {shorten(table)}")
     return table
 
 
 def _int(value: Any, source: str, where: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _bad(source, where, f"must be a whole number >= {minimum}, got {shorten(value)}")
+        raise ExperimentFileError(source, where, f"must be a whole number >= {minimum}, got {shorten(value)}")
     return value
 
 
 def _fractions(value: Any, source: str, where: str) -> tuple[float, ...]:
     if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1
                                           for v in value):
-        raise _bad(source, where, f"must be a list of fractions in (0, 1], got {shorten(value)}")
+        raise ExperimentFileError(source, where, f"must be a list of fractions in (0, 1], got {shorten(value)}")
     if len(set(value)) != len(value):
-        raise _bad(source, where, f"lists a fraction twice: {shorten(value)}")
+        raise ExperimentFileError(source, where, f"lists a fraction twice: {shorten(value)}")
     return tuple(float(v) for v in value)
 
 
@@ -144,7 +147,7 @@ def _split(value: Any, source: str, where: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise _bad(source, where, f"must be a split name such as mini_val, got {shorten(value)}")
+        raise ExperimentFileError(source, where, f"must be a split name such as mini_val, got {shorten(value)}")
     return value
 
 
@@ -152,7 +155,7 @@ def _evaluation(table: dict, source: str) -> EvaluationSpec:
     known = [f.name for f in fields(EvaluationSpec)]
     unknown = sorted(set(table) - set(known))
     if unknown:
-        raise _bad(source, "[evaluate]", f"unknown key(s) {', '.join(shorten(k, 40) for k in unknown)}; "
+        raise ExperimentFileError(source, "[evaluate]", f"unknown key(s) {', '.join(shorten(k, 40) for k in unknown)}; "
                                           f"known: {', '.join(known)}")
     d = EvaluationSpec()
     return EvaluationSpec(
@@ -170,10 +173,10 @@ def _evaluation(table: dict, source: str) -> EvaluationSpec:
 
 def _training_fields(table: dict, source: str, where: str) -> None:
     if "seed" in table:
-        raise _bad(source, f"{where} 'seed'", "seeds are declared once, as [experiment] seeds = [...]")
+        raise ExperimentFileError(source, f"{where} 'seed'", "seeds are declared once, as [experiment] seeds = [...]")
     unknown = sorted(set(table) - set(TRAIN_FIELDS))
     if unknown:
-        raise _bad(source, where, f"unknown training field(s) {', '.join(shorten(k, 40) for k in unknown[:5])}; "
+        raise ExperimentFileError(source, where, f"unknown training field(s) {', '.join(shorten(k, 40) for k in unknown[:5])}; "
                                   f"known: {', '.join(TRAIN_FIELDS)}")
 
 
@@ -182,37 +185,37 @@ def parse_spec(data: dict, source: str, default_name: str) -> ExperimentSpec:
     Training values are checked when configs are built (:meth:`relviz.experiment.Experiment`)."""
     unknown = sorted(set(data) - set(TABLES))
     if unknown:
-        raise _bad(source, "tables", f"unknown table(s) {', '.join(shorten(k, 40) for k in unknown)}; expected "
+        raise ExperimentFileError(source, "tables", f"unknown table(s) {', '.join(shorten(k, 40) for k in unknown)}; expected "
                                      f"{', '.join(f'[{t}]' for t in TABLES)}")
     exp = _table(data, "experiment", source)
     bad_keys = sorted(set(exp) - set(EXPERIMENT_KEYS))
     if bad_keys:
-        raise _bad(source, "[experiment]", f"unknown key(s) {', '.join(shorten(k, 40) for k in bad_keys)}; "
+        raise ExperimentFileError(source, "[experiment]", f"unknown key(s) {', '.join(shorten(k, 40) for k in bad_keys)}; "
                                            f"known: {', '.join(EXPERIMENT_KEYS)}")
     name = exp.get("name", default_name)
     if not isinstance(name, str) or not NAME.match(name):
-        raise _bad(source, "[experiment] 'name'", f"must be 1-64 letters, digits, '.', '_' or '-' (a folder name), "
+        raise ExperimentFileError(source, "[experiment] 'name'", f"must be 1-64 letters, digits, '.', '_' or '-' (a folder name), "
                                                   f"got {shorten(name)}")
     if "seeds" not in exp:
-        raise _bad(source, "[experiment] 'seeds'", "is missing; expected a list of seeds such as [0, 1, 2]")
+        raise ExperimentFileError(source, "[experiment] 'seeds'", "is missing; expected a list of seeds such as [0, 1, 2]")
     seeds = exp["seeds"]
     if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
                                                        for s in seeds):
-        raise _bad(source, "[experiment] 'seeds'", f"must be a non-empty list of whole numbers >= 0, got "
+        raise ExperimentFileError(source, "[experiment] 'seeds'", f"must be a non-empty list of whole numbers >= 0, got "
                                                    f"{shorten(seeds)}")
     if len(set(seeds)) != len(seeds):
-        raise _bad(source, "[experiment] 'seeds'", f"lists a seed twice: {shorten(seeds)}")
+        raise ExperimentFileError(source, "[experiment] 'seeds'", f"lists a seed twice: {shorten(seeds)}")
     max_running = _int(exp.get("max_running", 1), source, "[experiment] 'max_running'", 1)
     train, grid = _table(data, "train", source), _table(data, "grid", source)
     _training_fields(train, source, "[train]")
     _training_fields(grid, source, "[grid]")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise _bad(source, f"[grid] '{key}'", f"must be a non-empty list of values, got {shorten(values)}")
+            raise ExperimentFileError(source, f"[grid] '{key}'", f"must be a non-empty list of values, got {shorten(values)}")
         if len({repr(v) for v in values}) != len(values):
-            raise _bad(source, f"[grid] '{key}'", f"lists a value twice: {shorten(values)}")
+            raise ExperimentFileError(source, f"[grid] '{key}'", f"lists a value twice: {shorten(values)}")
         if key in train:
-            raise _bad(source, f"[grid] '{key}'", "is also set in [train]; give it in one place")
+            raise ExperimentFileError(source, f"[grid] '{key}'", "is also set in [train]; give it in one place")
     return ExperimentSpec(name=name, seeds=tuple(seeds), train=dict(train), grid={k: list(v) for k, v in grid.items()},
                           evaluation=_evaluation(_table(data, "evaluate", source), source), max_running=max_running)
 
