@@ -168,7 +168,7 @@ def test_warm_command(app_workspace):
     home = Path(load_settings().cache_dir)
     assert list(home.glob("valfeatures/*/*/teacher-n1.safetensors"))
     assert list(home.glob("index/*.json")) and list(home.glob("toy/*.json"))
-    metrics = list(home.glob("valfeatures/*/*/*-n1-metrics-pc500-s0.json"))
+    metrics = list(home.glob("valfeatures/*/*/*-n1-metrics-pc500-s0-b*.json"))
     assert len(metrics) == 1 + len([p for p in (Path(app_workspace) / "runs").iterdir()]) + 3
     assert all(np.isfinite(json.loads(p.read_text())["uniformity"]) for p in metrics)
 
@@ -195,7 +195,7 @@ def test_warm_goes_on_past_a_broken_checkpoint_and_says_so(app_workspace):
     assert "student bad-weights: failed" in result.output and "pages compute those" in result.output
     assert "student test-relational:" in result.output and "toy run:" in result.output  # the rest was done
     # the teacher, the two good runs and the three demo students; nothing for the broken one
-    assert len(list(Path(load_settings().cache_dir).glob("valfeatures/*/*/*-n1-metrics-pc500-s0.json"))) == 6
+    assert len(list(Path(load_settings().cache_dir).glob("valfeatures/*/*/*-n1-metrics-pc500-s0-b*.json"))) == 6
 
 
 def test_damaged_validation_features_are_recomputed(tmp_path):
