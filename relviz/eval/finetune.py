@@ -14,9 +14,9 @@ voxel labels and its head replaces the network's last 1x1 layer; here it is cros
 labels and the head sits on top of the (L2-normalised) output features, so fine-tuning and probing
 see the same features. The cosine is stepped per optimizer step rather than per epoch.
 ``CPU_FINETUNE`` keeps every value but the length (20 epochs), for quick looks on a CPU; it scores
-well below the full schedule. A CPU thread takes about 0.9 s per keyframe and step for the demo
-student (MinkUNet14 at width 0.5), so SLidR's schedule on k labelled keyframes (k <= 16) costs about
-100 k passes: 3 minutes for 2 keyframes, 12 for 8.
+well below the full schedule. The demo student (MinkUNet14 at width 0.5) takes about 0.7 s (two CPU
+threads) to 0.9 s (one) per keyframe and step, so SLidR's schedule on k <= 16 labelled keyframes is
+about 100 k passes: 2-3 minutes for 2 keyframes, 9-12 for 8, 18-24 for 16 (bench/finetune_bench.py).
 """
 
 from __future__ import annotations
