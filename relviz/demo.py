@@ -1,8 +1,11 @@
-"""The demo workspace, from nothing: the synthetic dataset, the demo teacher, and one small student
-per loss, committed under ``checkpoints/demo/`` with a manifest (sha256, configuration, scores).
+"""The demo workspace, from nothing: the synthetic dataset, the demo teacher, and the demo
+experiment (:data:`DEMO_EXPERIMENT`: the three losses x three seeds, evaluated with intervals over
+seeds); one student per loss (seed 0) and the experiment's report are committed under
+``checkpoints/demo/`` with a manifest (sha256, configuration, scores).
 
 ``make app`` only generates the dataset (the checkpoints are in the repository), so a first start
-is quick; ``relviz demo`` rebuilds everything.
+is quick; ``relviz demo`` rebuilds everything. The experiment's runs are background jobs in the
+workspace: an interrupted ``relviz demo`` continues where it stopped when run again.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from relviz.teacher.demo import DEMO_TEACHER_PATH, REPO_CHECKPOINTS
 
 DEMO_DATASET = "synthetic-mini"
 LOSS_NAMES = ("contrastive", "similarity", "relational")
-# Small students: MinkUNet14 at half width (2.0 M parameters), stored in float16 (4 MB each).
-DEMO_STUDENT = dict(arch="MinkUNet14", width=0.5, batch=1, pairs=2048, lr=0.1, max_steps=400, augment=True,
-                    val_samples=4, val_per_class=500, checkpoint_every=100, val_every=400, log_every=10)
+# the demo experiment: the demo preset (small students: MinkUNet14 at half width, 2.0 M parameters,
+# committed in float16, 4 MB each) with the schedule the curves asked for, 3 losses x 3 seeds
+DEMO_EXPERIMENT = Path(__file__).parent / "experiment" / "demo.toml"
+EXPERIMENT_REPORT_DIR = REPO_CHECKPOINTS / "experiment"
 
 
 def student_path(loss: str) -> Path:
@@ -61,13 +65,59 @@ def write_manifest(directory: Path = REPO_CHECKPOINTS) -> Path:
     return manifest
 
 
-def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minutes: float = 12.0,
-               student_steps: int = DEMO_STUDENT["max_steps"], losses=LOSS_NAMES, log=print) -> dict:
-    """Dataset, teacher and students; returns timings (seconds) per stage."""
+def publish_students(experiment, report: dict, directory: Path = REPO_CHECKPOINTS, log=print) -> list[Path]:
+    """For every loss of ``experiment``, the final student of its lowest evaluated seed as
+    ``student-<loss>.safetensors`` in ``directory`` (float16, its evaluation as the scores, no machine
+    paths), and the experiment's report as ``experiment/report.{json,csv,md}``; then the manifest."""
+    from relviz.experiment.aggregate import write_report
+    from relviz.experiment.evaluate import evaluation_path
+    from relviz.files import read_json
     from relviz.models.checkpoint import load_state_dict, save_checkpoint
+    from relviz.train.rundir import RunDir
+
+    evaluated = {r["key"] for r in report["runs"] if r["metrics"] is not None}
+    written = []
+    for loss in LOSS_NAMES:
+        plans = sorted((p for p in experiment.plans if p.config.loss == loss and p.key in evaluated),
+                       key=lambda p: p.seed)
+        if not plans:
+            log(f"no evaluated {loss} run in experiment {experiment.spec.name}: its demo student is left as it is")
+            continue
+        plan = plans[0]
+        state, meta = load_state_dict(RunDir(plan.run_dir).final)
+        meta = {k: v for k, v in meta.items() if k not in ("format", "created", "versions")}
+        meta["training"] = {**meta["training"], "dataset": DEMO_DATASET}  # committed: no machine paths
+        meta["experiment"] = {"name": experiment.spec.name, "run": plan.key, "seed": plan.seed}
+        evaluation = read_json(evaluation_path(plan.run_dir)) or {}
+        meta["scores"] = {"structure": evaluation.get("structure"), "protocol": evaluation.get("protocol"),
+                          **{m: evaluation.get(m) for m in ("linear_probe", "finetune") if evaluation.get(m)}}
+        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        written.append(save_checkpoint(directory / f"student-{loss}.safetensors", half, _without_paths(meta)))
+        log(f"student {loss}: {plan.key} -> {written[-1].name}")
+    write_report(_without_paths(report), directory / "experiment", f"{experiment.spec.name} (relviz demo)")
+    write_manifest(directory)
+    return written
+
+
+def _without_paths(value):
+    """``value`` (JSON-like) with every absolute path shortened to its last component: what is
+    committed names no machine's folders."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith("/") and len(value) > 1:
+        return Path(value).name
+    return value
+
+
+def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minutes: float = 12.0,
+               experiment_file: Path = DEMO_EXPERIMENT, max_running: int | None = None, log=print) -> dict:
+    """Dataset, teacher, the demo experiment (its jobs run in the background; this waits for them)
+    and the published students; returns timings (seconds) per stage."""
+    from relviz.experiment import Experiment
+    from relviz.jobs import JobStore
     from relviz.teacher.demo import train_demo_teacher
-    from relviz.train import RunDir, TrainConfig, Trainer
-    from relviz.workspace import cache_finished_run
 
     timings = {}
     start = time.perf_counter()
@@ -77,19 +127,26 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
         t = time.perf_counter()
         train_demo_teacher(root, DEMO_TEACHER_PATH, minutes=teacher_minutes, log=log)
         timings["teacher_s"] = time.perf_counter() - t
-    for loss in losses:
-        t = time.perf_counter()
-        cfg = TrainConfig.from_settings(settings, loss=loss, dataset=str(root), teacher="demo",
-                                        **{**DEMO_STUDENT, "max_steps": student_steps})
-        run_dir = settings.runs_dir / f"demo-{loss}"
-        result = Trainer(cfg, run_dir, settings, on_finish=cache_finished_run(settings)).run()
-        state, meta = load_state_dict(RunDir(run_dir).final)
-        meta = {k: v for k, v in meta.items() if k not in ("format", "created", "versions")}
-        meta["training"] = {**meta["training"], "dataset": DEMO_DATASET}  # committed: no machine paths
-        save_checkpoint(student_path(loss), {k: v.half() if v.is_floating_point() else v for k, v in state.items()},
-                        meta)
-        timings[f"student_{loss}_s"] = time.perf_counter() - t
-        log(f"student {loss}: step {result['step']}, zero-shot mIoU {result['metrics'].get('zeroshot_miou', float('nan')):.3f}")
-    write_manifest()
+    t = time.perf_counter()
+    experiment = Experiment.from_file(settings, experiment_file)
+    log(f"experiment {experiment.spec.name}: {len(experiment.plans)} runs in {experiment.folder} "
+        f"(about {estimated_minutes(experiment):.0f} min on 2 CPU cores; run again to continue an interrupted one)")
+    report = experiment.supervise(JobStore(settings), max_running=max_running, log=log)
+    timings["experiment_s"] = time.perf_counter() - t
+    publish_students(experiment, report, log=log)
     timings["total_s"] = time.perf_counter() - start
     return timings
+
+
+# Measured on the 2-core CPU of docs/results.md (two runs at once, one thread each): seconds per
+# training step of one run, and per evaluation of a finished run (U/T/G on 16 keyframes, linear
+# probes, fine-tuning 60 steps).
+DEMO_SECONDS_PER_STEP = 1.4
+DEMO_SECONDS_PER_EVALUATION = 240.0
+
+
+def estimated_minutes(experiment) -> float:
+    """A rough duration of ``experiment`` on the demo machine (see the constants above)."""
+    steps = sum(p.config.max_steps or 0 for p in experiment.plans)
+    parallel = max(1, experiment.spec.max_running)
+    return (steps * DEMO_SECONDS_PER_STEP / parallel + len(experiment.plans) * DEMO_SECONDS_PER_EVALUATION) / 60

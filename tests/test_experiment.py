@@ -144,6 +144,8 @@ def test_experiment_runs_is_interrupted_resumes_and_aggregates(synthetic_root, t
     (lambda t: t.replace("[evaluate]", "[evaluate]\nvalsamples = 1"), r"\[evaluate\]: unknown key\(s\) 'valsamples'"),
     (lambda t: t.replace('name = "tiny"', 'name = "../x"'), r"\[experiment\] 'name': must be"),
     (lambda t: t + "[[", r"not valid TOML"),
+    (lambda t: t.replace('name = "tiny"', 'name = "tiny"\npreset = "slidrr"'),
+     r"\[experiment\] 'preset': unknown preset 'slidrr'; known: demo, slidr"),
 ])
 def test_bad_experiment_files_are_refused_naming_file_and_key(tmp_path, change, message):
     grid = tmp_path / "bad.toml"
@@ -187,3 +189,27 @@ def test_a_stored_evaluation_counts_only_for_its_protocol_and_every_fraction_ask
     assert stored_evaluation(tmp_path, config, EvaluationSpec(val_samples=1, linear_probe=(0.5,),
                                                               finetune=(0.5,))) is None
     assert stored_evaluation(tmp_path, config, EvaluationSpec(val_samples=2, linear_probe=(0.5,))) is None
+
+
+def test_cell_differences_are_paired_by_seed_and_match_scipys_paired_t_interval():
+    """a - b over the seeds both cells have: the interval is scipy's paired t-test interval, a seed
+    only one cell has is left out, and "significant" means the interval excludes 0."""
+    from relviz.experiment.aggregate import aggregate, to_markdown
+
+    a = {0: 0.50, 1: 0.47, 2: 0.52, 3: 0.40}  # seed 3 only in a: not paired
+    b = {0: 0.41, 1: 0.40, 2: 0.44}
+    c = {0: 0.50, 1: 0.30, 2: 0.62}
+    runs = [{"key": f"{cell}{s}", "cell": cell, "seed": s, "status": "succeeded", "metrics": {"zeroshot_miou": v}}
+            for cell, values in (("a", a), ("b", b), ("c", c)) for s, v in values.items()]
+    report = aggregate([{"cell": n, "values": {}} for n in "abc"], runs)
+    by_pair = {(d["a"], d["b"]): d for d in report["differences"]}
+    assert list(by_pair) == [("a", "b"), ("a", "c"), ("b", "c")]
+    ab = by_pair[("a", "b")]
+    assert ab["seeds"] == [0, 1, 2]
+    reference = scipy.stats.ttest_rel([a[s] for s in (0, 1, 2)], [b[s] for s in (0, 1, 2)]).confidence_interval(0.95)
+    m = ab["metrics"]["zeroshot_miou"]
+    # three differences of numbers near 0.5 and a t quantile: a few ulps of float64 at most
+    assert m["mean"] == pytest.approx(0.08, abs=1e-12)
+    assert (m["low"], m["high"]) == pytest.approx((reference.low, reference.high), abs=1e-12)
+    assert m["significant"] is True and by_pair[("b", "c")]["metrics"]["zeroshot_miou"]["significant"] is False
+    assert "| a - b | 3 | 0.080 ± " in to_markdown(report, "t")

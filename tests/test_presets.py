@@ -124,10 +124,22 @@ def test_saved_tensor_bytes_is_what_a_linear_and_relu_keep_for_backward():
     assert out.shape == (n, b) and nbytes == 4 * n * (a + b)
 
 
-def test_the_demo_preset_is_the_demo_students_setting():
-    """relviz demo trains its students with DEMO_STUDENT and the demo teacher: the demo preset says
-    the same (until relviz/demo.py reads the preset itself)."""
-    from relviz.demo import DEMO_STUDENT
+def test_the_demo_experiment_builds_on_the_demo_preset(tmp_path):
+    """relviz demo trains the demo experiment: every run is the demo preset with the schedule the
+    experiment file sets, and the preset's values are the runs' values (one place for the setting)."""
+    from relviz.config import Settings
+    from relviz.demo import DEMO_EXPERIMENT
+    from relviz.experiment import Experiment
 
+    settings = Settings(home=tmp_path)
+    settings.dataset_root("synthetic-mini").mkdir(parents=True)
+    exp = Experiment.from_file(settings, DEMO_EXPERIMENT)
     preset = read_preset("demo")
-    assert {k: preset[k] for k in DEMO_STUDENT} == DEMO_STUDENT and preset["teacher"] == "demo"
+    assert exp.spec.preset == "demo" and len(exp.plans) == 9
+    assert {p.config.loss for p in exp.plans} == {"contrastive", "similarity", "relational"}
+    assert sorted({p.seed for p in exp.plans}) == [0, 1, 2]
+    for plan in exp.plans:
+        config = plan.config.to_dict()
+        differing = {k for k in preset if config[k] != preset[k]}
+        assert differing == set(exp.spec.train), differing  # only what the experiment file says
+        assert config["teacher"] == "demo"

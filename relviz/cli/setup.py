@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -129,15 +130,18 @@ def teacher_score(
 def demo(
     dataset_only: bool = typer.Option(False, help="Only generate the demo dataset when it is missing (make app)."),
     retrain_teacher: bool = typer.Option(False, help="Train the demo teacher again even if it exists."),
-    student_steps: int = typer.Option(None, help="Training steps per student."),
+    max_running: int = typer.Option(None, "--max-running", min=1,
+                                    help="Training jobs at once (default: the demo experiment's)."),
 ) -> None:
-    """Build the demo workspace: synthetic dataset, demo teacher, one small student per loss."""
-    from relviz.demo import DEMO_STUDENT, build_demo, ensure_dataset
+    """Build the demo from nothing: synthetic dataset, demo teacher, the demo experiment (3 losses x
+    3 seeds as background jobs, evaluated), and one student per loss with the report in
+    checkpoints/demo/. Run it again to continue an interrupted one."""
+    from relviz.demo import build_demo, ensure_dataset
 
     s = settings()
     if dataset_only:
         typer.echo(str(ensure_dataset(s, log=typer.echo)))
         return
-    timings = build_demo(s, retrain_teacher=retrain_teacher,
-                         student_steps=student_steps or DEMO_STUDENT["max_steps"], log=typer.echo)
+    timings = build_demo(s, retrain_teacher=retrain_teacher, max_running=max_running,
+                         log=lambda line: typer.echo(f"{time.strftime('%H:%M:%S')} {line}"))
     typer.echo(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))

@@ -57,6 +57,31 @@ def fewshot_metric(metrics: list[str]) -> str | None:
     return next((m for method in ("finetune", "linear_probe") for m in metrics if m.startswith(method + "@")), None)
 
 
+def cell_differences(cells: list[dict], runs: list[dict], metrics: list[str],
+                     confidence: float = CONFIDENCE) -> list[dict]:
+    """For every pair of cells (a, b) and metric: the differences a - b of runs with the same seed
+    (paired by seed: a seed fixes initialisation and data order alike for both), their mean and
+    Student-t interval over seeds, and whether the interval excludes 0."""
+    by_cell: dict[str, dict[int, dict]] = {}
+    for r in runs:
+        if r["metrics"] is not None:
+            by_cell.setdefault(r["cell"], {})[r["seed"]] = r["metrics"]
+    out = []
+    names = [c["cell"] for c in cells]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            seeds = sorted(set(by_cell.get(a, {})) & set(by_cell.get(b, {})))
+            row = {"a": a, "b": b, "seeds": seeds, "metrics": {}}
+            for m in metrics:
+                diffs = [by_cell[a][s][m] - by_cell[b][s][m] for s in seeds
+                         if m in by_cell[a][s] and m in by_cell[b][s]]
+                iv = interval_over_seeds(diffs, confidence)
+                iv["significant"] = None if iv["low"] is None else bool(iv["low"] > 0 or iv["high"] < 0)
+                row["metrics"][m] = {**iv, "values": diffs}
+            out.append(row)
+    return out
+
+
 def _gap_vs_performance(rows: list[dict], teacher: dict) -> dict:
     """:func:`relviz.eval.evidence.gap_vs_performance` of ``rows``, or why it cannot be computed."""
     from relviz.eval.evidence import gap_vs_performance
@@ -102,6 +127,7 @@ def aggregate(cells: list[dict], runs: list[dict], teacher: dict | None = None, 
     return {"metrics": metrics, "headings": {m: metric_heading(m) for m in metrics}, "confidence": CONFIDENCE,
             "interval": "Student t over seeds: mean +- t_{0.975, n-1} s / sqrt(n)", "cells": rows,
             "runs": runs, "missing": missing, "teacher": teacher, "gap_vs_performance": correlations,
+            "differences": cell_differences(cells, runs, metrics),
             "curves": curves or {}, "protocol": protocol}
 
 
@@ -140,6 +166,21 @@ def _correlation_lines(correlations: dict) -> list[str]:
     return lines
 
 
+def _difference_lines(differences: list[dict], report: dict) -> list[str]:
+    if not differences:
+        return []
+    metrics = report["metrics"]
+    lines = ["", "## Differences between cells, paired by seed", "",
+             f"a - b over the seeds both have: mean ± half-width of the {report['confidence']:.0%} t interval; "
+             "* = the interval excludes 0; (n=1): one seed, no interval.", "",
+             "| a - b | seeds | " + " | ".join(report["headings"][m] for m in metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]
+    for d in differences:
+        cells = [_cell_text(d["metrics"][m]) + (" *" if d["metrics"][m]["significant"] else "") for m in metrics]
+        lines.append(f"| {d['a']} - {d['b']} | {len(d['seeds'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def to_markdown(report: dict, title: str) -> str:
     metrics = report["metrics"]
     lines = [f"# Experiment {title}", "",
@@ -158,6 +199,7 @@ def to_markdown(report: dict, title: str) -> str:
     for r in report["runs"]:
         lines.append(f"| {r['key']} | {r['cell']} | {r['seed']} | {r['status']} | "
                      + " | ".join(_fmt((r["metrics"] or {}).get(m)) for m in metrics) + " |")
+    lines += _difference_lines(report.get("differences") or [], report)
     lines += _correlation_lines(report["gap_vs_performance"])
     p = report.get("protocol")
     if p:

@@ -72,8 +72,9 @@ class Experiment:
         self.plans = [self._plan(cell, seed) for cell in spec.cells() for seed in spec.seeds]
 
     def _plan(self, cell: Cell, seed: int) -> RunPlan:
-        try:  # the one way a config is built: defaults < settings < the file's [train] < the cell
-            config = TrainConfig.from_settings(self.settings, **self.spec.train, **cell.values, seed=seed)
+        try:  # the one way a config is built: defaults < preset < settings < [train] < the cell
+            config = TrainConfig.from_settings(self.settings, preset=self.spec.preset, **self.spec.train, **cell.values,
+                                                seed=seed)
         except TrainConfigError as e:
             raise ExperimentError(f"experiment file {self.source}: cell {cell.label}: {e}") from e
         root = self.settings.dataset_root(config.dataset)

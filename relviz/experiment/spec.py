@@ -6,8 +6,9 @@ cell is trained with, and the evaluations every finished run gets.
 name = "losses"          # the folder under <workspace>/experiments (default: the file's stem)
 seeds = [0, 1, 2]        # every cell is trained once per seed
 max_running = 1          # jobs at once (default 1: one training fills 2 CPU cores)
+preset = "demo"          # a training preset (relviz/train/presets/) under [train] (default none)
 
-[train]                  # training fields every cell shares (TrainConfig), over the settings
+[train]                  # training fields every cell shares (TrainConfig), over the preset and settings
 max_steps = 400
 
 [grid]                   # one cell per combination of these lists (TrainConfig fields)
@@ -36,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from relviz.errors import RelvizError, shorten
-from relviz.train.config import TrainConfig
+from relviz.train.config import TrainConfig, preset_names
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TABLES = ("experiment", "train", "grid", "evaluate")
-EXPERIMENT_KEYS = ("name", "seeds", "max_running")
+EXPERIMENT_KEYS = ("name", "seeds", "max_running", "preset")
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")  # seeds are their own axis
 
 
@@ -94,6 +95,7 @@ class ExperimentSpec:
     grid: dict[str, list] = field(default_factory=dict)
     evaluation: EvaluationSpec = EvaluationSpec()
     max_running: int = 1
+    preset: str | None = None
 
     def cells(self) -> list[Cell]:
         """The grid's combinations, the first axis varying slowest (the file's order)."""
@@ -111,7 +113,7 @@ class ExperimentSpec:
         """What a re-run must declare alike to continue this experiment: its cells. Seeds may be added
         (runs are keyed by cell and seed), evaluations changed (results are kept per protocol and
         fraction) and ``max_running`` changed."""
-        return {"name": self.name, "train": self.train, "grid": self.grid}
+        return {"name": self.name, "preset": self.preset, "train": self.train, "grid": self.grid}
 
 
 class ExperimentFileError(ExperimentError):
@@ -206,6 +208,10 @@ def parse_spec(data: dict, source: str, default_name: str) -> ExperimentSpec:
     if len(set(seeds)) != len(seeds):
         raise ExperimentFileError(source, "[experiment] 'seeds'", f"lists a seed twice: {shorten(seeds)}")
     max_running = _int(exp.get("max_running", 1), source, "[experiment] 'max_running'", 1)
+    preset = exp.get("preset")
+    if preset is not None and preset not in preset_names():
+        raise ExperimentFileError(source, "[experiment] 'preset'", f"unknown preset {shorten(preset)}; known: "
+                                                    f"{', '.join(preset_names())}")
     train, grid = _table(data, "train", source), _table(data, "grid", source)
     _training_fields(train, source, "[train]")
     _training_fields(grid, source, "[grid]")
@@ -217,7 +223,8 @@ def parse_spec(data: dict, source: str, default_name: str) -> ExperimentSpec:
         if key in train:
             raise ExperimentFileError(source, f"[grid] '{key}'", "is also set in [train]; give it in one place")
     return ExperimentSpec(name=name, seeds=tuple(seeds), train=dict(train), grid={k: list(v) for k, v in grid.items()},
-                          evaluation=_evaluation(_table(data, "evaluate", source), source), max_running=max_running)
+                          evaluation=_evaluation(_table(data, "evaluate", source), source), max_running=max_running,
+                          preset=preset)
 
 
 def read_spec_text(path: str | Path) -> str:
