@@ -158,14 +158,27 @@ def _structure(u, t, g, miou, low=None) -> dict:
 
 
 def test_comparison_rows_carry_values_intervals_and_samples():
+    """Values, intervals and samples of every column; the few-shot column's interval is the one
+    :func:`segmentation_scores` gives (over its scored frames)."""
+    from relviz.eval.fewshot import segmentation_scores
+
+    confusion_a, confusion_b = np.zeros((17, 17), np.int64), np.zeros((17, 17), np.int64)
+    confusion_a[1, 1], confusion_a[1, 2], confusion_a[2, 2] = 8, 2, 5  # two classes, confused differently
+    confusion_b[1, 1], confusion_b[2, 2], confusion_b[2, 1] = 3, 4, 4  # on two frames: the interval has width
     entries = [{"checkpoint": "rel", "loss": "relational", "structure": _structure(1.5, 0.7, 0.2, 0.35, 0.01),
-                "fewshot": {"miou": 0.4, "fraction": 0.01, "frames": ["f1", "f2"]}},
+                "fewshot": {"method": "linear_probe", **segmentation_scores(np.stack([confusion_a, confusion_b])),
+                            "fraction": 0.01, "frames": ["f1", "f2"]}},
                {"checkpoint": "con", "loss": "contrastive", "structure": _structure(1.9, 0.5, 0.6, 0.25),
                 "fewshot": None}]
     rows = comparison_rows(entries, _structure(1.54, 0.73, 0.0, 0.5))
     assert [r["checkpoint"] for r in rows] == ["rel", "con", TEACHER]
     assert (rows[0]["uniformity"], rows[0]["uniformity_low"], rows[0]["uniformity_high"]) == (1.5, 1.49, 1.51)
-    assert rows[1]["uniformity_low"] is None and rows[1]["fewshot_miou"] is None and rows[0]["fewshot_miou"] == 0.4
+    few = entries[0]["fewshot"]
+    assert rows[1]["uniformity_low"] is None and rows[1]["fewshot_miou"] is None
+    assert rows[0]["fewshot_miou"] == few["miou"] and few["miou_interval"] is not None
+    assert (rows[0]["fewshot_miou_low"], rows[0]["fewshot_miou_high"]) == (few["miou_interval"]["low"],
+                                                                           few["miou_interval"]["high"])
+    assert rows[0]["fewshot_miou_low"] < rows[0]["fewshot_miou_high"]
     assert "3,000 points: up to 500 per class (seed 0)" in rows[0]["sample"]["uniformity"]
     assert "1% of the training frames (2 frames)" in rows[0]["sample"]["fewshot_miou"]
     report = {"rows": rows, "paired": [], "evidence": None,

@@ -54,7 +54,7 @@ def _row(label: str, loss, structure: Mapping, fewshot: Mapping | None) -> dict:
     row = {"checkpoint": label, "loss": loss}
     for m in METRICS:
         value = structure.get(m) if m != "fewshot_miou" else (fewshot or {}).get("miou")
-        interval = intervals.get(m) if m != "fewshot_miou" else (fewshot or {}).get("interval")
+        interval = intervals.get(m) if m != "fewshot_miou" else (fewshot or {}).get("miou_interval")
         row[m] = value
         row[f"{m}_low"] = interval["low"] if interval else None
         row[f"{m}_high"] = interval["high"] if interval else None
