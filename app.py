@@ -11,6 +11,7 @@ pages = {
                 st.Page("pages/evidence.py", title="Evidence", icon=":material/insights:")],
     "Query": [st.Page("pages/zeroshot.py", title="Zero-shot", icon=":material/search:")],
     "Train": [st.Page("pages/jobs.py", title="Jobs", icon=":material/play_circle:"),
+              st.Page("pages/experiments.py", title="Experiments", icon=":material/table_chart:"),
               st.Page("pages/toy.py", title="Toy experiment", icon=":material/science:")],
 }
 st.navigation(pages).run()

@@ -23,20 +23,28 @@ def _color(i: int) -> str:
     return qualitative.Plotly[i % len(qualitative.Plotly)]
 
 
-def validation_figure(curves: Mapping[str, pd.DataFrame], teacher: Mapping[str, float] | None = None) -> go.Figure:
+def validation_figure(curves: Mapping[str, pd.DataFrame], teacher: Mapping[str, float] | None = None,
+                      groups: Mapping[str, str] | None = None) -> go.Figure:
     """U, T, G and zero-shot mIoU against the training step, one panel each; one line per run in
     ``curves`` (run name -> frame with ``step`` and the panels' columns). ``teacher``'s values of U
-    and T, when given, are dashed lines: a student is more like its teacher the closer it gets."""
+    and T, when given, are dashed lines: a student is more like its teacher the closer it gets.
+    ``groups`` (run -> group, e.g. an experiment's cell) gives the runs of one group one colour and
+    one legend entry."""
+    groups = groups or {run: run for run in curves}
+    colors = {g: _color(i) for i, g in enumerate(dict.fromkeys(groups[run] for run in curves))}
     fig = make_subplots(rows=2, cols=2, shared_xaxes=True, subplot_titles=[METRICS[k][0] for k in PANELS],
                         vertical_spacing=0.12, horizontal_spacing=0.08)
-    for i, (run, curve) in enumerate(curves.items()):
+    shown: set[str] = set()
+    for run, curve in curves.items():
+        group = groups[run]
         for j, key in enumerate(PANELS):
             if key not in curve:
                 continue
-            fig.add_trace(go.Scatter(x=curve["step"], y=curve[key], mode="lines+markers", name=run, legendgroup=run,
-                                     showlegend=j == 0, line=dict(color=_color(i)),
+            fig.add_trace(go.Scatter(x=curve["step"], y=curve[key], mode="lines+markers", name=group, legendgroup=group,
+                                     showlegend=group not in shown, line=dict(color=colors[group]),
                                      hovertemplate=f"{run}<br>step %{{x}}<br>{METRICS[key][0]} %{{y:.4f}}<extra></extra>"),
                           row=j // 2 + 1, col=j % 2 + 1)
+            shown.add(group)
     for j, key in enumerate(PANELS):
         if teacher and key in teacher:
             fig.add_hline(y=teacher[key], line_dash="dash", line_color="#555", annotation_text="teacher",

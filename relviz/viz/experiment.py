@@ -1,0 +1,100 @@
+"""Figures and tables of an experiment's report (:func:`relviz.experiment.aggregate.aggregate`): the
+cells with their intervals over seeds, the differences between cells paired by seed, the
+label-efficiency curve (few-shot mIoU against the fraction of labelled frames, linear probe beside
+fine-tuning) and the structure during training of every run, coloured by cell."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from relviz.viz.training import validation_figure
+
+FEWSHOT_DASH = {"linear_probe": "dash", "finetune": "solid"}
+FEWSHOT_NAMES = {"linear_probe": "linear probe", "finetune": "fine-tuned"}
+
+
+def _interval_text(s: Mapping) -> str:
+    if s.get("mean") is None or not math.isfinite(s["mean"]):
+        return "-"
+    if s.get("low") is None:
+        return f"{s['mean']:.3f} (n={s['n']})"
+    return f"{s['mean']:.3f} ± {(s['high'] - s['low']) / 2:.3f}"
+
+
+def report_frame(report: Mapping) -> pd.DataFrame:
+    """One row per cell: its seeds and every metric as ``mean ± half-width`` of the interval over
+    seeds; then the teacher's structure on the same keyframes."""
+    rows = [{"cell": c["cell"], "seeds": len(c["seeds"]),
+             **{report["headings"][m]: _interval_text(c["metrics"][m]) for m in report["metrics"]}}
+            for c in report["cells"]]
+    teacher = (report.get("teacher") or {}).get("structure")
+    if teacher:
+        rows.append({"cell": "teacher (2D, paired points)", "seeds": None,
+                     **{report["headings"][m]: f"{teacher[m]:.3f}" if m in teacher else "-" for m in report["metrics"]}})
+    return pd.DataFrame(rows)
+
+
+def differences_frame(report: Mapping) -> pd.DataFrame:
+    """One row per pair of cells: a - b paired by seed, ``mean ± half-width``, ``*`` where the
+    interval excludes 0."""
+    return pd.DataFrame([{"a - b": f"{d['a']} - {d['b']}", "seeds": len(d["seeds"]),
+                          **{report["headings"][m]: _interval_text(d["metrics"][m])
+                             + (" *" if d["metrics"][m].get("significant") else "") for m in report["metrics"]}}
+                         for d in report.get("differences") or []])
+
+
+def label_efficiency(report: Mapping) -> pd.DataFrame:
+    """Few-shot mIoU per cell, method and fraction (columns cell, method, fraction, mean, low, high, n),
+    from the report's ``<method>@<fraction>`` metrics; empty when it has none."""
+    rows = []
+    for c in report["cells"]:
+        for m, s in c["metrics"].items():
+            method, _, fraction = m.partition("@")
+            if method in FEWSHOT_NAMES and s.get("mean") is not None:
+                rows.append({"cell": c["cell"], "method": method, "fraction": float(fraction), "mean": s["mean"],
+                             "low": s.get("low"), "high": s.get("high"), "n": s["n"]})
+    return pd.DataFrame(rows, columns=["cell", "method", "fraction", "mean", "low", "high", "n"])
+
+
+def label_efficiency_figure(report: Mapping) -> go.Figure:
+    """Few-shot mIoU against the fraction of labelled training frames (log axis): one colour per
+    cell, fine-tuning solid and the linear probe dashed, error bars the intervals over seeds."""
+    frame = label_efficiency(report)
+    fig = go.Figure()
+    for i, cell in enumerate(dict.fromkeys(frame["cell"])):
+        for method in FEWSHOT_NAMES:
+            part = frame[(frame["cell"] == cell) & (frame["method"] == method)].sort_values("fraction")
+            if part.empty:
+                continue
+            has_interval = part["low"].notna().all()
+            fig.add_trace(go.Scatter(
+                x=part["fraction"], y=part["mean"], mode="lines+markers", name=f"{cell}, {FEWSHOT_NAMES[method]}",
+                line=dict(color=qualitative.Plotly[i % 10], dash=FEWSHOT_DASH[method]),
+                error_y=dict(type="data", symmetric=False, array=part["high"] - part["mean"],
+                             arrayminus=part["mean"] - part["low"]) if has_interval else None,
+                hovertemplate=f"{cell}, {FEWSHOT_NAMES[method]}<br>%{{x:.0%}} of the frames<br>mIoU %{{y:.3f}}"
+                              "<extra></extra>"))
+    fig.update_xaxes(type="log", title_text="fraction of labelled training frames", tickformat=".0%")
+    fig.update_yaxes(title_text="few-shot mIoU (mean over seeds)")
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def curves_by_cell(report: Mapping) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The runs' validation curves (run key -> frame) and each run's cell, for :func:`curves_figure`."""
+    cell_of = {r["key"]: r["cell"] for r in report["runs"]}
+    curves = {key: pd.DataFrame(rows) for key, rows in (report.get("curves") or {}).items() if rows}
+    return curves, {key: cell_of.get(key, key) for key in curves}
+
+
+def curves_figure(report: Mapping) -> go.Figure:
+    """U, T, G and zero-shot mIoU against the step for every run, coloured by cell (one legend entry
+    per cell), with the teacher's U and T dashed."""
+    curves, groups = curves_by_cell(report)
+    teacher = (report.get("teacher") or {}).get("structure")
+    return validation_figure(curves, teacher, groups=groups)
