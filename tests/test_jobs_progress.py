@@ -166,7 +166,30 @@ def test_launched_job_runs_at_the_recorded_niceness_and_threads(synthetic_root, 
                        Path(f"/proc/{job.pid}/environ").read_text().split("\0") if "=" in item)
         assert environ["OMP_NUM_THREADS"] == str(recorded["threads"]) == str(expected.threads)
         assert (recorded["pid"], recorded["cores"]) == (job.pid, available_cores())
+        group = Path(f"/proc/{job.pid}/autogroup")
+        if group.is_file():  # autogroup scheduling: the job's session is nicer, not only its process
+            assert int(group.read_text().split("nice")[1]) == recorded["autogroup_niceness"] == 10
+            assert group.read_text().split()[0] != Path("/proc/self/autogroup").read_text().split()[0]
         progress = store.progress_of(store.get(job.id))
         assert (progress.niceness, progress.threads) == (10, expected.threads)
     finally:
         os.killpg(job.pgid, signal.SIGKILL)  # what is under test is done: no graceful cancel to wait for
+
+
+def test_the_autogroup_niceness_is_raised_never_lowered(tmp_path, monkeypatch):
+    """The autogroup file as Linux shows it: raised to the job's niceness; a group already nicer keeps
+    its value; no file (no autogroups) is None."""
+    from relviz.jobs.priority import renice_autogroup
+
+    group = tmp_path / "autogroup"
+    group.write_text("/autogroup-17 nice 0\n")
+    written, original_write = [], Path.write_text
+
+    def write_like_the_kernel(self, text, *args, **kwargs):  # reads then give the formatted line
+        written.append(text)
+        return original_write(self, f"/autogroup-17 nice {int(text)}\n")
+
+    monkeypatch.setattr(Path, "write_text", write_like_the_kernel)
+    assert renice_autogroup(10, group) == 10 and written == ["10"]
+    assert renice_autogroup(5, group) == 10 and written == ["10"]  # never lowered
+    assert renice_autogroup(10, tmp_path / "absent") is None

@@ -5,7 +5,12 @@ one thread per core in every process, oversubscribes them: a page update then wa
 the job's thread pools. So a job runs
 
 * at a higher niceness (:data:`DEFAULT_NICENESS`, 10): under contention the kernel gives the app's
-  processes about nine times the job's share of a core, and the job still gets every idle cycle;
+  processes about nine times the job's share of a core, and the job still gets every idle cycle.
+  On Linux with autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on in most
+  distributions) a process's niceness only orders it within its session's group, and a job is its
+  own session (a detached process group): measured here, a job at niceness 10 still took an equal
+  share against a busy process of another session. So the job also sets its autogroup's niceness
+  (``/proc/self/autogroup``), which orders it against the other sessions;
 * with a torch thread count chosen from the machine, by one rule (:func:`choose_priority`): keep
   ``max(1, cores // 8)`` cores for the app (one core on a machine of up to 15 cores, two up to 23,
   ...) and share the rest between the job's processes, at least one thread each.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from relviz.errors import InputError
 
@@ -86,6 +92,7 @@ def apply_priority(priority: JobPriority) -> dict:
     Returns what the process runs at now (``niceness``, ``threads``, ``interop_threads``, ``cores``),
     which the job records as its ``priority`` event."""
     niceness = renice(0, priority.niceness)  # first: the imports below already run at it
+    group_niceness = renice_autogroup(priority.niceness)
     import torch
 
     if priority.threads:
@@ -94,5 +101,23 @@ def apply_priority(priority: JobPriority) -> dict:
             torch.set_num_interop_threads(priority.threads)
         except RuntimeError:  # only settable before any parallel work; then the default stays
             pass
-    return {"niceness": niceness, "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-            "cores": available_cores()}
+    return {"niceness": niceness, "autogroup_niceness": group_niceness, "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(), "cores": available_cores()}
+
+
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def renice_autogroup(niceness: int, path: Path = AUTOGROUP) -> int | None:
+    """Raise the niceness of this process's autogroup (its session's scheduling group) to
+    ``niceness``; returns the group's niceness now, or None where there are no autogroups (not
+    Linux, autogroup scheduling off) or the file cannot be written. Never lowers it."""
+    try:
+        text = path.read_text()  # "/autogroup-504 nice 0"
+        current = int(text.split("nice")[1])
+        if niceness > current:
+            path.write_text(str(niceness))
+            current = int(path.read_text().split("nice")[1])
+        return current
+    except (OSError, IndexError, ValueError):
+        return None
