@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-running", type=int, default=None)
     ap.add_argument("--retry-failed", action="store_true")
     args = ap.parse_args(argv)
+    from relviz.jobs.priority import apply_priority, choose_priority
+
+    # a background supervisor evaluates finished runs (probes, fine-tuning): at a job's priority too
+    apply_priority(choose_priority(1))
 
     def log(line: str) -> None:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", flush=True)
