@@ -2,6 +2,7 @@
 
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -46,19 +47,17 @@ def nusc(synthetic_root):
     return open_nuscenes(synthetic_root, "v1.0-mini")
 
 
-@pytest.fixture
-def app_workspace(workspace_home, synthetic_root):
-    """A workspace with the small synthetic dataset and two random students in runs/."""
+def _app_home(home, synthetic_root):
+    """``home`` as a workspace with the small synthetic dataset and two random students in runs/."""
     from pathlib import Path
 
     from relviz.models import build_minkunet
     from relviz.models.checkpoint import save_checkpoint
-
-    home = Path(workspace_home)
-    (home / "datasets").mkdir(exist_ok=True)
-    os.symlink(synthetic_root, home / "datasets" / "synthetic-mini")
     from relviz.teacher.demo import load_demo_teacher
 
+    home = Path(home)
+    (home / "datasets").mkdir(exist_ok=True)
+    os.symlink(synthetic_root, home / "datasets" / "synthetic-mini")
     dim = load_demo_teacher().dim
     for i, loss in enumerate(("relational", "contrastive")):
         torch.manual_seed(i)
@@ -68,3 +67,34 @@ def app_workspace(workspace_home, synthetic_root):
     return home
 
 
+@pytest.fixture(scope="session")
+def warm_cache_template(tmp_path_factory, synthetic_root):
+    """The disk caches `relviz warm` leaves for the small dataset, computed once per session: the
+    dataset index, class embeddings, the teacher's and the committed demo students' validation
+    features and metrics, and the default toy run. Their keys hold the dataset's resolved path and
+    the checkpoint's path, so they are valid in every test's workspace for the committed students
+    (the random students of each test have their own paths, hence their own keys: computed anew)."""
+    from relviz.config import load_settings
+    from relviz.workspace import warm_caches
+
+    home = tmp_path_factory.mktemp("warm-template")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RELVIZ_HOME", str(home))
+        _app_home(home, synthetic_root)
+        settings = load_settings()
+        warm_caches(settings, settings.dataset_root("synthetic-mini"), log=lambda *_: None)
+    return home / "cache"
+
+
+@pytest.fixture
+def cold_app_workspace(workspace_home, synthetic_root):
+    """A workspace with the small synthetic dataset and two random students in runs/, nothing cached."""
+    return _app_home(workspace_home, synthetic_root)
+
+
+@pytest.fixture
+def app_workspace(cold_app_workspace, warm_cache_template):
+    """:func:`cold_app_workspace` with the caches of :func:`warm_cache_template` copied in (copies, not
+    links: some tests damage cache files on purpose)."""
+    shutil.copytree(warm_cache_template, cold_app_workspace / "cache", dirs_exist_ok=True)
+    return cold_app_workspace

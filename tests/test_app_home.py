@@ -23,7 +23,7 @@ def test_home_shows_bad_settings(tmp_path, monkeypatch):
     assert "not a directory" in at.error[0].value
 
 
-def test_home_says_what_is_still_being_prepared(app_workspace):
+def test_home_says_what_is_still_being_prepared(cold_app_workspace):
     """Before `relviz warm` the Home page names the missing caches; after it, says nothing."""
     from relviz.config import load_settings
     from relviz.workspace import pending_caches, student_checkpoints
@@ -37,7 +37,7 @@ def test_home_says_what_is_still_being_prepared(app_workspace):
     assert not at.exception, at.exception
     shown = " ".join(i.value for i in at.info)
     assert "Still being prepared" in shown and all(p in shown for p in pending)
-    assert pending_caches(s, Path(app_workspace) / "datasets" / "absent") == [
+    assert pending_caches(s, Path(cold_app_workspace) / "datasets" / "absent") == [
         "the dataset absent (`relviz demo --dataset-only` generates it)"]
 
 

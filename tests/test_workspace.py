@@ -95,7 +95,7 @@ def test_toy_run_cache_returns_the_same_result(tmp_path):
     assert len(list((tmp_path / "toy").glob("*.json"))) == 2  # another config, another entry
 
 
-def test_warm_caches_then_pages_need_no_model(app_workspace):
+def test_warm_caches_then_pages_need_no_model(cold_app_workspace):
     """After warm_caches, features and metrics of every checkpoint come from disk; they equal a
     direct computation on the same features."""
     from relviz import workspace
@@ -157,7 +157,7 @@ def test_warm_caches_then_pages_need_no_model(app_workspace):
     assert sum(again.values()) < sum(timings.values())
 
 
-def test_warm_command(app_workspace):
+def test_warm_command(cold_app_workspace):
     from typer.testing import CliRunner
 
     from relviz.cli import app
@@ -169,7 +169,7 @@ def test_warm_command(app_workspace):
     assert list(home.glob("valfeatures/*/*/teacher-n1.safetensors"))
     assert list(home.glob("index/*.json")) and list(home.glob("toy/*.json"))
     metrics = list(home.glob("valfeatures/*/*/*-n1-metrics-pc500-s0-b*.json"))
-    assert len(metrics) == 1 + len([p for p in (Path(app_workspace) / "runs").iterdir()]) + 3
+    assert len(metrics) == 1 + len([p for p in (Path(cold_app_workspace) / "runs").iterdir()]) + 3
     assert all(np.isfinite(json.loads(p.read_text())["uniformity"]) for p in metrics)
 
 
@@ -180,7 +180,7 @@ def test_server_preload_imports_what_pages_use():
     assert APP.is_file()
 
 
-def test_warm_goes_on_past_a_broken_checkpoint_and_says_so(app_workspace):
+def test_warm_goes_on_past_a_broken_checkpoint_and_says_so(cold_app_workspace):
     from typer.testing import CliRunner
 
     from relviz.cli import app
@@ -188,7 +188,7 @@ def test_warm_goes_on_past_a_broken_checkpoint_and_says_so(app_workspace):
     from relviz.models.checkpoint import save_checkpoint
 
     arch = build_minkunet("MinkUNet14", out_channels=8, width=0.125, backend="torch").config.to_dict()
-    save_checkpoint(Path(app_workspace) / "runs" / "bad-weights" / "student.safetensors",
+    save_checkpoint(Path(cold_app_workspace) / "runs" / "bad-weights" / "student.safetensors",
                     {"not.a.layer": torch.zeros(3)}, {"kind": "student", "architecture": arch, "loss": "relational"})
     result = CliRunner().invoke(app, ["warm", "--dataset", "synthetic-mini", "--samples", "1"])
     assert result.exit_code == 1
