@@ -1,11 +1,18 @@
-"""Feature structure: U, T (per class) and G with their intervals, and the PCA of exactly the sample
-they were computed on."""
+"""Feature structure: U, T (per class) and G with their intervals, the PCA of exactly the sample
+they were computed on, and the same sample in the scene, linked (a selection in one is ringed in the
+other; a text query's matches are ringed in both)."""
 
+import numpy as np
 import streamlit as st
 
 from pages import common
+from relviz.errors import RelvizError
+from relviz.eval.structure import sample_indices, sample_locations
+from relviz.eval.zeroshot import assign_by_text, parse_queries
 from relviz.viz import explain
+from relviz.viz import zeroshot_view as zv
 from relviz.viz.compare import per_class_figure
+from relviz.viz.linked import scene_figure, selected_sample
 from relviz.viz.pca import pca_figure
 
 st.title("Feature structure")
@@ -38,8 +45,47 @@ for col, key in zip(st.columns(4), ("uniformity", "tolerance", "gap", "gap_all_p
                delta=f"95% [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else None, delta_color="off")
 st.caption(explain.sample_caption(metrics["sample_size"], per_class, metrics["sample"]["keyframes"], seed)
            + " Intervals: bootstrap over keyframes.")
-view = st.radio("PCA view", ["2D", "3D"], horizontal=True, key="view")
-st.plotly_chart(pca_figure(z, y, dims=3 if view == "3D" else 2), width="stretch", key="pca")
+
+
+def select_from(chart_key: str) -> None:  # a box or lasso selection in either view becomes the linked one
+    st.session_state["linked_sample"] = selected_sample(st.session_state.get(chart_key), len(y))
+
+
+q1, q2, q3 = st.columns([2, 3, 1])
+view = q1.radio("PCA view", ["2D", "3D"], horizontal=True, key="view", help="select (box or lasso) in 2D")
+query = q2.text_input("Ring the points matching a query", key="link_query", placeholder="e.g. parked car")
+threshold = q3.number_input("cosine at least", -1.0, 1.0, 0.2, 0.05, key="link_threshold")
+ring = np.zeros(len(y), bool)
+ring[[i for i in st.session_state.get("linked_sample", []) if i < len(y)]] = True
+if query.strip():
+    try:
+        prompt = parse_queries(query).prompts[:1]
+        text = zv.embed_prompts(prompt, common.class_embeddings(s), lambda: common.active_teacher(s))
+        matches = (assign_by_text(z, text, threshold)[0] == 0).numpy()
+        ring |= matches
+        st.caption(f"{int(matches.sum()):,} of {len(y):,} sample points have cosine >= {threshold:.2f} with "
+                   f"{prompt[0]!r}")
+    except RelvizError as e:
+        st.error(str(e))
+pca = pca_figure(z, y, dims=3 if view == "3D" else 2, highlight=ring, highlight_name="ringed")
+st.plotly_chart(pca, width="stretch", key="pca", **({} if view == "3D" else dict(
+    on_select=lambda: select_from("pca"), selection_mode=("box", "lasso"))))
+if ckpts.get(choice) is None:
+    st.caption("The teacher's features exist at camera-paired points only: choose a student to see its sample "
+               "in the scene.")
+else:
+    val = common.val_features(ckpts[choice], root, n_samples)
+    kf, at = (t.numpy() for t in sample_locations(val, sample_indices(val, metrics)))
+    most = np.bincount(kf[ring], minlength=n_samples).argmax() if ring.any() else 0
+    frame = st.selectbox("Scene: keyframe", range(n_samples), index=int(most), key="link_kf",
+                         help="the keyframe with the most ringed points, unless you choose")
+    m = kf == frame
+    xyz = common.dataset(root).lidar(frame)[0][:, :3]
+    st.plotly_chart(scene_figure(xyz, at[m], np.nonzero(m)[0], y.numpy()[m], np.nonzero(ring)[0]),
+                    width="stretch", key="scene", on_select=lambda: select_from("scene"),
+                    selection_mode=("box", "lasso"))
+    st.caption(f"Bird's-eye view of keyframe {frame}: {int(m.sum()):,} sample points in colour over its lidar points; "
+               "select (box or lasso) here or in the PCA to ring the same points in the other.")
 st.plotly_chart(per_class_figure({choice: metrics}, "tolerance_per_class", "Tolerance per class", "tolerance"),
                 width="stretch", key="tol")
 undefined = [common.CLASS_NAMES[c - 1] for c, n in metrics["sample_counts"].items() if n < 2]

@@ -101,6 +101,16 @@ def sample_indices(val: dict, result: dict) -> torch.Tensor:
     return idx
 
 
+def sample_locations(val: dict, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the sample points ``idx`` [S] (indices into the paired points of a student's ``val`` of
+    :func:`gather_val_features`, which holds every lidar point of its keyframes in order) lie: their
+    keyframe [S] (0..n-1, the dataset's order) and their index among that keyframe's lidar points [S]."""
+    counts = torch.bincount(val["keyframe"], minlength=n_keyframes(val))
+    offsets = torch.cumsum(counts, 0) - counts
+    keyframe = val["pair_keyframe"][idx]
+    return keyframe, val["pair_index"][idx] - offsets[keyframe]
+
+
 def n_keyframes(val: dict) -> int:
     return int(val["keyframe"].max()) + 1 if len(val["keyframe"]) else 0
 

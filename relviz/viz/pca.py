@@ -15,13 +15,14 @@ CLASS_COLOR = {c: f"rgb{tuple(int(v) for v in CLASS_COLORS[c])}" for c in range(
 
 
 def _class_traces(p: np.ndarray, labels: np.ndarray, dims: int, show_legend: bool, size: float) -> list:
-    """One WebGL trace per class present in ``labels`` [N] (1..16) for projections ``p`` [N, >=dims]."""
+    """One WebGL trace per class present in ``labels`` [N] (1..16) for projections ``p`` [N, >=dims];
+    each point's ``customdata`` is its index in ``labels``, so a selection maps back to the sample."""
     traces = []
     for c in np.unique(labels):
         m = labels == c
         name = CLASSES[int(c)]
         common = dict(mode="markers", name=name, legendgroup=name, showlegend=show_legend,
-                      marker=dict(size=size, color=CLASS_COLOR[int(c)]))
+                      customdata=np.nonzero(m)[0], marker=dict(size=size, color=CLASS_COLOR[int(c)]))
         if dims == 3:
             traces.append(go.Scatter3d(x=p[m, 0], y=p[m, 1], z=p[m, 2], **common))
         else:
@@ -29,13 +30,24 @@ def _class_traces(p: np.ndarray, labels: np.ndarray, dims: int, show_legend: boo
     return traces
 
 
-def pca_figure(features: torch.Tensor, labels: torch.Tensor, dims: int = 2, height: int = 560) -> go.Figure:
+HIGHLIGHT = dict(color="rgba(0,0,0,0)", line=dict(color="black", width=1.5))
+
+
+def pca_figure(features: torch.Tensor, labels: torch.Tensor, dims: int = 2, height: int = 560,
+               highlight: np.ndarray | None = None, highlight_name: str = "selected") -> go.Figure:
     """A sample's features [N, D] with labels [N] projected on their own first ``dims`` (2 or 3)
-    principal axes, coloured by class; the axis titles carry the explained variance."""
+    principal axes, coloured by class; the axis titles carry the explained variance. ``highlight``
+    (bool [N]) rings those points in black, as one more trace named ``highlight_name``."""
     pca = fit_pca(features, k=3 if dims == 3 else 2)
     p = pca.transform(features).cpu().numpy()
     ev = pca.explained_variance_ratio.tolist()
     fig = go.Figure(_class_traces(p, labels.cpu().numpy(), dims, True, 2 if dims == 3 else 3))
+    if highlight is not None and highlight.any():
+        h = p[np.asarray(highlight, bool)]
+        ring = dict(mode="markers", name=f"{highlight_name} ({len(h):,})", hoverinfo="skip",
+                    marker=dict(size=7 if dims == 2 else 4, **HIGHLIGHT))
+        fig.add_trace(go.Scatter3d(x=h[:, 0], y=h[:, 1], z=h[:, 2], **ring) if dims == 3 else
+                      go.Scattergl(x=h[:, 0], y=h[:, 1], **ring))
     titles = {f"{axis}axis_title": f"PC{i + 1} ({ev[i]:.0%})" for i, axis in enumerate("xyz"[:dims])}
     if dims == 3:
         fig.update_layout(scene=titles)
@@ -67,4 +79,4 @@ def shared_pca_figure(panels: dict[str, tuple[torch.Tensor, torch.Tensor]], refe
     return fig
 
 
-__all__ = ["CLASS_COLOR", "pca_figure", "shared_pca_figure"]
+__all__ = ["CLASS_COLOR", "HIGHLIGHT", "pca_figure", "shared_pca_figure"]

@@ -1,0 +1,83 @@
+"""Linked views: where each sample point lies (against a walk over the keyframes), selections read
+back from plotly events, and the Feature structure page ringing the same points in the PCA and in
+the scene, and a query's matches (against the cosine computed here)."""
+
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from support import trace_values
+from relviz.eval.features import with_pairs
+from relviz.eval.structure import sample_locations
+from relviz.viz.linked import scene_figure, selected_sample
+
+
+def test_sample_locations_walk_back_to_each_keyframes_points():
+    gen = torch.Generator().manual_seed(0)
+    sizes = [7, 3, 11]  # lidar points per keyframe
+    keyframe = torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)])
+    paired = [torch.tensor([0, 2, 6]), torch.tensor([1]), torch.tensor([3, 4, 9, 10])]  # per keyframe, own indices
+    offsets = [0, 7, 10]
+    val = with_pairs({"features": torch.randn(sum(sizes), 4, generator=gen), "labels": torch.ones(sum(sizes)),
+                      "keyframe": keyframe, "pair_index": torch.cat([p + o for p, o in zip(paired, offsets)])})
+    idx = torch.tensor([7, 0, 3, 4, 5])
+    kf, at = sample_locations(val, idx)
+    own = [(k, int(p)) for k, ps in enumerate(paired) for p in ps]  # the pairs in order, by hand
+    assert list(zip(kf.tolist(), at.tolist())) == [own[i] for i in idx.tolist()]
+
+
+def test_selected_sample_reads_customdata_and_ignores_the_rest():
+    event = {"selection": {"points": [{"customdata": 4}, {"customdata": [2]}, {"customdata": 4.0},
+                                      {"curve_number": 0}, {"customdata": 99}, {"customdata": -1},
+                                      {"customdata": True}, {"customdata": "3"}]}}
+    assert selected_sample(event, size=10) == [2, 4]
+    assert selected_sample(None, 10) == [] and selected_sample({"selection": {}}, 10) == []
+
+
+def test_scene_figure_rings_the_highlighted_sample_points():
+    xyz = np.arange(30, dtype=float).reshape(10, 3)
+    fig = scene_figure(xyz, np.array([1, 4, 8]), np.array([10, 11, 12]), np.array([1, 1, 2]), highlight=[11, 12, 99])
+    ringed = [t for t in fig.data if t.name.startswith("ringed")]
+    assert len(ringed) == 1 and ringed[0].name == "ringed (2)"
+    assert list(ringed[0].x) == [xyz[4, 0], xyz[8, 0]]
+    assert sorted(int(c) for t in fig.data[1:3] for c in t.customdata) == [10, 11, 12]
+
+
+def _fail():
+    raise AssertionError("computed instead of read from the page's caches")
+
+
+def test_structure_page_rings_selected_and_matching_points_in_both_views(app_workspace):
+    from streamlit.testing.v1 import AppTest
+
+    from relviz.config import load_settings
+    from relviz.data.classes import CLASSES
+    from relviz.workspace import class_embeddings, metric_sample, structure, student_checkpoints, val_features
+
+    from test_app import APP
+
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/structure.py").run()
+    at.selectbox(key="ckpt").set_value("test-relational").run()
+    assert not at.exception, at.exception
+    at.session_state["linked_sample"] = [0, 3, 5]  # what a selection in either view stores
+    at.run()
+    pca, scene, _ = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))  # page order
+    assert [t["name"] for t in pca["data"] if t["name"].startswith("ringed")] == ["ringed (3)"]
+    ringed_in_scene = [t for t in scene["data"] if t["name"].startswith("ringed")]
+    sample_in_scene = {int(c) for t in scene["data"][1:] if "customdata" in t for c in trace_values(t["customdata"])}
+    assert sum(len(trace_values(t["x"])) for t in ringed_in_scene) == len({0, 3, 5} & sample_in_scene) > 0
+    # a query: the ringed points are those whose cosine with the query's embedding reaches the threshold
+    at.text_input(key="link_query").set_value("driveable surface").run()
+    at.number_input(key="link_threshold").set_value(0.1).run()
+    assert not at.exception, at.exception
+    s = load_settings()
+    info = {c.label: c for c in student_checkpoints(s)}["test-relational"]
+    root = s.dataset_root("synthetic-mini")
+    # the page has stored all of these: no loader is called
+    z, _ = metric_sample(val_features(s, root, info, 4, _fail), structure(s, root, info, 4, 500, 0, _fail))
+    text = class_embeddings(s, _fail)[CLASSES.index("driveable_surface") - 1]  # class c is row c - 1
+    expected = int(((F.normalize(z.float(), dim=1) @ F.normalize(text.float(), dim=0)) >= 0.1).sum())
+    assert any(f"{expected:,} of {len(z):,} sample points" in c.value for c in at.caption)
