@@ -222,3 +222,27 @@ def test_gradcheck_custom_function():
     atol = 2 * (gamma(54) * s_max + U64 * j_max * j_max) / eps
     assert torch.autograd.gradcheck(lambda f, w: sparse_conv_features(f, w, kmap), (feats, w), eps=eps, atol=atol,
                                     rtol=0)
+
+
+def test_packed_keys_round_trip_and_strided_coordinates_equal_row_unique():
+    """unpack_keys inverts pack_keys at the edges of the range; the strided coordinates (unique over
+    packed keys) are exactly torch.unique over rows, in the same order, for negative coordinates and
+    several batches."""
+    from relviz.sparse.core import _HALF, CoordinateManager, pack_keys, unpack_keys
+
+    gen = torch.Generator().manual_seed(3)
+    coords = torch.cat([torch.randint(0, 3, (500, 1), generator=gen),
+                        torch.randint(-40, 40, (500, 3), generator=gen)], 1)
+    edges = torch.tensor([[0, -_HALF, -_HALF, -_HALF], [2, _HALF - 1, _HALF - 1, _HALF - 1], [1, 0, -1, 5]])
+    for c in (coords, edges):
+        assert torch.equal(unpack_keys(pack_keys(c)), c)
+    for stride, out_stride in ((1, 2), (1, 4), (2, 8)):
+        manager = CoordinateManager()
+        base = coords.clone()
+        base[:, 1:] = torch.div(base[:, 1:], stride, rounding_mode="floor") * stride
+        manager.register(stride, torch.unique(base, dim=0))
+        reference = manager.coords[stride].clone()
+        reference[:, 1:] = torch.div(reference[:, 1:], out_stride, rounding_mode="floor") * out_stride
+        got = manager.strided_coords(stride, out_stride)
+        assert torch.equal(got, torch.unique(reference, dim=0)) and got.dtype == reference.dtype
+        assert torch.equal(manager._keys[out_stride], pack_keys(got))

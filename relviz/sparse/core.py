@@ -46,6 +46,13 @@ def pack_keys(coords: torch.Tensor) -> torch.Tensor:
     return ((c[:, 0] << _BITS | s[:, 0]) << _BITS | s[:, 1]) << _BITS | s[:, 2]
 
 
+def unpack_keys(keys: torch.Tensor) -> torch.Tensor:
+    """[N] int64 keys of :func:`pack_keys` -> [N, 4] int64 (batch, x, y, z), its exact inverse."""
+    mask = (1 << _BITS) - 1
+    return torch.stack([keys >> (3 * _BITS), (keys >> (2 * _BITS) & mask) - _HALF,
+                        (keys >> _BITS & mask) - _HALF, (keys & mask) - _HALF], dim=1)
+
+
 def _offset_key(offsets: torch.Tensor) -> torch.Tensor:
     """[K, 3] spatial offsets -> [K] increments that shift a packed key by that offset."""
     o = offsets.long()
@@ -122,9 +129,14 @@ class CoordinateManager:
     def strided_coords(self, stride: int, out_stride: int) -> torch.Tensor:
         """Coordinates at ``out_stride``: those at ``stride`` floored to the coarser grid (unique, sorted)."""
         if out_stride not in self.coords:
-            c = self.coords[stride].clone()
+            c = self.coords[stride].long().clone()
             c[:, 1:] = torch.div(c[:, 1:], out_stride, rounding_mode="floor") * out_stride
-            self.register(out_stride, torch.unique(c, dim=0))
+            # unique over the packed keys (order-preserving, so the same rows in the same order as
+            # torch.unique(c, dim=0)): a 1-D sort instead of a row-wise one, which took 14% of a
+            # demo training step (py-spy, bench/README.md)
+            keys = torch.unique(pack_keys(c), sorted=True)
+            self.coords[out_stride] = unpack_keys(keys).to(self.coords[stride].dtype)
+            self._keys[out_stride] = keys
         return self.coords[out_stride]
 
     def kernel_map(self, in_stride: int, out_stride: int, kernel_size: int, dilation: int = 1,
