@@ -214,3 +214,18 @@ def test_cell_differences_are_paired_by_seed_and_match_scipys_paired_t_interval(
     assert (m["low"], m["high"]) == pytest.approx((reference.low, reference.high), abs=1e-12)
     assert m["significant"] is True and by_pair[("b", "c")]["metrics"]["zeroshot_miou"]["significant"] is False
     assert "| a - b | 3 | 0.080 ± " in to_markdown(report, "t")
+
+
+def test_curve_means_average_the_steps_every_run_of_a_cell_reached():
+    from relviz.experiment.aggregate import aggregate
+
+    curves = {"a0": [{"step": 100, "uniformity": 1.0, "tolerance": 0.9, "gap": 0.5, "zeroshot_miou": 0.2},
+                     {"step": 200, "uniformity": 1.4, "tolerance": 0.8, "gap": 0.4, "zeroshot_miou": 0.3}],
+              "a1": [{"step": 100, "uniformity": 1.2, "tolerance": 0.7, "gap": 0.7, "zeroshot_miou": 0.4}]}
+    runs = [{"key": k, "cell": "a", "seed": i, "status": "running", "metrics": None} for i, k in enumerate(curves)]
+    report = aggregate([{"cell": "a", "values": {}}], runs, curves=curves)
+    (row,) = report["curve_means"]  # step 200: only one of the two runs got there, so it is left out
+    # one addition and one division or subtraction of float64 numbers near 1: an ulp or two
+    assert (row["step"], row["n"]) == (100, 2)
+    assert row["uniformity"] == pytest.approx(1.1, abs=1e-15) and row["uniformity_spread"] == pytest.approx(0.2, abs=1e-15)
+    assert row["zeroshot_miou"] == pytest.approx(0.3, abs=1e-15)

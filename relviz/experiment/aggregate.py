@@ -82,6 +82,30 @@ def cell_differences(cells: list[dict], runs: list[dict], metrics: list[str],
     return out
 
 
+CURVE_METRICS = ("uniformity", "tolerance", "gap", "zeroshot_miou")
+
+
+def curve_means(cells: list[dict], runs: list[dict], curves: dict) -> list[dict]:
+    """Structure during training per cell: at every validation step that all of the cell's runs with
+    a curve reached, the mean over those runs of each of :data:`CURVE_METRICS`, and the spread
+    (max - min) over them. Rows ``{"cell", "step", "n", <metric>, <metric>_spread}``."""
+    rows = []
+    for cell in cells:
+        keyed = [curves[r["key"]] for r in runs if r["cell"] == cell["cell"] and curves.get(r["key"])]
+        if not keyed:
+            continue
+        by_step = [{e["step"]: e for e in curve} for curve in keyed]
+        for step in sorted(set.intersection(*(set(b) for b in by_step))):
+            row = {"cell": cell["cell"], "step": step, "n": len(by_step)}
+            for m in CURVE_METRICS:
+                values = [b[step].get(m) for b in by_step]
+                values = [v for v in values if v is not None and math.isfinite(v)]
+                row[m] = sum(values) / len(values) if values else None
+                row[f"{m}_spread"] = max(values) - min(values) if values else None
+            rows.append(row)
+    return rows
+
+
 def _gap_vs_performance(rows: list[dict], teacher: dict) -> dict:
     """:func:`relviz.eval.evidence.gap_vs_performance` of ``rows``, or why it cannot be computed."""
     from relviz.eval.evidence import gap_vs_performance
@@ -128,6 +152,7 @@ def aggregate(cells: list[dict], runs: list[dict], teacher: dict | None = None, 
             "interval": "Student t over seeds: mean +- t_{0.975, n-1} s / sqrt(n)", "cells": rows,
             "runs": runs, "missing": missing, "teacher": teacher, "gap_vs_performance": correlations,
             "differences": cell_differences(cells, runs, metrics),
+            "curve_means": curve_means(cells, runs, curves or {}),
             "curves": curves or {}, "protocol": protocol}
 
 
@@ -181,6 +206,20 @@ def _difference_lines(differences: list[dict], report: dict) -> list[str]:
     return lines
 
 
+def _curve_lines(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "## During training", "",
+             "Each run's own validation (its `val_samples` keyframes and `val_per_class` points per class): the "
+             "mean over the cell's runs, and in brackets the spread (max - min) over them.", "",
+             "| cell | step | runs | " + " | ".join(STRUCTURE_METRICS[m] for m in CURVE_METRICS) + " |",
+             "|---|---|---|" + "---|" * len(CURVE_METRICS)]
+    for r in rows:
+        lines.append(f"| {r['cell']} | {r['step']} | {r['n']} | " + " | ".join(
+            "-" if r[m] is None else f"{r[m]:.3f} ({r[f'{m}_spread']:.3f})" for m in CURVE_METRICS) + " |")
+    return lines
+
+
 def to_markdown(report: dict, title: str) -> str:
     metrics = report["metrics"]
     lines = [f"# Experiment {title}", "",
@@ -200,6 +239,7 @@ def to_markdown(report: dict, title: str) -> str:
         lines.append(f"| {r['key']} | {r['cell']} | {r['seed']} | {r['status']} | "
                      + " | ".join(_fmt((r["metrics"] or {}).get(m)) for m in metrics) + " |")
     lines += _difference_lines(report.get("differences") or [], report)
+    lines += _curve_lines(report.get("curve_means") or [])
     lines += _correlation_lines(report["gap_vs_performance"])
     p = report.get("protocol")
     if p:
