@@ -110,13 +110,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["RELVIZ_HOME"] = str(bench_home(base, Path(tmp) / "home"))
         from relviz.config import load_settings
-        from relviz.demo import DEMO_STUDENT
         from relviz.jobs import UNMANAGED, available_cores, choose_priority
         from relviz.train import TrainConfig
 
         settings = load_settings()
-        config = TrainConfig.from_settings(settings, loss=args.loss, teacher="demo",
-                                           **{**DEMO_STUDENT, "log_every": 1, "max_steps": 100_000})
+        config = TrainConfig.from_settings(settings, preset="demo", loss=args.loss, teacher="demo", log_every=1,
+                                           max_steps=100_000)
         sessions = {page: page_session(page) for page in PAGES}
         time_updates(sessions, 1)  # one more rerun each before measuring
         result = {"cores": available_cores(), "rule": asdict(choose_priority()), "runs": args.runs,

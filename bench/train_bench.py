@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from relviz.config import load_settings
-from relviz.demo import DEMO_STUDENT
 from relviz.train import TrainConfig, Trainer
 
 STEPS = 12
@@ -41,7 +40,7 @@ def steps_per_second(cfg: TrainConfig, recompute_teacher: bool = False) -> float
 
 def main() -> None:
     settings = load_settings()
-    demo = TrainConfig(**{**DEMO_STUDENT, "dataset": str(settings.dataset_root("synthetic-mini"))})
+    demo = TrainConfig.from_settings(settings, preset="demo", dataset=str(settings.dataset_root("synthetic-mini")))
     big = TrainConfig(**{**demo.to_dict(), "arch": "MinkUNet34", "width": 1.0, "batch": 2, "pairs": 4096})
     rec = {"threads": torch.get_num_threads(),
            "demo_student_it_s": steps_per_second(demo),

@@ -7,7 +7,7 @@ import streamlit as st
 
 from pages import common
 from relviz.errors import RelvizError
-from relviz.eval.structure import sample_indices, sample_locations
+from relviz.eval.structure import n_keyframes, sample_indices, sample_locations
 from relviz.eval.zeroshot import assign_by_text, parse_queries
 from relviz.viz import explain
 from relviz.viz import zeroshot_view as zv
@@ -47,6 +47,11 @@ st.caption(explain.sample_caption(metrics["sample_size"], per_class, metrics["sa
            + " Intervals: bootstrap over keyframes.")
 
 
+sample_key = f"{choice}|{metrics['sample']['id']}"
+if st.session_state.get("linked_for") != sample_key:  # another sample: indices into the old one mean nothing
+    st.session_state.update(linked_sample=[], linked_for=sample_key)
+
+
 def select_from(chart_key: str) -> None:  # a box or lasso selection in either view becomes the linked one
     st.session_state["linked_sample"] = selected_sample(st.session_state.get(chart_key), len(y))
 
@@ -76,12 +81,16 @@ if ckpts.get(choice) is None:
 else:
     val = common.val_features(ckpts[choice], root, n_samples)
     kf, at = (t.numpy() for t in sample_locations(val, sample_indices(val, metrics)))
-    most = np.bincount(kf[ring], minlength=n_samples).argmax() if ring.any() else 0
-    frame = st.selectbox("Scene: keyframe", range(n_samples), index=int(most), key="link_kf",
-                         help="the keyframe with the most ringed points, unless you choose")
+    frames = n_keyframes(val)
+    ringed = np.nonzero(ring)[0]
+    if st.session_state.get("link_ringed") != (sample_key, ringed.tobytes()):  # new rings: show where most are
+        most = np.bincount(kf[ring], minlength=frames).argmax() if ring.any() else 0
+        st.session_state.update(link_kf=int(most), link_ringed=(sample_key, ringed.tobytes()))
+    frame = st.selectbox("Scene: keyframe", range(frames), key="link_kf",
+                         help="the keyframe with the most ringed points, until you choose another")
     m = kf == frame
     xyz = common.dataset(root).lidar(frame)[0][:, :3]
-    st.plotly_chart(scene_figure(xyz, at[m], np.nonzero(m)[0], y.numpy()[m], np.nonzero(ring)[0]),
+    st.plotly_chart(scene_figure(xyz, at[m], np.nonzero(m)[0], y.numpy()[m], ringed),
                     width="stretch", key="scene", on_select=lambda: select_from("scene"),
                     selection_mode=("box", "lasso"))
     st.caption(f"Bird's-eye view of keyframe {frame}: {int(m.sum()):,} sample points in colour over its lidar points; "

@@ -10,11 +10,13 @@ workspace: an interrupted ``relviz demo`` continues where it stopped when run ag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 from relviz.config import Settings
+from relviz.errors import RelvizError
 from relviz.files import atomic_path
 from relviz.teacher.demo import DEMO_TEACHER_PATH, REPO_CHECKPOINTS
 
@@ -76,17 +78,24 @@ def publish_students(experiment, report: dict, directory: Path = REPO_CHECKPOINT
     from relviz.train.rundir import RunDir
 
     evaluated = {r["key"] for r in report["runs"] if r["metrics"] is not None}
+    by_loss = {loss: {p.seed: p for p in experiment.plans if p.config.loss == loss and p.key in evaluated}
+               for loss in LOSS_NAMES}
+    common = set.intersection(*(set(seeds) for seeds in by_loss.values()))
+    if not common:
+        log(f"no seed of experiment {experiment.spec.name} is evaluated for every loss: each loss's lowest evaluated "
+            f"seed is published")
     written = []
-    for loss in LOSS_NAMES:
-        plans = sorted((p for p in experiment.plans if p.config.loss == loss and p.key in evaluated),
-                       key=lambda p: p.seed)
+    for loss, plans in by_loss.items():
         if not plans:
             log(f"no evaluated {loss} run in experiment {experiment.spec.name}: its demo student is left as it is")
             continue
-        plan = plans[0]
+        plan = plans[min(common or plans)]  # one seed for all losses where there is one
+        if Path(plan.config.dataset).name != DEMO_DATASET:
+            raise RelvizError(f"run {plan.key} was trained on {plan.config.dataset}, not the demo dataset "
+                              f"{DEMO_DATASET}: it is not published as a demo student")
         state, meta = load_state_dict(RunDir(plan.run_dir).final)
         meta = {k: v for k, v in meta.items() if k not in ("format", "created", "versions")}
-        meta["training"] = {**meta["training"], "dataset": DEMO_DATASET}  # committed: no machine paths
+        meta["training"] = {**meta["training"], "dataset": DEMO_DATASET}  # a name, never a machine's path
         meta["experiment"] = {"name": experiment.spec.name, "run": plan.key, "seed": plan.seed}
         evaluation = read_json(evaluation_path(plan.run_dir)) or {}
         meta["scores"] = {"structure": evaluation.get("structure"), "protocol": evaluation.get("protocol"),
@@ -111,6 +120,12 @@ def _without_paths(value):
     return value
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """``settings`` with the demo's own dataset and teacher, whatever they name: the demo
+    experiment's runs are built over the settings, and the demo is the same on every machine."""
+    return dataclasses.replace(settings, dataset=DEMO_DATASET, teacher="demo", teacher_pretrained=None)
+
+
 def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minutes: float = 12.0,
                experiment_file: Path = DEMO_EXPERIMENT, max_running: int | None = None, log=print) -> dict:
     """Dataset, teacher, the demo experiment (its jobs run in the background; this waits for them)
@@ -119,6 +134,7 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
     from relviz.jobs import JobStore
     from relviz.teacher.demo import train_demo_teacher
 
+    settings = demo_settings(settings)
     timings = {}
     start = time.perf_counter()
     root = ensure_dataset(settings, log)
@@ -128,9 +144,10 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
         train_demo_teacher(root, DEMO_TEACHER_PATH, minutes=teacher_minutes, log=log)
         timings["teacher_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    experiment = Experiment.from_file(settings, experiment_file)
+    experiment = Experiment.from_file(settings, experiment_file)  # over demo_settings: the demo's data
     log(f"experiment {experiment.spec.name}: {len(experiment.plans)} runs in {experiment.folder} "
-        f"(about {estimated_minutes(experiment):.0f} min on 2 CPU cores; run again to continue an interrupted one)")
+        f"(about {estimated_minutes(experiment, max_running):.0f} min on 2 CPU cores; run again to continue an "
+        f"interrupted one)")
     report = experiment.supervise(JobStore(settings), max_running=max_running, log=log)
     timings["experiment_s"] = time.perf_counter() - t
     publish_students(experiment, report, log=log)
@@ -145,8 +162,9 @@ DEMO_SECONDS_PER_STEP = 1.4
 DEMO_SECONDS_PER_EVALUATION = 240.0
 
 
-def estimated_minutes(experiment) -> float:
-    """A rough duration of ``experiment`` on the demo machine (see the constants above)."""
+def estimated_minutes(experiment, max_running: int | None = None) -> float:
+    """A rough duration of ``experiment`` on the demo machine (see the constants above), with
+    ``max_running`` runs at once (default: the experiment's)."""
     steps = sum(p.config.max_steps or 0 for p in experiment.plans)
-    parallel = max(1, experiment.spec.max_running)
+    parallel = max(1, max_running or experiment.spec.max_running)
     return (steps * DEMO_SECONDS_PER_STEP / parallel + len(experiment.plans) * DEMO_SECONDS_PER_EVALUATION) / 60

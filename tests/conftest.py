@@ -47,8 +47,9 @@ def nusc(synthetic_root):
     return open_nuscenes(synthetic_root, "v1.0-mini")
 
 
-def _app_home(home, synthetic_root):
-    """``home`` as a workspace with the small synthetic dataset and two random students in runs/."""
+def _app_home(home, synthetic_root, students: bool = True):
+    """``home`` as a workspace with the small synthetic dataset and (``students``) two random
+    students in runs/."""
     from pathlib import Path
 
     from relviz.models import build_minkunet
@@ -59,7 +60,7 @@ def _app_home(home, synthetic_root):
     (home / "datasets").mkdir(exist_ok=True)
     os.symlink(synthetic_root, home / "datasets" / "synthetic-mini")
     dim = load_demo_teacher().dim
-    for i, loss in enumerate(("relational", "contrastive")):
+    for i, loss in enumerate(("relational", "contrastive") if students else ()):
         torch.manual_seed(i)
         model = build_minkunet("MinkUNet14", out_channels=dim, width=0.125, backend="torch")
         save_checkpoint(home / "runs" / f"test-{loss}" / "student.safetensors", model,
@@ -73,14 +74,14 @@ def warm_cache_template(tmp_path_factory, synthetic_root):
     dataset index, class embeddings, the teacher's and the committed demo students' validation
     features and metrics, and the default toy run. Their keys hold the dataset's resolved path and
     the checkpoint's path, so they are valid in every test's workspace for the committed students
-    (the random students of each test have their own paths, hence their own keys: computed anew)."""
+    (each test's random students have their own paths, hence their own keys: computed by the test)."""
     from relviz.config import load_settings
     from relviz.workspace import warm_caches
 
     home = tmp_path_factory.mktemp("warm-template")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RELVIZ_HOME", str(home))
-        _app_home(home, synthetic_root)
+        _app_home(home, synthetic_root, students=False)  # their caches could serve no test (keys hold paths)
         settings = load_settings()
         warm_caches(settings, settings.dataset_root("synthetic-mini"), log=lambda *_: None)
     return home / "cache"

@@ -146,7 +146,7 @@ def test_experiment_runs_is_interrupted_resumes_and_aggregates(synthetic_root, t
     (lambda t: t.replace('name = "tiny"', 'name = "../x"'), r"\[experiment\] 'name': must be"),
     (lambda t: t + "[[", r"not valid TOML"),
     (lambda t: t.replace('name = "tiny"', 'name = "tiny"\npreset = "slidrr"'),
-     r"\[experiment\] 'preset': unknown preset 'slidrr'; known: demo, slidr"),
+     r"\[experiment\] 'preset': unknown preset 'slidrr'; known: demo"),
 ])
 def test_bad_experiment_files_are_refused_naming_file_and_key(tmp_path, change, message):
     grid = tmp_path / "bad.toml"

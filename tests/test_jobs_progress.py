@@ -166,8 +166,8 @@ def test_launched_job_runs_at_the_recorded_niceness_and_threads(synthetic_root, 
                        Path(f"/proc/{job.pid}/environ").read_text().split("\0") if "=" in item)
         assert environ["OMP_NUM_THREADS"] == str(recorded["threads"]) == str(expected.threads)
         assert (recorded["pid"], recorded["cores"]) == (job.pid, available_cores())
-        group = Path(f"/proc/{job.pid}/autogroup")
-        if group.is_file():  # autogroup scheduling: the job's session is nicer, not only its process
+        group, enabled = Path(f"/proc/{job.pid}/autogroup"), Path("/proc/sys/kernel/sched_autogroup_enabled")
+        if enabled.is_file() and enabled.read_text().strip() == "1":  # the job's session is nicer, not only its process
             assert int(group.read_text().split("nice")[1]) == recorded["autogroup_niceness"] == 10
             assert group.read_text().split()[0] != Path("/proc/self/autogroup").read_text().split()[0]
         progress = store.progress_of(store.get(job.id))
@@ -181,8 +181,9 @@ def test_the_autogroup_niceness_is_raised_never_lowered(tmp_path, monkeypatch):
     its value; no file (no autogroups) is None."""
     from relviz.jobs.priority import renice_autogroup
 
-    group = tmp_path / "autogroup"
+    group, enabled = tmp_path / "autogroup", tmp_path / "sched_autogroup_enabled"
     group.write_text("/autogroup-17 nice 0\n")
+    enabled.write_text("1\n")
     written, original_write = [], Path.write_text
 
     def write_like_the_kernel(self, text, *args, **kwargs):  # reads then give the formatted line
@@ -190,6 +191,9 @@ def test_the_autogroup_niceness_is_raised_never_lowered(tmp_path, monkeypatch):
         return original_write(self, f"/autogroup-17 nice {int(text)}\n")
 
     monkeypatch.setattr(Path, "write_text", write_like_the_kernel)
-    assert renice_autogroup(10, group) == 10 and written == ["10"]
-    assert renice_autogroup(5, group) == 10 and written == ["10"]  # never lowered
-    assert renice_autogroup(10, tmp_path / "absent") is None
+    assert renice_autogroup(10, group, enabled) == 10 and written == ["10"]
+    assert renice_autogroup(5, group, enabled) == 10 and written == ["10"]  # never lowered
+    assert renice_autogroup(10, tmp_path / "absent", enabled) is None
+    monkeypatch.setattr(Path, "write_text", original_write)
+    enabled.write_text("0\n")  # autogroup scheduling off: the group's niceness orders nothing
+    assert renice_autogroup(15, group, enabled) is None and written == ["10"]

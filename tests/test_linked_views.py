@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from support import trace_values
 from relviz.eval.features import with_pairs
-from relviz.eval.structure import sample_locations
+from relviz.eval.structure import sample_indices, sample_locations
 from relviz.viz.linked import scene_figure, selected_sample
 
 
@@ -62,22 +62,32 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     at.switch_page("pages/structure.py").run()
     at.selectbox(key="ckpt").set_value("test-relational").run()
     assert not at.exception, at.exception
-    at.session_state["linked_sample"] = [0, 3, 5]  # what a selection in either view stores
-    at.run()
-    pca, scene, _ = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))  # page order
-    assert [t["name"] for t in pca["data"] if t["name"].startswith("ringed")] == ["ringed (3)"]
-    ringed_in_scene = [t for t in scene["data"] if t["name"].startswith("ringed")]
-    sample_in_scene = {int(c) for t in scene["data"][1:] if "customdata" in t for c in trace_values(t["customdata"])}
-    assert sum(len(trace_values(t["x"])) for t in ringed_in_scene) == len({0, 3, 5} & sample_in_scene) > 0
-    # a query: the ringed points are those whose cosine with the query's embedding reaches the threshold
-    at.text_input(key="link_query").set_value("driveable surface").run()
-    at.number_input(key="link_threshold").set_value(0.1).run()
-    assert not at.exception, at.exception
     s = load_settings()
     info = {c.label: c for c in student_checkpoints(s)}["test-relational"]
     root = s.dataset_root("synthetic-mini")
     # the page has stored all of these: no loader is called
-    z, _ = metric_sample(val_features(s, root, info, 4, _fail), structure(s, root, info, 4, 500, 0, _fail))
+    val, metrics = val_features(s, root, info, 4, _fail), structure(s, root, info, 4, 500, 0, _fail)
+    keyframe, _ = sample_locations(val, sample_indices(val, metrics))
+    last = int(keyframe.max())  # select three points of the last keyframe: the scene goes there
+    chosen = torch.nonzero(keyframe == last).flatten()[:3].tolist()
+    at.session_state["linked_sample"] = chosen  # what a selection in either view stores
+    at.run()
+    pca, scene, _ = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))  # page order
+    assert at.selectbox(key="link_kf").value == last
+    assert [t["name"] for t in pca["data"] if t["name"].startswith("ringed")] == ["ringed (3)"]
+    ringed_in_scene = [t for t in scene["data"] if t["name"].startswith("ringed")]
+    sample_in_scene = {int(c) for t in scene["data"][1:] if "customdata" in t for c in trace_values(t["customdata"])}
+    assert set(chosen) <= sample_in_scene and sum(len(trace_values(t["x"])) for t in ringed_in_scene) == 3
+    # a query: the ringed points are those whose cosine with the query's embedding reaches the threshold
+    at.text_input(key="link_query").set_value("driveable surface").run()
+    at.number_input(key="link_threshold").set_value(0.1).run()
+    assert not at.exception, at.exception
+    z, _ = metric_sample(val, metrics)
     text = class_embeddings(s, _fail)[CLASSES.index("driveable_surface") - 1]  # class c is row c - 1
     expected = int(((F.normalize(z.float(), dim=1) @ F.normalize(text.float(), dim=0)) >= 0.1).sum())
     assert any(f"{expected:,} of {len(z):,} sample points" in c.value for c in at.caption)
+    # another student: the selection (indices into the old sample) is dropped, the query stays
+    at.text_input(key="link_query").set_value("").run()
+    at.selectbox(key="ckpt").set_value("test-contrastive").run()
+    pca = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert not [t for t in pca["data"] if t["name"].startswith("ringed")]

@@ -128,10 +128,12 @@ def test_the_demo_experiment_builds_on_the_demo_preset(tmp_path):
     """relviz demo trains the demo experiment: every run is the demo preset with the schedule the
     experiment file sets, and the preset's values are the runs' values (one place for the setting)."""
     from relviz.config import Settings
-    from relviz.demo import DEMO_EXPERIMENT
+    from relviz.demo import DEMO_EXPERIMENT, demo_settings
     from relviz.experiment import Experiment
 
-    settings = Settings(home=tmp_path)
+    # settings that name another dataset and teacher: the demo still trains on its own
+    settings = demo_settings(Settings(home=tmp_path, dataset="my-nuscenes", teacher="ViT-B-16",
+                                      teacher_pretrained="openai"))
     settings.dataset_root("synthetic-mini").mkdir(parents=True)
     exp = Experiment.from_file(settings, DEMO_EXPERIMENT)
     preset = read_preset("demo")
@@ -142,4 +144,4 @@ def test_the_demo_experiment_builds_on_the_demo_preset(tmp_path):
         config = plan.config.to_dict()
         differing = {k for k in preset if config[k] != preset[k]}
         assert differing == set(exp.spec.train), differing  # only what the experiment file says
-        assert config["teacher"] == "demo"
+        assert (config["teacher"], config["teacher_pretrained"], config["dataset"]) == ("demo", None, "synthetic-mini")

@@ -76,7 +76,7 @@ def test_bad_configs_are_rejected(tiny):
 def test_kill9_then_resume_continues_from_last_checkpoint(tiny):
     store = JobStore(load_settings())
     # mini_val (4 keyframes): a teacher cache of 24 images to prepare, not 96
-    job = store.submit(from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 24, "checkpoint_every": 3}))
+    job = store.submit(from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 40, "checkpoint_every": 3}))
     ckpt = job.run_dir / "checkpoints" / "last.safetensors"
     _wait(lambda: ckpt.is_file() and store.get(job.id).last_step >= 4)
     os.killpg(job.pgid, signal.SIGKILL)
@@ -95,7 +95,7 @@ def test_kill9_then_resume_continues_from_last_checkpoint(tiny):
     resumed = [e for e in events if e["event"] == "resumed"]
     assert resumed and resumed[-1]["step"] == saved_step
     steps_after = [e["step"] for e in events[events.index(resumed[-1]):] if e["event"] == "step"]
-    assert steps_after[0] == saved_step + 1 and steps_after[-1] == 24
+    assert steps_after[0] == saved_step + 1 and steps_after[-1] == 40
 
 
 def test_cancel_ends_the_process_group(tiny):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from itertools import combinations
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -116,6 +117,27 @@ def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_
                          "fewshot_fraction": fewshot_fraction, "train_split": train_split, "dataroot": str(dataroot),
                          "n_resamples": n_resamples, "confidence": confidence},
             "versions": {k: v for k, v in package_versions().items() if v}}
+
+
+# few-shot methods as experiment metrics are named "<method>@<fraction>" (e.g. "finetune@0.1")
+FEWSHOT_METHODS = {"linear_probe": "linear probe", "finetune": "fine-tuned"}
+
+
+def parse_fewshot_metric(metric: str) -> tuple[str, float] | None:
+    """(method, fraction) of a ``<method>@<fraction>`` metric name, None for any other name."""
+    method, at, fraction = metric.partition("@")
+    return (method, float(fraction)) if at and method in FEWSHOT_METHODS else None
+
+
+def format_mean_pm(summary: Mapping) -> str:
+    """``0.368 ± 0.012`` (mean and half-width of an interval ``{"mean", "low", "high", "n"}``),
+    ``0.368 (n=1)`` without an interval, ``-`` without a finite mean."""
+    mean = summary.get("mean")
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    if summary.get("low") is None:
+        return f"{mean:.3f} (n={summary.get('n')})"
+    return f"{mean:.3f} ± {(summary['high'] - summary['low']) / 2:.3f}"
 
 
 def format_value(v, low=None, high=None, signed: bool = False) -> str:

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from relviz.errors import InputError
+from relviz.eval.report import FEWSHOT_METHODS, format_mean_pm, parse_fewshot_metric
 from relviz.files import atomic_path, write_json
 
 CONFIDENCE = 0.95
 # metric -> (its heading, where it sits in a run's evaluation.json); few-shot metrics are added per fraction
 STRUCTURE_METRICS = {"uniformity": "U", "tolerance": "T", "gap": "G", "zeroshot_miou": "zero-shot mIoU"}
-FEWSHOT_METHODS = {"linear_probe": "linear probe", "finetune": "fine-tuned"}
 
 
 def run_metrics(evaluation: dict) -> dict[str, float]:
@@ -33,8 +33,11 @@ def run_metrics(evaluation: dict) -> dict[str, float]:
 def metric_heading(metric: str) -> str:
     if metric in STRUCTURE_METRICS:
         return STRUCTURE_METRICS[metric]
-    method, _, fraction = metric.partition("@")
-    return f"{FEWSHOT_METHODS[method]} {float(fraction):.0%} mIoU"
+    parsed = parse_fewshot_metric(metric)
+    if parsed is None:
+        raise InputError(f"unknown experiment metric {metric!r}")
+    method, fraction = parsed
+    return f"{FEWSHOT_METHODS[method]} {fraction:.0%} mIoU"
 
 
 def interval_over_seeds(values: list[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
@@ -73,8 +76,8 @@ def cell_differences(cells: list[dict], runs: list[dict], metrics: list[str],
             seeds = sorted(set(by_cell.get(a, {})) & set(by_cell.get(b, {})))
             row = {"a": a, "b": b, "seeds": seeds, "metrics": {}}
             for m in metrics:
-                diffs = [by_cell[a][s][m] - by_cell[b][s][m] for s in seeds
-                         if m in by_cell[a][s] and m in by_cell[b][s]]
+                pairs = [(by_cell[a][s].get(m), by_cell[b][s].get(m)) for s in seeds]
+                diffs = [x - y for x, y in pairs if x is not None and y is not None]
                 iv = interval_over_seeds(diffs, confidence)
                 iv["significant"] = None if iv["low"] is None else bool(iv["low"] > 0 or iv["high"] < 0)
                 row["metrics"][m] = {**iv, "values": diffs}
@@ -82,7 +85,7 @@ def cell_differences(cells: list[dict], runs: list[dict], metrics: list[str],
     return out
 
 
-CURVE_METRICS = ("uniformity", "tolerance", "gap", "zeroshot_miou")
+CURVE_METRICS = tuple(STRUCTURE_METRICS)
 
 
 def curve_means(cells: list[dict], runs: list[dict], curves: dict) -> list[dict]:
@@ -160,12 +163,7 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
 
-def _cell_text(s: dict) -> str:
-    if s["mean"] is None:
-        return "-"
-    if s["low"] is None:
-        return f"{_fmt(s['mean'])} (n={s['n']})"
-    return f"{_fmt(s['mean'])} ± {_fmt((s['high'] - s['low']) / 2)}"
+_cell_text = format_mean_pm
 
 
 def _coefficient(c: dict | None, key: str) -> str:
@@ -197,7 +195,8 @@ def _difference_lines(differences: list[dict], report: dict) -> list[str]:
     metrics = report["metrics"]
     lines = ["", "## Differences between cells, paired by seed", "",
              f"a - b over the seeds both have: mean ± half-width of the {report['confidence']:.0%} t interval; "
-             "* = the interval excludes 0; (n=1): one seed, no interval.", "",
+             "* = the interval excludes 0; (n=1): one seed, no interval. Each interval is at 95% on its own: "
+             "over many pairs and metrics some exclude 0 by chance (no multiple-comparison correction).", "",
              "| a - b | seeds | " + " | ".join(report["headings"][m] for m in metrics) + " |",
              "|---|---|" + "---|" * len(metrics)]
     for d in differences:

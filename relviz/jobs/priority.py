@@ -92,7 +92,7 @@ def apply_priority(priority: JobPriority) -> dict:
     Returns what the process runs at now (``niceness``, ``threads``, ``interop_threads``, ``cores``),
     which the job records as its ``priority`` event."""
     niceness = renice(0, priority.niceness)  # first: the imports below already run at it
-    group_niceness = renice_autogroup(priority.niceness)
+    group_niceness = renice_autogroup(priority.niceness) if own_session() else None
     import torch
 
     if priority.threads:
@@ -106,13 +106,28 @@ def apply_priority(priority: JobPriority) -> dict:
 
 
 AUTOGROUP = Path("/proc/self/autogroup")
+AUTOGROUP_ENABLED = Path("/proc/sys/kernel/sched_autogroup_enabled")
 
 
-def renice_autogroup(niceness: int, path: Path = AUTOGROUP) -> int | None:
-    """Raise the niceness of this process's autogroup (its session's scheduling group) to
-    ``niceness``; returns the group's niceness now, or None where there are no autogroups (not
-    Linux, autogroup scheduling off) or the file cannot be written. Never lowers it."""
+def own_session() -> bool:
+    """Whether this process's group leads its session, as a job's does (launched with a session of
+    its own; torchrun's workers share it): then its autogroup is the job's alone. Under an interactive
+    shell a command's group is not the session's, and renicing the autogroup would slow the shell
+    and everything started from it later."""
     try:
+        return os.getsid(0) == os.getpgid(0)
+    except (AttributeError, OSError):
+        return False
+
+
+def renice_autogroup(niceness: int, path: Path = AUTOGROUP, enabled: Path = AUTOGROUP_ENABLED) -> int | None:
+    """Raise the niceness of this process's autogroup (its session's scheduling group) to
+    ``niceness``; returns the group's niceness now, or None where autogroups do not order anything
+    (not Linux, or ``kernel.sched_autogroup_enabled`` is 0) or the file cannot be written. Never
+    lowers it. (Inside a non-root cgroup the cgroup's weight orders it first; that is not visible here.)"""
+    try:
+        if enabled.read_text().strip() != "1":
+            return None
         text = path.read_text()  # "/autogroup-504 nice 0"
         current = int(text.split("nice")[1])
         if niceness > current:

@@ -5,25 +5,16 @@ fine-tuning) and the structure during training of every run, coloured by cell.""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 
-from relviz.viz.training import validation_figure
+from relviz.eval.report import FEWSHOT_METHODS, parse_fewshot_metric
+from relviz.eval.report import format_mean_pm as _interval_text
+from relviz.viz.training import run_color, validation_figure
 
 FEWSHOT_DASH = {"linear_probe": "dash", "finetune": "solid"}
-FEWSHOT_NAMES = {"linear_probe": "linear probe", "finetune": "fine-tuned"}
-
-
-def _interval_text(s: Mapping) -> str:
-    if s.get("mean") is None or not math.isfinite(s["mean"]):
-        return "-"
-    if s.get("low") is None:
-        return f"{s['mean']:.3f} (n={s['n']})"
-    return f"{s['mean']:.3f} ± {(s['high'] - s['low']) / 2:.3f}"
 
 
 def report_frame(report: Mapping) -> pd.DataFrame:
@@ -54,9 +45,10 @@ def label_efficiency(report: Mapping) -> pd.DataFrame:
     rows = []
     for c in report["cells"]:
         for m, s in c["metrics"].items():
-            method, _, fraction = m.partition("@")
-            if method in FEWSHOT_NAMES and s.get("mean") is not None:
-                rows.append({"cell": c["cell"], "method": method, "fraction": float(fraction), "mean": s["mean"],
+            parsed = parse_fewshot_metric(m)
+            if parsed is not None and s.get("mean") is not None:
+                method, fraction = parsed
+                rows.append({"cell": c["cell"], "method": method, "fraction": fraction, "mean": s["mean"],
                              "low": s.get("low"), "high": s.get("high"), "n": s["n"]})
     return pd.DataFrame(rows, columns=["cell", "method", "fraction", "mean", "low", "high", "n"])
 
@@ -67,17 +59,17 @@ def label_efficiency_figure(report: Mapping) -> go.Figure:
     frame = label_efficiency(report)
     fig = go.Figure()
     for i, cell in enumerate(dict.fromkeys(frame["cell"])):
-        for method in FEWSHOT_NAMES:
+        for method in FEWSHOT_METHODS:
             part = frame[(frame["cell"] == cell) & (frame["method"] == method)].sort_values("fraction")
             if part.empty:
                 continue
             has_interval = part["low"].notna().all()
             fig.add_trace(go.Scatter(
-                x=part["fraction"], y=part["mean"], mode="lines+markers", name=f"{cell}, {FEWSHOT_NAMES[method]}",
-                line=dict(color=qualitative.Plotly[i % 10], dash=FEWSHOT_DASH[method]),
+                x=part["fraction"], y=part["mean"], mode="lines+markers", name=f"{cell}, {FEWSHOT_METHODS[method]}",
+                line=dict(color=run_color(i), dash=FEWSHOT_DASH[method]),
                 error_y=dict(type="data", symmetric=False, array=part["high"] - part["mean"],
                              arrayminus=part["mean"] - part["low"]) if has_interval else None,
-                hovertemplate=f"{cell}, {FEWSHOT_NAMES[method]}<br>%{{x:.0%}} of the frames<br>mIoU %{{y:.3f}}"
+                hovertemplate=f"{cell}, {FEWSHOT_METHODS[method]}<br>%{{x:.0%}} of the frames<br>mIoU %{{y:.3f}}"
                               "<extra></extra>"))
     fig.update_xaxes(type="log", title_text="fraction of labelled training frames", tickformat=".0%")
     fig.update_yaxes(title_text="few-shot mIoU (mean over seeds)")

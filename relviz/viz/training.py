@@ -19,7 +19,8 @@ from relviz.viz.explain import METRICS
 PANELS = ("uniformity", "tolerance", "gap", "zeroshot_miou")  # 2 x 2, in this order
 
 
-def _color(i: int) -> str:
+def run_color(i: int) -> str:
+    """The colour of the i-th run (or cell) in every figure of runs, so one run has one colour."""
     return qualitative.Plotly[i % len(qualitative.Plotly)]
 
 
@@ -31,7 +32,7 @@ def validation_figure(curves: Mapping[str, pd.DataFrame], teacher: Mapping[str, 
     ``groups`` (run -> group, e.g. an experiment's cell) gives the runs of one group one colour and
     one legend entry."""
     groups = groups or {run: run for run in curves}
-    colors = {g: _color(i) for i, g in enumerate(dict.fromkeys(groups[run] for run in curves))}
+    colors = {g: run_color(i) for i, g in enumerate(dict.fromkeys(groups[run] for run in curves))}
     fig = make_subplots(rows=2, cols=2, shared_xaxes=True, subplot_titles=[METRICS[k][0] for k in PANELS],
                         vertical_spacing=0.12, horizontal_spacing=0.08)
     shown: set[str] = set()
@@ -57,7 +58,7 @@ def validation_figure(curves: Mapping[str, pd.DataFrame], teacher: Mapping[str, 
 
 def loss_figure(curves: Mapping[str, pd.DataFrame]) -> go.Figure:
     """The training loss against the step, one line per run in ``curves`` (frames with ``step``, ``loss``)."""
-    fig = go.Figure([go.Scatter(x=c["step"], y=c["loss"], mode="lines", name=run, line=dict(color=_color(i)))
+    fig = go.Figure([go.Scatter(x=c["step"], y=c["loss"], mode="lines", name=run, line=dict(color=run_color(i)))
                      for i, (run, c) in enumerate(curves.items())])
     fig.update_layout(height=280, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="step", yaxis_title="loss",
                       showlegend=len(curves) > 1, title="training loss")
