@@ -61,6 +61,11 @@ p = report.get("protocol") or {}
 st.caption(f"{report['interval']}. U, T, G and zero-shot on {p.get('val_samples')} keyframes of {p.get('split')} "
            f"(up to {p.get('per_class')} points per class, sample seed {p.get('seed')}); few-shot learned on "
            f"{p.get('train_split')} frames, scored on every {p.get('split')} frame. Definitions: docs/protocol.md.")
+if report.get("claims"):
+    st.subheader("The paper's claims, here")
+    st.dataframe(pd.DataFrame(report["claims"]), hide_index=True, width="stretch", key="exp_claims")
+    st.caption("Against the teacher: the interval over seeds of a student's mean vs the teacher's value; between "
+               "losses: differences paired by seed; the correlation: Pearson's r over every evaluated run.")
 if report.get("differences"):
     st.subheader("Differences between cells, paired by seed")
     st.dataframe(differences_frame(report), hide_index=True, width="stretch", key="exp_diff")

@@ -59,7 +59,10 @@ def test_the_page_shows_an_experiments_progress_table_and_curves(workspace_home)
     at.switch_page("pages/experiments.py").run()
     assert not at.exception, at.exception
     assert at.selectbox(key="exp_name").value == "small"
-    runs, table, differences = (d.value for d in at.dataframe[:3])  # in page order: runs, cells, differences
+    runs, table, claims, differences = (d.value for d in at.dataframe[:4])  # page order
+    verdicts = dict(zip(claims["claim"], claims["verdict"]))
+    assert verdicts["relational: better zero-shot than contrastive"] == "holds"  # +0.10, +0.11 on seeds 0, 1
+    assert verdicts["similarity: U below the teacher's"] == "not measured"  # no similarity cell here
     assert runs["status"].tolist() == ["pending"] * 6 and runs["evaluated"].sum() == 5
     rows = {r["cell"]: r for r in table.to_dict("records")}
     rel = scipy.stats.t.interval(0.95, 2, loc=0.42, scale=scipy.stats.sem([0.40, 0.44, 0.42]))

@@ -229,3 +229,38 @@ def test_curve_means_average_the_steps_every_run_of_a_cell_reached():
     assert (row["step"], row["n"]) == (100, 2)
     assert row["uniformity"] == pytest.approx(1.1, abs=1e-15) and row["uniformity_spread"] == pytest.approx(0.2, abs=1e-15)
     assert row["zeroshot_miou"] == pytest.approx(0.3, abs=1e-15)
+
+
+def test_paper_claims_hold_reverse_or_cannot_be_told_from_intervals_over_seeds():
+    """Each verdict follows the interval: against the teacher's value for one loss, on differences
+    paired by seed between losses (|U - U_teacher| for "closest"), on Pearson's interval for the
+    correlation."""
+    from relviz.experiment.aggregate import aggregate
+    from relviz.experiment.claims import HOLDS, MISSING, NOISE, REVERSED, paper_claims
+
+    per_seed = {  # loss -> (U, T, G, zero-shot) of seeds 0, 1, 2
+        "contrastive": [(2.00, 0.70, 0.6, 0.30), (2.10, 0.72, 0.7, 0.31), (2.05, 0.71, 0.65, 0.32)],
+        "similarity": [(1.80, 0.95, 0.2, 0.40), (1.85, 0.60, 0.3, 0.20), (1.70, 0.90, 0.25, 0.50)],
+        "relational": [(1.45, 0.80, 0.1, 0.35), (1.52, 0.81, 0.12, 0.36), (1.49, 0.79, 0.11, 0.37)],
+    }
+    runs = [{"key": f"{loss}{s}", "cell": f"loss={loss}", "seed": s, "status": "succeeded",
+             "metrics": dict(zip(("uniformity", "tolerance", "gap", "zeroshot_miou"), v))}
+            for loss, values in per_seed.items() for s, v in enumerate(values)]
+    teacher = {"structure": {"uniformity": 1.50, "tolerance": 0.80, "gap": 0.0, "zeroshot_miou": 0.55}}
+    report = aggregate([{"cell": f"loss={x}", "values": {"loss": x}} for x in per_seed], runs, teacher=teacher)
+    verdicts = {c["claim"]: c["verdict"] for c in paper_claims(report)}
+    assert verdicts["contrastive: U above the teacher's"] == HOLDS  # 2.05 +- a little vs 1.50
+    assert verdicts["contrastive: T below the teacher's"] == HOLDS
+    assert verdicts["similarity: U below the teacher's"] == REVERSED  # every seed above 1.50
+    assert verdicts["similarity: T above the teacher's"] == NOISE  # 0.95, 0.60, 0.90: the interval spans 0.80
+    assert verdicts["relational: U closer to the teacher's than contrastive"] == HOLDS
+    assert verdicts["relational: smaller G than similarity"] == HOLDS
+    assert verdicts["relational: better zero-shot than contrastive"] == HOLDS  # +0.05 on every seed
+    assert verdicts["relational: better zero-shot than similarity"] == NOISE
+    # nine runs: the correlation is computed; no few-shot metric: nothing to say about it
+    assert verdicts["the structural gap correlates negatively with fewshot mIoU (over runs)"] == MISSING
+    c = next(x for x in report["gap_vs_performance"]["across_runs"]["correlations"]
+             if x["measure"] == "structural_distance" and x["performance"] == "zeroshot_miou")
+    p = c["pearson"]
+    expected = HOLDS if p["high"] < 0 else REVERSED if p["low"] > 0 else NOISE
+    assert c["n"] == 9 and verdicts["the structural gap correlates negatively with zeroshot mIoU (over runs)"] == expected

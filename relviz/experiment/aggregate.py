@@ -237,6 +237,9 @@ def to_markdown(report: dict, title: str) -> str:
     for r in report["runs"]:
         lines.append(f"| {r['key']} | {r['cell']} | {r['seed']} | {r['status']} | "
                      + " | ".join(_fmt((r["metrics"] or {}).get(m)) for m in metrics) + " |")
+    if report.get("claims"):
+        lines += ["", "## The paper's claims, here", "", "| claim | verdict | evidence |", "|---|---|---|"]
+        lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in report["claims"]]
     lines += _difference_lines(report.get("differences") or [], report)
     lines += _curve_lines(report.get("curve_means") or [])
     lines += _correlation_lines(report["gap_vs_performance"])

@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 from relviz.config import Settings
 from relviz.errors import RelvizError
 from relviz.experiment.aggregate import aggregate, run_metrics, write_report
+from relviz.experiment.claims import paper_claims
 from relviz.experiment.evaluate import evaluate_run, stored_evaluation, teacher_key, teacher_reference
 from relviz.experiment.spec import Cell, ExperimentError, ExperimentSpec, read_spec_text, spec_from_text
 from relviz.files import atomic_path, read_json, write_json
@@ -349,6 +350,7 @@ class Experiment:
         teacher = (read_json(self.folder / "teacher.json") or {}).get(keys.pop()) if len(keys) == 1 else None
         report = aggregate([{"cell": c.label, "values": c.values} for c in self.spec.cells()], runs, teacher=teacher,
                            curves=curves, protocol=self.spec.evaluation.protocol(self.plans[0].config))
+        report["claims"] = paper_claims(report)
         report = {"name": self.spec.name, **report,
                   "files": {k: str(v) for k, v in write_report(report, self.folder, self.spec.name).items()}}
         return report
