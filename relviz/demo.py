@@ -97,15 +97,25 @@ def publish_students(experiment, report: dict, directory: Path = REPO_CHECKPOINT
         meta = {k: v for k, v in meta.items() if k not in ("format", "created", "versions")}
         meta["training"] = {**meta["training"], "dataset": DEMO_DATASET}  # a name, never a machine's path
         meta["experiment"] = {"name": experiment.spec.name, "run": plan.key, "seed": plan.seed}
-        evaluation = read_json(evaluation_path(plan.run_dir)) or {}
-        meta["scores"] = {"structure": evaluation.get("structure"), "protocol": evaluation.get("protocol"),
-                          **{m: evaluation.get(m) for m in ("linear_probe", "finetune") if evaluation.get(m)}}
+        meta["scores"] = _summary(read_json(evaluation_path(plan.run_dir)) or {})
         half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         written.append(save_checkpoint(directory / f"student-{loss}.safetensors", half, _without_paths(meta)))
         log(f"student {loss}: {plan.key} -> {written[-1].name}")
     write_report(_without_paths(report), directory / "experiment", f"{experiment.spec.name} (relviz demo)")
     write_manifest(directory)
     return written
+
+
+SUMMARY_KEYS = ("uniformity", "tolerance", "gap", "gap_all_pairs", "zeroshot_miou", "sample_size", "val_samples")
+
+
+def _summary(evaluation: dict) -> dict:
+    """The headline numbers of a run's evaluation (the manifest stays small: no confusion matrices)."""
+    structure = evaluation.get("structure") or {}
+    return {"protocol": evaluation.get("protocol"), **{k: structure.get(k) for k in SUMMARY_KEYS},
+            **{f"{method}@{fraction}": {"miou": r.get("miou"), "miou_interval": r.get("miou_interval"),
+                                        "frames": len(r.get("frames") or [])}
+               for method in ("linear_probe", "finetune") for fraction, r in (evaluation.get(method) or {}).items()}}
 
 
 def _without_paths(value):
@@ -155,10 +165,11 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
     return timings
 
 
-# Measured on the 2-core CPU of docs/results.md (two runs at once, one thread each): seconds per
-# training step of one run, and per evaluation of a finished run (U/T/G on 16 keyframes, linear
-# probes, fine-tuning 60 steps).
-DEMO_SECONDS_PER_STEP = 1.4
+# Measured by the demo experiment of 2026-12-01 on the 2-core CPU (docs/results.md): seconds per training
+# step of one run with two runs at once (one torch thread each; 0.84-1.09 s once the strided-coordinates
+# fix was in), and per evaluation of a finished run (U/T/G and zero-shot on 16 keyframes 10-25 s, the
+# linear probe 20-70 s, fine-tuning 60 steps 2-4 min). The whole experiment took 95 min.
+DEMO_SECONDS_PER_STEP = 1.0
 DEMO_SECONDS_PER_EVALUATION = 240.0
 
 

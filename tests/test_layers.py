@@ -87,18 +87,18 @@ def test_the_checks_catch_function_level_upward_imports_and_cycles(tmp_path):
 
 
 def test_committed_records_hold_no_machine_paths():
-    """The demo manifest and the metadata of the committed checkpoints name datasets by name: an
-    absolute path would be one machine's."""
+    """The demo manifest, the demo experiment's report and the metadata of the committed checkpoints
+    name datasets and runs by name: an absolute path would be one machine's."""
     import json
     import re
 
     from relviz.models.checkpoint import read_metadata
 
     demo = ROOT / "checkpoints" / "demo"
-    texts = {p.name: p.read_text() for p in demo.glob("*.json")}
+    texts = {str(p.relative_to(demo)): p.read_text() for p in (*demo.glob("*.json"), *demo.glob("experiment/*"))}
     texts.update({p.name: json.dumps(read_metadata(p)) for p in demo.glob("*.safetensors")})
-    found = {name: re.findall(r'"(/[^"]+)"', text) for name, text in texts.items()}
-    assert texts and not any(found.values()), found
+    found = {name: re.findall(r'"(/[^"]+)"|\s(/(?:work|tmp|home|root)/\S+)', text) for name, text in texts.items()}
+    assert "experiment/report.md" in texts and not any(found.values()), found
 
 
 def test_docstrings_point_to_files_that_exist():
