@@ -103,7 +103,8 @@ def test_lidar_labels_match_rendered_classes(nusc, synthetic_root):
 
 
 def test_same_seed_gives_identical_files(tmp_path):
-    cfg = SynthConfig(seed=3, samples_per_scene=2, image_size=(96, 64))
+    # few beams and azimuth steps (as tests/test_synthetic_hash.py): every table, sensor and worker path, fast
+    cfg = SynthConfig(seed=3, samples_per_scene=2, image_size=(96, 64), beams=4, azimuth_steps=64)
     a = generate(tmp_path / "a", cfg, workers=2)
     b = generate(tmp_path / "b", cfg, workers=1)
     # every file, whichever process wrote it: scenes are seeded by (seed, scene index)
@@ -113,7 +114,8 @@ def test_same_seed_gives_identical_files(tmp_path):
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     files = sorted(p.relative_to(a) for p in (a / "samples" / "LIDAR_TOP").iterdir())
-    c = generate(tmp_path / "c", SynthConfig(seed=4, samples_per_scene=2, image_size=(96, 64)), workers=2)
+    c = generate(tmp_path / "c", SynthConfig(seed=4, samples_per_scene=2, image_size=(96, 64), beams=4,
+                                             azimuth_steps=64), workers=2)
     assert (c / files[0]).read_bytes() != (a / files[0]).read_bytes()
     with pytest.raises(FileExistsError):
         generate(tmp_path / "a", cfg)

@@ -113,8 +113,9 @@ def test_experiment_runs_is_interrupted_resumes_and_aggregates(synthetic_root, t
                                         else g_vs_zeroshot["pearson"] is None)
     assert set(report["curves"]) == {p.key for p in exp.plans}
     folder = settings.home / "experiments" / "tiny"
-    # the cell table, the run table and the one difference between the two cells
-    assert (folder / "report.md").read_text().count("| loss=") == 2 + 4 + 1
+    # the cell table, the run table, the one difference between the two cells and the curve rows
+    assert (folder / "report.md").read_text().count("| loss=") == 2 + 4 + 1 + len(report["curve_means"])
+    assert "## The paper's claims, here" in (folder / "report.md").read_text()
     assert (folder / "report.csv").read_text().splitlines()[0].startswith("cell,loss,seeds,uniformity_mean")
 
     # once complete, a re-run changes nothing, and the CLI reads the same state and report

@@ -254,7 +254,7 @@ def test_kill9_at_random_moments_resumes_to_the_same_weights(tiny, tmp_path, wor
     env = {**os.environ, "RELVIZ_HOME": workspace_home, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     rng = np.random.default_rng(7)
     kills = []
-    while len(kills) < 6:  # each kill is a fresh process (about 5 s of imports and resume)
+    while len(kills) < 5:  # each kill is a fresh process (about 5 s of imports and resume)
         kind = str(rng.choice(["rename", "write", "step"]))
         n = int(rng.integers(1, 3 if kind == "write" else 4))
         proc = subprocess.run([sys.executable, "-c", _KILLER, kind, str(n), "--config", str(run / "config.json"),
@@ -269,7 +269,7 @@ def test_kill9_at_random_moments_resumes_to_the_same_weights(tiny, tmp_path, wor
         proc = subprocess.run([sys.executable, "-m", "relviz.train", "--config", str(run / "config.json"),
                                "--run-dir", str(run)], env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(kills) >= 4, kills  # enough of the schedule landed inside the run
+    assert len(kills) >= 3, kills  # enough of the schedule landed inside the run
     a = load_file(tmp_path / "reference" / "student.safetensors")
     b = load_file(run / "student.safetensors")
     assert a.keys() == b.keys()

@@ -157,10 +157,14 @@ def test_warm_caches_then_pages_need_no_model(cold_app_workspace):
     assert sum(again.values()) < sum(timings.values())
 
 
-def test_warm_command(cold_app_workspace):
+def test_warm_command_then_a_broken_checkpoint(cold_app_workspace):
+    """`relviz warm` fills every cache; with a broken checkpoint added it goes on past it, says so,
+    exits 1, and stores nothing for it (one cold warm: the second run finds the rest cached)."""
     from typer.testing import CliRunner
 
     from relviz.cli import app
+    from relviz.models import build_minkunet
+    from relviz.models.checkpoint import save_checkpoint
 
     result = CliRunner().invoke(app, ["warm", "--dataset", "synthetic-mini", "--samples", "1"])
     assert result.exit_code == 0, result.output
@@ -172,21 +176,6 @@ def test_warm_command(cold_app_workspace):
     assert len(metrics) == 1 + len([p for p in (Path(cold_app_workspace) / "runs").iterdir()]) + 3
     assert all(np.isfinite(json.loads(p.read_text())["uniformity"]) for p in metrics)
 
-
-def test_server_preload_imports_what_pages_use():
-    from relviz.serve import APP, PRELOAD, preload
-
-    assert preload() >= 0 and all(name in sys.modules for name in PRELOAD)
-    assert APP.is_file()
-
-
-def test_warm_goes_on_past_a_broken_checkpoint_and_says_so(cold_app_workspace):
-    from typer.testing import CliRunner
-
-    from relviz.cli import app
-    from relviz.models import build_minkunet
-    from relviz.models.checkpoint import save_checkpoint
-
     arch = build_minkunet("MinkUNet14", out_channels=8, width=0.125, backend="torch").config.to_dict()
     save_checkpoint(Path(cold_app_workspace) / "runs" / "bad-weights" / "student.safetensors",
                     {"not.a.layer": torch.zeros(3)}, {"kind": "student", "architecture": arch, "loss": "relational"})
@@ -195,7 +184,14 @@ def test_warm_goes_on_past_a_broken_checkpoint_and_says_so(cold_app_workspace):
     assert "student bad-weights: failed" in result.output and "pages compute those" in result.output
     assert "student test-relational:" in result.output and "toy run:" in result.output  # the rest was done
     # the teacher, the two good runs and the three demo students; nothing for the broken one
-    assert len(list(Path(load_settings().cache_dir).glob("valfeatures/*/*/*-n1-metrics-pc500-s0-b*.json"))) == 6
+    assert len(list(home.glob("valfeatures/*/*/*-n1-metrics-pc500-s0-b*.json"))) == 6
+
+
+def test_server_preload_imports_what_pages_use():
+    from relviz.serve import APP, PRELOAD, preload
+
+    assert preload() >= 0 and all(name in sys.modules for name in PRELOAD)
+    assert APP.is_file()
 
 
 def test_damaged_validation_features_are_recomputed(tmp_path):
