@@ -27,7 +27,8 @@ def report_frame(report: Mapping) -> pd.DataFrame:
     if teacher:
         rows.append({"cell": "teacher (2D, paired points)", "seeds": None,
                      **{report["headings"][m]: f"{teacher[m]:.3f}" if m in teacher else "-" for m in report["metrics"]}})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.astype({"seeds": "Int64"}) if len(frame) else frame  # the teacher's row has none: <NA>, not 3.0
 
 
 def differences_frame(report: Mapping) -> pd.DataFrame:
