@@ -84,15 +84,17 @@ def publish_students(experiment, report: dict, directory: Path = REPO_CHECKPOINT
     if not common:
         log(f"no seed of experiment {experiment.spec.name} is evaluated for every loss: each loss's lowest evaluated "
             f"seed is published")
-    written = []
-    for loss, plans in by_loss.items():
-        if not plans:
-            log(f"no evaluated {loss} run in experiment {experiment.spec.name}: its demo student is left as it is")
-            continue
-        plan = plans[min(common or plans)]  # one seed for all losses where there is one
+    chosen = {loss: plans[min(common or plans)] for loss, plans in by_loss.items() if plans}  # one seed if possible
+    for plan in chosen.values():  # all checked before any file is replaced: the manifest stays true
         if Path(plan.config.dataset).name != DEMO_DATASET:
             raise RelvizError(f"run {plan.key} was trained on {plan.config.dataset}, not the demo dataset "
                               f"{DEMO_DATASET}: it is not published as a demo student")
+    written = []
+    for loss in by_loss:
+        if loss not in chosen:
+            log(f"no evaluated {loss} run in experiment {experiment.spec.name}: its demo student is left as it is")
+            continue
+        plan = chosen[loss]
         state, meta = load_state_dict(RunDir(plan.run_dir).final)
         meta = {k: v for k, v in meta.items() if k not in ("format", "created", "versions")}
         meta["training"] = {**meta["training"], "dataset": DEMO_DATASET}  # a name, never a machine's path
@@ -150,6 +152,11 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
     root = ensure_dataset(settings, log)
     timings["dataset_s"] = time.perf_counter() - start
     if retrain_teacher or not DEMO_TEACHER_PATH.is_file():
+        stale = Experiment.from_file(settings, experiment_file).folder
+        if stale.is_dir():  # its runs were distilled from the teacher about to be replaced
+            raise RelvizError(f"the demo experiment in {stale} was distilled from the current demo teacher; move it "
+                              f"aside before training a new teacher, or its students would be published as the new "
+                              f"teacher's")
         t = time.perf_counter()
         train_demo_teacher(root, DEMO_TEACHER_PATH, minutes=teacher_minutes, log=log)
         timings["teacher_s"] = time.perf_counter() - t
@@ -168,7 +175,7 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
 # Measured by the demo experiment of 2026-12-01 on the 2-core CPU (docs/results.md): seconds per training
 # step of one run with two runs at once (one torch thread each; 0.84-1.09 s once the strided-coordinates
 # fix was in), and per evaluation of a finished run (U/T/G and zero-shot on 16 keyframes 10-25 s, the
-# linear probe 20-70 s, fine-tuning 60 steps 2-4 min). The whole experiment took 95 min.
+# linear probe 20-70 s, fine-tuning 60 steps 2-4 min). The whole experiment took 93 min.
 DEMO_SECONDS_PER_STEP = 1.0
 DEMO_SECONDS_PER_EVALUATION = 240.0
 

@@ -265,3 +265,17 @@ def test_paper_claims_hold_reverse_or_cannot_be_told_from_intervals_over_seeds()
     p = c["pearson"]
     expected = HOLDS if p["high"] < 0 else REVERSED if p["low"] > 0 else NOISE
     assert c["n"] == 9 and verdicts["the structural gap correlates negatively with zeroshot mIoU (over runs)"] == expected
+
+
+def test_paper_claims_say_not_measured_for_a_cell_without_evaluated_runs():
+    from relviz.experiment.aggregate import aggregate
+    from relviz.experiment.claims import MISSING, paper_claims
+
+    runs = [{"key": "c0", "cell": "loss=contrastive", "seed": 0, "status": "succeeded",
+             "metrics": {"uniformity": 2.0, "zeroshot_miou": float("nan")}},
+            {"key": "r0", "cell": "loss=relational", "seed": 0, "status": "failed", "metrics": None}]
+    report = aggregate([{"cell": f"loss={x}", "values": {"loss": x}} for x in ("contrastive", "relational")], runs,
+                       teacher={"structure": {"uniformity": 1.5, "tolerance": 0.8, "gap": 0.0, "zeroshot_miou": 0.5}})
+    verdicts = {c["claim"]: c["verdict"] for c in paper_claims(report)}  # no crash on None or NaN
+    assert verdicts["contrastive: T below the teacher's"] == MISSING
+    assert verdicts["relational: better zero-shot than contrastive"] == MISSING

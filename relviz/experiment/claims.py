@@ -43,6 +43,8 @@ def _versus_teacher(report: Mapping, loss: str, metric: str, sign: int, claim: s
     if cell is None or teacher is None or metric not in cell["metrics"]:
         return {"claim": claim, "verdict": MISSING, "evidence": "no such cell, metric or teacher reference"}
     s = cell["metrics"][metric]
+    if s.get("mean") is None:  # no evaluated run, or a run without this metric
+        return {"claim": claim, "verdict": MISSING, "evidence": f"no {metric} for every evaluated {loss} run"}
     iv = interval_over_seeds([v - teacher for v in s["values"] if v is not None], CONFIDENCE)
     evidence = (f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] vs teacher {teacher:.3f} (n={s['n']})"
                 if s.get("low") is not None else f"{s['mean']:.3f} (n={s['n']}) vs teacher {teacher:.3f}")
@@ -62,6 +64,8 @@ def _paired(report: Mapping, a: str, b: str, metric: str, sign: int, claim: str,
     f = (lambda v: abs(v - teacher)) if distance_to_teacher else (lambda v: v)
     diffs = [f(va[s]) - f(vb[s]) for s in seeds]
     iv = interval_over_seeds(diffs, CONFIDENCE)
+    if iv["mean"] is None:  # a value that is not finite
+        return {"claim": claim, "verdict": MISSING, "evidence": f"{metric} is not finite for a seed of {a} or {b}"}
     what = f"|{metric} - teacher|" if distance_to_teacher else metric
     interval = f" [{iv['low']:+.3f}, {iv['high']:+.3f}]" if iv["low"] is not None else ""
     return {"claim": claim, "verdict": _verdict(iv["low"], iv["high"], sign),
@@ -88,8 +92,8 @@ def paper_claims(report: Mapping) -> list[dict[str, Any]]:
             _paired(report, "relational", other, "gap", -1, f"relational: smaller G than {other}"),
             _paired(report, "relational", other, "zeroshot_miou", +1, f"relational: better zero-shot than {other}"),
         ]
-    rows += [_paired(report, "relational", "similarity", m, +1, f"few-shot ({report['headings'][m]}): relational above "
-                                                                  f"similarity") for m in fewshot]
+    rows += [_paired(report, "relational", other, m, +1, f"few-shot ({report['headings'][m]}): relational above {other}")
+             for other in ("similarity", "contrastive") for m in fewshot]
     rows += _correlation_claims(report)
     return rows
 
@@ -104,7 +108,9 @@ def _correlation_claims(report: Mapping) -> list[dict[str, Any]]:
         c = next((x for x in result.get("correlations", []) if x["measure"] == "structural_distance"
                   and x["performance"] == performance and x.get("pearson")), None)
         if c is None:
-            out.append({"claim": claim, "verdict": MISSING, "evidence": result.get("skipped", "not computed")})
+            reason = next((x.get("note") for x in result.get("correlations", []) if x["measure"] == "structural_distance"
+                           and x["performance"] == performance and x.get("note")), None)
+            out.append({"claim": claim, "verdict": MISSING, "evidence": reason or result.get("skipped", "not computed")})
             continue
         p = c["pearson"]
         out.append({"claim": claim, "verdict": _verdict(p["low"], p["high"], -1),
