@@ -151,17 +151,16 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
     start = time.perf_counter()
     root = ensure_dataset(settings, log)
     timings["dataset_s"] = time.perf_counter() - start
+    experiment = Experiment.from_file(settings, experiment_file)  # over demo_settings: the demo's data
     if retrain_teacher or not DEMO_TEACHER_PATH.is_file():
-        stale = Experiment.from_file(settings, experiment_file).folder
-        if stale.is_dir():  # its runs were distilled from the teacher about to be replaced
-            raise RelvizError(f"the demo experiment in {stale} was distilled from the current demo teacher; move it "
-                              f"aside before training a new teacher, or its students would be published as the new "
-                              f"teacher's")
+        if experiment.folder.is_dir():  # its runs were distilled from the teacher about to be replaced
+            raise RelvizError(f"the demo experiment in {experiment.folder} was distilled from the current demo "
+                              f"teacher; move it aside before training a new teacher, or its students would be "
+                              f"published as the new teacher's")
         t = time.perf_counter()
         train_demo_teacher(root, DEMO_TEACHER_PATH, minutes=teacher_minutes, log=log)
         timings["teacher_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    experiment = Experiment.from_file(settings, experiment_file)  # over demo_settings: the demo's data
     log(f"experiment {experiment.spec.name}: {len(experiment.plans)} runs in {experiment.folder} "
         f"(about {estimated_minutes(experiment, max_running):.0f} min on 2 CPU cores; run again to continue an "
         f"interrupted one)")

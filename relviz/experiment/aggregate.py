@@ -60,15 +60,21 @@ def fewshot_metric(metrics: list[str]) -> str | None:
     return next((m for method in ("finetune", "linear_probe") for m in metrics if m.startswith(method + "@")), None)
 
 
+def runs_by_cell(runs: list[dict]) -> dict[str, dict[int, dict]]:
+    """Evaluated runs as cell -> seed -> metrics (runs without an evaluation are left out)."""
+    by_cell: dict[str, dict[int, dict]] = {}
+    for r in runs:
+        if r["metrics"] is not None:
+            by_cell.setdefault(r["cell"], {})[r["seed"]] = r["metrics"]
+    return by_cell
+
+
 def cell_differences(cells: list[dict], runs: list[dict], metrics: list[str],
                      confidence: float = CONFIDENCE) -> list[dict]:
     """For every pair of cells (a, b) and metric: the differences a - b of runs with the same seed
     (paired by seed: a seed fixes initialisation and data order alike for both), their mean and
     Student-t interval over seeds, and whether the interval excludes 0."""
-    by_cell: dict[str, dict[int, dict]] = {}
-    for r in runs:
-        if r["metrics"] is not None:
-            by_cell.setdefault(r["cell"], {})[r["seed"]] = r["metrics"]
+    by_cell = runs_by_cell(runs)
     out = []
     names = [c["cell"] for c in cells]
     for i, a in enumerate(names):
@@ -163,7 +169,6 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
 
-_cell_text = format_mean_pm
 
 
 def _coefficient(c: dict | None, key: str) -> str:
@@ -200,7 +205,7 @@ def _difference_lines(differences: list[dict], report: dict) -> list[str]:
              "| a - b | seeds | " + " | ".join(report["headings"][m] for m in metrics) + " |",
              "|---|---|" + "---|" * len(metrics)]
     for d in differences:
-        cells = [_cell_text(d["metrics"][m]) + (" *" if d["metrics"][m]["significant"] else "") for m in metrics]
+        cells = [format_mean_pm(d["metrics"][m]) + (" *" if d["metrics"][m]["significant"] else "") for m in metrics]
         lines.append(f"| {d['a']} - {d['b']} | {len(d['seeds'])} | " + " | ".join(cells) + " |")
     return lines
 
@@ -227,7 +232,7 @@ def to_markdown(report: dict, title: str) -> str:
              "|---|---|" + "---|" * len(metrics)]
     for row in report["cells"]:
         lines.append(f"| {row['cell']} | {len(row['seeds'])} | "
-                     + " | ".join(_cell_text(row["metrics"][m]) for m in metrics) + " |")
+                     + " | ".join(format_mean_pm(row["metrics"][m]) for m in metrics) + " |")
     t = (report.get("teacher") or {}).get("structure")
     if t:
         lines.append(f"| teacher (2D, paired points) | - | "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from relviz.experiment.aggregate import CONFIDENCE, interval_over_seeds
+from relviz.experiment.aggregate import CONFIDENCE, interval_over_seeds, runs_by_cell
 
 HOLDS, REVERSED, NOISE, MISSING = "holds", "reversed", "cannot be told from noise", "not measured"
 
@@ -22,8 +22,8 @@ def _cells_by_loss(report: Mapping) -> dict[str, Mapping]:
 
 
 def _seed_values(report: Mapping, cell: str, metric: str) -> dict[int, float]:
-    return {r["seed"]: r["metrics"][metric] for r in report["runs"]
-            if r["cell"] == cell and r["metrics"] is not None and r["metrics"].get(metric) is not None}
+    return {seed: m[metric] for seed, m in runs_by_cell(report["runs"]).get(cell, {}).items()
+            if m.get(metric) is not None}
 
 
 def _verdict(low: float | None, high: float | None, sign: int) -> str:

@@ -10,8 +10,7 @@ from collections.abc import Mapping
 import pandas as pd
 import plotly.graph_objects as go
 
-from relviz.eval.report import FEWSHOT_METHODS, parse_fewshot_metric
-from relviz.eval.report import format_mean_pm as _interval_text
+from relviz.eval.report import FEWSHOT_METHODS, format_mean_pm, parse_fewshot_metric
 from relviz.viz.training import run_color, validation_figure
 
 FEWSHOT_DASH = {"linear_probe": "dash", "finetune": "solid"}
@@ -21,7 +20,7 @@ def report_frame(report: Mapping) -> pd.DataFrame:
     """One row per cell: its seeds and every metric as ``mean ± half-width`` of the interval over
     seeds; then the teacher's structure on the same keyframes."""
     rows = [{"cell": c["cell"], "seeds": len(c["seeds"]),
-             **{report["headings"][m]: _interval_text(c["metrics"][m]) for m in report["metrics"]}}
+             **{report["headings"][m]: format_mean_pm(c["metrics"][m]) for m in report["metrics"]}}
             for c in report["cells"]]
     teacher = (report.get("teacher") or {}).get("structure")
     if teacher:
@@ -35,7 +34,7 @@ def differences_frame(report: Mapping) -> pd.DataFrame:
     """One row per pair of cells: a - b paired by seed, ``mean ± half-width``, ``*`` where the
     interval excludes 0."""
     return pd.DataFrame([{"a - b": f"{d['a']} - {d['b']}", "seeds": len(d["seeds"]),
-                          **{report["headings"][m]: _interval_text(d["metrics"][m])
+                          **{report["headings"][m]: format_mean_pm(d["metrics"][m])
                              + (" *" if d["metrics"][m].get("significant") else "") for m in report["metrics"]}}
                          for d in report.get("differences") or []])
 
