@@ -1,5 +1,9 @@
-"""Training throughput on CPU: the demo student and MinkUNet34 at batch 2, with the teacher cache
-warm, and the demo student with teacher features recomputed every step (no cache).
+"""Training throughput on CPU and the input pipeline against it.
+
+- steps/s of the demo student and of MinkUNet34 (batch 2) with the teacher cache warm, and of the
+  demo student with the teacher inside the step (``teacher_features = "online"``);
+- the loader alone: micro-batches/s with 0, 1 and 2 DataLoader workers (cache and online modes; the
+  online mode also decodes the camera images its pairs use), to set against the step time.
 
 Usage: RELVIZ_HOME=workspace .venv/bin/python bench/train_bench.py   (needs the demo dataset and teacher)
 """
@@ -16,37 +20,60 @@ from relviz.config import load_settings
 from relviz.train import TrainConfig, Trainer
 
 STEPS = 12
+LOADED = 24  # micro-batches per loader measurement
 
 
-def steps_per_second(cfg: TrainConfig, recompute_teacher: bool = False) -> float:
+def _trainer(cfg: TrainConfig) -> Trainer:
     trainer = Trainer(cfg, Path(tempfile.mkdtemp()) / "run", load_settings())
     trainer._build()
-    if not recompute_teacher:
-        trainer.prepare_teacher_cache()
+    trainer.prepare_teacher_cache()  # online: only the validation keyframes
+    return trainer
+
+
+def steps_per_second(cfg: TrainConfig) -> float:
+    trainer = _trainer(cfg)
     trainer.model.train()
-    if recompute_teacher:  # every lookup misses: features are recomputed and re-stored each time
-        trainer.cache.get = lambda token: None
-    trainer._micro_step(0, 0).backward()  # warm-up
+    batches = iter(trainer.loader(0))
+    trainer._micro_step(next(batches)).backward()  # warm-up (step 0's first micro-batch)
+    for _ in range(cfg.accumulate - 1):
+        next(batches)
     t = time.perf_counter()
-    for step in range(1, STEPS + 1):
+    for _ in range(STEPS):
         trainer.optimizer.zero_grad()
-        for micro in range(cfg.accumulate):
-            trainer._micro_step(step, micro).backward()
+        for _ in range(cfg.accumulate):
+            trainer._micro_step(next(batches)).backward()
         trainer.optimizer.step()
     rate = STEPS / (time.perf_counter() - t)
     shutil.rmtree(trainer.run_dir.parent, ignore_errors=True)
     return round(rate, 3)
 
 
+def loader_per_second(cfg: TrainConfig, workers: int) -> float:
+    trainer = _trainer(cfg.with_overrides(workers=workers))
+    batches = iter(trainer.loader(0))
+    next(batches)  # the workers started and the first item made
+    t = time.perf_counter()
+    for _ in range(LOADED):
+        next(batches)
+    rate = LOADED / (time.perf_counter() - t)
+    shutil.rmtree(trainer.run_dir.parent, ignore_errors=True)
+    return round(rate, 2)
+
+
 def main() -> None:
     settings = load_settings()
-    demo = TrainConfig.from_settings(settings, preset="demo", dataset=str(settings.dataset_root("synthetic-mini")))
-    big = TrainConfig(**{**demo.to_dict(), "arch": "MinkUNet34", "width": 1.0, "batch": 2, "pairs": 4096})
-    rec = {"threads": torch.get_num_threads(),
+    demo = TrainConfig.from_settings(settings, preset="demo", dataset=str(settings.dataset_root("synthetic-mini")),
+                                     workers=0, max_steps=STEPS + 2, teacher_features="cache")
+    online = demo.with_overrides(teacher_features="online")
+    big = demo.with_overrides(arch="MinkUNet34", width=1.0, batch=2, pairs=4096)
+    rec = {"threads": torch.get_num_threads(), "cores": len(__import__("os").sched_getaffinity(0)),
            "demo_student_it_s": steps_per_second(demo),
-           "demo_student_it_s_recomputing_teacher": steps_per_second(demo, recompute_teacher=True),
+           "demo_student_it_s_online_teacher": steps_per_second(online),
            "minkunet34_batch2_it_s": steps_per_second(big)}
-    rec["teacher_cache_speedup"] = round(rec["demo_student_it_s"] / rec["demo_student_it_s_recomputing_teacher"], 2)
+    rec["teacher_cache_speedup"] = round(rec["demo_student_it_s"] / rec["demo_student_it_s_online_teacher"], 2)
+    for workers in (0, 1, 2):
+        rec[f"loader_cache_mode_per_s_{workers}_workers"] = loader_per_second(demo, workers)
+        rec[f"loader_online_mode_per_s_{workers}_workers"] = loader_per_second(online, workers)
     print(json.dumps(rec, indent=1))
 
 

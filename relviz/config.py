@@ -177,3 +177,11 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         if key in values and not values[key].strip():
             raise ConfigError(f"{sources[key]} is empty; expected a name")
     return replace(Settings(home=home, config_file=config_file), **values)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask; the whole machine where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1

@@ -2,7 +2,9 @@
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,7 +78,7 @@ def test_bad_configs_are_rejected(tiny):
 def test_kill9_then_resume_continues_from_last_checkpoint(tiny):
     store = JobStore(load_settings())
     # mini_val (4 keyframes): a teacher cache of 24 images to prepare, not 96
-    job = store.submit(from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 40, "checkpoint_every": 3}))
+    job = store.submit(from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 16, "checkpoint_every": 3}))
     ckpt = job.run_dir / "checkpoints" / "last.safetensors"
     _wait(lambda: ckpt.is_file() and store.get(job.id).last_step >= 4)
     os.killpg(job.pgid, signal.SIGKILL)
@@ -95,7 +97,7 @@ def test_kill9_then_resume_continues_from_last_checkpoint(tiny):
     resumed = [e for e in events if e["event"] == "resumed"]
     assert resumed and resumed[-1]["step"] == saved_step
     steps_after = [e["step"] for e in events[events.index(resumed[-1]):] if e["event"] == "step"]
-    assert steps_after[0] == saved_step + 1 and steps_after[-1] == 40
+    assert steps_after[0] == saved_step + 1 and steps_after[-1] == 16
 
 
 def test_cancel_ends_the_process_group(tiny):
@@ -133,32 +135,37 @@ def test_job_survives_restart_of_the_supervising_process(tiny, workspace_home):
     assert json.loads(listed.stdout)[0]["status"] == "succeeded"
 
 
-def _torchrun(nproc: int, cfg: dict, run_dir, env: dict) -> None:
-    run_dir.mkdir()
+def _write_config(cfg: dict, run_dir) -> list[str]:
+    run_dir.mkdir(exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg))
+    return ["-m", "relviz.train", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir)]
+
+
+def _torchrun(nproc: int, cfg: dict, run_dir, env: dict) -> None:
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                           "-m", "relviz.train", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir)],
-                          capture_output=True, text=True, timeout=400, env=env)
+                           *_write_config(cfg, run_dir)], capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_ddp_two_processes_match_one_process(tiny, tmp_path, workspace_home):
-    """What DDP must make equal: one optimiser step of 2 ranks with one micro-batch each equals one
-    process that accumulates the same 2 micro-batches. Both sides run under torchrun with one thread
-    per process (the same reduction order inside each micro-batch) and in float64."""
-    base = {**tiny.to_dict(), "split": "mini_val", "max_steps": 1, "val_samples": 1, "checkpoint_every": 0,
-            "lr": 0.1, "precision": "float64"}
-    env = {**os.environ, "RELVIZ_HOME": workspace_home, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    _torchrun(1, {**base, "accumulate": 2}, tmp_path / "one", env)  # fills the teacher cache too
-    _torchrun(2, base, tmp_path / "two", env)
-    a = load_file(tmp_path / "one" / "student.safetensors")
-    b = load_file(tmp_path / "two" / "student.safetensors")
-    # the initial weights, built as the trainer builds them (seeded right before the model)
-    from relviz.models import build_minkunet
+def _two_nodes(cfg: dict, run_dir, env: dict) -> None:
+    """Two torchrun "nodes" of one process each, rendezvousing over TCP on localhost as two machines
+    would (docs/distributed.md): node 0 hosts the store, both share the run folder as a cluster's
+    shared filesystem would be."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    train = _write_config(cfg, run_dir)
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+                               "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}", *train],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
+    for rank, node in enumerate(nodes):
+        _, err = node.communicate(timeout=400)
+        assert node.returncode == 0, f"node {rank}: {err[-3000:]}"
 
-    torch.manual_seed(base["seed"])
-    init = build_minkunet(base["arch"], in_channels=1, out_channels=a["final.kernel"].shape[-1], width=base["width"],
-                          normalize=True, backend="torch").double().state_dict()
+
+def _assert_one_step_apart_by_averaging_only(a: dict, b: dict, init: dict) -> int:
+    """``a`` and ``b`` took the same optimiser step from the same weights ``init``, differing only in how
+    their micro-batch gradients were averaged; most parameters moved (returned: how many)."""
     params = [k for k in a if "running" not in k and "num_batches" not in k]
     assert a[params[0]].dtype == torch.float64
     moved = 0
@@ -171,10 +178,73 @@ def test_ddp_two_processes_match_one_process(tiny, tmp_path, workspace_home):
         # holds unless the two micro-batches' gradients cancel to 1e-7 of their size over a whole
         # tensor, while a wrong micro-batch, a missing average or unsynchronised weights differ at order 1. The
         # second term covers the rounding of p0 - lr * g itself on each side (eps = 2.2e-16 of |p|).
+        # On a later step the update also carries the momentum buffer and weight decay, the same
+        # numbers on both sides (loaded from one checkpoint): the difference is still that one rounding.
         # (Measured on one machine: the two sides were bitwise equal.)
         assert (a[k] - b[k]).abs().max().item() <= 1e-9 * update + 2 * 2.2e-16 * a[k].abs().max().item(), k
         moved += update > 0
     assert moved > len(params) // 2  # the step did move the weights
+    return moved
+
+
+def test_ddp_on_two_nodes_matches_one_process_and_resumes_on_one(tiny, tmp_path, workspace_home):
+    """What DDP must make equal: one optimiser step of 2 ranks (here two torchrun nodes rendezvousing
+    over TCP, as two machines would) with one micro-batch each equals one process that accumulates
+    the same 2 micro-batches. And a 2-process run resumed on 1 process keeps its global batch
+    (accumulate 1 -> 2): its next step equals the one the 2 processes take. Every side runs one
+    thread per process (the same reduction order inside each micro-batch) and in float64."""
+    base = {**tiny.to_dict(), "split": "mini_val", "max_steps": 1, "val_samples": 1, "checkpoint_every": 1,
+            "val_every": 1000, "lr": 0.1, "precision": "float64"}
+    env = {**os.environ, "RELVIZ_HOME": workspace_home, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    _torchrun(1, {**base, "accumulate": 2}, tmp_path / "one", env)  # fills the teacher cache too
+    _two_nodes(base, tmp_path / "two", env)
+    a = load_file(tmp_path / "one" / "student.safetensors")
+    b = load_file(tmp_path / "two" / "student.safetensors")
+    # the initial weights, built as the trainer builds them (seeded right before the model)
+    from relviz.models import build_minkunet
+
+    torch.manual_seed(base["seed"])
+    init = build_minkunet(base["arch"], in_channels=1, out_channels=a["final.kernel"].shape[-1], width=base["width"],
+                          normalize=True, backend="torch").double().state_dict()
+    assert _assert_one_step_apart_by_averaging_only(a, b, init) > 0
+
+    # the 2-process run continued for a second step: on 2 processes, and (a copy) on 1
+    shutil.copytree(tmp_path / "two", tmp_path / "two-on-one")
+    longer = {**base, "max_steps": 2}
+    _torchrun(2, longer, tmp_path / "two", env)
+    proc = subprocess.run([sys.executable, *_write_config(longer, tmp_path / "two-on-one")],
+                          capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events, _ = read_events(tmp_path / "two-on-one" / "events.jsonl")
+    resumed = [e for e in events if e["event"] == "resumed"][-1]
+    assert (resumed["step"], resumed["world_size_before"], resumed["world_size"], resumed["accumulate_before"],
+            resumed["accumulate"]) == (1, 2, 1, 1, 2)
+    assert [e["step"] for e in events[events.index(resumed):] if e["event"] == "step"] == [2]
+    assert json.loads((tmp_path / "two-on-one" / "config.json").read_text())["accumulate"] == 2
+    c = load_file(tmp_path / "two" / "student.safetensors")
+    d = load_file(tmp_path / "two-on-one" / "student.safetensors")
+    assert _assert_one_step_apart_by_averaging_only(c, d, b) > 0  # both stepped from step 1's weights, b
+
+
+def test_resume_on_a_process_count_that_cannot_keep_the_global_batch_is_refused(tiny, tmp_path):
+    cfg = from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 1, "val_samples": 1, "val_every": 1000,
+                     "checkpoint_every": 1})
+    run = tmp_path / "run"
+    Trainer(cfg, run, load_settings()).run()
+    from relviz.models.checkpoint import load_state_dict, save_checkpoint
+    from relviz.models.minkunet import build_minkunet
+
+    # the folder as 3 processes of batch 1 would have left it: 3 keyframes per step
+    state, meta = load_state_dict(run / "checkpoints" / "last.safetensors")
+    model = build_minkunet(cfg.arch, in_channels=1, out_channels=state["final.kernel"].shape[-1], width=cfg.width,
+                           normalize=True, backend="torch")
+    model.load_state_dict(state)
+    save_checkpoint(run / "checkpoints" / "last.safetensors", model, {**meta, "world_size": 3})
+    before = (run / "config.json").read_bytes()
+    with pytest.raises(TrainConfigError, match=r"3 process\(es\) with batch 1 x accumulate 1 = 3 keyframes per step.*"
+                                               r"on 1, 3 process\(es\)"):
+        Trainer(from_dict({**cfg.to_dict(), "batch": 2, "max_steps": 2}), run, load_settings()).run()
+    assert (run / "config.json").read_bytes() == before
 
 
 # A training process that SIGKILLs itself at a chosen moment: the n-th atomic rename (a file fully

@@ -56,13 +56,23 @@ def teacher_pair_features(teacher, cache: FeatureCache, dataset, batch: dict, pa
     from the feature cache (computed and stored on a miss)."""
     tokens = batch["camera_tokens"]
     pairs_img = batch["pair_images"] if pair_index is None else batch["pair_images"][pair_index]
-    pairs_px = batch["pair_pixels"] if pair_index is None else batch["pair_pixels"][pair_index]
     used = torch.unique(pairs_img)
     used_tokens = [tokens[i] for i in used.tolist()]
     dense = cache.features(teacher, used_tokens, lambda idx: camera_images(dataset, [used_tokens[i] for i in idx]))
-    remap = torch.full((len(tokens),), -1, dtype=torch.long)
+    return pair_features_from_dense(dense.to(teacher.device), used, batch, pair_index,
+                                    camera_size(dataset, used_tokens[0]))
+
+
+def pair_features_from_dense(dense: torch.Tensor, used: torch.Tensor, batch: dict, pair_index: torch.Tensor | None,
+                             image_size: tuple[int, int]) -> torch.Tensor:
+    """Teacher features [M, D] of a batch's pairs (or of ``pair_index`` among them) from the dense
+    features [I, D, h, w] of the images ``used`` [I] (indices into ``camera_tokens``, sorted, covering
+    every image those pairs fall in); ``image_size``: the cameras' (height, width)."""
+    pairs_img = batch["pair_images"] if pair_index is None else batch["pair_images"][pair_index]
+    pairs_px = batch["pair_pixels"] if pair_index is None else batch["pair_pixels"][pair_index]
+    remap = torch.full((len(batch["camera_tokens"]),), -1, dtype=torch.long)
     remap[used] = torch.arange(len(used))
-    return sample_points(dense.to(teacher.device), remap[pairs_img], pairs_px, camera_size(dataset, used_tokens[0]))
+    return sample_points(dense, remap[pairs_img].to(dense.device), pairs_px, image_size)
 
 
 def point_features_cached(model, checkpoint_key: str, dataset, index: int, cache_root: str | Path,

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from relviz.config import available_cores  # noqa: F401 (the rule's input; re-exported)
 from relviz.errors import InputError
 
 DEFAULT_NICENESS = 10
@@ -50,14 +51,6 @@ class JobPriority:
 
 # what a job ran at before there was a rule: the app's niceness and torch's default threads
 UNMANAGED = JobPriority(niceness=0, threads=None)
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its affinity mask; the whole machine where there is none)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity on this platform
-        return os.cpu_count() or 1
 
 
 def choose_priority(nproc: int = 1, cores: int | None = None, niceness: int = DEFAULT_NICENESS) -> JobPriority:

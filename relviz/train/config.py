@@ -26,6 +26,7 @@ class TrainConfigError(RelvizError):
 
 
 PRECISIONS = ("float32", "float64")
+TEACHER_FEATURES = ("auto", "cache", "online")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class TrainConfig:
     log_every: int = 5
     max_steps: int = 0  # 0: epochs decide
     device: str = "auto"
+    teacher_features: str = "auto"  # "cache" (on disk before step 0) | "online" (in the step) | auto: online on CUDA
+    workers: int = -1  # DataLoader worker processes; -1: none on the CPU, the cores but one on a GPU
     precision: str = "float32"  # float64: exact-arithmetic checks (DDP and resume parity), CPU only
 
     def validate(self) -> "TrainConfig":
@@ -84,6 +87,10 @@ class TrainConfig:
                 bad(name, f"must be >= 0, got {getattr(self, name)}")
         if self.device not in ("auto", "cpu", "cuda"):
             bad("device", f"expected auto, cpu or cuda, got {self.device!r}")
+        if self.teacher_features not in TEACHER_FEATURES:
+            bad("teacher_features", f"expected one of {', '.join(TEACHER_FEATURES)}, got {self.teacher_features!r}")
+        if self.workers < -1:
+            bad("workers", f"must be >= 0, or -1 for auto, got {self.workers}")
         if self.precision not in PRECISIONS:
             bad("precision", f"expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision == "float64" and self.device == "cuda":
@@ -124,6 +131,28 @@ class TrainConfig:
         every step takes ``batch * accumulate * world`` keyframes; the last partial batch is dropped."""
         per_epoch = max(1, n_keyframes // (self.batch * self.accumulate * world))
         return per_epoch, self.max_steps or self.epochs * per_epoch
+
+    def online_teacher(self, device: torch.device) -> bool:
+        """Whether the teacher runs inside the step (``teacher_features``; auto: on CUDA, where it is
+        cheap beside the student and a cache of a large split would take hours and tens of GB)."""
+        return self.teacher_features == "online" or (self.teacher_features == "auto" and device.type == "cuda")
+
+    def resumed_on(self, world: int, saved: dict[str, Any], saved_world: int, source: str) -> "TrainConfig":
+        """This config on ``world`` processes continuing a run saved by ``saved_world`` processes with
+        the fields ``saved``: ``accumulate`` converted to keep the run's global batch (``batch *
+        accumulate * world`` keyframes per step), so its step counter, learning-rate schedule and sample
+        order continue unchanged and micro-batch ``rank * accumulate + micro`` is the same keyframes
+        as before. A process count (or batch) that cannot keep it is refused, naming the counts that can."""
+        batch, accumulate = int(saved.get("batch", self.batch)), int(saved.get("accumulate", self.accumulate))
+        per_step = batch * accumulate * saved_world
+        if batch != self.batch or per_step % (batch * world):
+            fits = [w for w in range(1, per_step // batch + 1) if (per_step // batch) % w == 0]
+            raise TrainConfigError(
+                f"{source}: saved by {saved_world} process(es) with batch {batch} x accumulate {accumulate} = "
+                f"{per_step} keyframes per step; with batch {self.batch} on {world} process(es) no whole accumulate "
+                f"keeps that, so the run could not continue where it stopped. Resume with batch {batch} on "
+                f"{', '.join(map(str, fits))} process(es), or start a new run folder")
+        return self.with_overrides(accumulate=per_step // (batch * world))
 
     def with_overrides(self, **overrides) -> "TrainConfig":
         return from_dict({**self.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})

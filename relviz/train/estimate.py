@@ -151,7 +151,9 @@ def estimate(cfg: TrainConfig, dataroot: Path, cache_dir: Path, world: int = 1, 
     target = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(target if target == "cpu" or torch.cuda.is_available() else "cpu")
     geometry = teacher_geometry(cfg.teacher_spec)
+    online = cfg.online_teacher(torch.device(target))
     out: dict[str, Any] = {"dataset": str(dataroot), "world_size": world,
+                           "teacher_features": "online" if online else "cache",
                            "keyframes_per_step": cfg.batch * cfg.accumulate * world, "teacher": geometry.as_dict()}
     try:
         train = _keyframes(cfg, dataroot, cfg.split, cache_dir)
@@ -166,7 +168,8 @@ def estimate(cfg: TrainConfig, dataroot: Path, cache_dir: Path, world: int = 1, 
         per_epoch, total = cfg.steps(len(train), world)
         out.update(train_keyframes=len(train), val_keyframes_validated=len(val), steps_per_epoch=per_epoch,
                    total_steps=total)
-        images = sum(len(k["cameras"]) for k in train + val)
+        # the online teacher computes the train images inside the step: only validation is cached
+        images = sum(len(k["cameras"]) for k in (val if online else train + val))
         cache.update(images=images, bytes=images * per_image)
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache["free_disk_bytes"] = shutil.disk_usage(cache_dir).free

@@ -22,15 +22,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from relviz.config import Settings, load_settings
-from relviz.data.dataset import NuScenesLidarSeg, collate
+from relviz.config import Settings, available_cores, load_settings
+from torch.utils.data import DataLoader
+
+from relviz.data.dataset import NuScenesLidarSeg
 from relviz.errors import NonFiniteError
-from relviz.eval.features import student_voxel_features, teacher_pair_features
+from relviz.eval.features import camera_size, pair_features_from_dense, student_voxel_features, teacher_pair_features
 from relviz.files import atomic_path, remove_temporaries
 from relviz.models.checkpoint import load_into, load_state_dict, save_checkpoint
 from relviz.models.minkunet import build_minkunet
 from relviz.teacher import FeatureCache, teacher_for_training
 from relviz.train.config import TrainConfig, TrainConfigError
+from relviz.train.loader import MicroBatches, StepKeys, micro_batch_loader, resolve_workers
 from relviz.train.tensorboard import TensorBoardSink, write_projector
 from relviz.train.rundir import EventLog, RunDir, read_events  # noqa: F401 (read_events re-exported)
 
@@ -102,25 +105,40 @@ class Trainer:
         self.global_batch = cfg.batch * cfg.accumulate * self.world
         self.steps_per_epoch, self.total_steps = cfg.steps(len(self.train_ds), self.world)  # as --dry-run says
         self._loss_fn = cfg.loss_function()  # resolved once per run
+        self.online = cfg.online_teacher(self.device)
+        self.workers = resolve_workers(cfg.workers, self.device, available_cores(), self.world)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and self.dtype == torch.float32)
 
     def _loss(self, k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         return self._loss_fn(k, q)
 
-    def _micro_batch_indices(self, step: int, micro: int) -> list[int]:
-        epoch = step // self.steps_per_epoch
-        perm = torch.randperm(len(self.train_ds), generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch))
-        start = (step % self.steps_per_epoch) * self.global_batch + micro * self.cfg.batch
-        return [int(perm[(start + i) % len(perm)]) for i in range(self.cfg.batch)]
+    def micro_batches(self) -> MicroBatches:
+        """Micro-batch ``(step, micro)`` of this run (:mod:`relviz.train.loader`)."""
+        return MicroBatches(self.train_ds, self.cfg.seed, self.cfg.batch, self.global_batch, self.steps_per_epoch,
+                            self.cfg.pairs, images=self.online)
 
-    def _micro_step(self, step: int, micro: int) -> torch.Tensor:
-        self.train_ds.set_epoch(step // self.steps_per_epoch)
-        batch = collate([self.train_ds[i] for i in self._micro_batch_indices(step, micro)])
-        gen = torch.Generator().manual_seed(((self.cfg.seed * 1_000_003 + step) * 1009 + micro) % 2**63)
-        m = len(batch["pair_points"])
-        chosen = torch.randperm(m, generator=gen)[: self.cfg.pairs]
+    def loader(self, start: int) -> DataLoader:
+        """This rank's micro-batches from step ``start`` to the end, in training order."""
+        return micro_batch_loader(self.micro_batches(), StepKeys(start, self.total_steps, self.rank,
+                                                                 self.cfg.accumulate),
+                                  self.workers, pin_memory=self.device.type == "cuda")
+
+    def teacher_targets(self, batch: dict) -> torch.Tensor:
+        """The teacher's features [P, D] at the micro-batch's chosen pairs: from the cache, or (online)
+        computed from the images the loader decoded, rounded to float16 as the cache stores them, so
+        that both modes give a run the same targets."""
+        chosen = batch["pairs_chosen"]
         with torch.no_grad():
-            q = teacher_pair_features(self.teacher, self.cache, self.train_ds, batch, chosen).to(self.device, self.dtype)
+            if not self.online:
+                return teacher_pair_features(self.teacher, self.cache, self.train_ds, batch, chosen)
+            used = batch["used_images"]  # the teacher runs in float16 on CUDA (relviz.teacher.clip)
+            dense = self.teacher.image_features(batch["used_pixels"].to(self.device, non_blocking=True))
+            size = camera_size(self.train_ds, batch["camera_tokens"][int(used[0])])
+            return pair_features_from_dense(dense.half().float(), used, batch, chosen, size)
+
+    def _micro_step(self, batch: dict) -> torch.Tensor:
+        chosen = batch["pairs_chosen"]
+        q = self.teacher_targets(batch).to(self.device, self.dtype)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda" and self.dtype == torch.float32):
             voxels = student_voxel_features(self.ddp_model, batch, self.device, check_finite=False)
             k = voxels[batch["inverse"].to(self.device)[batch["pair_points"][chosen].to(self.device)]]
@@ -172,22 +190,40 @@ class Trainer:
             raise TrainConfigError(f"{self.run_dir} holds a checkpoint of another run (architecture "
                                    f"{meta.get('arch')!r}, teacher {(meta.get('teacher') or {}).get('name')!r}) than "
                                    f"this config ({self.cfg.arch!r}, {self.cfg.teacher!r}); use a new run folder")
+        converted = self._keep_global_batch(meta, weights)
         load_into(self.model, state, source=str(weights))
         self.optimizer.load_state_dict(train_state["optimizer"])
         if train_state.get("scaler"):
             self.scaler.load_state_dict(train_state["scaler"])
         self._resumed_metrics = meta.get("metrics") or {}  # the last validation, until the next one
-        self.events.write("resumed", step=step)
+        self.events.write("resumed", step=step, **converted)
         return step
 
+    def _keep_global_batch(self, meta: dict, weights: Path) -> dict:
+        """Resumed on another number of processes: ``accumulate`` converted to keep the global batch
+        (:meth:`TrainConfig.resumed_on`); returns what was converted, for the ``resumed`` event."""
+        saved_world = int(meta.get("world_size") or 1)
+        if saved_world == self.world:
+            return {}
+        before = self.cfg.accumulate
+        self.cfg = self.cfg.resumed_on(self.world, meta.get("training") or {}, saved_world, source=str(weights))
+        self.global_batch = self.cfg.batch * self.cfg.accumulate * self.world
+        self.steps_per_epoch, self.total_steps = self.cfg.steps(len(self.train_ds), self.world)
+        return {"world_size_before": saved_world, "world_size": self.world,
+                "accumulate_before": int((meta.get("training") or {}).get("accumulate", before)),
+                "accumulate": self.cfg.accumulate}
+
     def prepare_teacher_cache(self, chunk: int = 12) -> None:
-        """Fill the teacher feature cache for every camera of the train split and the val samples
-        used for validation (rank 0; other ranks wait), with progress events."""
+        """Fill the teacher feature cache for every camera of the train split (not with the online
+        teacher) and the val samples used for validation (rank 0; other ranks wait), with progress
+        events."""
         from relviz.eval.features import camera_images
 
         if self.rank == 0:
             missing = []  # (dataset, camera token) of every image without cached features
-            for ds, limit in ((self.train_ds, len(self.train_ds)), (self.val_ds, self.cfg.val_samples)):
+            splits = [(self.val_ds, self.cfg.val_samples)] if self.online else \
+                [(self.train_ds, len(self.train_ds)), (self.val_ds, self.cfg.val_samples)]
+            for ds, limit in splits:
                 for keyframe in ds.keyframes[:limit]:
                     missing += [(ds, cam["token"]) for cam in keyframe["cameras"].values()
                                 if not self.cache.path(cam["token"]).is_file()]
@@ -277,6 +313,7 @@ class Trainer:
         metrics: dict = dict(self._resumed_metrics)
         self.model.train()
         t_last, s_last = time.perf_counter(), step
+        batches = iter(self.loader(step))  # workers start here and end with the loop
         while step < self.total_steps and not self.stop_requested:
             lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / self.total_steps))
             for g in self.optimizer.param_groups:
@@ -284,8 +321,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             total = 0.0
             for micro in range(cfg.accumulate):
-                index = self.rank * cfg.accumulate + micro
-                loss = self._micro_step(step, index) / cfg.accumulate
+                loss = self._micro_step(next(batches)) / cfg.accumulate
                 self.scaler.scale(loss).backward()
                 total += float(loss.detach())
             if not math.isfinite(total):
@@ -294,6 +330,10 @@ class Trainer:
             self.scaler.update()
             step += 1
             self._step = step
+            if self.world > 1:  # a signal reaches the ranks at different moments: all stop after the same step
+                flag = torch.tensor([float(self.stop_requested)], device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                self.stop_requested = bool(flag.item())
             if step % cfg.log_every == 0 or step == self.total_steps:
                 now = time.perf_counter()
                 it_s = (step - s_last) / max(now - t_last, 1e-9)

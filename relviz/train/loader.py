@@ -1,0 +1,97 @@
+"""The training input pipeline: micro-batches built in DataLoader worker processes (or in process).
+
+Micro-batch ``(step, micro)`` is a pure function of ``(seed, step, micro)``: its keyframes (a
+permutation drawn from ``(seed, epoch)``), their augmentation (``(seed, epoch, keyframe)``, see
+:class:`relviz.data.dataset.NuScenesLidarSeg`) and its sampled point-pixel pairs (``(seed, step,
+micro)``). Workers therefore yield exactly the batches the training process would build itself, in
+the same order, and a resumed run starts the sequence at its step: resume stays exact with any
+number of workers.
+
+For the online teacher a micro-batch also carries the camera images its sampled pairs fall in
+(decoded in the worker, so the training process only runs the teacher on them).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from relviz.data.dataset import NuScenesLidarSeg, collate
+
+
+class MicroBatches(Dataset):
+    """Item ``(step, micro)`` -> the collated micro-batch (:func:`relviz.data.dataset.collate`) with
+    ``pairs_chosen`` int64 [P] (indices into its pairs) and, when ``images``, ``used_images`` int64
+    [I] (indices into ``camera_tokens``, sorted) and ``used_pixels`` uint8 [I, H, W, 3]."""
+
+    def __init__(self, dataset: NuScenesLidarSeg, seed: int, batch: int, global_batch: int, steps_per_epoch: int,
+                 pairs: int, images: bool = False):
+        self.dataset, self.seed, self.batch, self.global_batch = dataset, seed, batch, global_batch
+        self.steps_per_epoch, self.pairs, self.images = steps_per_epoch, pairs, images
+
+    def __len__(self) -> int:  # keys are (step, micro) pairs, drawn by StepKeys; no index range
+        raise TypeError("MicroBatches is indexed by (step, micro); iterate it with StepKeys")
+
+    def indices(self, step: int, micro: int) -> list[int]:
+        """The keyframes of micro-batch ``micro`` (``rank * accumulate + local micro``) of ``step``."""
+        epoch = step // self.steps_per_epoch
+        perm = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        start = (step % self.steps_per_epoch) * self.global_batch + micro * self.batch
+        return [int(perm[(start + i) % len(perm)]) for i in range(self.batch)]
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        step, micro = key
+        self.dataset.set_epoch(step // self.steps_per_epoch)  # this process's copy: workers have their own
+        batch = collate([self.dataset[i] for i in self.indices(step, micro)])
+        gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + micro) % 2**63)
+        batch["pairs_chosen"] = torch.randperm(len(batch["pair_points"]), generator=gen)[: self.pairs]
+        if self.images:
+            from relviz.eval.features import camera_images
+
+            used = torch.unique(batch["pair_images"][batch["pairs_chosen"]])
+            batch["used_images"] = used
+            batch["used_pixels"] = torch.from_numpy(
+                camera_images(self.dataset, [batch["camera_tokens"][i] for i in used.tolist()]))
+        return batch
+
+
+class StepKeys(Sampler):
+    """``(step, rank * accumulate + micro)`` for every step from ``start`` to ``total`` and every
+    micro-batch of this rank, in training order."""
+
+    def __init__(self, start: int, total: int, rank: int, accumulate: int):
+        self.start, self.total, self.rank, self.accumulate = start, total, rank, accumulate
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for step in range(self.start, self.total):
+            for micro in range(self.accumulate):
+                yield step, self.rank * self.accumulate + micro
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start) * self.accumulate
+
+
+def _as_is(item: dict) -> dict:
+    return item
+
+
+def resolve_workers(workers: int, device: torch.device, cores: int, world: int = 1) -> int:
+    """``workers`` >= 0 as given; -1 (auto): none on the CPU, where loading is about 2% of a step
+    (bench/README.md) and a worker would take a core from the step; on a GPU, the cores of this
+    process's share of the machine but one (for the training process itself), at most 8."""
+    if workers >= 0:
+        return workers
+    if device.type != "cuda":
+        return 0
+    return max(1, min(8, cores // max(world, 1) - 1))
+
+
+def micro_batch_loader(micro_batches: MicroBatches, keys: StepKeys, workers: int, pin_memory: bool,
+                       prefetch: int = 2) -> DataLoader:
+    """A DataLoader over ``keys``: ``workers`` processes (0: in this process), each keeping
+    ``prefetch`` micro-batches ready (a worker runs one thread, as DataLoader sets it); pinned memory
+    for an asynchronous copy to the GPU."""
+    return DataLoader(micro_batches, batch_size=None, sampler=keys, num_workers=workers, collate_fn=_as_is,
+                      pin_memory=pin_memory, prefetch_factor=prefetch if workers else None)
