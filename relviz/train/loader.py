@@ -24,15 +24,13 @@ from relviz.data.dataset import NuScenesLidarSeg, collate
 class MicroBatches(Dataset):
     """Item ``(step, micro)`` -> the collated micro-batch (:func:`relviz.data.dataset.collate`) with
     ``pairs_chosen`` int64 [P] (indices into its pairs) and, when ``images``, ``used_images`` int64
-    [I] (indices into ``camera_tokens``, sorted) and ``used_pixels`` uint8 [I, H, W, 3]."""
+    [I] (indices into ``camera_tokens``, sorted) and ``used_pixels`` uint8 [I, H, W, 3]. Keys are
+    drawn by :class:`StepKeys` (no length: the sequence of steps is the sampler's)."""
 
     def __init__(self, dataset: NuScenesLidarSeg, seed: int, batch: int, global_batch: int, steps_per_epoch: int,
                  pairs: int, images: bool = False):
         self.dataset, self.seed, self.batch, self.global_batch = dataset, seed, batch, global_batch
         self.steps_per_epoch, self.pairs, self.images = steps_per_epoch, pairs, images
-
-    def __len__(self) -> int:  # keys are (step, micro) pairs, drawn by StepKeys; no index range
-        raise TypeError("MicroBatches is indexed by (step, micro); iterate it with StepKeys")
 
     def indices(self, step: int, micro: int) -> list[int]:
         """The keyframes of micro-batch ``micro`` (``rank * accumulate + local micro``) of ``step``."""
