@@ -49,7 +49,7 @@ def steps_per_second(cfg: TrainConfig) -> float:
 
 
 def loader_per_second(cfg: TrainConfig, workers: int) -> float:
-    trainer = _trainer(cfg.with_overrides(workers=workers))
+    trainer = _trainer(cfg.with_overrides(workers=workers, max_steps=(LOADED + 1) // cfg.accumulate + 1))
     batches = iter(trainer.loader(0))
     next(batches)  # the workers started and the first item made
     t = time.perf_counter()
@@ -74,6 +74,7 @@ def main() -> None:
     for workers in (0, 1, 2):
         rec[f"loader_cache_mode_per_s_{workers}_workers"] = loader_per_second(demo, workers)
         rec[f"loader_online_mode_per_s_{workers}_workers"] = loader_per_second(online, workers)
+        print(json.dumps(rec), flush=True)  # as it goes: the loader runs take minutes
     print(json.dumps(rec, indent=1))
 
 
