@@ -314,6 +314,7 @@ class Trainer:
         self.model.train()
         t_last, s_last = time.perf_counter(), step
         batches = iter(self.loader(step))  # workers start here and end with the loop
+        self._agree_to_stop()  # a signal during preparation: no rank enters a step the others skip
         while step < self.total_steps and not self.stop_requested:
             lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / self.total_steps))
             for g in self.optimizer.param_groups:
@@ -330,10 +331,7 @@ class Trainer:
             self.scaler.update()
             step += 1
             self._step = step
-            if self.world > 1:  # a signal reaches the ranks at different moments: all stop after the same step
-                flag = torch.tensor([float(self.stop_requested)], device=self.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                self.stop_requested = bool(flag.item())
+            self._agree_to_stop()
             if step % cfg.log_every == 0 or step == self.total_steps:
                 now = time.perf_counter()
                 it_s = (step - s_last) / max(now - t_last, 1e-9)
@@ -354,6 +352,14 @@ class Trainer:
                     (not cfg.checkpoint_every and end_of_epoch) or self.stop_requested:
                 self.save(step, metrics)
         return metrics
+
+    def _agree_to_stop(self) -> None:
+        """Under DDP a signal reaches the ranks at different moments: they stop after the same step
+        (one all-reduce of the flag), or the others would wait forever in the next step's."""
+        if self.world > 1:
+            flag = torch.tensor([float(self.stop_requested)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.stop_requested = bool(flag.item())
 
     def _heartbeat(self) -> None:
         while self._running:
