@@ -397,8 +397,9 @@ def test_export_into_a_file(student, synthetic_root, tmp_path):
     (["synth", "--image-size", "wide"], ["800x450", "'wide'"]),
     (["synth", "--workers", "0"], ["workers must be >= 1"]),
     (["synth", "--seed", "-3"], ["seed must be >= 0"]),
+    (["synth", "--beams", "1"], ["beams must be in [2, 128]", "got 1"]),
 ], ids=["toy clusters", "toy iters", "toy non-number", "synth few samples", "synth many samples",
-        "synth small images", "synth size text", "synth workers", "synth seed"])
+        "synth small images", "synth size text", "synth workers", "synth seed", "synth beams"])
 def test_out_of_range_parameters(args, expected, tmp_path):
     cli_refuses([*args, *(["--out", str(tmp_path / "s")] if args[0] == "synth" else [])], *expected)
     assert not (tmp_path / "s").exists()

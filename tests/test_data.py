@@ -113,8 +113,11 @@ def test_same_seed_gives_identical_files(tmp_path):
     assert tree_digests(a) == RECORDED
     assert sum(p.relative_to(a).parts[0] == "lidarseg" for p in a.rglob("*") if p.is_file()) == 20
     files = sorted(p.relative_to(a) for p in (a / "samples" / "LIDAR_TOP").iterdir())
-    c = generate(tmp_path / "c", replace(TINY, seed=4), workers=2)
+    c = generate(tmp_path / "c", replace(TINY, seed=4, beams=3), workers=2)
     assert (c / files[0]).read_bytes() != (a / files[0]).read_bytes()
+    # the ring index (the 5th column of a nuScenes .pcd.bin) counts the beams asked for
+    rings = [np.unique(np.fromfile(root / files[0], dtype=np.float32).reshape(-1, 5)[:, 4]) for root in (a, c)]
+    assert [r.tolist() for r in rings] == [list(range(TINY.beams)), [0, 1, 2]]
     with pytest.raises(FileExistsError):
         generate(tmp_path / "a", TINY)
 

@@ -76,6 +76,8 @@ def synth(
                                                   "named as nuScenes' train and val scenes)."),
     scenes: int = typer.Option(None, help="v1.0-trainval: number of scenes (default 20; about 1 in 6 in val)."),
     workers: int = typer.Option(None, help="Processes (default: CPU count, at most 4)."),
+    beams: int = typer.Option(32, help="Lidar beams (nuScenes: 32). Another count and seed make a second, "
+                                       "out-of-distribution set for few-shot evaluation."),
 ) -> None:
     """Generate a synthetic nuScenes dataset with lidarseg (v1.0-mini, or v1.0-trainval with --scenes)."""
     import time
@@ -84,7 +86,7 @@ def synth(
 
     s = settings().ensure()
     cfg = SynthConfig(seed=seed, samples_per_scene=samples_per_scene, image_size=_parse_size(image_size),
-                      version=version, scenes=scenes)
+                      version=version, scenes=scenes, beams=beams)
     target = Path(out) if out else s.dataset_root("synthetic-mini" if version == "v1.0-mini" else "synthetic-trainval")
     start = time.perf_counter()
     with typer.progressbar(length=len(cfg.scene_names), label="scenes") as bar:

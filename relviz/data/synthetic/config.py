@@ -47,6 +47,8 @@ class SynthConfig:
             raise InputError(f"samples_per_scene must be in [2, 40], got {self.samples_per_scene}")
         if self.seed < 0:
             raise InputError(f"seed must be >= 0, got {self.seed}")
+        if not 2 <= self.beams <= 128:
+            raise InputError(f"beams must be in [2, 128], got {self.beams}")
         w, h = self.image_size
         if not (64 <= w <= 1600 and 64 <= h <= 900):
             raise InputError(f"image size must be between 64x64 and 1600x900, got {w}x{h}")
