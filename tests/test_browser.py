@@ -21,8 +21,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PAGES = {"home": "", "structure": "structure", "compare": "compare", "zeroshot": "zeroshot", "jobs": "jobs",
          "toy": "toy"}
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium'; "
-                                                          "`make test` installs it when run as root): browser test skipped")
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium'; "
+                                                           "`make test` installs it when run as root): browser test skipped"),
+              # one test process runs the browser tests (each a Streamlit server and a Chromium), one after
+              # the other: two at once on 2 cores would slow both past their waits
+              pytest.mark.xdist_group("browser")]
 
 
 def _free_port() -> int:

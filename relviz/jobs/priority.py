@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from relviz.config import available_cores  # noqa: F401 (the rule's input; re-exported)
+from relviz.config import available_cores
 from relviz.errors import InputError
 
 DEFAULT_NICENESS = 10

@@ -13,6 +13,7 @@ For the online teacher a micro-batch also carries the camera images its sampled 
 
 from __future__ import annotations
 
+import signal
 from typing import Iterator
 
 import torch
@@ -76,9 +77,10 @@ def _as_is(item: dict) -> dict:
 
 
 def resolve_workers(workers: int, device: torch.device, cores: int, world: int = 1) -> int:
-    """``workers`` >= 0 as given; -1 (auto): none on the CPU, where loading is about 2% of a step
+    """``workers`` >= 0 as given; -1 (auto): none on the CPU, where loading is 4-10% of a demo step
     (bench/README.md) and a worker would take a core from the step; on a GPU, the cores of this
-    process's share of the machine but one (for the training process itself), at most 8."""
+    process's share of the machine (``world``: the processes on this machine) but one, for the
+    training process itself, at most 8."""
     if workers >= 0:
         return workers
     if device.type != "cuda":
@@ -92,4 +94,22 @@ def micro_batch_loader(micro_batches: MicroBatches, keys: StepKeys, workers: int
     ``prefetch`` micro-batches ready (a worker runs one thread, as DataLoader sets it); pinned memory
     for an asynchronous copy to the GPU."""
     return DataLoader(micro_batches, batch_size=None, sampler=keys, num_workers=workers, collate_fn=_as_is,
-                      pin_memory=pin_memory, prefetch_factor=prefetch if workers else None)
+                      pin_memory=pin_memory, prefetch_factor=prefetch if workers else None,
+                      worker_init_fn=_ignore_stop_signals if workers else None)
+
+
+def _ignore_stop_signals(_: int) -> None:
+    """A cancel (``killpg(SIGTERM)``) or a scheduler's warning signal reaches the whole process group:
+    PyTorch's workers would die of it, and the training process would fail on their exit instead of
+    finishing its step and checkpointing. Workers leave the signal to the training process, which
+    ends them (:func:`end_workers`)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def end_workers(batches) -> None:
+    """End the worker processes of a loader's iterator now (they ignore SIGTERM, so the interpreter's
+    exit would wait on them); nothing to do for a loader without workers."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # DataLoader's own orderly shutdown
+    if shutdown is not None:
+        shutdown()

@@ -21,10 +21,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-
-from relviz.config import Settings, available_cores, load_settings
 from torch.utils.data import DataLoader
 
+from relviz.config import Settings, available_cores, load_settings
 from relviz.data.dataset import NuScenesLidarSeg
 from relviz.errors import NonFiniteError
 from relviz.eval.features import camera_size, pair_features_from_dense, student_voxel_features, teacher_pair_features
@@ -33,7 +32,7 @@ from relviz.models.checkpoint import load_into, load_state_dict, save_checkpoint
 from relviz.models.minkunet import build_minkunet
 from relviz.teacher import FeatureCache, teacher_for_training
 from relviz.train.config import TrainConfig, TrainConfigError
-from relviz.train.loader import MicroBatches, StepKeys, micro_batch_loader, resolve_workers
+from relviz.train.loader import MicroBatches, StepKeys, end_workers, micro_batch_loader, resolve_workers
 from relviz.train.tensorboard import TensorBoardSink, write_projector
 from relviz.train.rundir import EventLog, RunDir, read_events  # noqa: F401 (read_events re-exported)
 
@@ -68,6 +67,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)  # NCCL's barrier and the loader's pinning thread use it
         dataroot = self.settings.dataset_root(config.dataset)
         if not dataroot.is_dir():
             raise TrainConfigError(f"config field 'dataset': {dataroot} does not exist "
@@ -77,7 +77,8 @@ class Trainer:
         self.layout.checkpoints.mkdir(exist_ok=True)
         self.events = EventLog(self.layout.events, enabled=self.rank == 0,  # TensorBoard reads the same events
                                sinks=[TensorBoardSink(self.layout.tensorboard)] if self.rank == 0 else [])
-        self.stop_requested = False
+        self.stop_requested = False  # set by a signal
+        self.stopped = False  # what the ranks agreed on: the run ends as cancelled
 
     # ------------------------------------------------------------------------------------ pieces
     def _build(self):
@@ -102,12 +103,17 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          dampening=cfg.dampening, weight_decay=cfg.weight_decay)
-        self.global_batch = cfg.batch * cfg.accumulate * self.world
-        self.steps_per_epoch, self.total_steps = cfg.steps(len(self.train_ds), self.world)  # as --dry-run says
+        self._set_schedule()
         self._loss_fn = cfg.loss_function()  # resolved once per run
         self.online = cfg.online_teacher(self.device)
-        self.workers = resolve_workers(cfg.workers, self.device, available_cores(), self.world)
+        self.workers = resolve_workers(cfg.workers, self.device, available_cores(),  # this machine's processes
+                                       int(os.environ.get("LOCAL_WORLD_SIZE", self.world)))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and self.dtype == torch.float32)
+
+    def _set_schedule(self) -> None:
+        """Keyframes per step, steps per epoch and in all, of this config on this many processes."""
+        self.global_batch = self.cfg.batch * self.cfg.accumulate * self.world
+        self.steps_per_epoch, self.total_steps = self.cfg.steps(len(self.train_ds), self.world)  # as --dry-run says
 
     def _loss(self, k: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         return self._loss_fn(k, q)
@@ -126,7 +132,8 @@ class Trainer:
     def teacher_targets(self, batch: dict) -> torch.Tensor:
         """The teacher's features [P, D] at the micro-batch's chosen pairs: from the cache, or (online)
         computed from the images the loader decoded, rounded to float16 as the cache stores them, so
-        that both modes give a run the same targets."""
+        that both modes give a run the same targets (bitwise on the CPU for the same images; on a GPU
+        up to the rounding of kernels that depend on how many images run together)."""
         chosen = batch["pairs_chosen"]
         with torch.no_grad():
             if not self.online:
@@ -200,18 +207,19 @@ class Trainer:
         return step
 
     def _keep_global_batch(self, meta: dict, weights: Path) -> dict:
-        """Resumed on another number of processes: ``accumulate`` converted to keep the global batch
-        (:meth:`TrainConfig.resumed_on`); returns what was converted, for the ``resumed`` event."""
-        saved_world = int(meta.get("world_size") or 1)
-        if saved_world == self.world:
+        """The resumed run keeps the saved run's global batch, on another number of processes or with
+        a config whose ``accumulate`` was written anew (a preset applied again): ``accumulate`` is
+        converted (:meth:`TrainConfig.resumed_on`). Returns what changed, for the ``resumed`` event."""
+        saved, saved_world = meta.get("training") or {}, int(meta.get("world_size") or 1)
+        resumed = self.cfg.resumed_on(self.world, saved, saved_world, source=str(weights))
+        if resumed.accumulate == self.cfg.accumulate:
             return {}
-        before = self.cfg.accumulate
-        self.cfg = self.cfg.resumed_on(self.world, meta.get("training") or {}, saved_world, source=str(weights))
-        self.global_batch = self.cfg.batch * self.cfg.accumulate * self.world
-        self.steps_per_epoch, self.total_steps = self.cfg.steps(len(self.train_ds), self.world)
-        return {"world_size_before": saved_world, "world_size": self.world,
-                "accumulate_before": int((meta.get("training") or {}).get("accumulate", before)),
-                "accumulate": self.cfg.accumulate}
+        converted = {"world_size_before": saved_world, "world_size": self.world,
+                     "accumulate_before": int(saved.get("accumulate", self.cfg.accumulate)),
+                     "accumulate_asked": self.cfg.accumulate, "accumulate": resumed.accumulate}
+        self.cfg = resumed
+        self._set_schedule()
+        return converted
 
     def prepare_teacher_cache(self, chunk: int = 12) -> None:
         """Fill the teacher feature cache for every camera of the train split (not with the online
@@ -271,7 +279,7 @@ class Trainer:
             self.events.write("start", step=step, total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
                               world_size=self.world, device=str(self.device))
             metrics = self._loop(step)
-            if self.stop_requested:
+            if self.stopped:
                 self._finish("cancelled", step=self._step)
                 return {"status": "cancelled", "step": self._step}
             if self.rank == 0:
@@ -308,14 +316,22 @@ class Trainer:
         self.events.write(event, **fields)
 
     def _loop(self, step: int) -> dict:
-        cfg = self.cfg
         self._step = step
-        metrics: dict = dict(self._resumed_metrics)
         self.model.train()
+        batches = iter(self.loader(step))  # workers start here
+        try:
+            return self._steps(step, batches)
+        finally:
+            end_workers(batches)
+
+    def _steps(self, step: int, batches) -> dict:
+        cfg = self.cfg
+        metrics: dict = dict(self._resumed_metrics)
         t_last, s_last = time.perf_counter(), step
-        batches = iter(self.loader(step))  # workers start here and end with the loop
-        self._agree_to_stop()  # a signal during preparation: no rank enters a step the others skip
-        while step < self.total_steps and not self.stop_requested:
+        # every decision to stop is the agreed one: a flag set by a signal after the agreement waits for
+        # the next, so all ranks leave the loop after the same step (a signal during preparation too)
+        self.stopped = self._agree_to_stop()
+        while step < self.total_steps and not self.stopped:
             lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / self.total_steps))
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
@@ -331,7 +347,7 @@ class Trainer:
             self.scaler.update()
             step += 1
             self._step = step
-            self._agree_to_stop()
+            self.stopped = self._agree_to_stop()
             if step % cfg.log_every == 0 or step == self.total_steps:
                 now = time.perf_counter()
                 it_s = (step - s_last) / max(now - t_last, 1e-9)
@@ -349,17 +365,19 @@ class Trainer:
                     metrics = self.validate_structure()
                     self.events.write("val", step=step, **metrics)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or \
-                    (not cfg.checkpoint_every and end_of_epoch) or self.stop_requested:
+                    (not cfg.checkpoint_every and end_of_epoch) or self.stopped:
                 self.save(step, metrics)
         return metrics
 
-    def _agree_to_stop(self) -> None:
-        """Under DDP a signal reaches the ranks at different moments: they stop after the same step
-        (one all-reduce of the flag), or the others would wait forever in the next step's."""
-        if self.world > 1:
-            flag = torch.tensor([float(self.stop_requested)], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            self.stop_requested = bool(flag.item())
+    def _agree_to_stop(self) -> bool:
+        """Whether to stop after this step. Under DDP a signal reaches the ranks at different moments:
+        one all-reduce of the flag, or a rank that stopped alone would leave the others waiting
+        forever in the next step's all-reduce."""
+        if self.world == 1:
+            return self.stop_requested
+        flag = torch.tensor([float(self.stop_requested)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _heartbeat(self) -> None:
         while self._running:
