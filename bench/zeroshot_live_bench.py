@@ -25,8 +25,11 @@ browser and from the server, the same clock on one machine):
 marker colours (uint8 indices, discrete colour scale) on the same number of points, in the same
 browser, with the plotly.js bundled with the installed ``plotly`` package.
 
-``--training`` runs a demo-size training job (``relviz train``, MinkUNet14 x0.5, in a temporary run
-folder, killed at the end) during the measurement.
+``--training`` runs a demo-size training (``relviz train``, MinkUNet14 x0.5, in a temporary run
+folder, killed at the end) during the measurement: a plain process at niceness 0 with torch's default
+threads. ``--job`` runs the same as a background job of the workspace (``JobStore.submit``, what the
+Jobs page launches), under the priority rule (niceness 10, the thread rule, its session's autogroup
+niceness); measured once it trains, cancelled and its run folder removed at the end.
 
 Split search: ``relviz.eval.search.search_split`` over every val keyframe's cached features (the demo
 relational student, the 16 class names plus one free-text query), median of 5 after one run that
@@ -46,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -203,7 +207,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path("/tmp/relviz-load-home"))
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--plotly", action="store_true", help="also time Plotly.restyle on the same points")
-    parser.add_argument("--training", action="store_true", help="run a demo-size training job meanwhile")
+    parser.add_argument("--training", action="store_true", help="run a plain demo-size `relviz train` meanwhile")
+    parser.add_argument("--job", action="store_true", help="run a demo-size background job (priority rule) meanwhile")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     prepared = prepare_workspace(args.home)
@@ -216,12 +221,32 @@ def main() -> None:
                                     "MinkUNet14", "--width", "0.5", "--max-steps", "100000", "--run-dir", str(run_dir)],
                                    env=server_env(args.home), cwd=ROOT, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
+    store = job = job_priority = None
+    if args.job:
+        from relviz.config import load_settings
+        from relviz.jobs import JobStore
+        from relviz.train import TrainConfig
+
+        settings = load_settings(env=server_env(args.home))
+        store = JobStore(settings)
+        job = store.submit(TrainConfig.from_settings(settings, preset="demo", max_steps=100_000,
+                                                     checkpoint_every=100_000, val_every=100_000), name="live-bench")
+        deadline = time.time() + 600
+        while store.get(job.id).last_step < 1:  # measured while it trains, not while it prepares
+            if time.time() > deadline or store.get(job.id).status != "running":
+                raise SystemExit(f"the background job did not start training: {store.log_tail(store.get(job.id))}")
+            time.sleep(1)
     server = Server(args.home, Path(tempfile.mkdtemp(prefix="live-bench-")) / "server.log")
     try:
         healthy = server.wait_healthy()
         live = measure_live(server, QUERIES[:args.queries], args.plotly)
     finally:
         server.stop()
+        if job is not None:
+            priority = store.progress_of(store.get(job.id))
+            job_priority = {"niceness": priority.niceness, "threads": priority.threads}
+            store.cancel(job.id, grace_s=30)
+            shutil.rmtree(job.run_dir, ignore_errors=True)
         if trainer is not None:  # by its pid; a trainer busy in a step may not stop at once on SIGTERM
             trainer.terminate()
             try:
@@ -232,7 +257,8 @@ def main() -> None:
     search = split_search_time(args.home)
     record = {"machine": {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],
                           "load_after": [round(x, 2) for x in os.getloadavg()]},
-              "prepared": prepared, "server_healthy_s": round(healthy, 2), "training_job": args.training,
+              "prepared": prepared, "server_healthy_s": round(healthy, 2), "training_process": args.training,
+              "background_job": job_priority if args.job else None,
               "live": live, "split_search": search}
     text = json.dumps(record, indent=1)
     print(text)
