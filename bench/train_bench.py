@@ -18,6 +18,7 @@ import torch
 
 from relviz.config import load_settings
 from relviz.train import TrainConfig, Trainer
+from relviz.train.loader import end_workers
 
 STEPS = 12
 LOADED = 24  # micro-batches per loader measurement
@@ -56,6 +57,7 @@ def loader_per_second(cfg: TrainConfig, workers: int) -> float:
     for _ in range(LOADED):
         next(batches)
     rate = LOADED / (time.perf_counter() - t)
+    end_workers(batches)  # they ignore SIGTERM: the interpreter's exit would wait on them
     shutil.rmtree(trainer.run_dir.parent, ignore_errors=True)
     return round(rate, 2)
 
