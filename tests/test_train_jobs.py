@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -149,29 +150,41 @@ def _torchrun(nproc: int, cfg: dict, run_dir, env: dict) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def _two_nodes(cfg: dict, run_dir, env: dict) -> None:
+def _start_two_nodes(train: list[str], run_dir, env: dict, attempt: int = 0) -> tuple[list, list]:
     """Two torchrun "nodes" of one process each, rendezvousing over TCP on localhost as two machines
     would (docs/distributed.md): node 0 hosts the store, both share the run folder as a cluster's
-    shared filesystem would be. A port taken between choosing and binding it is tried again."""
+    shared filesystem would be. Returns the nodes and their log files."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logs = [run_dir / f"node{rank}-{attempt}.log" for rank in (0, 1)]
+    nodes = []
+    for rank, log in enumerate(logs):
+        with open(log, "w") as out:  # a file, not a pipe: a full pipe would block a node
+            nodes.append(subprocess.Popen(
+                [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+                 "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}", *train],
+                stdout=out, stderr=subprocess.STDOUT, text=True, env=env))
+    return nodes, logs
+
+
+def _end(nodes: list) -> None:
+    for node in nodes:
+        if node.poll() is None:
+            for child in psutil.Process(node.pid).children(recursive=True):
+                child.kill()
+            node.kill()
+
+
+def _two_nodes(cfg: dict, run_dir, env: dict) -> None:
+    """A run on two nodes to its end; a port taken between choosing and binding it is tried again."""
     train = _write_config(cfg, run_dir)
     for attempt in range(3):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        logs = [run_dir / f"node{rank}-{attempt}.log" for rank in (0, 1)]
-        nodes = []
+        nodes, logs = _start_two_nodes(train, run_dir, env, attempt)
         try:
-            for rank, log in enumerate(logs):
-                with open(log, "w") as out:  # a file, not a pipe: a full pipe would block a node
-                    nodes.append(subprocess.Popen(
-                        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
-                         "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}", *train],
-                        stdout=out, stderr=subprocess.STDOUT, text=True, env=env))
             codes = [node.wait(timeout=400) for node in nodes]
         finally:
-            for node in nodes:
-                if node.poll() is None:
-                    node.kill()
+            _end(nodes)
         text = [log.read_text() for log in logs]
         if codes == [0, 0]:
             return
@@ -204,12 +217,13 @@ def _assert_one_step_apart_by_averaging_only(a: dict, b: dict, init: dict) -> in
     return moved
 
 
-def test_ddp_on_two_nodes_matches_one_process_and_resumes_on_one(tiny, tmp_path, workspace_home):
+def test_ddp_on_two_nodes_matches_one_process_resumes_on_one_and_stops_together(tiny, tmp_path, workspace_home):
     """What DDP must make equal: one optimiser step of 2 ranks (here two torchrun nodes rendezvousing
     over TCP, as two machines would) with one micro-batch each equals one process that accumulates
     the same 2 micro-batches. And a 2-process run resumed on 1 process keeps its global batch
     (accumulate 1 -> 2): its next step equals the one the 2 processes take. Every side runs one
-    thread per process (the same reduction order inside each micro-batch) and in float64."""
+    thread per process (the same reduction order inside each micro-batch) and in float64. Last, a
+    signal to one rank only stops both after the same step (:func:`_signal_one_rank_of_two`)."""
     base = {**tiny.to_dict(), "split": "mini_val", "max_steps": 1, "val_samples": 1, "checkpoint_every": 1,
             "val_every": 1000, "lr": 0.1, "precision": "float64"}
     env = {**os.environ, "RELVIZ_HOME": workspace_home, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -241,6 +255,35 @@ def test_ddp_on_two_nodes_matches_one_process_and_resumes_on_one(tiny, tmp_path,
     c = load_file(tmp_path / "two" / "student.safetensors")
     d = load_file(tmp_path / "two-on-one" / "student.safetensors")
     assert _assert_one_step_apart_by_averaging_only(c, d, b) > 0  # both stepped from step 1's weights, b
+
+    # a stop requested on one rank only ends both after the same step (the teacher cache is warm now)
+    _signal_one_rank_of_two(base, tmp_path / "signalled", env)
+
+
+def _signal_one_rank_of_two(cfg: dict, run, env: dict) -> None:
+    """SIGTERM to one rank's training process only (the extreme of a signal reaching the ranks at
+    different moments): the ranks agree, both finish the same step and exit cleanly, rank 0
+    checkpoints that step and the run ends "cancelled". A rank that stopped alone would leave the
+    other waiting in the next step's all-reduce, and the nodes would not exit."""
+    cfg = {**cfg, "max_steps": 10_000, "val_every": 100_000, "checkpoint_every": 100_000}
+    nodes, logs = _start_two_nodes(_write_config(cfg, run), run, env)
+    try:
+        wait_for(lambda: (run / "events.jsonl").is_file() and any(
+            e["event"] == "step" and e["step"] >= 2 for e in read_events(run / "events.jsonl")[0]),
+            timeout=300, what="two steps on two nodes")
+        rank1 = [p for p in psutil.Process(nodes[1].pid).children(recursive=True) if "relviz.train" in p.cmdline()]
+        assert len(rank1) == 1, [p.cmdline() for p in rank1]
+        rank1[0].send_signal(signal.SIGTERM)
+        codes = [node.wait(timeout=180) for node in nodes]
+    finally:
+        _end(nodes)
+    assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
+    from relviz.models.checkpoint import read_metadata
+
+    events, _ = read_events(run / "events.jsonl")
+    assert events[-1]["event"] == "cancelled" and 2 <= events[-1]["step"] < 10_000
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [events[-1]["step"]]
+    assert read_metadata(run / "checkpoints" / "last.safetensors")["step"] == events[-1]["step"]
 
 
 def test_resume_on_a_process_count_that_cannot_keep_the_global_batch_is_refused(tiny, tmp_path):
