@@ -1,8 +1,10 @@
 """Shared fixtures: every test runs against its own temporary workspace, seeded."""
 
+import fcntl
 import os
 import random
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,13 +33,33 @@ def workspace_home() -> str:
     return os.environ["RELVIZ_HOME"]
 
 
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` once for the whole run. Under pytest-xdist every worker is a session of its
+    own: the first to get the lock builds in the folder the workers' temporary directories share, the
+    others wait and reuse it (the app caches hold the dataset's path in their keys, so both workers
+    must also share one dataset)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    target, done = base / name, base / f"{name}.done"
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            shutil.rmtree(target, ignore_errors=True)  # a build cut short by a worker that died
+            target.mkdir()
+            build(target)
+            done.write_text("built\n")
+    return target
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A small synthetic nuScenes v1.0-mini dataset (10 scenes x 2 keyframes, 400x225 images), built once."""
     from relviz.data.synthetic import SynthConfig, generate
 
-    root = tmp_path_factory.mktemp("synthetic") / "synthetic-mini"
-    return generate(root, SynthConfig(seed=0, samples_per_scene=2, image_size=(400, 225)), workers=2)
+    config = SynthConfig(seed=0, samples_per_scene=2, image_size=(400, 225))
+    return _built_once(tmp_path_factory, "synthetic",
+                       lambda folder: generate(folder / "synthetic-mini", config, workers=2)) / "synthetic-mini"
 
 
 @pytest.fixture(scope="session")
@@ -78,13 +100,14 @@ def warm_cache_template(tmp_path_factory, synthetic_root):
     from relviz.config import load_settings
     from relviz.workspace import warm_caches
 
-    home = tmp_path_factory.mktemp("warm-template")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RELVIZ_HOME", str(home))
-        _app_home(home, synthetic_root, students=False)  # their caches could serve no test (keys hold paths)
-        settings = load_settings()
-        warm_caches(settings, settings.dataset_root("synthetic-mini"), log=lambda *_: None)
-    return home / "cache"
+    def build(home: Path) -> None:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RELVIZ_HOME", str(home))
+            _app_home(home, synthetic_root, students=False)  # their caches could serve no test (keys hold paths)
+            settings = load_settings()
+            warm_caches(settings, settings.dataset_root("synthetic-mini"), log=lambda *_: None)
+
+    return _built_once(tmp_path_factory, "warm-template", build) / "cache"
 
 
 @pytest.fixture

@@ -169,11 +169,30 @@ def _start_two_nodes(train: list[str], run_dir, env: dict, attempt: int = 0) -> 
 
 
 def _end(nodes: list) -> None:
+    """Kill what is left of the nodes' process trees (torchrun starts each rank in a session of its
+    own, so a node's group is not enough) and reap the nodes."""
     for node in nodes:
-        if node.poll() is None:
-            for child in psutil.Process(node.pid).children(recursive=True):
-                child.kill()
-            node.kill()
+        try:
+            tree = psutil.Process(node.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        for proc in [*tree, node]:
+            try:
+                proc.kill()
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                pass
+        node.wait(timeout=30)
+
+
+def _wait_nodes(nodes: list, timeout: float) -> list[int]:
+    """Exit codes of both nodes; the first to fail ends the other (it would wait for its peer)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        codes = [node.poll() for node in nodes]
+        if all(c is not None for c in codes) or any(c not in (None, 0) for c in codes):
+            return codes
+        time.sleep(0.2)
+    raise AssertionError(f"the nodes did not end within {timeout:.0f} s")
 
 
 def _two_nodes(cfg: dict, run_dir, env: dict) -> None:
@@ -182,7 +201,7 @@ def _two_nodes(cfg: dict, run_dir, env: dict) -> None:
     for attempt in range(3):
         nodes, logs = _start_two_nodes(train, run_dir, env, attempt)
         try:
-            codes = [node.wait(timeout=400) for node in nodes]
+            codes = _wait_nodes(nodes, timeout=400)
         finally:
             _end(nodes)
         text = [log.read_text() for log in logs]
@@ -225,7 +244,7 @@ def test_ddp_on_two_nodes_matches_one_process_resumes_on_one_and_stops_together(
     thread per process (the same reduction order inside each micro-batch) and in float64. Last, a
     signal to one rank only stops both after the same step (:func:`_signal_one_rank_of_two`)."""
     base = {**tiny.to_dict(), "split": "mini_val", "max_steps": 1, "val_samples": 1, "checkpoint_every": 1,
-            "val_every": 1000, "lr": 0.1, "precision": "float64"}
+            "val_every": 1000, "lr": 0.1, "precision": "float64", "device": "cpu"}  # float64: a CPU check
     env = {**os.environ, "RELVIZ_HOME": workspace_home, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     _torchrun(1, {**base, "accumulate": 2}, tmp_path / "one", env)  # fills the teacher cache too
     _two_nodes(base, tmp_path / "two", env)
@@ -271,10 +290,11 @@ def _signal_one_rank_of_two(cfg: dict, run, env: dict) -> None:
         wait_for(lambda: (run / "events.jsonl").is_file() and any(
             e["event"] == "step" and e["step"] >= 2 for e in read_events(run / "events.jsonl")[0]),
             timeout=300, what="two steps on two nodes")
-        rank1 = [p for p in psutil.Process(nodes[1].pid).children(recursive=True) if "relviz.train" in p.cmdline()]
+        # torchrun's own child (DataLoader workers, where there are any, are the rank's children)
+        rank1 = [p for p in psutil.Process(nodes[1].pid).children() if "relviz.train" in p.cmdline()]
         assert len(rank1) == 1, [p.cmdline() for p in rank1]
         rank1[0].send_signal(signal.SIGTERM)
-        codes = [node.wait(timeout=180) for node in nodes]
+        codes = _wait_nodes(nodes, timeout=180)
     finally:
         _end(nodes)
     assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
@@ -286,23 +306,26 @@ def _signal_one_rank_of_two(cfg: dict, run, env: dict) -> None:
     assert read_metadata(run / "checkpoints" / "last.safetensors")["step"] == events[-1]["step"]
 
 
-def test_resume_on_a_process_count_that_cannot_keep_the_global_batch_is_refused(tiny, tmp_path):
+def test_resume_keeps_the_global_batch_or_refuses(tiny, tmp_path):
+    """TrainConfig.resumed_on: accumulate converted to keep batch x accumulate x processes; a process
+    count that cannot keep it, or another batch, refused with what would work."""
+    one = from_dict({**tiny.to_dict(), "batch": 1, "accumulate": 1})
+    assert one.resumed_on(1, {"batch": 1, "accumulate": 1}, saved_world=2, source="f").accumulate == 2
+    assert one.resumed_on(2, {"batch": 1, "accumulate": 4}, saved_world=1, source="f").accumulate == 2
+    # the same processes, a config written anew (a preset's accumulate 1 again): back to the run's 3
+    assert one.resumed_on(1, {"batch": 1, "accumulate": 3}, saved_world=1, source="f").accumulate == 3
+    with pytest.raises(TrainConfigError, match=r"f: saved by 3 process\(es\) with batch 1 x accumulate 1 = 3 keyframes "
+                                               r"per step; on 2 process\(es\).*Resume on 1, 3 process\(es\)"):
+        one.resumed_on(2, {"batch": 1, "accumulate": 1}, saved_world=3, source="f")
+
+    # end to end: another batch is refused, and the folder's config is left as it was
     cfg = from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 1, "val_samples": 1, "val_every": 1000,
                      "checkpoint_every": 1})
     run = tmp_path / "run"
     Trainer(cfg, run, load_settings()).run()
-    from relviz.models.checkpoint import load_state_dict, save_checkpoint
-    from relviz.models.minkunet import build_minkunet
-
-    # the folder as 3 processes of batch 1 would have left it: 3 keyframes per step
-    state, meta = load_state_dict(run / "checkpoints" / "last.safetensors")
-    model = build_minkunet(cfg.arch, in_channels=1, out_channels=state["final.kernel"].shape[-1], width=cfg.width,
-                           normalize=True, backend="torch")
-    model.load_state_dict(state)
-    save_checkpoint(run / "checkpoints" / "last.safetensors", model, {**meta, "world_size": 3})
     before = (run / "config.json").read_bytes()
-    with pytest.raises(TrainConfigError, match=r"3 process\(es\) with batch 1 x accumulate 1 = 3 keyframes per step.*"
-                                               r"on 1, 3 process\(es\)"):
+    with pytest.raises(TrainConfigError, match=r"saved with batch 1 .*this config's batch 2 would change what a step "
+                                               r"is.*Resume with batch 1"):
         Trainer(from_dict({**cfg.to_dict(), "batch": 2, "max_steps": 2}), run, load_settings()).run()
     assert (run / "config.json").read_bytes() == before
 

@@ -323,7 +323,9 @@ class JobStore:
             while self._alive(job):
                 time.sleep(0.05)
         events, _ = read_events(job.events_path, job.events_offset)
-        if not any(e.get("event") == "cancelled" for e in events):
+        # a run that ended on its own meanwhile (done: the signal came during its last moments) says so
+        # itself, and reconcile reads it; only a run killed without a final event is recorded here
+        if not any(e.get("event") in ("cancelled", "done", "failed") for e in events):
             self._update(job_id, status="cancelled", ended_at=time.time(), error="killed after the grace period")
         return self.get(job_id)
 

@@ -145,13 +145,18 @@ class TrainConfig:
         as before. A process count (or batch) that cannot keep it is refused, naming the counts that can."""
         batch, accumulate = int(saved.get("batch", self.batch)), int(saved.get("accumulate", self.accumulate))
         per_step = batch * accumulate * saved_world
-        if batch != self.batch or per_step % (batch * world):
+        if batch != self.batch:
+            raise TrainConfigError(
+                f"{source}: saved with batch {batch} (x accumulate {accumulate} on {saved_world} process(es)); this "
+                f"config's batch {self.batch} would change what a step is, so the run could not continue where it "
+                f"stopped. Resume with batch {batch}, or start a new run folder")
+        if per_step % (batch * world):
             fits = [w for w in range(1, per_step // batch + 1) if (per_step // batch) % w == 0]
             raise TrainConfigError(
                 f"{source}: saved by {saved_world} process(es) with batch {batch} x accumulate {accumulate} = "
-                f"{per_step} keyframes per step; with batch {self.batch} on {world} process(es) no whole accumulate "
-                f"keeps that, so the run could not continue where it stopped. Resume with batch {batch} on "
-                f"{', '.join(map(str, fits))} process(es), or start a new run folder")
+                f"{per_step} keyframes per step; on {world} process(es) no whole accumulate keeps that, so the run "
+                f"could not continue where it stopped. Resume on {', '.join(map(str, fits))} process(es), or start "
+                f"a new run folder")
         return self.with_overrides(accumulate=per_step // (batch * world))
 
     def with_overrides(self, **overrides) -> "TrainConfig":

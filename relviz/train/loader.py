@@ -113,3 +113,7 @@ def end_workers(batches) -> None:
     shutdown = getattr(batches, "_shutdown_workers", None)  # DataLoader's own orderly shutdown
     if shutdown is not None:
         shutdown()
+    for worker in getattr(batches, "_workers", []):  # its last resort is SIGTERM, which they ignore
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5)

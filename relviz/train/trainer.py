@@ -212,7 +212,7 @@ class Trainer:
         converted (:meth:`TrainConfig.resumed_on`). Returns what changed, for the ``resumed`` event."""
         saved, saved_world = meta.get("training") or {}, int(meta.get("world_size") or 1)
         resumed = self.cfg.resumed_on(self.world, saved, saved_world, source=str(weights))
-        if resumed.accumulate == self.cfg.accumulate:
+        if resumed.accumulate == self.cfg.accumulate and saved_world == self.world:
             return {}
         converted = {"world_size_before": saved_world, "world_size": self.world,
                      "accumulate_before": int(saved.get("accumulate", self.cfg.accumulate)),
@@ -318,6 +318,11 @@ class Trainer:
     def _loop(self, step: int) -> dict:
         self._step = step
         self.model.train()
+        # every decision to stop is the agreed one (a flag set by a signal after an agreement waits for
+        # the next), so all ranks leave the loop after the same step; a signal during preparation too
+        self.stopped = self._agree_to_stop()
+        if self.stopped:
+            return dict(self._resumed_metrics)
         batches = iter(self.loader(step))  # workers start here
         try:
             return self._steps(step, batches)
@@ -328,9 +333,6 @@ class Trainer:
         cfg = self.cfg
         metrics: dict = dict(self._resumed_metrics)
         t_last, s_last = time.perf_counter(), step
-        # every decision to stop is the agreed one: a flag set by a signal after the agreement waits for
-        # the next, so all ranks leave the loop after the same step (a signal during preparation too)
-        self.stopped = self._agree_to_stop()
         while step < self.total_steps and not self.stopped:
             lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / self.total_steps))
             for g in self.optimizer.param_groups:
@@ -347,7 +349,6 @@ class Trainer:
             self.scaler.update()
             step += 1
             self._step = step
-            self.stopped = self._agree_to_stop()
             if step % cfg.log_every == 0 or step == self.total_steps:
                 now = time.perf_counter()
                 it_s = (step - s_last) / max(now - t_last, 1e-9)
@@ -364,6 +365,8 @@ class Trainer:
                     self.events.write("phase", phase="validate", step=step)
                     metrics = self.validate_structure()
                     self.events.write("val", step=step, **metrics)
+            # after validation (the other ranks waited for rank 0 there): a signal during it stops now
+            self.stopped = self._agree_to_stop()
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or \
                     (not cfg.checkpoint_every and end_of_epoch) or self.stopped:
                 self.save(step, metrics)
