@@ -232,9 +232,9 @@ def main() -> None:
         job = store.submit(TrainConfig.from_settings(settings, preset="demo", max_steps=100_000,
                                                      checkpoint_every=100_000, val_every=100_000), name="live-bench")
         deadline = time.time() + 600
-        while store.get(job.id).last_step < 1:  # measured while it trains, not while it prepares
-            if time.time() > deadline or store.get(job.id).status != "running":
-                raise SystemExit(f"the background job did not start training: {store.log_tail(store.get(job.id))}")
+        while (now := store.get(job.id)).last_step < 1:  # measured while it trains, not while it prepares
+            if time.time() > deadline or now.status != "running":
+                raise SystemExit(f"the background job did not start training: {store.log_tail(now)}")
             time.sleep(1)
     server = Server(args.home, Path(tempfile.mkdtemp(prefix="live-bench-")) / "server.log")
     try:

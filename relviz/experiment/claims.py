@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from relviz.eval.report import parse_fewshot_metric
 from relviz.experiment.aggregate import CONFIDENCE, interval_over_seeds, runs_by_cell
 
 HOLDS, REVERSED, NOISE, MISSING = "holds", "reversed", "cannot be told from noise", "not measured"
@@ -76,7 +77,7 @@ def paper_claims(report: Mapping) -> list[dict[str, Any]]:
     """Every claim of the paper that an experiment over the three losses can check: rows of
     ``claim``, ``verdict`` (:data:`HOLDS`, :data:`REVERSED`, :data:`NOISE` or :data:`MISSING`) and
     ``evidence`` (the numbers it rests on)."""
-    fewshot = [m for m in report["metrics"] if "@" in m]
+    fewshot = [m for m in report["metrics"] if parse_fewshot_metric(m)]
     rows = [
         _versus_teacher(report, "contrastive", "uniformity", +1, "contrastive: U above the teacher's"),
         _versus_teacher(report, "contrastive", "tolerance", -1, "contrastive: T below the teacher's"),

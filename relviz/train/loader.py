@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from relviz.data.dataset import NuScenesLidarSeg, collate
+from relviz.eval.features import camera_images
 
 
 class MicroBatches(Dataset):
@@ -32,11 +33,15 @@ class MicroBatches(Dataset):
                  pairs: int, images: bool = False):
         self.dataset, self.seed, self.batch, self.global_batch = dataset, seed, batch, global_batch
         self.steps_per_epoch, self.pairs, self.images = steps_per_epoch, pairs, images
+        self._order: tuple[int, torch.Tensor] | None = None  # (epoch, its permutation): one draw per epoch
 
     def indices(self, step: int, micro: int) -> list[int]:
         """The keyframes of micro-batch ``micro`` (``rank * accumulate + local micro``) of ``step``."""
         epoch = step // self.steps_per_epoch
-        perm = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        if self._order is None or self._order[0] != epoch:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._order = (epoch, torch.randperm(len(self.dataset), generator=gen))
+        perm = self._order[1]
         start = (step % self.steps_per_epoch) * self.global_batch + micro * self.batch
         return [int(perm[(start + i) % len(perm)]) for i in range(self.batch)]
 
@@ -47,8 +52,6 @@ class MicroBatches(Dataset):
         gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + micro) % 2**63)
         batch["pairs_chosen"] = torch.randperm(len(batch["pair_points"]), generator=gen)[: self.pairs]
         if self.images:
-            from relviz.eval.features import camera_images
-
             used = torch.unique(batch["pair_images"][batch["pairs_chosen"]])
             batch["used_images"] = used
             batch["used_pixels"] = torch.from_numpy(
