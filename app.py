@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from relviz.serve import freeze_imports
+
 st.set_page_config(page_title="relviz", page_icon=":material/scatter_plot:", layout="wide")
 
 pages = {
@@ -14,4 +16,7 @@ pages = {
               st.Page("pages/experiments.py", title="Experiments", icon=":material/table_chart:"),
               st.Page("pages/toy.py", title="Toy experiment", icon=":material/science:")],
 }
-st.navigation(pages).run()
+try:
+    st.navigation(pages).run()
+finally:  # also after st.stop(): what this run imported is never scanned by the garbage collector again
+    freeze_imports()

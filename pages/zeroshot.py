@@ -10,6 +10,7 @@ from relviz.data.nuscenes import CAMERAS
 from relviz.errors import RelvizError
 from relviz.eval.features import point_features_cached
 from relviz.eval.search import split_features
+from relviz.tensors import one_thread
 from relviz.teacher.text import teacher_vocabulary
 from relviz.viz import zeroshot_view as zv
 from relviz.viz.live_cloud import live_cloud, typed
@@ -62,8 +63,9 @@ def live():
                                help="points whose best cosine similarity is lower stay unassigned (grey); empty: off")
     view, error = st.session_state.get("zs_view"), None
     try:
-        view = zv.live_view(feats, item["labels"], q.text, threshold, mode, embed, q.cursor, q.focus, view,
-                            teacher_vocabulary(s.teacher_spec))
+        with one_thread():  # small tensors per keystroke: see relviz.tensors.one_thread
+            view = zv.live_view(feats, item["labels"], q.text, threshold, mode, embed, q.cursor, q.focus, view,
+                                teacher_vocabulary(s.teacher_spec))
     except RelvizError as e:  # the frame shows the message and keeps the last good colours
         error = str(e)
     st.session_state.update(zs_view=view, zs_error=error)

@@ -19,10 +19,9 @@ import copy
 import hashlib
 import json
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import scipy.optimize
 import scipy.stats
@@ -35,6 +34,7 @@ from relviz.files import read_json, write_json
 from relviz.losses import get_loss
 from relviz.metrics import tolerance, uniformity
 from relviz.stats import Interval
+from relviz.tensors import one_thread
 
 LOSS_NAMES = ("contrastive", "similarity", "relational")
 TOY_FORMAT = 2  # 2: trained on one thread (results no longer depend on the caller's thread count)
@@ -180,23 +180,8 @@ def run_toy(cfg: ToyConfig = ToyConfig(), losses: tuple[str, ...] = LOSS_NAMES,
     ``record_every`` iterations (and outputs [P, 3] at ``snapshot_iters`` and the end)."""
     if any(not 0 <= it <= cfg.iters for it in snapshot_iters):
         raise InputError(f"snapshot_iters must lie in [0, iters={cfg.iters}], got {sorted(snapshot_iters)}")
-    with _one_thread():
+    with one_thread():  # tiny tensors: one thread, and numbers independent of the caller's count
         return _train(cfg, losses, snapshot_iters, progress)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run on one intra-op thread, then restore the count. The toy's tensors are tiny ([256, 64]):
-    on 2 idle cores two threads save 15% of the wall time for 66% more CPU, on 2 busy cores they
-    spin-wait and take 10x the wall time (200 iterations: 2.3 s on one thread, 2.0 s or 26.7 s on
-    two). OpenMP's count is per calling thread, so other threads (other app sessions) keep theirs;
-    and the numbers no longer depend on the caller's thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(cfg: ToyConfig, losses: tuple[str, ...], snapshot_iters: tuple[int, ...],
@@ -357,7 +342,7 @@ def source_structure(clusters: int, spread: float, points: int = 8000, seed: int
     """(U, T) of ``points`` source points of a setup (the targets :func:`run_toy` draws)."""
     gen = torch.Generator().manual_seed(seed)
     _, targets, labels = _sample(ToyConfig(clusters=clusters, spread=spread), points, gen)
-    with _one_thread():
+    with one_thread():  # tiny tensors: one thread, and numbers independent of the caller's count
         return uniformity(targets), _toy_tolerance(targets, labels)
 
 

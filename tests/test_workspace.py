@@ -194,6 +194,32 @@ def test_server_preload_imports_what_pages_use():
     assert APP.is_file()
 
 
+def test_the_server_freezes_what_imports_made_once_per_new_module(monkeypatch):
+    import gc
+    import types
+
+    from relviz.serve import freeze_imports
+
+    freeze_imports()
+    frozen = gc.get_freeze_count()
+    assert freeze_imports() is False and gc.get_freeze_count() == frozen  # nothing imported since
+    module = types.ModuleType("relviz_test_new_module")
+    module.table = [[i] for i in range(1000)]  # 1001 lists: objects the collector tracks
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    assert freeze_imports() is True and gc.get_freeze_count() >= frozen + 1001
+    gc.unfreeze()  # this test process's collector as it was: everything scanned again
+
+
+def test_one_thread_runs_torch_on_one_thread_and_restores_the_count():
+    from relviz.tensors import one_thread
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), one_thread():
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("the count is restored on the way out of an error too")
+    assert torch.get_num_threads() == before
+
+
 def test_damaged_validation_features_are_recomputed(tmp_path):
     from relviz.eval.features import cached_val_features
 
