@@ -1,4 +1,5 @@
-"""Jobs: launch distillation runs in the background and watch them (they outlive the app)."""
+"""Jobs: launch distillation runs in the background and watch them (they outlive the app); few-shot
+jobs (launched on the Label efficiency page) are listed here too."""
 
 import pandas as pd
 import streamlit as st
@@ -6,9 +7,11 @@ import streamlit as st
 from pages import common
 from relviz.errors import RelvizError
 from relviz.jobs import JobStore, describe_rule, loss_curve, validation_curve
+from relviz.jobs.fewshot import read_result
 from relviz.losses import LOSSES
 from relviz.models.minkunet import ARCHITECTURES
 from relviz.train.config import TrainConfig
+from relviz.viz.fewshot import checkpoint_label_efficiency, label_efficiency_curves
 from relviz.viz.training import loss_figure, validation_figure
 
 st.title("Distillation jobs")
@@ -49,9 +52,13 @@ def job_list() -> list:
     """The jobs table (status, phase and estimate from each run folder now); returns the jobs listed."""
     try:
         jobs = store.list()
-        rows = [{"id": j.id, "name": j.name, "status": j.status, "phase": store.progress_of(j).text(),
-                 "progress": j.progress, "step": f"{j.last_step}/{j.total_steps or '?'}", "error": j.error or ""}
-                for j in jobs]
+        rows = []
+        for j in jobs:
+            p = store.progress_of(j)
+            train = j.kind == "train"  # a few-shot job has no steps: its progress is its current task's
+            rows.append({"id": j.id, "name": j.name, "status": j.status, "phase": p.text(),
+                         "progress": j.progress if train else p.fraction,
+                         "step": f"{j.last_step}/{j.total_steps or '?'}" if train else "", "error": j.error or ""})
     except RelvizError as e:
         st.error(str(e))
         return []
@@ -78,6 +85,9 @@ def job_detail(job_id: str):
         st.caption(f"Runs at {progress.priority}.")
     if not (curve := validation_curve(events)).empty:
         st.plotly_chart(validation_figure({job.name: curve}), width="stretch", key=f"val-{job_id}")
+    if job.kind == "label_efficiency" and (result := read_result(job.run_dir)) is not None:
+        st.plotly_chart(label_efficiency_curves(checkpoint_label_efficiency({job.name: result})), width="stretch",
+                        key=f"fewshot-{job_id}")
     if not (losses := loss_curve(events)).empty:
         st.plotly_chart(loss_figure({job.name: losses}), width="stretch", key=f"loss-{job_id}")
     action = {"running": "Cancel", "cancelled": "Resume", "lost": "Resume", "failed": "Resume"}.get(job.status)

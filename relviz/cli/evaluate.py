@@ -126,12 +126,24 @@ def eval_finetune(checkpoint: str = typer.Option(...), dataset: str = DATASET, v
                   epochs: int = typer.Option(100, help="Passes over the labelled frames (SLidR: 100)."),
                   steps: int = typer.Option(None, help="Optimizer steps instead of epochs (for CPU budgets)."),
                   batch: int = typer.Option(16, help="Frames per step (SLidR: 16)."),
-                  seed: int = typer.Option(0)) -> None:
+                  seed: int = typer.Option(0),
+                  background: bool = typer.Option(False, "--background", help="Run the label-efficiency curve as a "
+                                                  "background job (`relviz jobs list|cancel|resume`; the Label "
+                                                  "efficiency page shows it); prints the job's id.")) -> None:
     """Fine-tune the whole student with a segmentation head on a fraction of the labelled frames (the
     SLidR protocol), scored on the val split; several fractions give mIoU against fraction for
     fine-tuning and linear probing."""
     from relviz.data import NuScenesLidarSeg
     from relviz.eval.finetune import finetune, label_efficiency
+
+    if background:
+        from relviz.jobs import JobStore
+        from relviz.jobs.fewshot import FewshotJob
+
+        job = FewshotJob(str(Path(checkpoint).resolve()), str(dataset_path(dataset)), version, split, train_split,
+                         tuple(fraction), epochs, steps, batch, seed=seed, backend=settings().sparse_backend)
+        typer.echo(JobStore(settings()).submit_fewshot(job).id)
+        return
 
     model, _ = _student(checkpoint)
     val = _dataset(dataset, version, split)

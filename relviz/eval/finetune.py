@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -129,19 +129,24 @@ def _prefixed(progress: Progress | None, label: str) -> Progress | None:
 
 def label_efficiency(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarSeg,
                      fractions: Sequence[float] = FRACTIONS, seed: int = 0, device="cpu",
-                     progress: Progress | None = None, probe: dict | None = None, **schedule) -> dict:
+                     progress: Progress | None = None, probe: dict | None = None,
+                     finished: Mapping[tuple[str, ...], dict] | None = None,
+                     on_finished: Callable[[tuple[str, ...], dict], None] | None = None, **schedule) -> dict:
     """mIoU against the labelled fraction, for fine-tuning (:func:`finetune`, with ``schedule``'s
     keyword arguments) and for linear probing (:func:`relviz.eval.fewshot.evaluate_fewshot`, with
     ``probe``'s: ``epochs``, ``lr``, ``max_per_class``).
     Fractions whose rule picks the same frames (1, 5 and 10% of a split under 100 scenes) are run
     once. Phases of ``progress`` are prefixed with the method and percentage ("finetune 10%: train").
+    ``finished``: results of frame selections computed before (the frames' sample tokens -> the
+    dict ``on_finished`` was given), which are not run again; ``on_finished(frames, result)`` is
+    called as each selection ends (a job saves it, so a resumed job continues with the next).
 
     Returns ``fractions``, ``frame_fraction``, ``finetune`` and ``linear_probe`` (mIoU lists in the
     order of ``fractions``), ``finetune_minus_probe`` (paired intervals, :func:`finetune_minus_probe`)
     and ``runs`` (each fraction's two full results)."""
     if not fractions:
         raise InputError("give at least one label fraction, e.g. 0.01, 0.1, 1.0")
-    done: dict[tuple[str, ...], dict] = {}
+    done: dict[tuple[str, ...], dict] = {tuple(k): v for k, v in (finished or {}).items()}
     runs = []
     for fraction in fractions:
         frames = tuple(selection(train_set, fraction)[1]["frames"])
@@ -152,6 +157,8 @@ def label_efficiency(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarS
                                       _prefixed(progress, f"probe {fraction * 100:g}%"), **(probe or {}))
             done[frames] = {"finetune": tuned, "linear_probe": probed,
                             "finetune_minus_probe": finetune_minus_probe(tuned, probed, seed=seed)}
+            if on_finished is not None:
+                on_finished(frames, done[frames])
         first = done[frames]
         runs.append({"fraction": float(fraction), "finetune_minus_probe": first["finetune_minus_probe"],
                      **{m: {**first[m], "fraction": float(fraction)} for m in ("finetune", "linear_probe")}})

@@ -11,6 +11,9 @@ The trainer's events (:mod:`relviz.train.trainer`) mark the phases of one launch
     phase(finalize)               the final student and the app's caches       -> saving
     done / failed / cancelled     the end                                      -> finished / failed / cancelled
 
+A few-shot job (:mod:`relviz.jobs.fewshot`) has ``phase(prepare)`` (loading) and then ``fewshot``
+events (task, done, total, part, parts)                                  -> few-shot
+
 ``heartbeat``, ``checkpoint`` and ``app_cache`` happen inside a phase and do not change it. An
 ended job's status (from :class:`relviz.jobs.store.JobStore`) wins over its events: a job killed
 without a final event is *lost*, and nothing ended has an estimate.
@@ -25,10 +28,10 @@ from typing import TYPE_CHECKING
 
 from relviz.train.rundir import RunDir, read_events
 
-PHASES = ("queued", "starting", "loading", "preparing", "training", "evaluating", "saving", "finished", "failed",
-          "cancelled", "lost")
+PHASES = ("queued", "starting", "loading", "preparing", "training", "evaluating", "few-shot", "saving", "finished",
+          "failed", "cancelled", "lost")
 ENDED = {"succeeded": "finished", "failed": "failed", "cancelled": "cancelled", "lost": "lost"}  # status -> phase
-_MARKS = ("phase", "prepare", "start", "resumed", "step", "val", "done", "failed", "cancelled")  # events that move it
+_MARKS = ("phase", "prepare", "start", "resumed", "step", "val", "fewshot", "done", "failed", "cancelled")  # events that move it
 VALIDATION_METRICS = ("uniformity", "tolerance", "gap", "zeroshot_miou")
 
 if TYPE_CHECKING:  # pandas is imported where a curve is built: reading a job's phase stays light
@@ -39,7 +42,8 @@ if TYPE_CHECKING:  # pandas is imported where a curve is built: reading a job's 
 class JobProgress:
     """One job's phase (one of :data:`PHASES`) with its count ``done``/``total`` (teacher images while
     preparing, steps otherwise), ``eta_s`` (seconds left in this phase, None when unknown or ended),
-    and the niceness, torch threads and usable cores its process recorded (None before it did)."""
+    and the niceness, torch threads and usable cores its process recorded (None before it did);
+    ``detail``: a few-shot job's task ("finetune 10%: train, part 1 of 4")."""
 
     phase: str
     done: int | None = None
@@ -48,6 +52,7 @@ class JobProgress:
     niceness: int | None = None
     threads: int | None = None
     cores: int | None = None
+    detail: str | None = None
 
     @property
     def label(self) -> str:
@@ -58,6 +63,7 @@ class JobProgress:
                 "training": f"training step {count}",
                 "evaluating": f"evaluating U, T, G and zero-shot mIoU at step {count}",
                 "saving": "saving the student and filling the app's caches",
+                "few-shot": f"few-shot {self.detail} {count}",
                 }.get(self.phase, f"{self.phase} (step {count})" if count else self.phase)
 
     @property
@@ -119,8 +125,9 @@ def job_progress(events: list[dict], status: str = "running", now: float | None 
     total = next((e["total_steps"] for e in reversed(events) if "total_steps" in e), total_steps)
     common = dict(niceness=priority.get("niceness"), threads=priority.get("threads"), cores=priority.get("cores"))
     mark = next((e for e in reversed(events) if e.get("event") in _MARKS), None)
-    if status in ENDED:
-        return JobProgress(ENDED[status], step, total, **common)
+    if status in ENDED:  # a few-shot job has no steps to count
+        counted = not any(e.get("event") == "fewshot" for e in events)
+        return JobProgress(ENDED[status], step if counted else None, total if counted else None, **common)
     if status == "queued":
         return JobProgress("queued", step, total, **common)
     if mark is None:  # the process is starting (Python and torch load before the first event)
@@ -134,6 +141,11 @@ def job_progress(events: list[dict], status: str = "running", now: float | None 
         eta = _left(mark["done"] - first["done"], mark["ts"] - first["ts"], mark["total"] - mark["done"], since)
         return JobProgress("preparing", mark["done"], mark["total"], 0.0 if mark["done"] >= mark["total"] else eta,
                            **common)
+    if kind == "fewshot":
+        same = [e for e in events if e.get("event") == "fewshot" and e.get("task") == mark["task"]]
+        eta = _left(mark["done"] - same[0]["done"], mark["ts"] - same[0]["ts"], mark["total"] - mark["done"], since)
+        return JobProgress("few-shot", mark["done"], mark["total"], eta, **common,
+                           detail=f"{mark['task']}, part {mark['part']} of {mark['parts']}")
     if kind == "phase" and mark.get("phase") == "validate":
         took = _evaluation_seconds(events)
         eta = max(0.0, sum(took) / len(took) - since) if took else None

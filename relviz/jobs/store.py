@@ -1,4 +1,5 @@
-"""Background distillation jobs: a SQLite (WAL) store, one detached process group per job.
+"""Background jobs (distillation runs, and few-shot label-efficiency jobs, :mod:`relviz.jobs.fewshot`):
+a SQLite (WAL) store, one detached process group per job.
 
 A job is ``python -m relviz.jobs.run --config <run>/config.json --run-dir <run>`` started in its own
 session (process group) with stdout and stderr in ``<run>/train.log``; the trainer writes
@@ -34,6 +35,7 @@ import psutil
 from relviz.config import Settings
 from relviz.errors import RelvizError
 from relviz.files import write_json
+from relviz.jobs.fewshot import FewshotJob
 from relviz.jobs.priority import JobPriority, choose_priority, renice
 from relviz.jobs.progress import JobProgress, job_progress
 from relviz.train.config import TrainConfig
@@ -78,6 +80,11 @@ class Job:
     last_step: int
     total_steps: int | None
     events_offset: int = 0  # where the current launch's events begin (a resume appends)
+
+    @property
+    def kind(self) -> str:
+        """``train`` (a distillation run) or ``label_efficiency`` (a few-shot job, :mod:`relviz.jobs.fewshot`)."""
+        return self.config.get("kind", "train")
 
     @property
     def log_path(self) -> Path:
@@ -171,6 +178,17 @@ class JobStore:
             raise JobError(f"dataset {self.settings.dataset_root(config.dataset)} does not exist")
         if nproc < 1:
             raise JobError(f"nproc must be >= 1, got {nproc}")
+        return self._record_and_launch(config.to_dict(), name or f"{config.loss}-{config.arch}", nproc, resume_of,
+                                       run_dir)
+
+    def submit_fewshot(self, job: FewshotJob, name: str | None = None) -> Job:
+        """Validate, record and launch a few-shot label-efficiency job (:mod:`relviz.jobs.fewshot`);
+        returns it (running). Its progress, cancel and resume are a training job's."""
+        job = job.validate()
+        return self._record_and_launch(job.to_dict(), name or job.name, 1, None, None)
+
+    def _record_and_launch(self, config: dict, name: str, nproc: int, resume_of: str | None,
+                           run_dir: Path | None) -> Job:
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         run_dir = run_dir or (self.settings.runs_dir / job_id)
         with self._connect() as con:
@@ -178,33 +196,33 @@ class JobStore:
             # process exists; the row and its launch are recorded together
             con.execute("BEGIN IMMEDIATE")
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(RunDir(run_dir).config, config.to_dict())
+            write_json(RunDir(run_dir).config, config)
             con.execute("INSERT INTO jobs (id, name, status, config_json, run_dir, nproc, created_at, resume_of) "
                         "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
-                        (job_id, name or f"{config.loss}-{config.arch}", json.dumps(config.to_dict()), str(run_dir),
-                         nproc, time.time(), resume_of))
-            self._launch(con, job_id, run_dir, nproc)
+                        (job_id, name, json.dumps(config), str(run_dir), nproc, time.time(), resume_of))
+            self._launch(con, job_id, run_dir, nproc, config.get("kind", "train"))
             con.execute("COMMIT")
         return self.get(job_id)
 
     def _priority(self, nproc: int) -> JobPriority:
         return self.priority or choose_priority(nproc)
 
-    def _command(self, run_dir: Path, nproc: int) -> list[str]:
-        train = [*self._priority(nproc).args(), "--config", str(RunDir(run_dir).config), "--run-dir", str(run_dir)]
+    def _command(self, run_dir: Path, nproc: int, kind: str = "train") -> list[str]:
+        train = [*self._priority(nproc).args(), *(["--kind", kind] if kind != "train" else []),
+                 "--config", str(RunDir(run_dir).config), "--run-dir", str(run_dir)]
         if nproc == 1:
             return [sys.executable, "-m", "relviz.jobs.run", *train]
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                 "-m", "relviz.jobs.run", *train]
 
-    def _launch(self, con: sqlite3.Connection, job_id: str, run_dir: Path, nproc: int) -> None:
+    def _launch(self, con: sqlite3.Connection, job_id: str, run_dir: Path, nproc: int, kind: str = "train") -> None:
         """Start the job's process group and record it through ``con`` (the caller's write transaction)."""
         priority = self._priority(nproc)
         env = {**os.environ, **priority.env(), "RELVIZ_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
         events = RunDir(run_dir).events
         offset = events.stat().st_size if events.is_file() else 0
         with open(RunDir(run_dir).log, "ab") as log:
-            proc = subprocess.Popen(self._command(run_dir, nproc), stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(self._command(run_dir, nproc, kind), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=str(run_dir))
         try:
             start = psutil.Process(proc.pid).create_time()
@@ -340,6 +358,6 @@ class JobStore:
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             self._update(job_id, con, status="queued", ended_at=None, error=None, exit_code=None)
-            self._launch(con, job_id, job.run_dir, job.nproc)
+            self._launch(con, job_id, job.run_dir, job.nproc, job.kind)
             con.execute("COMMIT")
         return self.get(job_id)

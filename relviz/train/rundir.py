@@ -57,6 +57,31 @@ class EventLog:
                 getattr(sink, "close", lambda: None)()
 
 
+class Heartbeat:
+    """A ``heartbeat`` event every ``every_s`` seconds from a daemon thread, from :meth:`start` to
+    :meth:`stop` (which returns once the thread has ended, so a terminal event written next is the
+    last line). The job store calls a run whose events stop for a minute lost."""
+
+    def __init__(self, events: EventLog, every_s: float = 10.0):
+        self.events, self.every_s = events, every_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="relviz-heartbeat")
+
+    def start(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stopped.is_set():
+            self.events.write("heartbeat")
+            self._stopped.wait(self.every_s)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 @dataclass(frozen=True)
 class RunDir:
     """The layout of one run folder (the module docstring); every reader and writer goes through it."""

@@ -34,7 +34,7 @@ from relviz.teacher import FeatureCache, teacher_for_training
 from relviz.train.config import TrainConfig, TrainConfigError
 from relviz.train.loader import MicroBatches, StepKeys, end_workers, micro_batch_loader, resolve_workers
 from relviz.train.tensorboard import TensorBoardSink, write_projector
-from relviz.train.rundir import EventLog, RunDir, read_events  # noqa: F401 (read_events re-exported)
+from relviz.train.rundir import EventLog, Heartbeat, RunDir, read_events  # noqa: F401 (read_events re-exported)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -265,9 +265,7 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self._install_signal_handlers()
-        self._running = True
-        self._heartbeat_thread = threading.Thread(target=self._heartbeat, daemon=True)
-        self._heartbeat_thread.start()
+        self._heartbeat = Heartbeat(self.events).start()
         try:
             self.events.write("phase", phase="prepare")
             self._build()
@@ -306,9 +304,7 @@ class Trainer:
             self.events.write("on_finish_failed", error=f"{type(e).__name__}: {e}")
 
     def _stop_heartbeat(self) -> None:
-        self._running = False
-        if self._heartbeat_thread.is_alive():
-            self._heartbeat_thread.join()
+        self._heartbeat.stop()
 
     def _finish(self, event: str, **fields) -> None:
         """The terminal event is always the last line: the heartbeat stops first."""
@@ -381,14 +377,6 @@ class Trainer:
         flag = torch.tensor([float(self.stop_requested)], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
-
-    def _heartbeat(self) -> None:
-        while self._running:
-            self.events.write("heartbeat")
-            for _ in range(50):
-                if not self._running:
-                    return
-                time.sleep(0.2)
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():

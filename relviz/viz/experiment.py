@@ -11,9 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from relviz.eval.report import FEWSHOT_METHODS, format_mean_pm, parse_fewshot_metric
-from relviz.viz.training import run_color, validation_figure
+from relviz.viz.fewshot import label_efficiency_curves
+from relviz.viz.training import validation_figure
 
-FEWSHOT_DASH = {"linear_probe": "dash", "finetune": "solid"}
 
 
 def report_frame(report: Mapping) -> pd.DataFrame:
@@ -54,27 +54,10 @@ def label_efficiency(report: Mapping) -> pd.DataFrame:
 
 
 def label_efficiency_figure(report: Mapping) -> go.Figure:
-    """Few-shot mIoU against the fraction of labelled training frames (log axis): one colour per
-    cell, fine-tuning solid and the linear probe dashed, error bars the intervals over seeds."""
-    frame = label_efficiency(report)
-    fig = go.Figure()
-    for i, cell in enumerate(dict.fromkeys(frame["cell"])):
-        for method in FEWSHOT_METHODS:
-            part = frame[(frame["cell"] == cell) & (frame["method"] == method)].sort_values("fraction")
-            if part.empty:
-                continue
-            has_interval = part["low"].notna().all()
-            fig.add_trace(go.Scatter(
-                x=part["fraction"], y=part["mean"], mode="lines+markers", name=f"{cell}, {FEWSHOT_METHODS[method]}",
-                line=dict(color=run_color(i), dash=FEWSHOT_DASH[method]),
-                error_y=dict(type="data", symmetric=False, array=part["high"] - part["mean"],
-                             arrayminus=part["mean"] - part["low"]) if has_interval else None,
-                hovertemplate=f"{cell}, {FEWSHOT_METHODS[method]}<br>%{{x:.0%}} of the frames<br>mIoU %{{y:.3f}}"
-                              "<extra></extra>"))
-    fig.update_xaxes(type="log", title_text="fraction of labelled training frames", tickformat=".0%")
-    fig.update_yaxes(title_text="few-shot mIoU (mean over seeds)")
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25))
-    return fig
+    """Few-shot mIoU against the fraction of labelled training frames, one colour per cell, error
+    bars the intervals over seeds (:func:`relviz.viz.fewshot.label_efficiency_curves`)."""
+    return label_efficiency_curves(label_efficiency(report).rename(columns={"cell": "curve"}),
+                                   "few-shot mIoU (mean over seeds)")
 
 
 def curves_by_cell(report: Mapping) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:

@@ -1,0 +1,81 @@
+"""Label efficiency: few-shot mIoU against the fraction of labelled frames per student checkpoint,
+fine-tuning beside linear probing, each checkpoint's curve computed by a background job."""
+
+import pandas as pd
+import streamlit as st
+
+from pages import common
+from relviz.errors import RelvizError
+from relviz.eval.finetune import FRACTIONS, SLIDR_FINETUNE
+from relviz.jobs import JobStore
+from relviz.jobs.fewshot import FewshotJob, read_result
+from relviz.viz.fewshot import checkpoint_label_efficiency, finetune_minus_probe_frame, label_efficiency_curves
+
+st.title("Label efficiency")
+s = common.settings()
+try:
+    store = JobStore(s)
+except RelvizError as e:  # a damaged job database: say which and what to do
+    st.error(str(e))
+    st.stop()
+ckpts = {c.label: c for c in common.student_checkpoints(s) if c.error is None}
+label_of = {str(c.path): label for label, c in ckpts.items()}
+
+with st.form("fewshot_launch"):
+    st.subheader("New few-shot job")
+    a, b = st.columns([2, 3])
+    choice = a.selectbox("student", list(ckpts), key="fs_ckpt")
+    fractions = b.multiselect("label fractions", FRACTIONS, default=[0.01, 0.1, 1.0], key="fs_fractions",
+                              format_func=lambda f: f"{f:.0%}")
+    c = st.columns(4)
+    steps = int(c[0].number_input("fine-tuning steps (0: SLidR's 100 epochs)", 0, 100_000, 0, key="fs_steps"))
+    batch = int(c[1].number_input("frames per step", 1, 64, SLIDR_FINETUNE["batch"], key="fs_batch"))
+    probe_epochs = int(c[2].number_input("linear probe epochs", 1, 10_000, 300, key="fs_probe_epochs"))
+    seed = int(c[3].number_input("seed", 0, 1_000_000, 0, key="fs_seed"))
+    st.caption("Frames: SLidR's rule (every k-th scene of the training split). SLidR's schedule on a CPU costs "
+               "about 0.7-0.9 s per frame and step with the demo student: 100 epochs of 8 frames take 10-12 min.")
+    if st.form_submit_button("Launch", type="primary", disabled=not ckpts):
+        try:
+            job = FewshotJob(str(ckpts[choice].path), str(common.dataset_root(s)), fractions=tuple(fractions),
+                             steps=steps or None, batch=batch, probe_epochs=probe_epochs, seed=seed,
+                             backend=s.sparse_backend)
+            st.success(f"job {store.submit_fewshot(job, f'few-shot {choice}').id} started")
+        except RelvizError as e:
+            st.error(str(e))
+
+
+@st.fragment(run_every="3s")
+def curves():
+    try:
+        jobs = [j for j in store.list() if j.kind == "label_efficiency"]
+    except RelvizError as e:
+        st.error(str(e))
+        return
+    for j in jobs:
+        if j.status in ("running", "queued"):
+            st.progress(store.progress_of(j).fraction, text=f"{j.name} ({j.id}): {store.progress_of(j).text()}")
+    results, sources = {}, []
+    for j in jobs:  # newest first: a checkpoint's latest finished job is its curve
+        label = label_of.get(j.config["checkpoint"], j.config["checkpoint"])
+        if j.status == "succeeded" and label not in results and (result := read_result(j.run_dir)) is not None:
+            results[label] = result
+            sources.append(f"{label}: job {j.id}, {result['val_frames']} val keyframes, seed {result['seed']}")
+    if not results:
+        st.info("No finished few-shot job yet: launch one above (the Jobs page shows it too).")
+        return
+    frame = checkpoint_label_efficiency(results)
+    st.plotly_chart(label_efficiency_curves(frame, "mIoU on every val keyframe"), width="stretch", key="fs_curves")
+    shown = frame.assign(fraction=frame["fraction"].map(lambda f: f"{f:.0%}"),
+                         interval=[f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "-"
+                                   for lo, hi in zip(frame["low"], frame["high"])])
+    st.dataframe(shown[["curve", "method", "fraction", "mean", "interval", "n"]].rename(
+        columns={"curve": "checkpoint", "mean": "mIoU", "interval": "95% interval (val keyframes)",
+                 "n": "val keyframes"}), hide_index=True, width="stretch", key="fs_table")
+    st.caption("Intervals: percentile bootstrap over the val keyframes. " + "; ".join(sources) + ".")
+    st.subheader("Fine-tuned minus linear probe")
+    st.dataframe(finetune_minus_probe_frame(results), hide_index=True, width="stretch", key="fs_diff")
+    st.caption("Paired on the same val keyframes; significant: the 95% interval excludes 0 (docs/results.md has "
+               "the demo students' figures).")
+
+
+curves()

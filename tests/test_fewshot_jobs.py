@@ -1,0 +1,157 @@
+"""Few-shot label-efficiency jobs: a background job per checkpoint (the same numbers as the library
+on the same thread count), resumed by finished selection after a SIGTERM, progress on the Jobs page,
+the curve on the Label efficiency page."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from support import wait_for
+from relviz.config import load_settings
+from relviz.errors import InputError
+from relviz.jobs import JobPriority, JobStore, job_progress
+from relviz.jobs.fewshot import Cancelled, FewshotJob, _Progress, read_result, run_fewshot_job
+from relviz.train.rundir import EventLog, read_events
+from relviz.viz.fewshot import checkpoint_label_efficiency, finetune_minus_probe_frame
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+# tiny schedules: 2 fine-tuning steps of 1 frame, a 5-epoch probe on at most 200 points per class
+SCHEDULE = dict(fractions=(0.1, 1.0), steps=2, batch=1, probe_epochs=5, probe_per_class=200)
+
+
+def _job(cold_app_workspace, **changes) -> FewshotJob:
+    settings = load_settings()
+    checkpoint = cold_app_workspace / "runs" / "test-relational" / "student.safetensors"
+    return FewshotJob(str(checkpoint), str(settings.dataset_root("synthetic-mini")), **{**SCHEDULE, **changes})
+
+
+def test_bad_fewshot_jobs_are_refused_naming_the_field(cold_app_workspace, tmp_path):
+    job = _job(cold_app_workspace)
+    for changes, field in [({"checkpoint": str(tmp_path / "none.safetensors")}, "checkpoint"),
+                           ({"dataroot": str(tmp_path / "nowhere")}, "dataroot"), ({"fractions": ()}, "fractions"),
+                           ({"fractions": (0.0,)}, "fractions"), ({"fractions": (1.5,)}, "fractions"),
+                           ({"steps": 0}, "steps"), ({"batch": 2.5}, "batch"), ({"seed": "x"}, "seed")]:
+        with pytest.raises(InputError, match=f"^{field}: "):
+            FewshotJob(**{k: v for k, v in {**job.to_dict(), **changes}.items() if k != "kind"}).validate()
+    with pytest.raises(InputError, match="unknown field.*epoch\\b"):
+        FewshotJob.from_dict({**job.to_dict(), "epoch": 3})
+    assert FewshotJob.from_dict(job.to_dict()) == job  # the config file round-trips
+
+
+def test_progress_events_and_the_stop():
+    events, stop = [], threading.Event()
+    log = EventLog(Path("/dev/null"))
+    log.write = lambda event, **fields: events.append({"event": event, "ts": time.time(), **fields})
+    progress = _Progress(log, stop, parts=4)
+    progress("finetune 10%: train", 1, 2)
+    progress("finetune 10%: train", 2, 2)
+    progress("probe 10%: features", 1, 3)
+    assert [(e["task"], e["done"], e["part"]) for e in events] == [
+        ("finetune 10%: train", 1, 1), ("finetune 10%: train", 2, 1), ("probe 10%: features", 1, 2)]
+    p = job_progress([{"event": "priority", "ts": 0.0}, *events], "running")
+    assert p.phase == "few-shot" and (p.done, p.total) == (1, 3) and "part 2 of 4" in p.label
+    stop.set()
+    with pytest.raises(Cancelled):
+        progress("probe 10%: features", 2, 3)
+
+
+@pytest.fixture
+def one_thread():
+    """The job runs with one torch thread (JobPriority below): so does the reference computation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_background_fewshot_job_gives_the_librarys_curve_and_the_pages_show_it(cold_app_workspace, one_thread):
+    from relviz.data import NuScenesLidarSeg
+    from relviz.eval.finetune import label_efficiency
+    from relviz.models.checkpoint import load_student
+
+    job = _job(cold_app_workspace)
+    store = JobStore(load_settings(), priority=JobPriority(niceness=10, threads=1))
+    submitted = store.submit_fewshot(job)
+    assert submitted.kind == "label_efficiency" and submitted.name == "few-shot student"
+    done = wait_for(lambda: (j := store.get(submitted.id)).status not in ("running", "queued") and j, 240,
+                    what="the few-shot job to end")
+    assert done.status == "succeeded", store.log_tail(done)
+    result = read_result(done.run_dir)
+    events, _ = read_events(done.events_path)
+    marks = [e["event"] for e in events if e["event"] != "heartbeat"]
+    assert marks[:2] == ["priority", "phase"] and marks[-1] == "done" and events[-1]["event"] == "done"
+    assert {e["parts"] for e in events if e["event"] == "fewshot"} == {4}  # 2 selections x (fine-tune, probe)
+
+    # the same computation in this process, on the same thread count: the same numbers, exactly
+    model, _ = load_student(job.checkpoint)
+    val = NuScenesLidarSeg(job.dataroot, version=job.version, split=job.split, load_images=False)
+    train = NuScenesLidarSeg(None, version=job.version, split=job.train_split, load_images=False, nusc=val.nusc)
+    direct = label_efficiency(model, train, val, job.fractions, seed=0, steps=2, batch=1,
+                              probe={"epochs": 5, "max_per_class": 200})
+    for key in ("fractions", "frame_fraction", "finetune", "linear_probe"):
+        assert result[key] == direct[key], key
+    assert [r["finetune"]["loss"] for r in result["runs"]] == [r["finetune"]["loss"] for r in direct["runs"]]
+
+    # the Label efficiency page shows the job's curve and table: the library's numbers for that result
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/fewshot.py")
+    at.run()
+    assert not at.exception, at.exception
+    expected = checkpoint_label_efficiency({"test-relational": result})
+    table = at.dataframe[0].value  # the curves' table, then the differences'
+    assert list(table["checkpoint"]) == list(expected["curve"])
+    assert list(table["mIoU"]) == list(expected["mean"])
+    assert list(table["95% interval (val keyframes)"]) == [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in
+                                                           zip(expected["low"], expected["high"])]
+    differences = at.dataframe[1].value
+    assert list(differences["difference"]) == list(finetune_minus_probe_frame({"test-relational": result})["difference"])
+    # and the Jobs page lists it as finished, without training steps
+    at.switch_page("pages/jobs.py")
+    at.run()
+    assert not at.exception, at.exception
+    row = at.dataframe[0].value.set_index("id").loc[submitted.id]
+    assert row["status"] == "succeeded" and row["phase"] == "finished" and row["step"] == ""
+
+
+def test_a_cancelled_fewshot_job_resumes_with_the_next_selection(cold_app_workspace, tmp_path):
+    job = _job(cold_app_workspace)
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def cancel_after_first_selection():
+        wait_for(lambda: list((run / "fewshot").glob("*.json")), 240, 0.05, "a finished selection")
+        os.kill(os.getpid(), signal.SIGTERM)  # what JobStore.cancel sends; the job's handler takes it
+
+    previous = signal.getsignal(signal.SIGTERM)
+    killer = threading.Thread(target=cancel_after_first_selection)
+    killer.start()
+    assert run_fewshot_job(job, run) == {"status": "cancelled"}
+    killer.join()
+    assert signal.getsignal(signal.SIGTERM) is previous  # the job's handlers are removed when it ends
+    events, offset = read_events(run / "events.jsonl")
+    assert events[-1]["event"] == "cancelled" and events[-1]["kept"] == 1 and read_result(run) is None
+
+    assert run_fewshot_job(job, run) == {"status": "succeeded"}
+    resumed, _ = read_events(run / "events.jsonl", offset)
+    tasks = {e["task"].split(":")[0] for e in resumed if e["event"] == "fewshot"}
+    assert tasks == {"finetune 100%", "probe 100%"}  # only the selection the first launch did not finish
+    assert {e["parts"] for e in resumed if e["event"] == "fewshot"} == {2}
+    result = read_result(run)
+    assert result["fractions"] == [0.1, 1.0] and all(m is not None for m in result["finetune"])
+
+    # a checkpoint file changed since: its saved selections are recomputed, and the event says why
+    os.utime(job.checkpoint, ns=(time.time_ns(), time.time_ns()))
+    (run / "label_efficiency.json").unlink()
+    from relviz.jobs.fewshot import finished_selections
+
+    log = EventLog(run / "events.jsonl")
+    assert finished_selections(run, job, log) == {}
+    discarded = [e for e in read_events(run / "events.jsonl")[0] if e["event"] == "fewshot_discarded"]
+    assert len(discarded) == 2 and "another version" in discarded[0]["reason"]
