@@ -449,3 +449,35 @@ def test_resume_keeps_metrics_and_refuses_another_runs_folder(tiny, tmp_path):
     with pytest.raises(TrainConfigError, match="holds a checkpoint of another run"):
         Trainer(from_dict({**cfg.to_dict(), "arch": "MinkUNet18"}), run, load_settings()).run()
     assert (run / "config.json").read_bytes() == before
+
+
+def test_cancel_kills_what_the_job_started_in_other_sessions(workspace_home, tmp_path):
+    """torchrun starts each rank in a session of its own: the group's SIGKILL misses them, so cancel
+    also kills the job's descendants it listed before the signal."""
+    store = JobStore(load_settings())
+    script = tmp_path / "tree.py"
+    script.write_text(
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "rank = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'], start_new_session=True)\n"
+        "print(rank.pid, flush=True)\n"
+        "time.sleep(600)\n")
+    root = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    rank = psutil.Process(int(root.stdout.readline()))
+    assert os.getpgid(rank.pid) != root.pid  # the rank is in another group, as torchrun's are
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with store._connect() as con:  # recorded as submit records a running job
+        con.execute("INSERT INTO jobs (id, name, status, config_json, run_dir, pid, pgid, proc_start, nproc, "
+                    "created_at, started_at) VALUES ('tree', 'tree', 'running', '{}', ?, ?, ?, ?, 2, ?, ?)",
+                    (str(run_dir), root.pid, root.pid, psutil.Process(root.pid).create_time(), time.time(), time.time()))
+    store._children = {"tree": root}
+    try:
+        assert store.cancel("tree", grace_s=1.0).status == "cancelled"
+        assert root.poll() is not None
+        assert not rank.is_running() or rank.status() == psutil.STATUS_ZOMBIE  # killed (reaped by whoever adopted it)
+    finally:
+        for p in (rank, psutil.Process(root.pid) if root.poll() is None else None):
+            if p is not None and p.is_running():
+                p.kill()

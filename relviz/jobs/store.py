@@ -317,27 +317,45 @@ class JobStore:
         return job
 
     # ---------------------------------------------------------------------------------- control
+    def _descendants(self, job: Job) -> list[psutil.Process]:
+        """The job's processes outside its own group: torchrun starts each rank in a session of its
+        own, so a signal to the job's group reaches torchrun but not the ranks."""
+        if not self._alive(job):
+            return []
+        try:
+            return [p for p in psutil.Process(job.pid).children(recursive=True) if os.getpgid(p.pid) != job.pgid]
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            return []
+
     def cancel(self, job_id: str, grace_s: float = 30.0) -> Job:
-        """SIGTERM to the job's process group (the trainer checkpoints and exits), SIGKILL after
-        ``grace_s`` seconds if it is still there."""
+        """SIGTERM to the job's process group (the trainer checkpoints and exits; torchrun forwards
+        it to its ranks), SIGKILL after ``grace_s`` seconds to the group and to every process the job
+        started in another group, if they are still there."""
         job = self.get(job_id)
         if job.status not in ("running", "queued", "lost") or job.pgid is None:
             raise JobError(f"job {job_id} is {job.status}; only running jobs can be cancelled")
         with self._connect() as con:  # the cancellation must be recordable before the job is touched
             con.execute("BEGIN IMMEDIATE")
             con.execute("ROLLBACK")
+        others = self._descendants(job)  # now: once torchrun is gone its ranks are nobody's children
         try:
             os.killpg(job.pgid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         deadline = time.time() + grace_s
-        while time.time() < deadline and self._alive(job):
+        while time.time() < deadline and (self._alive(job) or any(p.is_running() for p in others)):
             time.sleep(0.2)
-        if self._alive(job):
+        if self._alive(job) or any(p.is_running() for p in others):
             try:
                 os.killpg(job.pgid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            for p in others:
+                try:
+                    p.kill()  # psutil checks the process is still the one listed (no PID reuse)
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(others, timeout=10)
             while self._alive(job):
                 time.sleep(0.05)
         events, _ = read_events(job.events_path, job.events_offset)
