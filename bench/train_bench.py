@@ -5,11 +5,16 @@
 - the loader alone: micro-batches/s with 0, 1 and 2 DataLoader workers (cache and online modes; the
   online mode also decodes the camera images its pairs use), to set against the step time.
 
-Usage: RELVIZ_HOME=workspace .venv/bin/python bench/train_bench.py   (needs the demo dataset and teacher)
+``--mixed`` measures only SLidR's mixed augmentations (``image_augment``: crops and flips of the images
+with their pairs; ``drop_cuboids``) against the plain online mode: the loader with 0 and 2 workers
+and the demo student's steps/s.
+
+Usage: RELVIZ_HOME=workspace .venv/bin/python bench/train_bench.py [--mixed]   (needs the demo dataset and teacher)
 """
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +72,15 @@ def main() -> None:
     demo = TrainConfig.from_settings(settings, preset="demo", dataset=str(settings.dataset_root("synthetic-mini")),
                                      workers=0, max_steps=STEPS + 2, teacher_features="cache")
     online = demo.with_overrides(teacher_features="online")
+    if "--mixed" in sys.argv:
+        mixed = online.with_overrides(image_augment=True, drop_cuboids=True)
+        rec = {"threads": torch.get_num_threads(),
+               **{f"loader_online_per_s_{w}_workers": loader_per_second(online, w) for w in (0, 2)},
+               **{f"loader_online_mixed_augment_per_s_{w}_workers": loader_per_second(mixed, w) for w in (0, 2)},
+               "demo_student_it_s_online": steps_per_second(online),
+               "demo_student_it_s_online_mixed_augment": steps_per_second(mixed)}
+        print(json.dumps(rec, indent=1))
+        return
     big = demo.with_overrides(arch="MinkUNet34", width=1.0, batch=2, pairs=4096)
     rec = {"threads": torch.get_num_threads(), "cores": len(__import__("os").sched_getaffinity(0)),
            "demo_student_it_s": steps_per_second(demo),

@@ -28,12 +28,14 @@ def _same(a, b) -> bool:
 
 
 def test_workers_yield_the_in_process_batches_across_an_epoch_and_from_a_resumed_step(synthetic_root, tmp_path):
-    """Two workers against none, with augmentation on (drawn from (seed, epoch, keyframe)), over an
-    epoch boundary and from a step other than 0, as a resumed run starts: the same micro-batches in
-    the same order, every array equal (the same code on the same inputs: exact)."""
-    in_process = _trainer(synthetic_root, tmp_path / "a", augment=True, batch=1, accumulate=2, workers=0,
+    """Two workers against none, with every augmentation on (points: drawn from (seed, epoch,
+    keyframe); image crops and flips: from (seed, step, micro)), over an epoch boundary and from a
+    step other than 0, as a resumed run starts: the same micro-batches in the same order, every array
+    equal (the same code on the same inputs: exact)."""
+    augment = dict(augment=True, drop_cuboids=True, image_augment=True)
+    in_process = _trainer(synthetic_root, tmp_path / "a", **augment, batch=1, accumulate=2, workers=0,
                           teacher_features="online", max_steps=6)
-    workers = _trainer(synthetic_root, tmp_path / "b", augment=True, batch=1, accumulate=2, workers=2,
+    workers = _trainer(synthetic_root, tmp_path / "b", **augment, batch=1, accumulate=2, workers=2,
                        teacher_features="online", max_steps=6)
     assert (in_process.workers, workers.workers, in_process.steps_per_epoch) == (0, 2, 2)  # 4 keyframes, 2 a step
     start = 1  # steps 1..5: epochs 0, 1 and 2
@@ -51,12 +53,24 @@ def test_workers_yield_the_in_process_batches_across_an_epoch_and_from_a_resumed
     ds.set_epoch(0)
     before = ds[0]["points"]
     ds.set_epoch(1)
-    assert before.shape == ds[0]["points"].shape and not (before == ds[0]["points"]).all()
+    after = ds[0]["points"]  # another rotation and flips, another dropped box
+    assert before.shape != after.shape or not (before == after).all()
     # the online teacher's images travel with the batch: exactly the cameras the chosen pairs fall in
     for item in a:
         used = torch.unique(item["pair_images"][item["pairs_chosen"]])
         assert torch.equal(item["used_images"], used) and item["used_pixels"].shape[0] == len(used)
         assert item["used_pixels"].dtype == torch.uint8 and len(item["pairs_chosen"]) == 256
+        # the pairs moved with the crops stay inside the image (pixel centres from 0 to size - 1)
+        height, width = item["used_pixels"].shape[1:3]
+        px = item["pair_pixels"]
+        assert (px[:, 0] >= -0.5).all() and (px[:, 0] < width - 0.5).all() and (px[:, 1] >= -0.5).all()
+        assert (px[:, 1] < height - 0.5).all()
+    plain = _trainer(synthetic_root, tmp_path / "c", augment=True, batch=1, accumulate=2, workers=0,
+                     teacher_features="online", max_steps=6).micro_batches()[(3, 1)]
+    assert not torch.equal(plain["used_pixels"], direct["used_pixels"])  # the images were cropped or flipped
+    # a step on the augmented micro-batch: the teacher runs on the views, the loss is finite
+    in_process.model.train()
+    assert torch.isfinite(in_process._micro_step(direct))
 
 
 def test_step_keys_are_this_ranks_micro_batches_from_the_start_step():
@@ -99,3 +113,6 @@ def test_online_teacher_prepares_only_the_validation_keyframes(synthetic_root, t
     assert prepared[-1]["total"] == 6  # the 6 cameras of the one validation keyframe, none of the train split
     with pytest.raises(TrainConfigError, match="teacher_features"):
         from_dict({"teacher_features": "gpu"})
+    with pytest.raises(TrainConfigError, match="'image_augment': needs the teacher inside the step"):
+        from_dict({"image_augment": True, "teacher_features": "cache"})
+    assert from_dict({"image_augment": True}).online_teacher(torch.device("cpu"))  # auto: online for the crops

@@ -94,9 +94,11 @@ def _dry_run(args: list[str]) -> dict:
 def test_slidr_dry_run_counts_the_steps_and_the_teacher_cache(trainval_root, one_thread):
     nusc = open_nuscenes(trainval_root, "v1.0-trainval")
     train = sum(s["nbr_samples"] for s in nusc.scene if s["name"] in SPLITS["train"])
-    # a narrow student and few pairs keep the measured forward cheap; steps and cache do not depend on them
+    # a narrow student and few pairs keep the measured forward cheap; steps and cache do not depend on them.
+    # The preset crops images, so its teacher runs in the step; with the cache (no crops) every train
+    # image is cached before step 0 as well
     est = _dry_run(["train", "--preset", "slidr", "--dataset", str(trainval_root), "--width", "0.125",
-                    "--pairs", "256"])
+                    "--pairs", "256", "--set", "image_augment=false", "--set", "teacher_features=cache"])
     assert (est["train_keyframes"], est["steps_per_epoch"], est["total_steps"]) == (train, max(1, train // 4),
                                                                                     50 * max(1, train // 4))
     images = _keyframe_images(nusc, "train") + _keyframe_images(nusc, "val", limit=4)  # val_samples = 4
@@ -104,6 +106,10 @@ def test_slidr_dry_run_counts_the_steps_and_the_teacher_cache(trainval_root, one
     np.save(buf, np.zeros((512, 14, 26), dtype=np.float16))  # ViT-B/16's map at 224x416, as numpy writes it
     assert est["teacher_cache"]["images"] == images
     assert est["teacher_cache"]["bytes"] == images * buf.tell()
+    from relviz.train import from_dict
+    from relviz.train.config import read_preset
+
+    assert from_dict(read_preset("slidr")).online_teacher(torch.device("cpu"))  # the preset: val images only
     mem = est["memory"]
     assert mem["activations_mb"] > 0 and mem["loss_mb"] > 0
     assert mem["total_mb"] == pytest.approx(sum(mem[p] for p in mem["counted"]), abs=0.3)  # 4 parts rounded to 0.1

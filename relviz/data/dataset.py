@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from relviz.data.augment import drop_cuboid
 from relviz.data.classes import merge_labels
 from relviz.data.geometry import lidar_to_camera_matrix, project_to_image, transform_points
 from relviz.data.index import build_index, load_index
@@ -40,10 +41,11 @@ class NuScenesLidarSeg(torch.utils.data.Dataset):
     def __init__(self, dataroot: str | Path | None, version: str = "v1.0-mini", split="mini_train",
                  voxel_size: float = 0.1, cylindrical: bool = True, load_images: bool = True,
                  pairs: PairConfig = PairConfig(), augment: bool = False, seed: int = 0, nusc=None,
-                 index_cache: str | Path | None = None):
+                 index_cache: str | Path | None = None, drop_cuboids: bool = False):
         """``nusc``: an open devkit ``NuScenes`` to share (``dataroot`` and ``version`` are then
         taken from it); ``index_cache``: a folder where the keyframe index is cached, so that later
-        opens skip the devkit (see :mod:`relviz.data.index`)."""
+        opens skip the devkit (see :mod:`relviz.data.index`); ``drop_cuboids``: with ``augment``,
+        also drop one random box of points (:func:`relviz.data.augment.drop_cuboid`)."""
         self._nusc = nusc
         if nusc is not None:
             dataroot, version = nusc.dataroot, nusc.version
@@ -60,7 +62,7 @@ class NuScenesLidarSeg(torch.utils.data.Dataset):
         self._keyframe_of = {k["sample_token"]: k for k in self.keyframes}
         self._camera_records = {c["token"]: c for k in self.keyframes for c in k["cameras"].values()}
         self.voxel_size, self.cylindrical = voxel_size, cylindrical
-        self.load_images, self.pairs, self.augment = load_images, pairs, augment
+        self.load_images, self.pairs, self.augment, self.drop_cuboids = load_images, pairs, augment, drop_cuboids
         self.seed, self.epoch = seed, 0
         self.has_lidarseg = bool(index["has_lidarseg"])
 
@@ -128,6 +130,16 @@ class NuScenesLidarSeg(torch.utils.data.Dataset):
             cam_tokens.append(cam["token"])
             if self.load_images:
                 images.append(np.asarray(Image.open(self.dataroot / cam["filename"]).convert("RGB")))
+        pair_points, pair_cameras = np.concatenate(pair_points).astype(np.int64), np.concatenate(pair_cameras)
+        pair_pixels = np.concatenate(pair_pixels)
+        if self.augment and self.drop_cuboids:  # before the rotation: the box is drawn in the sensor's frame
+            keep = drop_cuboid(np.random.default_rng([self.seed, self.epoch, index, 1]), xyz, pair_points,
+                               pair_cameras, len(CAMERAS))
+            kept_pairs = keep[pair_points]
+            pair_points = (np.cumsum(keep) - 1)[pair_points[kept_pairs]]  # renumbered among the kept points
+            pair_cameras, pair_pixels = pair_cameras[kept_pairs], pair_pixels[kept_pairs]
+            xyz, points = xyz[keep], points[keep]
+            labels = None if labels is None else labels[keep]
         if self.augment:
             xyz = self._augment(xyz, index)
         voxels, first, inverse = voxelize(xyz, self.voxel_size, self.cylindrical)
@@ -135,9 +147,7 @@ class NuScenesLidarSeg(torch.utils.data.Dataset):
             "sample_token": lidar["sample_token"], "lidar_token": lidar["token"], "camera_tokens": cam_tokens,
             "points": np.concatenate([xyz, points[:, 3:4]], 1).astype(np.float32),
             "labels": labels,
-            "pair_points": np.concatenate(pair_points).astype(np.int64),
-            "pair_cameras": np.concatenate(pair_cameras).astype(np.int64),
-            "pair_pixels": np.concatenate(pair_pixels),
+            "pair_points": pair_points, "pair_cameras": pair_cameras.astype(np.int64), "pair_pixels": pair_pixels,
             "voxels": voxels, "voxel_features": points[first, 3:4].astype(np.float32), "inverse": inverse,
         }
         if self.load_images:

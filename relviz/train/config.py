@@ -52,7 +52,9 @@ class TrainConfig:
     intra_weight: float = 1.0
     voxel_size: float = 0.1
     cylindrical: bool = True
-    augment: bool = True
+    augment: bool = True  # rotation about z, flips of x and y (SLidR's transforms_clouds)
+    image_augment: bool = False  # resized crops and flips of the camera images, pairs moved along (teacher online)
+    drop_cuboids: bool = False  # drop one random box of points per keyframe (SLidR's DropCuboids)
     seed: int = 0
     val_every: int = 0  # steps; 0: at the end of every epoch
     val_samples: int = 4  # val keyframes for U, T, G and zero-shot
@@ -89,6 +91,9 @@ class TrainConfig:
             bad("device", f"expected auto, cpu or cuda, got {self.device!r}")
         if self.teacher_features not in TEACHER_FEATURES:
             bad("teacher_features", f"expected one of {', '.join(TEACHER_FEATURES)}, got {self.teacher_features!r}")
+        if self.image_augment and self.teacher_features == "cache":
+            bad("image_augment", "needs the teacher inside the step (teacher_features = 'online' or 'auto'): cached "
+                "teacher features are of the whole, unflipped image")
         if self.workers < -1:
             bad("workers", f"must be >= 0, or -1 for auto, got {self.workers}")
         if self.precision not in PRECISIONS:
@@ -134,8 +139,10 @@ class TrainConfig:
 
     def online_teacher(self, device: torch.device) -> bool:
         """Whether the teacher runs inside the step (``teacher_features``; auto: on CUDA, where it is
-        cheap beside the student and a cache of a large split would take hours and tens of GB)."""
-        return self.teacher_features == "online" or (self.teacher_features == "auto" and device.type == "cuda")
+        cheap beside the student and a cache of a large split would take hours and tens of GB, and
+        wherever ``image_augment`` asks for it: a crop of the image has no cached features)."""
+        auto = self.teacher_features == "auto" and (device.type == "cuda" or self.image_augment)
+        return self.teacher_features == "online" or auto
 
     def resumed_on(self, world: int, saved: dict[str, Any], saved_world: int, source: str) -> "TrainConfig":
         """This config on ``world`` processes continuing a run saved by ``saved_world`` processes with

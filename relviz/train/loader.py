@@ -8,7 +8,9 @@ the same order, and a resumed run starts the sequence at its step: resume stays 
 number of workers.
 
 For the online teacher a micro-batch also carries the camera images its sampled pairs fall in
-(decoded in the worker, so the training process only runs the teacher on them).
+(decoded in the worker, so the training process only runs the teacher on them), and with
+``image_augment`` each image is a random resized crop, maybe flipped, with its pairs moved along
+(:mod:`relviz.data.augment`, drawn from ``(seed, step, micro)``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from __future__ import annotations
 import signal
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from relviz.data.augment import ImageView, random_view
 from relviz.data.dataset import NuScenesLidarSeg, collate
-from relviz.eval.features import camera_images
+from relviz.errors import InputError
+from relviz.eval.features import camera_images, camera_size
 
 
 class MicroBatches(Dataset):
@@ -30,9 +35,11 @@ class MicroBatches(Dataset):
     drawn by :class:`StepKeys` (no length: the sequence of steps is the sampler's)."""
 
     def __init__(self, dataset: NuScenesLidarSeg, seed: int, batch: int, global_batch: int, steps_per_epoch: int,
-                 pairs: int, images: bool = False):
+                 pairs: int, images: bool = False, image_augment: bool = False):
+        if image_augment and not images:
+            raise InputError("image_augment needs the micro-batches' images (the teacher inside the step)")
         self.dataset, self.seed, self.batch, self.global_batch = dataset, seed, batch, global_batch
-        self.steps_per_epoch, self.pairs, self.images = steps_per_epoch, pairs, images
+        self.steps_per_epoch, self.pairs, self.images, self.image_augment = steps_per_epoch, pairs, images, image_augment
         self._order: tuple[int, torch.Tensor] | None = None  # (epoch, its permutation): one draw per epoch
 
     def indices(self, step: int, micro: int) -> list[int]:
@@ -49,14 +56,34 @@ class MicroBatches(Dataset):
         step, micro = key
         self.dataset.set_epoch(step // self.steps_per_epoch)  # this process's copy: workers have their own
         batch = collate([self.dataset[i] for i in self.indices(step, micro)])
+        views = self._views(batch, step, micro) if self.image_augment else None
         gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1009 + micro) % 2**63)
         batch["pairs_chosen"] = torch.randperm(len(batch["pair_points"]), generator=gen)[: self.pairs]
         if self.images:
             used = torch.unique(batch["pair_images"][batch["pairs_chosen"]])
             batch["used_images"] = used
-            batch["used_pixels"] = torch.from_numpy(
-                camera_images(self.dataset, [batch["camera_tokens"][i] for i in used.tolist()]))
+            pixels = camera_images(self.dataset, [batch["camera_tokens"][i] for i in used.tolist()])
+            if views is not None:
+                pixels = np.stack([views[i].image(image) for i, image in zip(used.tolist(), pixels)])
+            batch["used_pixels"] = torch.from_numpy(pixels)
         return batch
+
+    def _views(self, batch: dict, step: int, micro: int) -> list[ImageView]:
+        """A random view (crop, flip) of every camera image of the micro-batch, drawn from (seed, step,
+        micro): its pairs move with it and those outside the crop leave the batch (before pairs are
+        chosen, so the count chosen stays ``pairs`` where there are that many)."""
+        rng = np.random.default_rng([self.seed, step, micro, 2])
+        images, pixels = batch["pair_images"].numpy(), batch["pair_pixels"].numpy()
+        moved, keep, views = pixels.copy(), np.zeros(len(pixels), dtype=bool), []
+        for k, token in enumerate(batch["camera_tokens"]):
+            at = np.flatnonzero(images == k)
+            view = random_view(rng, camera_size(self.dataset, token), pixels[at])
+            moved[at], keep[at] = view.pixels(pixels[at])
+            views.append(view)
+        keep_t = torch.from_numpy(keep)
+        batch["pair_pixels"] = torch.from_numpy(moved)[keep_t]
+        batch["pair_points"], batch["pair_images"] = batch["pair_points"][keep_t], batch["pair_images"][keep_t]
+        return views
 
 
 class StepKeys(Sampler):

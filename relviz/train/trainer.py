@@ -88,7 +88,7 @@ class Trainer:
         # the keyframe index is cached in the workspace: a started or resumed run skips the devkit
         self.train_ds = NuScenesLidarSeg(self.dataroot, cfg.version, cfg.split, cfg.voxel_size, cfg.cylindrical,
                                          load_images=False, augment=cfg.augment, seed=cfg.seed,
-                                         index_cache=self.settings.cache_dir)
+                                         index_cache=self.settings.cache_dir, drop_cuboids=cfg.drop_cuboids)
         self.val_ds = NuScenesLidarSeg(self.dataroot, cfg.version, cfg.val_split, cfg.voxel_size, cfg.cylindrical,
                                        load_images=False, index_cache=self.settings.cache_dir)
         torch.manual_seed(cfg.seed)
@@ -121,7 +121,7 @@ class Trainer:
     def micro_batches(self) -> MicroBatches:
         """Micro-batch ``(step, micro)`` of this run (:mod:`relviz.train.loader`)."""
         return MicroBatches(self.train_ds, self.cfg.seed, self.cfg.batch, self.global_batch, self.steps_per_epoch,
-                            self.cfg.pairs, images=self.online)
+                            self.cfg.pairs, images=self.online, image_augment=self.cfg.image_augment)
 
     def loader(self, start: int) -> DataLoader:
         """This rank's micro-batches from step ``start`` to the end, in training order."""
