@@ -1,4 +1,8 @@
-"""relviz Streamlit entry point: the frame around the pages (``streamlit run app.py``)."""
+"""relviz Streamlit entry point: the frame around the pages (``streamlit run app.py``).
+
+The pages live in ``app_pages/``, not ``pages/``: Streamlit serves every file of a ``pages/`` folder
+next to the entry point as a page of its own, so a link to /zeroshot ran that file alone, without this
+frame (no navigation, layout or settings) and listed common.py as a page."""
 
 import streamlit as st
 
@@ -7,15 +11,15 @@ from relviz.serve import freeze_imports
 st.set_page_config(page_title="relviz", page_icon=":material/scatter_plot:", layout="wide")
 
 pages = {
-    "relviz": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
-    "Explore": [st.Page("pages/structure.py", title="Feature structure", icon=":material/scatter_plot:"),
-                st.Page("pages/compare.py", title="Compare losses", icon=":material/compare:"),
-                st.Page("pages/evidence.py", title="Evidence", icon=":material/insights:"),
-                st.Page("pages/fewshot.py", title="Label efficiency", icon=":material/show_chart:")],
-    "Query": [st.Page("pages/zeroshot.py", title="Zero-shot", icon=":material/search:")],
-    "Train": [st.Page("pages/jobs.py", title="Jobs", icon=":material/play_circle:"),
-              st.Page("pages/experiments.py", title="Experiments", icon=":material/table_chart:"),
-              st.Page("pages/toy.py", title="Toy experiment", icon=":material/science:")],
+    "relviz": [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Explore": [st.Page("app_pages/structure.py", title="Feature structure", icon=":material/scatter_plot:"),
+                st.Page("app_pages/compare.py", title="Compare losses", icon=":material/compare:"),
+                st.Page("app_pages/evidence.py", title="Evidence", icon=":material/insights:"),
+                st.Page("app_pages/fewshot.py", title="Label efficiency", icon=":material/show_chart:")],
+    "Query": [st.Page("app_pages/zeroshot.py", title="Zero-shot", icon=":material/search:")],
+    "Train": [st.Page("app_pages/jobs.py", title="Jobs", icon=":material/play_circle:"),
+              st.Page("app_pages/experiments.py", title="Experiments", icon=":material/table_chart:"),
+              st.Page("app_pages/toy.py", title="Toy experiment", icon=":material/science:")],
 }
 try:
     st.navigation(pages).run()

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["pages/home.py", "pages/structure.py", "pages/compare.py", "pages/zeroshot.py", "pages/jobs.py",
-         "pages/toy.py"]
+PAGES = ["app_pages/home.py", "app_pages/structure.py", "app_pages/compare.py", "app_pages/zeroshot.py", "app_pages/jobs.py",
+         "app_pages/toy.py"]
 
 CHILD = """
 import sys, time

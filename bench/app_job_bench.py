@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-PAGES = ("pages/structure.py", "pages/jobs.py")
+PAGES = ("app_pages/structure.py", "app_pages/jobs.py")
 
 
 def bench_home(base: Path, into: Path) -> Path:

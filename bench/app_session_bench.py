@@ -12,7 +12,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["pages/structure.py", "pages/compare.py", "pages/zeroshot.py", "pages/jobs.py", "pages/toy.py"]
+PAGES = ["app_pages/structure.py", "app_pages/compare.py", "app_pages/zeroshot.py", "app_pages/jobs.py", "app_pages/toy.py"]
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
     t = time.perf_counter()
     at.run()
-    out["pages/home.py"] = round(time.perf_counter() - t, 2)
+    out["app_pages/home.py"] = round(time.perf_counter() - t, 2)
     for page in PAGES:
         t = time.perf_counter()
         at.switch_page(page).run()

@@ -9,7 +9,8 @@ from streamlit.testing.v1 import AppTest
 from support import trace_values
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["pages/structure.py", "pages/compare.py", "pages/evidence.py", "pages/zeroshot.py", "pages/jobs.py", "pages/toy.py"]
+PAGES = ["app_pages/structure.py", "app_pages/compare.py", "app_pages/evidence.py", "app_pages/zeroshot.py", "app_pages/jobs.py", "app_pages/toy.py",
+         "app_pages/fewshot.py"]
 
 
 def _page(path, timeout=180):
@@ -28,7 +29,7 @@ def test_every_page_renders(app_workspace, page):
 
 
 def test_zero_shot_query_changes_predictions(app_workspace):
-    at = _page("pages/zeroshot.py")
+    at = _page("app_pages/zeroshot.py")
     before = [m.value for m in at.metric]
     at.session_state["zs_queries"] = "road = driveable surface\nbuilding = manmade"  # what the live box sends
     at.run()
@@ -51,7 +52,7 @@ def test_compare_shows_the_library_numbers_and_computes_fewshot_when_asked(app_w
     from relviz.config import load_settings
     from relviz.workspace import structure, student_checkpoints
 
-    at = _page("pages/compare.py", timeout=300)
+    at = _page("app_pages/compare.py", timeout=300)
     pair = ["test-contrastive", "test-relational"]
     at.multiselect(key="cmp_ckpts").set_value(pair).run()
     assert not at.exception, at.exception
@@ -75,7 +76,7 @@ def test_compare_shows_the_library_numbers_and_computes_fewshot_when_asked(app_w
     assert table.loc["teacher (2D, paired points)", "fewshot_miou"] == "-"  # no probe of the teacher
     assert not [b for b in at.button if b.key == "cmp_fewshot"]  # nothing left to compute
     # stored: a new session reads the same values without training
-    again = _page("pages/compare.py")
+    again = _page("app_pages/compare.py")
     again.multiselect(key="cmp_ckpts").set_value(pair).run()
     stored = again.dataframe[0].value.set_index("checkpoint")
     assert [_value(stored.loc[x, "fewshot_miou"]) for x in pair] == few
@@ -85,14 +86,14 @@ def test_corrupted_checkpoint_gives_an_error_panel(app_workspace):
     bad = app_workspace / "runs" / "broken" / "student.safetensors"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"\x00garbage")
-    at = _page("pages/zeroshot.py")
+    at = _page("app_pages/zeroshot.py")
     assert not at.exception, at.exception
     assert any("broken" in e.value and "cannot be used" in e.value for e in at.error)
     assert at.metric  # the rest of the page still works
 
 
 def test_job_launched_from_the_form_runs_with_progress(app_workspace):
-    at = _page("pages/jobs.py")
+    at = _page("app_pages/jobs.py")
     at.number_input(key="job_max_steps").set_value(3)
     at.number_input(key="job_pairs").set_value(256)
     at.select_slider(key="job_width").set_value(0.125)
@@ -118,7 +119,7 @@ def test_every_structure_number_explains_itself_and_is_the_library_s(app_workspa
     from relviz.viz.explain import METRICS
     from relviz.workspace import structure, student_checkpoints
 
-    at = _page("pages/structure.py")
+    at = _page("app_pages/structure.py")
     assert not at.exception, at.exception
     shown = {m.label: m for m in at.metric}
     s = load_settings()
@@ -146,7 +147,7 @@ def test_compare_starts_from_the_active_checkpoints_chosen_on_home(app_workspace
     pick = [o for o in options if o.startswith("test-")]
     assert len(pick) == 2
     at.multiselect(key="home_active").set_value(pick).run()
-    at.switch_page("pages/compare.py")
+    at.switch_page("app_pages/compare.py")
     at.run()
     assert not at.exception, at.exception
     assert at.multiselect(key="cmp_ckpts").value == pick
@@ -170,7 +171,7 @@ def test_evidence_page_shows_the_library_correlations_and_relations(app_workspac
     model = build_minkunet("MinkUNet14", out_channels=load_demo_teacher().dim, width=0.125, backend="torch")
     save_checkpoint(app_workspace / "runs" / "test-similarity" / "student.safetensors", model,
                     {"kind": "student", "architecture": model.config.to_dict(), "loss": "similarity"})
-    at = _page("pages/evidence.py", timeout=300)
+    at = _page("app_pages/evidence.py", timeout=300)
     assert not at.exception, at.exception
     s = load_settings()
     root = s.dataset_root("synthetic-mini")

@@ -56,7 +56,7 @@ def _experiment(home: Path) -> Experiment:
 def test_the_page_shows_an_experiments_progress_table_and_curves(workspace_home):
     exp = _experiment(Path(workspace_home))
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/experiments.py").run()
+    at.switch_page("app_pages/experiments.py").run()
     assert not at.exception, at.exception
     assert at.selectbox(key="exp_name").value == "small"
     runs, table, claims, differences = (d.value for d in at.dataframe[:4])  # page order
@@ -93,7 +93,7 @@ def test_the_committed_demo_report_is_shown_without_a_workspace_experiment(monke
     write_report(aggregate([{"cell": "loss=relational", "values": {"loss": "relational"}}], runs), tmp_path, "demo")
     monkeypatch.setattr(relviz.demo, "EXPERIMENT_REPORT_DIR", tmp_path)
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/experiments.py").run()
+    at.switch_page("app_pages/experiments.py").run()
     assert not at.exception, at.exception
     assert at.selectbox(key="exp_name").value.startswith("demo (committed")
     assert len(at.dataframe) == 1 and not at.get("progress") and not at.button  # nothing of it runs here

@@ -440,7 +440,7 @@ HOSTILE_QUERIES = {
 
 
 def test_hostile_queries_in_the_app(app_workspace):
-    at = _page("pages/zeroshot.py")
+    at = _page("app_pages/zeroshot.py")
     assert not at.exception and not at.error
     for case, (text, expected) in HOSTILE_QUERIES.items():
         at.session_state["zs_queries"] = text  # what the page's live query box sends
@@ -460,12 +460,12 @@ def test_hostile_queries_in_the_app(app_workspace):
 
 
 HOSTILE_URLS = [
-    ("pages/structure.py", {"n": "abc"}, "`n` = 'abc' ignored"),
-    ("pages/structure.py", {"n": "99"}, "`n` = '99' ignored: expected a whole number from 1 to 16"),
-    ("pages/structure.py", {"seed": "-5"}, "`seed` = '-5' ignored"),
-    ("pages/zeroshot.py", {"sample": "abc"}, "`sample` = 'abc' ignored"),
-    ("pages/zeroshot.py", {"sample": "-1"}, "`sample` = '-1' ignored"),
-    ("pages/zeroshot.py", {"sample": "../../etc/passwd"}, "`sample` = '../../etc/passwd' ignored"),
+    ("app_pages/structure.py", {"n": "abc"}, "`n` = 'abc' ignored"),
+    ("app_pages/structure.py", {"n": "99"}, "`n` = '99' ignored: expected a whole number from 1 to 16"),
+    ("app_pages/structure.py", {"seed": "-5"}, "`seed` = '-5' ignored"),
+    ("app_pages/zeroshot.py", {"sample": "abc"}, "`sample` = 'abc' ignored"),
+    ("app_pages/zeroshot.py", {"sample": "-1"}, "`sample` = '-1' ignored"),
+    ("app_pages/zeroshot.py", {"sample": "../../etc/passwd"}, "`sample` = '../../etc/passwd' ignored"),
 ]
 
 
@@ -479,7 +479,7 @@ def test_hostile_url_parameters(app_workspace):
 
 
 def test_hostile_checkpoint_choice_in_the_url(app_workspace):
-    at = _page("pages/compare.py", ckpts="../../etc/passwd,test-relational")
+    at = _page("app_pages/compare.py", ckpts="../../etc/passwd,test-relational")
     assert not at.exception, at.exception
     assert at.multiselect(key="cmp_ckpts").value == ["test-relational"]
 

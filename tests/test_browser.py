@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "browser"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PAGES = {"home": "", "structure": "structure", "compare": "compare", "zeroshot": "zeroshot", "jobs": "jobs",
-         "toy": "toy"}
+         "toy": "toy", "fewshot": "fewshot"}
 
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium'; "
                                                            "`make test` installs it when run as root): browser test skipped"),
@@ -82,6 +82,9 @@ def test_every_page_in_a_real_browser(server):
             _settle(page)
             assert page.locator("[data-testid='stException']").count() == 0, name
             assert page.locator("h1").count() >= 1, name
+            # a link straight to a page runs it inside the app's frame: its navigation, not a file list
+            nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+            assert "Feature structure" in nav and "common" not in nav, (name, nav)
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         _launch_watch_and_cancel_a_job(page, server)
         # a zero-shot query in the browser

@@ -72,4 +72,23 @@ def test_typing_a_free_text_query_recolours_the_live_view(server):  # noqa: F811
         assert share_in(before_pixels, colors) < 0.9  # ... and they are not the old ones
         assert "after the keystroke" in frame.inner_text("#status")
         page.screenshot(path=str(ARTIFACTS / "zeroshot-live.png"), full_page=True)
+
+        # a box selection in the 3D view: its points are drawn in the selection colour, and the legend
+        # counts them (the share of the shown points the frame itself counted)
+        frame.click("#select")
+        plot = frame.locator("#plot").bounding_box()
+        cx, cy = plot["x"] + plot["width"] / 2, plot["y"] + plot["height"] / 2
+        page.mouse.move(cx - 120, cy - 80)
+        page.mouse.down()
+        page.mouse.move(cx + 120, cy + 80, steps=6)
+        page.mouse.up()
+        frame.wait_for_function("document.getElementById('legend').innerText.includes('selected (3D view)')",
+                                timeout=120_000)
+        picked = int(frame.inner_text("#picked").split()[0].replace(",", ""))
+        shown = frame.evaluate("window.relvizCloud.n")
+        rows = frame.eval_on_selector_all("#legend .row", "els => els.map(e => e.textContent)")
+        row = next(text for text in rows if text.startswith("selected (3D view)"))
+        assert 0 < picked < shown and f"{100 * picked / shown:.1f}%" in row
+        assert share_in(drawn_colors(frame), np.array([[255, 0, 255]])) > 0  # SELECTED_RGB is drawn
+        page.screenshot(path=str(ARTIFACTS / "zeroshot-selection.png"), full_page=True)
         browser.close()

@@ -72,7 +72,7 @@ def test_jobs_page_passes_the_teacher_weights(app_workspace, monkeypatch, tmp_pa
     monkeypatch.setenv("RELVIZ_TEACHER_PRETRAINED", str(weights))
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    at.switch_page("pages/jobs.py")
+    at.switch_page("app_pages/jobs.py")
     at.run()
     assert at.number_input(key="job_epochs").value == TrainConfig().epochs  # widget defaults: TrainConfig's
     at.number_input(key="job_max_steps").set_value(1)

@@ -367,7 +367,7 @@ def test_a_job_outlives_kill_9_of_the_app_server(synthetic_root, workspace_home,
     # is the first to see it: as succeeded, complete, without an error.
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    at.switch_page("pages/jobs.py")
+    at.switch_page("app_pages/jobs.py")
     at.run()
     assert not at.exception, at.exception
     row = at.dataframe[0].value.set_index("id").loc[job_id]

@@ -101,7 +101,7 @@ def test_a_background_fewshot_job_gives_the_librarys_curve_and_the_pages_show_it
     # the Label efficiency page shows the job's curve and table: the library's numbers for that result
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    at.switch_page("pages/fewshot.py")
+    at.switch_page("app_pages/fewshot.py")
     at.run()
     assert not at.exception, at.exception
     expected = checkpoint_label_efficiency({"test-relational": result})
@@ -113,7 +113,7 @@ def test_a_background_fewshot_job_gives_the_librarys_curve_and_the_pages_show_it
     differences = at.dataframe[1].value
     assert list(differences["difference"]) == list(finetune_minus_probe_frame({"test-relational": result})["difference"])
     # and the Jobs page lists it as finished, without training steps
-    at.switch_page("pages/jobs.py")
+    at.switch_page("app_pages/jobs.py")
     at.run()
     assert not at.exception, at.exception
     row = at.dataframe[0].value.set_index("id").loc[submitted.id]

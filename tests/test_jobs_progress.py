@@ -128,7 +128,7 @@ def test_jobs_page_shows_the_phase_priority_and_validation_curves(sleeping_job):
     job.events_path.write_text("".join(json.dumps(e) + "\n" for e in events))
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    at.switch_page("pages/jobs.py").run()
+    at.switch_page("app_pages/jobs.py").run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value.set_index("id")
     assert table.loc[job.id, "phase"].startswith("preparing teacher features 120/384")

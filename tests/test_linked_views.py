@@ -59,7 +59,7 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     from test_app import APP
 
     at = AppTest.from_file(APP, default_timeout=180).run()
-    at.switch_page("pages/structure.py").run()
+    at.switch_page("app_pages/structure.py").run()
     at.selectbox(key="ckpt").set_value("test-relational").run()
     assert not at.exception, at.exception
     s = load_settings()
@@ -78,6 +78,28 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     ringed_in_scene = [t for t in scene["data"] if t["name"].startswith("ringed")]
     sample_in_scene = {int(c) for t in scene["data"][1:] if "customdata" in t for c in trace_values(t["customdata"])}
     assert set(chosen) <= sample_in_scene and sum(len(trace_values(t["x"])) for t in ringed_in_scene) == 3
+    # the selection goes to the Zero-shot page's 3D view as (keyframe, point index) ...
+    from relviz.data import NuScenesLidarSeg
+
+    tokens = NuScenesLidarSeg(root, split="mini_val", load_images=False).sample_tokens
+    _, at_point = sample_locations(val, sample_indices(val, metrics)[torch.tensor(chosen)])
+    assert at.session_state["structure_selected"] == {tokens[last]: at_point.tolist()}
+    # ... and a box selection there (every point it shows of keyframe 0) is ringed here
+    at.switch_page("app_pages/zeroshot.py").run()
+    at.selectbox(key="zs_ckpt").set_value("test-relational").run()
+    assert not at.exception, at.exception
+    n_points = int(at.metric[2].value.replace(",", ""))  # "Points" of keyframe 0, all shown (fewer than 35,000)
+    assert n_points < 35_000
+    at.session_state["zs_live"] = {"seq": 1, "text": "car", "selection": [*range(n_points), n_points, -1, True]}
+    at.run()  # what the frame sends after a box selection: indices into the points it shows (bad ones dropped)
+    assert not at.exception, at.exception
+    assert at.session_state["zs_selected"] == {tokens[0]: list(range(n_points))}
+    at.switch_page("app_pages/structure.py").run()
+    boxed = set(torch.nonzero(keyframe == 0).flatten().tolist())
+    assert boxed and any(f"{len(boxed):,} sample points of keyframe 0 are in the box" in c.value for c in at.caption)
+    pca = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [t["name"] for t in pca["data"] if t["name"].startswith("ringed")] == [f"ringed ({len(boxed | set(chosen)):,})"]
+    at.session_state["zs_selected"] = {}
     # a query: the ringed points are those whose cosine with the query's embedding reaches the threshold
     at.text_input(key="link_query").set_value("driveable surface").run()
     at.number_input(key="link_threshold").set_value(0.1).run()
@@ -91,3 +113,17 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     at.selectbox(key="ckpt").set_value("test-contrastive").run()
     pca = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert not [t for t in pca["data"] if t["name"].startswith("ringed")]
+
+
+def test_a_box_selection_becomes_keyframe_points_and_is_drawn_in_its_colour():
+    from relviz.viz import zeroshot_view as zv
+    from relviz.viz.labelcolors import SELECTED_RGB, Coloring
+
+    keep = np.array([5, 9, 12, 40, 41])  # the shown points' indices in the keyframe
+    assert zv.selected_points([3, 0, 3, 7, -1, True, "2"], keep) == [5, 40]  # out of range, bools, strings dropped
+    coloring = Coloring(np.array([0, 1, 0, 1, 0], np.uint8), np.array([[10, 10, 10], [20, 20, 20]], np.uint8))
+    shown, legend = zv.mark_selections(coloring, [{"prompt": "car"}], keep,
+                                       [("3D view", [40, 5]), ("Feature structure page", [12, 99]), ("elsewhere", [1])])
+    assert (shown.rgb()[[0, 2, 3]] == SELECTED_RGB).all() and (shown.rgb()[[1, 4]] == coloring.rgb()[[1, 4]]).all()
+    assert legend[-1]["prompt"] == "selected (3D view, Feature structure page)" and legend[-1]["points"] == 3
+    assert zv.mark_selections(coloring, [], keep, [("3D view", [1, 2])]) == (coloring, [])  # none shown: unchanged

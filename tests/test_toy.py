@@ -196,8 +196,8 @@ def test_cli_bad_input(args, message):
 
 def test_page_shows_the_library_numbers(workspace_home, monkeypatch):
     root = Path(__file__).resolve().parents[1]
-    monkeypatch.syspath_prepend(str(root))  # the page imports pages.common, as under app.py
-    at = AppTest.from_file(str(root / "pages" / "toy.py"), default_timeout=120)
+    monkeypatch.syspath_prepend(str(root))  # the page imports app_pages.common, as under app.py
+    at = AppTest.from_file(str(root / "app_pages" / "toy.py"), default_timeout=120)
     at.session_state["toy_setup"] = "paper-3clusters"
     at.session_state["toy_iters"] = 50
     at.session_state["toy_nseeds"] = 2

@@ -36,7 +36,7 @@ def _query(at, text):
 
 
 def test_live_view_free_text_scoring_hostile_queries_and_split_search(app_workspace):
-    at = _page("pages/zeroshot.py")
+    at = _page("app_pages/zeroshot.py")
     assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
     assert len(_legend(at)) == 17  # the 16 class names and the unassigned points
 

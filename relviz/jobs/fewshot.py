@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from relviz.errors import InputError
+from relviz.errors import InputError, RelvizError
 from relviz.eval.finetune import FRACTIONS, SLIDR_FINETUNE
 from relviz.files import read_json, write_json
 from relviz.train.rundir import EventLog, Heartbeat, RunDir
@@ -101,8 +101,8 @@ class FewshotJob:
         return f"few-shot {Path(self.checkpoint).stem}"
 
 
-class Cancelled(Exception):
-    """The job was asked to stop (SIGTERM or SIGINT)."""
+class Cancelled(RelvizError):
+    """The job was asked to stop (SIGTERM or SIGINT): it ends ``cancelled``, not failed."""
 
 
 def _checkpoint_version(path: str) -> dict:

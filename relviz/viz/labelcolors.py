@@ -22,6 +22,7 @@ _EXTRA = ("#2E91E5 #E15F99 #1CA71C #FB0D0D #DA16FF #222A2A #B68100 #750D86 #EB66
 PALETTE = np.concatenate([CLASS_COLORS[1:], np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in _EXTRA],
                                                      dtype=np.uint8)])
 UNASSIGNED_RGB = np.array([150, 150, 150], dtype=np.uint8)  # points that match no query
+SELECTED_RGB = np.array([255, 0, 255], dtype=np.uint8)  # points of a box or lasso selection (no palette has it)
 IGNORED_RGB = np.array([200, 200, 200], dtype=np.uint8)  # points without a ground-truth class (errors view)
 HEAT_LEVELS = 64
 
@@ -84,6 +85,16 @@ class Coloring:
     def take(self, keep: np.ndarray) -> "Coloring":
         """The colouring of the points ``keep`` (indices or a mask)."""
         return Coloring(self.index[keep], self.table, self.scale)
+
+    def with_selected(self, mask: np.ndarray) -> "Coloring":
+        """These colours with the points of ``mask`` bool [N] in :data:`SELECTED_RGB` (one more entry
+        of the table, which the live view holds up to 128 of)."""
+        if not mask.any():
+            return self
+        if len(self.table) >= 128:
+            raise InputError(f"{len(self.table)} colours already: no room to mark a selection (at most 128)")
+        return Coloring(np.where(mask, len(self.table), self.index).astype(np.uint8),
+                        np.concatenate([self.table, SELECTED_RGB[None]]), self.scale)
 
 
 def query_coloring(query: np.ndarray, colors: Sequence[int]) -> Coloring:

@@ -18,8 +18,8 @@ from relviz.eval.zeroshot import MISSED, LabelSet, assign_by_text, label_set_sco
 from relviz.segmentation import confusion_matrix
 from relviz.teacher.prompts import class_named
 from relviz.teacher.text import embed_queries, unseen_words
-from relviz.viz.labelcolors import (PALETTE, UNASSIGNED_RGB, Coloring, class_coloring, error_coloring, hex_colors,
-                                    query_coloring, similarity_coloring, stable_colors)
+from relviz.viz.labelcolors import (PALETTE, SELECTED_RGB, UNASSIGNED_RGB, Coloring, class_coloring, error_coloring,
+                                    hex_colors, query_coloring, similarity_coloring, stable_colors)
 
 # the page's colour modes: the user's labels, the dataset's, where they differ, one query's similarity
 MODES = ("prediction", "ground truth", "errors", "similarity to a query")
@@ -185,6 +185,32 @@ def shown(view: View | None, n: int, keep: np.ndarray) -> tuple[Coloring, list[d
     if view is None or len(view.shown.index) != n:
         return Coloring(np.zeros(len(keep), np.uint8), UNASSIGNED_RGB[None]), []
     return view.shown.take(keep), view.legend
+
+
+def selected_points(shown_indices: Sequence[int], keep: np.ndarray) -> list[int]:
+    """A box selection of the live view (indices into the points it shows, ``keep`` [K]: their
+    indices in the keyframe) as keyframe point indices, sorted; indices outside [0, K) are dropped."""
+    at = np.asarray([i for i in shown_indices if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(keep)],
+                    dtype=np.int64)
+    return sorted(set(keep[at].tolist()))
+
+
+def mark_selections(coloring: Coloring, legend: list[dict], keep: np.ndarray,
+                    selections: Sequence[tuple[str, Sequence[int]]]) -> tuple[Coloring, list[dict]]:
+    """The shown points ``keep`` [K] (keyframe indices) of ``selections`` ((where it was made,
+    keyframe point indices)) drawn in the selection colour, with one legend row saying how many."""
+    marked = np.zeros(len(keep), dtype=bool)
+    names = []
+    for source, points in selections:
+        hit = np.isin(keep, np.asarray(points, dtype=np.int64))
+        if hit.any():
+            marked |= hit
+            names.append(source)
+    if not marked.any():
+        return coloring, legend
+    row = {"prompt": f"selected ({', '.join(names)})", "color": hex_colors(SELECTED_RGB[None])[0],
+           "points": int(marked.sum()), "fraction": float(marked.mean())}
+    return coloring.with_selected(marked), [*legend, row]
 
 
 def metrics(view: View | None, n: int) -> list[tuple[str, str, str | None]]:

@@ -15,7 +15,8 @@ Why not plotly.js: ``Plotly.restyle`` of a scatter3d's marker colours recomputes
 Protocol (Streamlit's components v1, by hand): the frame posts ``streamlit:componentReady``, gets
 ``streamlit:render`` messages with the arguments of :func:`live_cloud`, posts
 ``streamlit:setComponentValue`` with ``{seq, text, cursor, focus, commit, key, sent}`` (``key``:
-epoch ms of the first keystroke the message covers, ``sent``: when it was posted) and
+epoch ms of the first keystroke the message covers, ``sent``: when it was posted; ``selection``: the
+indices of a box selection, only in the message that follows one) and
 ``streamlit:setFrameHeight``. The answer's ``reply`` echoes ``seq`` with the server's timings, and
 the frame keeps ``window.relvizTimings`` (one record per answered message: keystroke, sent, server
 start/end and parts, received, drawn, painted) and shows the keystroke-to-painted time it measures."""
@@ -91,7 +92,9 @@ def live_cloud(root: str | Path, xyz: np.ndarray, coloring: Coloring, legend: li
 class Typed:
     """The query text and what came with it: ``cursor`` (the line the cursor is on), ``focus`` (a
     legend row clicked, or None), ``commit`` (Ctrl+Enter, once), ``new`` (this run answers a message of
-    the frame) and the frame's timestamps, which :meth:`reply` returns with the server's."""
+    the frame) and the frame's timestamps, which :meth:`reply` returns with the server's; ``selection``:
+    a box selection made in the view with this message (indices into the points it shows; empty:
+    cleared), None when the message brings none."""
 
     text: str
     cursor: int | None = None
@@ -99,6 +102,7 @@ class Typed:
     commit: bool = False
     new: bool = False
     stamps: dict = field(default_factory=dict)
+    selection: list[int] | None = None
 
     def reply(self, timings: dict, error: str | None = None) -> dict:
         """The ``reply`` argument of :func:`live_cloud`: the message's sequence number and
@@ -127,5 +131,8 @@ def typed(key: str, text_key: str, default: str) -> Typed:
     state[f"{key}_focus"] = message.get("focus") if isinstance(message.get("focus"), str) else None
     cursor = message.get("cursor")
     stamps = {"seq": message["seq"], "key": message.get("key"), "sent": message.get("sent"), "start": start}
+    selection = message.get("selection")
+    if isinstance(selection, list):  # checked here for type; the page checks the range
+        selection = [i for i in selection if isinstance(i, int) and not isinstance(i, bool)]
     return Typed(state[text_key], cursor if isinstance(cursor, int) else None, state[f"{key}_focus"],
-                 bool(message.get("commit")), True, stamps)
+                 bool(message.get("commit")), True, stamps, selection if isinstance(selection, list) else None)

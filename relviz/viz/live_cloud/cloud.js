@@ -3,6 +3,8 @@
 // recolour uploads one byte per point (an index into a table of at most 128 colours, held in a
 // uniform) and draws once, so its cost does not grow with anything but the number of points.
 // Orbit camera: drag to rotate, shift+drag or right-drag to pan, wheel to zoom, double-click to reset.
+// Box selection (when `selecting` is on): drag a rectangle; `onSelect(indices)` gets the points drawn
+// inside it (projected with the camera's matrix, in front of the camera).
 
 const VERTEX = `#version 300 es
 in vec3 aPosition;
@@ -71,7 +73,28 @@ class PointCloud {
     this.camera = null;
     this.home = null;
     this.frame = null;
+    this.xyz = new Float32Array(0);
+    this.selecting = false;
+    this.onSelect = null;
+    this.box = document.createElement("div");  // the rectangle being dragged
+    this.box.style.cssText = "position:fixed;border:1px dashed #31333f;background:rgba(49,51,63,0.08);display:none;pointer-events:none";
+    document.body.append(this.box);
     this.controls();
+  }
+
+  inside(x0, y0, x1, y1) {  // indices of the points drawn inside a rectangle of client coordinates
+    const m = this.matrix(), r = this.canvas.getBoundingClientRect(), xyz = this.xyz, out = [];
+    const lx = Math.min(x0, x1) - r.left, hx = Math.max(x0, x1) - r.left;
+    const ly = Math.min(y0, y1) - r.top, hy = Math.max(y0, y1) - r.top;
+    for (let i = 0; i < this.n; i++) {
+      const x = xyz[3 * i], y = xyz[3 * i + 1], z = xyz[3 * i + 2];
+      const w = m[3] * x + m[7] * y + m[11] * z + m[15];
+      if (w <= 0) continue;  // behind the camera
+      const sx = ((m[0] * x + m[4] * y + m[8] * z + m[12]) / w + 1) / 2 * r.width;
+      const sy = (1 - (m[1] * x + m[5] * y + m[9] * z + m[13]) / w) / 2 * r.height;
+      if (sx >= lx && sx <= hx && sy >= ly && sy <= hy) out.push(i);
+    }
+    return out;
   }
 
   setPoints(xyz) {  // Float32Array [3n]; resets the camera only for the first point set
@@ -81,6 +104,7 @@ class PointCloud {
     gl.bindBuffer(gl.ARRAY_BUFFER, this.indices);
     gl.bufferData(gl.ARRAY_BUFFER, n, gl.DYNAMIC_DRAW);
     this.n = n;
+    this.xyz = xyz;
     const lo = [Infinity, Infinity, Infinity], hi = [-Infinity, -Infinity, -Infinity];
     for (let i = 0; i < xyz.length; i++) { const a = i % 3; lo[a] = Math.min(lo[a], xyz[i]); hi[a] = Math.max(hi[a], xyz[i]); }
     const radius = n ? Math.max(1e-3, 0.5 * Math.hypot(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2])) : 1;
@@ -142,11 +166,24 @@ class PointCloud {
     let drag = null;
     canvas.addEventListener("contextmenu", (e) => e.preventDefault());
     canvas.addEventListener("pointerdown", (e) => {
-      drag = {x: e.clientX, y: e.clientY, pan: e.shiftKey || e.button === 2};
+      drag = {x: e.clientX, y: e.clientY, x0: e.clientX, y0: e.clientY, pan: e.shiftKey || e.button === 2,
+              select: this.selecting && e.button === 0};
       canvas.setPointerCapture(e.pointerId);
     });
-    canvas.addEventListener("pointerup", () => { drag = null; });
+    canvas.addEventListener("pointerup", (e) => {
+      if (drag && drag.select) {
+        this.box.style.display = "none";
+        if (this.onSelect) this.onSelect(this.inside(drag.x0, drag.y0, e.clientX, e.clientY));
+      }
+      drag = null;
+    });
     canvas.addEventListener("pointermove", (e) => {
+      if (drag && drag.select) {  // the rectangle follows the pointer; the camera stays
+        Object.assign(this.box.style, {display: "block", left: `${Math.min(drag.x0, e.clientX)}px`,
+          top: `${Math.min(drag.y0, e.clientY)}px`, width: `${Math.abs(e.clientX - drag.x0)}px`,
+          height: `${Math.abs(e.clientY - drag.y0)}px`});
+        return;
+      }
       if (!drag || !this.camera) return;
       const dx = e.clientX - drag.x, dy = e.clientY - drag.y, c = this.camera;
       drag.x = e.clientX;

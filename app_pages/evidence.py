@@ -3,7 +3,7 @@ few-shot mIoU, with correlations and their intervals) and one student's class re
 
 import streamlit as st
 
-from pages import common
+from app_pages import common
 from relviz.eval.evidence import MEASURES, MIN_CHECKPOINTS, gap_vs_performance
 from relviz.eval.relations import class_relations
 from relviz.eval.report import comparison_rows

@@ -5,7 +5,7 @@ other; a text query's matches are ringed in both)."""
 import numpy as np
 import streamlit as st
 
-from pages import common
+from app_pages import common
 from relviz.errors import RelvizError
 from relviz.eval.structure import n_keyframes, sample_indices, sample_locations
 from relviz.eval.zeroshot import assign_by_text, parse_queries
@@ -62,6 +62,20 @@ query = q2.text_input("Ring the points matching a query", key="link_query", plac
 threshold = q3.number_input("cosine at least", -1.0, 1.0, 0.2, 0.05, key="link_threshold")
 ring = np.zeros(len(y), bool)
 ring[[i for i in st.session_state.get("linked_sample", []) if i < len(y)]] = True
+kf = at = None
+if ckpts.get(choice) is not None:  # where each sample point lies: keyframe and point index
+    val = common.val_features(ckpts[choice], root, n_samples)
+    kf, at = (t.numpy() for t in sample_locations(val, sample_indices(val, metrics)))
+    tokens = common.dataset(root).sample_tokens
+    # this selection, by keyframe, for the Zero-shot page's 3D view
+    st.session_state["structure_selected"] = {tokens[k]: at[ring & (kf == k)].tolist() for k in np.unique(kf[ring])}
+    # and the 3D view's box selection, ringed here where it holds sample points
+    for token, points in (st.session_state.get("zs_selected") or {}).items():
+        if token in tokens[:n_keyframes(val)]:
+            boxed = (kf == tokens.index(token)) & np.isin(at, points)
+            ring |= boxed
+            st.caption(f"{int(boxed.sum()):,} sample points of keyframe {tokens.index(token)} are in the box selected "
+                       f"in the Zero-shot page's 3D view ({len(points):,} points there).")
 if query.strip():
     try:
         prompt = parse_queries(query).prompts[:1]
@@ -79,8 +93,6 @@ if ckpts.get(choice) is None:
     st.caption("The teacher's features exist at camera-paired points only: choose a student to see its sample "
                "in the scene.")
 else:
-    val = common.val_features(ckpts[choice], root, n_samples)
-    kf, at = (t.numpy() for t in sample_locations(val, sample_indices(val, metrics)))
     frames = n_keyframes(val)
     ringed = np.nonzero(ring)[0]
     if st.session_state.get("link_ringed") != (sample_key, ringed.tobytes()):  # new rings: show where most are

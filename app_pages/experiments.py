@@ -4,7 +4,7 @@ over seeds, the differences between cells, the label-efficiency curve and the ru
 import pandas as pd
 import streamlit as st
 
-from pages import common
+from app_pages import common
 from relviz.demo import EXPERIMENT_REPORT_DIR
 from relviz.errors import RelvizError
 from relviz.experiment import Experiment, list_experiments

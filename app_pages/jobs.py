@@ -4,7 +4,7 @@ jobs (launched on the Label efficiency page) are listed here too."""
 import pandas as pd
 import streamlit as st
 
-from pages import common
+from app_pages import common
 from relviz.errors import RelvizError
 from relviz.jobs import JobStore, describe_rule, loss_curve, validation_curve
 from relviz.jobs.fewshot import read_result

@@ -4,7 +4,7 @@ fine-tuning beside linear probing, each checkpoint's curve computed by a backgro
 import pandas as pd
 import streamlit as st
 
-from pages import common
+from app_pages import common
 from relviz.errors import RelvizError
 from relviz.eval.finetune import FRACTIONS, SLIDR_FINETUNE
 from relviz.jobs import JobStore

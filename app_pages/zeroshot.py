@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from pages import common
+from app_pages import common
 from relviz.data.nuscenes import CAMERAS
 from relviz.errors import RelvizError
 from relviz.eval.features import point_features_cached
@@ -55,6 +55,9 @@ def embed(prompts):
 def live():
     """Reruns alone on each keystroke: the frame gets new colours, never new positions."""
     q = typed("zs_live", "zs_queries", "\n".join(n.replace("_", " ") for n in common.CLASS_NAMES))
+    token = ds.sample_tokens[sample]
+    if q.selection is not None:  # a box selection in the 3D view: kept as this keyframe's point indices
+        st.session_state["zs_selected"] = {token: zv.selected_points(q.selection, keep)}
     if q.new and q.focus != st.session_state.get("zs_focus_shown"):  # a legend row clicked: its heat map
         st.session_state.update(zs_mode=zv.MODES[3] if q.focus else zv.MODES[0], zs_focus_shown=q.focus)
     a, b = st.columns([3, 1])
@@ -69,7 +72,12 @@ def live():
     except RelvizError as e:  # the frame shows the message and keeps the last good colours
         error = str(e)
     st.session_state.update(zs_view=view, zs_error=error)
-    live_cloud(s.cache_dir, item["points"][keep, :3], *zv.shown(view, len(feats), keep), text=q.text,
+    # this keyframe's selections, made here or on the Feature structure page, in the selection colour
+    selections = [(where, by_token[token]) for where, by_token in (
+        ("3D view", st.session_state.get("zs_selected")),
+        ("Feature structure page", st.session_state.get("structure_selected"))) if by_token and token in by_token]
+    live_cloud(s.cache_dir, item["points"][keep, :3], *zv.mark_selections(*zv.shown(view, len(feats), keep), keep,
+                                                                          selections), text=q.text,
                reply=q.reply(view.timings if view else {}, error), key="zs_live",
                note=f"showing {len(keep):,} of {len(feats):,} points (uniform random, seed 0)")
     for col, (label, value, explain) in zip(st.columns(3), zv.metrics(view, len(feats))):

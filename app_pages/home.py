@@ -50,7 +50,7 @@ if pending:
             "visit (slower); `relviz warm` (run by `make app`) prepares it ahead.")
 
 st.subheader("Checkpoints")
-from pages import common  # noqa: E402
+from app_pages import common  # noqa: E402
 
 rows = []
 for c in common.student_checkpoints(settings):

@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from pages import common
+from app_pages import common
 from relviz.toy import PAPER_CLAIMS, PAPER_SOURCE, SETUPS, run_toy_cached, run_toy_sweep, toy_setup, view_snapshots
 from relviz.viz.explain import help_text
 from relviz.viz.toy import progress_text, toy_history_figure, toy_sphere_figure, toy_sweep_figure

@@ -3,7 +3,7 @@ and their structure during training."""
 
 import streamlit as st
 
-from pages import common
+from app_pages import common
 from relviz.eval.report import comparison_rows, sample_notes
 from relviz.jobs import read_validation_curve
 from relviz.viz import explain
