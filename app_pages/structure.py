@@ -63,6 +63,7 @@ threshold = q3.number_input("cosine at least", -1.0, 1.0, 0.2, 0.05, key="link_t
 ring = np.zeros(len(y), bool)
 ring[[i for i in st.session_state.get("linked_sample", []) if i < len(y)]] = True
 kf = at = None
+st.session_state["structure_selected"] = {}  # the teacher's sample has no place in the scene: no selection
 if ckpts.get(choice) is not None:  # where each sample point lies: keyframe and point index
     val = common.val_features(ckpts[choice], root, n_samples)
     kf, at = (t.numpy() for t in sample_locations(val, sample_indices(val, metrics)))
@@ -71,7 +72,7 @@ if ckpts.get(choice) is not None:  # where each sample point lies: keyframe and 
     st.session_state["structure_selected"] = {tokens[k]: at[ring & (kf == k)].tolist() for k in np.unique(kf[ring])}
     # and the 3D view's box selection, ringed here where it holds sample points
     for token, points in (st.session_state.get("zs_selected") or {}).items():
-        if token in tokens[:n_keyframes(val)]:
+        if points and token in tokens[:n_keyframes(val)]:
             boxed = (kf == tokens.index(token)) & np.isin(at, points)
             ring |= boxed
             st.caption(f"{int(boxed.sum()):,} sample points of keyframe {tokens.index(token)} are in the box selected "

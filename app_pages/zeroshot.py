@@ -13,7 +13,7 @@ from relviz.eval.search import split_features
 from relviz.tensors import one_thread
 from relviz.teacher.text import teacher_vocabulary
 from relviz.viz import zeroshot_view as zv
-from relviz.viz.live_cloud import live_cloud, typed
+from relviz.viz.live_cloud import live_cloud, points_name, typed
 from relviz.viz.points import decimate, projected_points_figure, to_ply_bytes
 from relviz.viz.split_search import search_prompt, thumbnails, top_points_table
 
@@ -56,7 +56,9 @@ def live():
     """Reruns alone on each keystroke: the frame gets new colours, never new positions."""
     q = typed("zs_live", "zs_queries", "\n".join(n.replace("_", " ") for n in common.CLASS_NAMES))
     token = ds.sample_tokens[sample]
-    if q.selection is not None:  # a box selection in the 3D view: kept as this keyframe's point indices
+    shown_xyz = item["points"][keep, :3]
+    # a box selection in the 3D view, of the points shown now: kept as this keyframe's point indices
+    if q.selection is not None and q.selection_points == points_name(shown_xyz):
         st.session_state["zs_selected"] = {token: zv.selected_points(q.selection, keep)}
     if q.new and q.focus != st.session_state.get("zs_focus_shown"):  # a legend row clicked: its heat map
         st.session_state.update(zs_mode=zv.MODES[3] if q.focus else zv.MODES[0], zs_focus_shown=q.focus)
@@ -76,7 +78,7 @@ def live():
     selections = [(where, by_token[token]) for where, by_token in (
         ("3D view", st.session_state.get("zs_selected")),
         ("Feature structure page", st.session_state.get("structure_selected"))) if by_token and token in by_token]
-    live_cloud(s.cache_dir, item["points"][keep, :3], *zv.mark_selections(*zv.shown(view, len(feats), keep), keep,
+    live_cloud(s.cache_dir, shown_xyz, *zv.mark_selections(*zv.shown(view, len(feats), keep), keep,
                                                                           selections), text=q.text,
                reply=q.reply(view.timings if view else {}, error), key="zs_live",
                note=f"showing {len(keep):,} of {len(feats):,} points (uniform random, seed 0)")

@@ -32,7 +32,7 @@ def preload() -> float:
     return time.perf_counter() - start
 
 
-_modules_when_frozen = 0
+_modules_when_frozen: frozenset[str] = frozenset()
 
 
 def freeze_imports() -> bool:
@@ -43,13 +43,14 @@ def freeze_imports() -> bool:
     long as the process), and a full collection scans them all: 270-360 ms on this 2-core CPU,
     measured in the server every ~0.5 s while a user typed into the Zero-shot page, each one a stall
     of the keystroke being answered. Frozen objects are never scanned; what the process creates
-    later is collected as usual. Freezing only when ``sys.modules`` grew keeps it to the few runs
+    later is collected as usual. Freezing only when a module was imported keeps it to the few runs
     that import something (a first page, the teacher's open_clip)."""
     global _modules_when_frozen
-    if len(sys.modules) == _modules_when_frozen:
+    modules = frozenset(sys.modules)
+    if modules <= _modules_when_frozen:
         return False
     gc.freeze()
-    _modules_when_frozen = len(sys.modules)
+    _modules_when_frozen = modules
     return True
 
 

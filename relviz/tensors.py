@@ -53,7 +53,9 @@ def one_thread() -> Iterator[None]:
     job) every parallel region waits for its descheduled thread. Measured on 2 cores with one busy
     core: the demo teacher's text encoding median 8.5 ms, max 130 ms on two threads, 5.2 and 12 ms on
     one; the toy's 200 iterations 26.7 s on two threads, 2.3 s on one. OpenMP's count is per calling
-    thread, so other threads (other app sessions) keep theirs."""
+    thread, so threads that have run torch before keep theirs; but torch also keeps a process-wide
+    default, which a thread whose first torch operation falls inside this block starts from (in the
+    app: at worst one script run of another session computes on one thread)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

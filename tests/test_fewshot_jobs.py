@@ -21,8 +21,9 @@ from relviz.train.rundir import EventLog, read_events
 from relviz.viz.fewshot import checkpoint_label_efficiency, finetune_minus_probe_frame
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-# tiny schedules: 2 fine-tuning steps of 1 frame, a 5-epoch probe on at most 200 points per class
-SCHEDULE = dict(fractions=(0.1, 1.0), steps=2, batch=1, probe_epochs=5, probe_per_class=200)
+# tiny schedules: 2 fine-tuning steps of 1 frame, a 5-epoch probe on at most 100 points per class; two
+# selections of mini_train's 8 scenes (every 8th scene, every 4th: 1 and 2 scenes)
+SCHEDULE = dict(fractions=(0.1, 0.25), steps=2, batch=1, probe_epochs=5, probe_per_class=100)
 
 
 def _job(cold_app_workspace, **changes) -> FewshotJob:
@@ -54,8 +55,11 @@ def test_progress_events_and_the_stop():
     progress("probe 10%: features", 1, 3)
     assert [(e["task"], e["done"], e["part"]) for e in events] == [
         ("finetune 10%: train", 1, 1), ("finetune 10%: train", 2, 1), ("probe 10%: features", 1, 2)]
-    p = job_progress([{"event": "priority", "ts": 0.0}, *events], "running")
+    p = job_progress([{"event": "priority", "ts": 0.0}, *events], "running", kind="label_efficiency")
     assert p.phase == "few-shot" and (p.done, p.total) == (1, 3) and "part 2 of 4" in p.label
+    loading = job_progress([{"event": "phase", "phase": "prepare", "ts": 0.0}], "running", kind="label_efficiency")
+    assert loading.label == "loading the student and the dataset"
+    assert job_progress(events, "cancelled", kind="label_efficiency").label == "cancelled"  # no steps to count
     stop.set()
     with pytest.raises(Cancelled):
         progress("probe 10%: features", 2, 3)
@@ -93,7 +97,7 @@ def test_a_background_fewshot_job_gives_the_librarys_curve_and_the_pages_show_it
     val = NuScenesLidarSeg(job.dataroot, version=job.version, split=job.split, load_images=False)
     train = NuScenesLidarSeg(None, version=job.version, split=job.train_split, load_images=False, nusc=val.nusc)
     direct = label_efficiency(model, train, val, job.fractions, seed=0, steps=2, batch=1,
-                              probe={"epochs": 5, "max_per_class": 200})
+                              probe={"epochs": 5, "max_per_class": 100})
     for key in ("fractions", "frame_fraction", "finetune", "linear_probe"):
         assert result[key] == direct[key], key
     assert [r["finetune"]["loss"] for r in result["runs"]] == [r["finetune"]["loss"] for r in direct["runs"]]
@@ -141,10 +145,10 @@ def test_a_cancelled_fewshot_job_resumes_with_the_next_selection(cold_app_worksp
     assert run_fewshot_job(job, run) == {"status": "succeeded"}
     resumed, _ = read_events(run / "events.jsonl", offset)
     tasks = {e["task"].split(":")[0] for e in resumed if e["event"] == "fewshot"}
-    assert tasks == {"finetune 100%", "probe 100%"}  # only the selection the first launch did not finish
+    assert tasks == {"finetune 25%", "probe 25%"}  # only the selection the first launch did not finish
     assert {e["parts"] for e in resumed if e["event"] == "fewshot"} == {2}
     result = read_result(run)
-    assert result["fractions"] == [0.1, 1.0] and all(m is not None for m in result["finetune"])
+    assert result["fractions"] == [0.1, 0.25] and all(m is not None for m in result["finetune"])
 
     # a checkpoint file changed since: its saved selections are recomputed, and the event says why
     os.utime(job.checkpoint, ns=(time.time_ns(), time.time_ns()))
@@ -152,6 +156,9 @@ def test_a_cancelled_fewshot_job_resumes_with_the_next_selection(cold_app_worksp
     from relviz.jobs.fewshot import finished_selections
 
     log = EventLog(run / "events.jsonl")
+    saved = sorted((run / "fewshot").glob("*.json"))
+    saved[0].write_text("{not json")  # and a damaged one
     assert finished_selections(run, job, log) == {}
-    discarded = [e for e in read_events(run / "events.jsonl")[0] if e["event"] == "fewshot_discarded"]
-    assert len(discarded) == 2 and "another version" in discarded[0]["reason"]
+    discarded = {e["file"]: e["reason"] for e in read_events(run / "events.jsonl")[0] if e["event"] == "fewshot_discarded"}
+    assert discarded == {saved[0].name: "the file is damaged",
+                         saved[1].name: "computed with another version of the checkpoint file"}

@@ -90,7 +90,16 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     assert not at.exception, at.exception
     n_points = int(at.metric[2].value.replace(",", ""))  # "Points" of keyframe 0, all shown (fewer than 35,000)
     assert n_points < 35_000
-    at.session_state["zs_live"] = {"seq": 1, "text": "car", "selection": [*range(n_points), n_points, -1, True]}
+    from relviz.viz.live_cloud import points_name
+
+    shown = points_name(NuScenesLidarSeg(root, split="mini_val", load_images=False)[0]["points"][:, :3])
+    # a selection of another point set (made before the keyframe changed) is not applied to this one
+    at.session_state["zs_live"] = {"seq": 1, "text": "car", "selection": [0, 1], "points": "points/other.f32"}
+    at.run()
+    assert not at.exception, at.exception
+    assert "zs_selected" not in at.session_state
+    at.session_state["zs_live"] = {"seq": 2, "text": "car", "selection": [*range(n_points), n_points, -1, True],
+                                   "points": shown}
     at.run()  # what the frame sends after a box selection: indices into the points it shows (bad ones dropped)
     assert not at.exception, at.exception
     assert at.session_state["zs_selected"] == {tokens[0]: list(range(n_points))}

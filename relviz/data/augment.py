@@ -4,7 +4,7 @@ SLidR (valeoai/SLidR, ``utils/transforms.py``; ``transforms_mixed`` of config/sl
 augments each camera image with a random resized crop (area 0.3-1.0 of the image, aspect ratio
 14/9-17/9, drawn again until more than 1024 of its pairs, or more than 75% of them, fall inside) and a
 horizontal flip (p = 0.5), and drops one random cuboid of points (each side up to 20% of the cloud's
-extent, around a random point; skipped when an image would keep fewer than 1024 pairs). Here:
+extent, around a random point; skipped when any image would then have fewer than 1024 pairs). Here:
 
 - pixels are continuous (u = column, v = row) with integer values at pixel centres, as
   :func:`relviz.teacher.clip.sample_points` reads them, so a pair is moved, not rounded: a crop box
@@ -106,8 +106,8 @@ def drop_cuboid(rng: np.random.Generator, xyz: np.ndarray, pair_points: np.ndarr
                 cameras: int, max_share: float = 0.2) -> np.ndarray:
     """SLidR's DropCuboids: the points [N, 3] to keep (bool [N]) after removing those strictly inside
     a box around a random point, each side ``rng.uniform(0, max_share)`` of the cloud's extent on that
-    axis; every point is kept when a camera would keep :data:`MIN_PAIRS` or fewer of its pairs (and
-    had more)."""
+    axis; every point is kept when a camera would end with fewer than :data:`MIN_PAIRS` pairs and the
+    box took some of them (SLidR also keeps them when a camera had fewer than that to begin with)."""
     extent = xyz.max(0) - xyz.min(0)
     half = extent * rng.uniform(0, max_share) / 2
     centre = xyz[rng.integers(len(xyz))]

@@ -151,6 +151,8 @@ class Experiment:
         configs are built over, may have changed since)."""
         for p in self.plans:
             old = (state["runs"].get(p.key) or {}).get("config")
+            if old is not None:  # recorded before a field existed: that field at its default, as the run had it
+                old = {**TrainConfig().to_dict(), **old}
             if old is not None and old != p.config.to_dict():
                 changed = ", ".join(f"{k}: {old.get(k)!r} then, {v!r} now" for k, v in p.config.to_dict().items()
                                     if old.get(k) != v)

@@ -181,6 +181,11 @@ def run_fewshot_job(job: FewshotJob, run_dir: str | Path) -> dict:
         def save(frames: tuple[str, ...], result: dict) -> None:
             write_json(_selection_file(run, frames), {"frames": list(frames), "checkpoint_version": version,
                                                       "result": result})
+            if stop.is_set():  # asked during a stretch without progress calls (a probe's training)
+                raise Cancelled()
+
+        if stop.is_set():  # asked while loading
+            raise Cancelled()
 
         schedule = {"steps": job.steps} if job.steps is not None else {"epochs": job.epochs}
         curve = label_efficiency(model, train, val, job.fractions, seed=job.seed, device=job.device,

@@ -58,7 +58,7 @@ class JobProgress:
     def label(self) -> str:
         count = f"{self.done}/{self.total or '?'}" if self.done is not None else ""
         return {"queued": "queued", "starting": "starting the process",
-                "loading": "loading the teacher and the dataset",
+                "loading": f"loading {self.detail or 'the teacher and the dataset'}",
                 "preparing": f"preparing teacher features {count}",
                 "training": f"training step {count}",
                 "evaluating": f"evaluating U, T, G and zero-shot mIoU at step {count}",
@@ -115,19 +115,22 @@ def _evaluation_seconds(events: list[dict]) -> list[float]:
 
 
 def job_progress(events: list[dict], status: str = "running", now: float | None = None, last_step: int = 0,
-                 total_steps: int | None = None) -> JobProgress:
+                 total_steps: int | None = None, kind: str = "train") -> JobProgress:
     """The progress of a job from the ``events`` of its current launch and its ``status``
     (:data:`relviz.jobs.store.STATES`); ``last_step``/``total_steps`` are what is known when the
-    events say nothing (a launch that has not started). ``now`` (epoch seconds) dates the estimate."""
+    events say nothing (a launch that has not started). ``now`` (epoch seconds) dates the estimate.
+    ``kind``: a few-shot job (``label_efficiency``) counts no steps and loads no teacher."""
     now = time.time() if now is None else now
     priority = next((e for e in reversed(events) if e.get("event") == "priority"), {})
     step = next((e["step"] for e in reversed(events) if "step" in e), last_step)
     total = next((e["total_steps"] for e in reversed(events) if "total_steps" in e), total_steps)
     common = dict(niceness=priority.get("niceness"), threads=priority.get("threads"), cores=priority.get("cores"))
     mark = next((e for e in reversed(events) if e.get("event") in _MARKS), None)
-    if status in ENDED:  # a few-shot job has no steps to count
-        counted = not any(e.get("event") == "fewshot" for e in events)
-        return JobProgress(ENDED[status], step if counted else None, total if counted else None, **common)
+    if kind != "train":  # a few-shot job: no steps to count, and it loads a student, not a teacher
+        step = total = None
+        common["detail"] = "the student and the dataset"
+    if status in ENDED:
+        return JobProgress(ENDED[status], step, total, **common)
     if status == "queued":
         return JobProgress("queued", step, total, **common)
     if mark is None:  # the process is starting (Python and torch load before the first event)
@@ -144,8 +147,8 @@ def job_progress(events: list[dict], status: str = "running", now: float | None 
     if kind == "fewshot":
         same = [e for e in events if e.get("event") == "fewshot" and e.get("task") == mark["task"]]
         eta = _left(mark["done"] - same[0]["done"], mark["ts"] - same[0]["ts"], mark["total"] - mark["done"], since)
-        return JobProgress("few-shot", mark["done"], mark["total"], eta, **common,
-                           detail=f"{mark['task']}, part {mark['part']} of {mark['parts']}")
+        return JobProgress("few-shot", mark["done"], mark["total"], eta,
+                           **{**common, "detail": f"{mark['task']}, part {mark['part']} of {mark['parts']}"})
     if kind == "phase" and mark.get("phase") == "validate":
         took = _evaluation_seconds(events)
         eta = max(0.0, sum(took) / len(took) - since) if took else None

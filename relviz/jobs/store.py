@@ -29,17 +29,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
 from relviz.config import Settings
 from relviz.errors import RelvizError
 from relviz.files import write_json
-from relviz.jobs.fewshot import FewshotJob
 from relviz.jobs.priority import JobPriority, choose_priority, renice
 from relviz.jobs.progress import JobProgress, job_progress
 from relviz.train.config import TrainConfig
 from relviz.train.rundir import RunDir, read_events
+
+if TYPE_CHECKING:  # a few-shot job's module imports the evaluation stack: not needed to list or launch jobs
+    from relviz.jobs.fewshot import FewshotJob
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
 TERMINAL = ("succeeded", "failed", "cancelled", "lost")
@@ -181,7 +184,7 @@ class JobStore:
         return self._record_and_launch(config.to_dict(), name or f"{config.loss}-{config.arch}", nproc, resume_of,
                                        run_dir)
 
-    def submit_fewshot(self, job: FewshotJob, name: str | None = None) -> Job:
+    def submit_fewshot(self, job: "FewshotJob", name: str | None = None) -> Job:
         """Validate, record and launch a few-shot label-efficiency job (:mod:`relviz.jobs.fewshot`);
         returns it (running). Its progress, cancel and resume are a training job's."""
         job = job.validate()
@@ -257,7 +260,7 @@ class JobStore:
     def progress_of(self, job: Job, now: float | None = None) -> JobProgress:
         """The job's phase, count, estimate and priority, from its run folder now (:mod:`relviz.jobs.progress`)."""
         events, _ = read_events(job.events_path, job.events_offset)
-        return job_progress(events, job.status, now, job.last_step, job.total_steps)
+        return job_progress(events, job.status, now, job.last_step, job.total_steps, job.kind)
 
     def log_tail(self, job: Job, lines: int = 200) -> str:
         if not job.log_path.is_file():
@@ -338,14 +341,21 @@ class JobStore:
             con.execute("BEGIN IMMEDIATE")
             con.execute("ROLLBACK")
         others = self._descendants(job)  # now: once torchrun is gone its ranks are nobody's children
+
+        def running(p: psutil.Process) -> bool:  # a zombie has ended (whoever adopted it reaps it)
+            try:
+                return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return False
+
         try:
             os.killpg(job.pgid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         deadline = time.time() + grace_s
-        while time.time() < deadline and (self._alive(job) or any(p.is_running() for p in others)):
+        while time.time() < deadline and (self._alive(job) or any(running(p) for p in others)):
             time.sleep(0.2)
-        if self._alive(job) or any(p.is_running() for p in others):
+        if self._alive(job) or any(running(p) for p in others):
             try:
                 os.killpg(job.pgid, signal.SIGKILL)
             except ProcessLookupError:

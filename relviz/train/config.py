@@ -91,6 +91,8 @@ class TrainConfig:
             bad("device", f"expected auto, cpu or cuda, got {self.device!r}")
         if self.teacher_features not in TEACHER_FEATURES:
             bad("teacher_features", f"expected one of {', '.join(TEACHER_FEATURES)}, got {self.teacher_features!r}")
+        if self.drop_cuboids and not self.augment:
+            bad("drop_cuboids", "is one of the point augmentations: set augment = true as well")
         if self.image_augment and self.teacher_features == "cache":
             bad("image_augment", "needs the teacher inside the step (teacher_features = 'online' or 'auto'): cached "
                 "teacher features are of the whole, unflipped image")

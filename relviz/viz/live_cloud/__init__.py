@@ -16,7 +16,8 @@ Protocol (Streamlit's components v1, by hand): the frame posts ``streamlit:compo
 ``streamlit:render`` messages with the arguments of :func:`live_cloud`, posts
 ``streamlit:setComponentValue`` with ``{seq, text, cursor, focus, commit, key, sent}`` (``key``:
 epoch ms of the first keystroke the message covers, ``sent``: when it was posted; ``selection``: the
-indices of a box selection, only in the message that follows one) and
+indices of a box selection and ``points``, the point set they index, in the messages that follow one
+until a reply covers it) and
 ``streamlit:setFrameHeight``. The answer's ``reply`` echoes ``seq`` with the server's timings, and
 the frame keeps ``window.relvizTimings`` (one record per answered message: keystroke, sent, server
 start/end and parts, received, drawn, painted) and shows the keystroke-to-painted time it measures."""
@@ -55,11 +56,21 @@ def component_folder(root: str | Path) -> Path:
     return folder
 
 
+def points_name(xyz: np.ndarray) -> str:
+    """The URL (relative to the component) of positions float32 [N, 3]: named by their content, so a
+    message of the frame says which point set its selection indexes."""
+    return f"points/{hashlib.blake2b(_positions(xyz), digest_size=12).hexdigest()}.f32"
+
+
+def _positions(xyz: np.ndarray) -> bytes:
+    return np.ascontiguousarray(xyz, dtype="<f4").tobytes()
+
+
 def points_file(folder: Path, xyz: np.ndarray) -> str:
     """Write positions float32 [N, 3] (little-endian, x y z per point) under ``folder/points/`` once;
-    returns their URL relative to the component, named by content hash."""
-    data = np.ascontiguousarray(xyz, dtype="<f4").tobytes()
-    name = f"points/{hashlib.blake2b(data, digest_size=12).hexdigest()}.f32"
+    returns their URL relative to the component (:func:`points_name`)."""
+    data = _positions(xyz)
+    name = points_name(xyz)
     if not (folder / name).is_file():
         with atomic_path(folder / name) as tmp:
             Path(tmp).write_bytes(data)
@@ -94,7 +105,8 @@ class Typed:
     legend row clicked, or None), ``commit`` (Ctrl+Enter, once), ``new`` (this run answers a message of
     the frame) and the frame's timestamps, which :meth:`reply` returns with the server's; ``selection``:
     a box selection made in the view with this message (indices into the points it shows; empty:
-    cleared), None when the message brings none."""
+    cleared), None when the message brings none; ``selection_points``: the point set it indexes
+    (:func:`points_name`)."""
 
     text: str
     cursor: int | None = None
@@ -103,6 +115,7 @@ class Typed:
     new: bool = False
     stamps: dict = field(default_factory=dict)
     selection: list[int] | None = None
+    selection_points: str | None = None
 
     def reply(self, timings: dict, error: str | None = None) -> dict:
         """The ``reply`` argument of :func:`live_cloud`: the message's sequence number and
@@ -134,5 +147,7 @@ def typed(key: str, text_key: str, default: str) -> Typed:
     selection = message.get("selection")
     if isinstance(selection, list):  # checked here for type; the page checks the range
         selection = [i for i in selection if isinstance(i, int) and not isinstance(i, bool)]
+    points = message.get("points")
     return Typed(state[text_key], cursor if isinstance(cursor, int) else None, state[f"{key}_focus"],
-                 bool(message.get("commit")), True, stamps, selection if isinstance(selection, list) else None)
+                 bool(message.get("commit")), True, stamps, selection if isinstance(selection, list) else None,
+                 points if isinstance(points, str) else None)

@@ -173,7 +173,8 @@ class PointCloud {
     canvas.addEventListener("pointerup", (e) => {
       if (drag && drag.select) {
         this.box.style.display = "none";
-        if (this.onSelect) this.onSelect(this.inside(drag.x0, drag.y0, e.clientX, e.clientY));
+        const moved = Math.hypot(e.clientX - drag.x0, e.clientY - drag.y0) >= 4;  // a click selects nothing
+        if (moved && this.onSelect) this.onSelect(this.inside(drag.x0, drag.y0, e.clientX, e.clientY));
       }
       drag = null;
     });
