@@ -10,7 +10,7 @@ import streamlit as st
 
 from relviz import workspace
 from relviz.config import ConfigError, Settings, load_settings
-from relviz.errors import shorten
+from relviz.errors import RelvizError, shorten
 from relviz.data.classes import CLASS_COLORS, CLASSES
 from relviz.teacher import load_teacher_async, weights_version
 from relviz.workspace import CheckpointInfo, student_checkpoints  # noqa: F401 (the pages call it from here)
@@ -24,6 +24,18 @@ def settings() -> Settings:
         return load_settings()
     except ConfigError as e:
         st.error(f"The workspace settings cannot be used: {e}")
+        st.stop()
+
+
+def job_store(s: Settings):
+    """The workspace's job store; a damaged or locked job database is said (which file, what to do)
+    and the page stops there."""
+    from relviz.jobs import JobStore
+
+    try:
+        return JobStore(s)
+    except RelvizError as e:
+        st.error(str(e))
         st.stop()
 
 

@@ -7,17 +7,12 @@ import streamlit as st
 from app_pages import common
 from relviz.errors import RelvizError
 from relviz.eval.finetune import FRACTIONS, SLIDR_FINETUNE
-from relviz.jobs import JobStore
 from relviz.jobs.fewshot import FewshotJob, read_result
 from relviz.viz.fewshot import checkpoint_label_efficiency, finetune_minus_probe_frame, label_efficiency_curves
 
 st.title("Label efficiency")
 s = common.settings()
-try:
-    store = JobStore(s)
-except RelvizError as e:  # a damaged job database: say which and what to do
-    st.error(str(e))
-    st.stop()
+store = common.job_store(s)
 ckpts = {c.label: c for c in common.student_checkpoints(s) if c.error is None}
 label_of = {str(c.path): label for label, c in ckpts.items()}
 

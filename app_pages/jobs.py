@@ -6,7 +6,7 @@ import streamlit as st
 
 from app_pages import common
 from relviz.errors import RelvizError
-from relviz.jobs import JobStore, describe_rule, loss_curve, validation_curve
+from relviz.jobs import describe_rule, loss_curve, validation_curve
 from relviz.jobs.fewshot import read_result
 from relviz.losses import LOSSES
 from relviz.models.minkunet import ARCHITECTURES
@@ -16,11 +16,7 @@ from relviz.viz.training import loss_figure, validation_figure
 
 st.title("Distillation jobs")
 s = common.settings()
-try:
-    store = JobStore(s)
-except RelvizError as e:  # a damaged job database: say which and what to do
-    st.error(str(e))
-    st.stop()
+store = common.job_store(s)
 
 d = TrainConfig.from_settings(s)  # the settings' dataset, teacher (with its weights) and device
 datasets = sorted({p.name for p in s.datasets_dir.iterdir() if p.is_dir()} | {d.dataset})  # or a dataroot elsewhere
