@@ -51,6 +51,16 @@ def embed(prompts):
     return zv.embed_prompts(prompts, common.class_embeddings(s), lambda: common.active_teacher(s))
 
 
+# the live view's controls stay outside its fragment: each Streamlit element inside it is redrawn on
+# every keystroke (bench/README.md: the median keystroke 116 -> 83 ms without them and the metrics)
+if "zs_mode_wanted" in st.session_state:
+    st.session_state["zs_mode"] = st.session_state.pop("zs_mode_wanted")
+a, b = st.columns([3, 1])
+a.radio("Colour by", zv.MODES, horizontal=True, key="zs_mode")
+b.number_input("unassigned below similarity", -1.0, 1.0, None, 0.05, key="zs_threshold",
+               help="points whose best cosine similarity is lower stay unassigned (grey); empty: off")
+
+
 @st.fragment
 def live():
     """Reruns alone on each keystroke: the frame gets new colours, never new positions."""
@@ -60,12 +70,10 @@ def live():
     # a box selection in the 3D view, of the points shown now: kept as this keyframe's point indices
     if q.selection is not None and q.selection_points == points_name(shown_xyz):
         st.session_state["zs_selected"] = {token: zv.selected_points(q.selection, keep)}
-    if q.new and q.focus != st.session_state.get("zs_focus_shown"):  # a legend row clicked: its heat map
-        st.session_state.update(zs_mode=zv.MODES[3] if q.focus else zv.MODES[0], zs_focus_shown=q.focus)
-    a, b = st.columns([3, 1])
-    mode = a.radio("Colour by", zv.MODES, horizontal=True, key="zs_mode")
-    threshold = b.number_input("unassigned below similarity", -1.0, 1.0, None, 0.05, key="zs_threshold",
-                               help="points whose best cosine similarity is lower stay unassigned (grey); empty: off")
+    if q.new and q.focus != st.session_state.get("zs_focus_shown"):  # a legend row clicked: its heat map,
+        st.session_state.update(zs_mode_wanted=zv.MODES[3] if q.focus else zv.MODES[0], zs_focus_shown=q.focus)
+        st.rerun(scope="app")  # with the radio above showing it (a widget's value is set before it is drawn)
+    mode, threshold = st.session_state.get("zs_mode", zv.MODES[0]), st.session_state.get("zs_threshold")
     view, error = st.session_state.get("zs_view"), None
     try:
         with one_thread():  # small tensors per keystroke: see relviz.tensors.one_thread
@@ -81,15 +89,18 @@ def live():
     live_cloud(s.cache_dir, shown_xyz, *zv.mark_selections(*zv.shown(view, len(feats), keep), keep,
                                                                           selections), text=q.text,
                reply=q.reply(view.timings if view else {}, error), key="zs_live",
-               note=f"showing {len(keep):,} of {len(feats):,} points (uniform random, seed 0)")
-    for col, (label, value, explain) in zip(st.columns(3), zv.metrics(view, len(feats))):
-        col.metric(label, value, help=explain)
+               note=f"{zv.summary(view, len(feats))} · showing {len(keep):,} of {len(feats):,} points (uniform "
+                    f"random, seed 0)")
     if q.commit:
         st.rerun(scope="app")
 
 
 live()
 view = st.session_state.get("zs_view")
+# outside the fragment too (they follow Ctrl+Enter, as the views below); the frame's note line says the
+# same numbers as they are typed
+for col, (label, value, explain) in zip(st.columns(3), zv.metrics(view, len(feats))):
+    col.metric(label, value, help=explain)
 if st.session_state.get("zs_error"):
     st.error(st.session_state["zs_error"])
 if view is None or len(view.shown.index) != len(feats):

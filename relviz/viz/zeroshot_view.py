@@ -221,6 +221,11 @@ def metrics(view: View | None, n: int) -> list[tuple[str, str, str | None]]:
             ("Unassigned points", f"{view.seg.counts[-1] / n:.1%}" if ok else "n/a", None), ("Points", f"{n:,}", None)]
 
 
+def summary(view: View | None, n: int) -> str:
+    """:func:`metrics`' first two as one line for the live view's note ("sample mIoU 0.412 · unassigned 3.1%")."""
+    return " · ".join(f"{label.lower()} {value}" for label, value, _ in metrics(view, n)[:2])
+
+
 def scored_caption(seg: Segmentation) -> str:
     """Which queries the scores cover (with their class) and which they do not."""
     scored = ", ".join(f"{q.prompt} → {q.class_name}" for q in seg.labels.scored) or "none"
