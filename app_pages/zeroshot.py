@@ -1,6 +1,8 @@
 """Zero-shot: free-text queries recolour the 3D view as they are typed; camera view, scores,
 .ply export, and a search of the val split for one query."""
 
+from dataclasses import replace
+
 import numpy as np
 import streamlit as st
 import torch
@@ -65,13 +67,16 @@ b.number_input("unassigned below similarity", -1.0, 1.0, None, 0.05, key="zs_thr
 def live():
     """Reruns alone on each keystroke: the frame gets new colours, never new positions."""
     q = typed("zs_live", "zs_queries", "\n".join(n.replace("_", " ") for n in common.CLASS_NAMES))
+    if not q.new and (stamps := st.session_state.pop("zs_reply_stamps", None)):
+        q = replace(q, new=True, stamps=stamps)  # the message a rerun of the page took over: answer it
     token = ds.sample_tokens[sample]
     shown_xyz = item["points"][keep, :3]
     # a box selection in the 3D view, of the points shown now: kept as this keyframe's point indices
     if q.selection is not None and q.selection_points == points_name(shown_xyz):
         st.session_state["zs_selected"] = {token: zv.selected_points(q.selection, keep)}
     if q.new and q.focus != st.session_state.get("zs_focus_shown"):  # a legend row clicked: its heat map,
-        st.session_state.update(zs_mode_wanted=zv.MODES[3] if q.focus else zv.MODES[0], zs_focus_shown=q.focus)
+        st.session_state.update(zs_mode_wanted=zv.MODES[3] if q.focus else zv.MODES[0], zs_focus_shown=q.focus,
+                                zs_reply_stamps=q.stamps)  # else the frame waits 3 s for an answer to its message
         st.rerun(scope="app")  # with the radio above showing it (a widget's value is set before it is drawn)
     mode, threshold = st.session_state.get("zs_mode", zv.MODES[0]), st.session_state.get("zs_threshold")
     view, error = st.session_state.get("zs_view"), None
@@ -86,8 +91,8 @@ def live():
     selections = [(where, by_token[token]) for where, by_token in (
         ("3D view", st.session_state.get("zs_selected")),
         ("Feature structure page", st.session_state.get("structure_selected"))) if by_token and token in by_token]
-    live_cloud(s.cache_dir, shown_xyz, *zv.mark_selections(*zv.shown(view, len(feats), keep), keep,
-                                                                          selections), text=q.text,
+    coloring, legend = zv.mark_selections(*zv.shown(view, len(feats), keep), keep, selections)
+    live_cloud(s.cache_dir, shown_xyz, coloring, legend, text=q.text,
                reply=q.reply(view.timings if view else {}, error), key="zs_live",
                note=f"{zv.summary(view, len(feats))} · showing {len(keep):,} of {len(feats):,} points (uniform "
                     f"random, seed 0)")

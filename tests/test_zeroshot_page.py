@@ -91,6 +91,17 @@ def test_live_view_free_text_scoring_hostile_queries_and_split_search(app_worksp
     assert at.session_state["zs_queries"] == "tree = vegetation\nlamp post"
     assert args["legend"][0]["prompt"] == "lamp post"  # the heat map follows the cursor's line
 
+    # a legend row clicked (its prompt as "focus"): the page reruns once so that the radio shows the
+    # heat map, and the message is still answered (the frame waits for its seq before sending more)
+    at.radio(key="zs_mode").set_value("prediction").run()
+    at.session_state["zs_live"] = {"seq": 8, "text": "tree = vegetation\nlamp post", "cursor": 1, "focus": "tree",
+                                   "commit": False, "key": 3.0, "sent": 4.0}
+    at.run()
+    assert not at.exception, at.exception
+    args, _ = _live(at)
+    assert at.radio(key="zs_mode").value == "similarity to a query" and args["reply"]["seq"] == 8
+    assert args["legend"][0]["prompt"] == "tree"  # the clicked row's heat map, not the cursor's line
+
     at.selectbox(key="zs_ckpt").set_value("test-contrastive").run()  # another student keeps the queries
     assert not at.exception and {"tree", "lamp post"} <= set(_legend(at))
 
