@@ -11,6 +11,7 @@ import streamlit as st
 from relviz import workspace
 from relviz.config import ConfigError, Settings, load_settings
 from relviz.errors import RelvizError, shorten
+from relviz.files import file_version
 from relviz.data.classes import CLASS_COLORS, CLASSES
 from relviz.teacher import load_teacher_async, weights_version
 from relviz.workspace import CheckpointInfo, student_checkpoints  # noqa: F401 (the pages call it from here)
@@ -37,6 +38,22 @@ def job_store(s: Settings):
     except RelvizError as e:
         st.error(str(e))
         st.stop()
+
+
+def fewshot_result(run_dir: Path) -> dict | None:
+    """A finished few-shot job's curve (:func:`relviz.jobs.fewshot.read_result`), read again only when
+    its file changes: the pages that show it refresh every few seconds. Shared, not copied: read only."""
+    from relviz.jobs.fewshot import RESULT
+
+    path = Path(run_dir) / RESULT
+    return _fewshot_result(str(run_dir), file_version(path)) if path.is_file() else None
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _fewshot_result(run_dir: str, version: str) -> dict | None:
+    from relviz.jobs.fewshot import read_result
+
+    return read_result(run_dir)
 
 
 def error_panel(what: str, exc: BaseException) -> None:

@@ -7,7 +7,7 @@ import streamlit as st
 from app_pages import common
 from relviz.errors import RelvizError
 from relviz.eval.finetune import FRACTIONS, SLIDR_FINETUNE
-from relviz.jobs.fewshot import FewshotJob, read_result
+from relviz.jobs.fewshot import FewshotJob
 from relviz.viz.fewshot import checkpoint_label_efficiency, finetune_minus_probe_frame, label_efficiency_curves
 
 st.title("Label efficiency")
@@ -48,11 +48,12 @@ def curves():
         return
     for j in jobs:
         if j.status in ("running", "queued"):
-            st.progress(store.progress_of(j).fraction, text=f"{j.name} ({j.id}): {store.progress_of(j).text()}")
+            p = store.progress_of(j)
+            st.progress(p.fraction, text=f"{j.name} ({j.id}): {p.text()}")
     results, sources = {}, []
     for j in jobs:  # newest first: a checkpoint's latest finished job is its curve
         label = label_of.get(j.config["checkpoint"], j.config["checkpoint"])
-        if j.status == "succeeded" and label not in results and (result := read_result(j.run_dir)) is not None:
+        if j.status == "succeeded" and label not in results and (result := common.fewshot_result(j.run_dir)) is not None:
             results[label] = result
             sources.append(f"{label}: job {j.id}, {result['val_frames']} val keyframes, seed {result['seed']}")
     if not results:

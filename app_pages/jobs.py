@@ -7,7 +7,6 @@ import streamlit as st
 from app_pages import common
 from relviz.errors import RelvizError
 from relviz.jobs import describe_rule, loss_curve, validation_curve
-from relviz.jobs.fewshot import read_result
 from relviz.losses import LOSSES
 from relviz.models.minkunet import ARCHITECTURES
 from relviz.train.config import TrainConfig
@@ -81,7 +80,7 @@ def job_detail(job_id: str):
         st.caption(f"Runs at {progress.priority}.")
     if not (curve := validation_curve(events)).empty:
         st.plotly_chart(validation_figure({job.name: curve}), width="stretch", key=f"val-{job_id}")
-    if job.kind == "label_efficiency" and (result := read_result(job.run_dir)) is not None:
+    if job.kind == "label_efficiency" and (result := common.fewshot_result(job.run_dir)) is not None:
         st.plotly_chart(label_efficiency_curves(checkpoint_label_efficiency({job.name: result})), width="stretch",
                         key=f"fewshot-{job_id}")
     if not (losses := loss_curve(events)).empty:

@@ -72,10 +72,11 @@ if ckpts.get(choice) is not None:  # where each sample point lies: keyframe and 
     st.session_state["structure_selected"] = {tokens[k]: at[ring & (kf == k)].tolist() for k in np.unique(kf[ring])}
     # and the 3D view's box selection, ringed here where it holds sample points
     for token, points in (st.session_state.get("zs_selected") or {}).items():
-        if points and token in tokens[:n_keyframes(val)]:
-            boxed = (kf == tokens.index(token)) & np.isin(at, points)
+        frame = tokens.index(token) if token in tokens else None
+        if points and frame is not None and frame < n_keyframes(val):
+            boxed = (kf == frame) & np.isin(at, points)
             ring |= boxed
-            st.caption(f"{int(boxed.sum()):,} sample points of keyframe {tokens.index(token)} are in the box selected "
+            st.caption(f"{int(boxed.sum()):,} sample points of keyframe {frame} are in the box selected "
                        f"in the Zero-shot page's 3D view ({len(points):,} points there).")
 if query.strip():
     try:

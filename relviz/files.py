@@ -3,6 +3,7 @@ onto it only when complete (readers in other processes see the old file or the n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -50,3 +51,11 @@ def remove_temporaries(folder: str | Path) -> int:
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
+
+
+def file_version(path: str | Path) -> str:
+    """A short digest that changes whenever the file does (its resolved path, size and modification
+    time): a key for what was computed from it."""
+    path = Path(path)
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]

@@ -9,7 +9,6 @@ them ahead for every checkpoint (``relviz warm``; ``make app`` runs it).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 from relviz.config import Settings
 from relviz.errors import RelvizError
-from relviz.files import read_json, write_json
+from relviz.files import file_version, read_json, write_json
 from relviz.teacher.demo import REPO_CHECKPOINTS
 
 VAL_SPLIT = "mini_val"
@@ -38,10 +37,8 @@ class CheckpointInfo:
 
     @property
     def key(self) -> str:
-        """A cache key that changes whenever the file does (path, size, modification time)."""
-        st = self.path.stat()
-        digest = hashlib.sha256(f"{self.path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-        return f"{self.path.stem}-{digest}"
+        """A cache key that changes whenever the file does (:func:`relviz.files.file_version`)."""
+        return f"{self.path.stem}-{file_version(self.path)}"
 
 
 def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:

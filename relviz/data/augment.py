@@ -48,11 +48,14 @@ class ImageView:
         H, W = self.size
         u = (uv[:, 0].astype(np.float64) + 0.5 - self.left) * (W / self.width) - 0.5
         v = (uv[:, 1].astype(np.float64) + 0.5 - self.top) * (H / self.height) - 0.5
-        inside = (uv[:, 0] + 0.5 >= self.left) & (uv[:, 0] + 0.5 < self.left + self.width) & \
-                 (uv[:, 1] + 0.5 >= self.top) & (uv[:, 1] + 0.5 < self.top + self.height)
         if self.flip:
             u = W - 1 - u
-        return np.stack([u, v], 1).astype(np.float32), inside
+        return np.stack([u, v], 1).astype(np.float32), self.inside(uv)
+
+    def inside(self, uv: np.ndarray) -> np.ndarray:
+        """bool [M]: the pixels [M, 2] (u, v) of the original image that lie in the crop box."""
+        return (uv[:, 0] + 0.5 >= self.left) & (uv[:, 0] + 0.5 < self.left + self.width) & \
+               (uv[:, 1] + 0.5 >= self.top) & (uv[:, 1] + 0.5 < self.top + self.height)
 
     def image(self, image: np.ndarray) -> np.ndarray:
         """The view of a uint8 image [H, W, 3]: the crop, resized bilinearly to ``size`` with pixel
@@ -95,7 +98,7 @@ def random_view(rng: np.random.Generator, size: tuple[int, int], uv: np.ndarray,
             box = random_crop_box(rng, size)
             if box is None:
                 continue
-            inside = ImageView(*box, size).pixels(uv)[1].sum()
+            inside = ImageView(*box, size).inside(uv).sum()
             if inside > MIN_PAIRS or (len(uv) and inside / len(uv) > MIN_SHARE):
                 view = ImageView(*box, size)
                 break

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from relviz.errors import InputError, RelvizError
 from relviz.eval.finetune import FRACTIONS, SLIDR_FINETUNE
-from relviz.files import read_json, write_json
+from relviz.files import file_version, read_json, write_json
 from relviz.train.rundir import EventLog, Heartbeat, RunDir
 
 KIND = "label_efficiency"
@@ -105,12 +105,6 @@ class Cancelled(RelvizError):
     """The job was asked to stop (SIGTERM or SIGINT): it ends ``cancelled``, not failed."""
 
 
-def _checkpoint_version(path: str) -> dict:
-    """What says the checkpoint file is the one a saved selection was computed with."""
-    st = Path(path).stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
 def _selection_file(run: Path, frames: tuple[str, ...]) -> Path:
     return run / "fewshot" / (hashlib.sha1("\n".join(frames).encode()).hexdigest()[:16] + ".json")
 
@@ -118,7 +112,7 @@ def _selection_file(run: Path, frames: tuple[str, ...]) -> Path:
 def finished_selections(run: Path, job: FewshotJob, events: EventLog | None = None) -> dict[tuple[str, ...], dict]:
     """The selections of frames a previous launch finished, for the same checkpoint file (a changed
     file or an unreadable one is recomputed, with a ``fewshot_discarded`` event)."""
-    version = _checkpoint_version(job.checkpoint)
+    version = file_version(job.checkpoint)
     out = {}
     for path in sorted((run / "fewshot").glob("*.json")):
         saved = read_json(path)  # None when damaged
@@ -176,7 +170,7 @@ def run_fewshot_job(job: FewshotJob, run_dir: str | Path) -> dict:
         train = NuScenesLidarSeg(None, version=job.version, split=job.train_split, load_images=False, nusc=val.nusc)
         finished = finished_selections(run, job, events)
         to_run = {tuple(selection(train, f)[1]["frames"]) for f in job.fractions} - set(finished)
-        version = _checkpoint_version(job.checkpoint)
+        version = file_version(job.checkpoint)
 
         def save(frames: tuple[str, ...], result: dict) -> None:
             write_json(_selection_file(run, frames), {"frames": list(frames), "checkpoint_version": version,

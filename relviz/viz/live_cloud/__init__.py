@@ -59,18 +59,22 @@ def component_folder(root: str | Path) -> Path:
 def points_name(xyz: np.ndarray) -> str:
     """The URL (relative to the component) of positions float32 [N, 3]: named by their content, so a
     message of the frame says which point set its selection indexes."""
-    return f"points/{hashlib.blake2b(_positions(xyz), digest_size=12).hexdigest()}.f32"
+    return _name(_positions(xyz))
 
 
 def _positions(xyz: np.ndarray) -> bytes:
     return np.ascontiguousarray(xyz, dtype="<f4").tobytes()
 
 
+def _name(positions: bytes) -> str:
+    return f"points/{hashlib.blake2b(positions, digest_size=12).hexdigest()}.f32"
+
+
 def points_file(folder: Path, xyz: np.ndarray) -> str:
     """Write positions float32 [N, 3] (little-endian, x y z per point) under ``folder/points/`` once;
     returns their URL relative to the component (:func:`points_name`)."""
     data = _positions(xyz)
-    name = points_name(xyz)
+    name = _name(data)
     if not (folder / name).is_file():
         with atomic_path(folder / name) as tmp:
             Path(tmp).write_bytes(data)
@@ -104,8 +108,8 @@ class Typed:
     """The query text and what came with it: ``cursor`` (the line the cursor is on), ``focus`` (a
     legend row clicked, or None), ``commit`` (Ctrl+Enter, once), ``new`` (this run answers a message of
     the frame) and the frame's timestamps, which :meth:`reply` returns with the server's; ``selection``:
-    a box selection made in the view with this message (indices into the points it shows; empty:
-    cleared), None when the message brings none; ``selection_points``: the point set it indexes
+    a box selection made in the view with this message (indices into the points it shows, as sent:
+    unchecked; empty: cleared), None when the message brings none; ``selection_points``: the point set it indexes
     (:func:`points_name`)."""
 
     text: str
@@ -114,7 +118,7 @@ class Typed:
     commit: bool = False
     new: bool = False
     stamps: dict = field(default_factory=dict)
-    selection: list[int] | None = None
+    selection: list | None = None
     selection_points: str | None = None
 
     def reply(self, timings: dict, error: str | None = None) -> dict:
@@ -144,9 +148,7 @@ def typed(key: str, text_key: str, default: str) -> Typed:
     state[f"{key}_focus"] = message.get("focus") if isinstance(message.get("focus"), str) else None
     cursor = message.get("cursor")
     stamps = {"seq": message["seq"], "key": message.get("key"), "sent": message.get("sent"), "start": start}
-    selection = message.get("selection")
-    if isinstance(selection, list):  # checked here for type; the page checks the range
-        selection = [i for i in selection if isinstance(i, int) and not isinstance(i, bool)]
+    selection = message.get("selection")  # its indices are checked by the page (zeroshot_view.selected_points)
     points = message.get("points")
     return Typed(state[text_key], cursor if isinstance(cursor, int) else None, state[f"{key}_focus"],
                  bool(message.get("commit")), True, stamps, selection if isinstance(selection, list) else None,
