@@ -1,5 +1,11 @@
-"""Uncertainty of a statistic: bootstrap intervals over clusters (keyframes), intervals over seeds,
-and the paired comparison of two statistics measured on the same clusters.
+"""Uncertainty of a statistic: bootstrap intervals over clusters (scenes), intervals over seeds, the
+paired comparison of two statistics measured on the same clusters, the two-stage bootstrap over seeds
+and scenes together, and error control over a family of claims (Holm).
+
+The unit of evaluation uncertainty is the scene: keyframes of one scene are not independent, so an
+interval resamples scenes with their keyframes nested in them (:func:`scene_statistic` turns a
+statistic of keyframe multiplicities into one of scene multiplicities). An interval over fewer than
+:data:`MIN_SCENES` scenes is not given (:func:`refusal`); per-scene values are shown instead.
 
 The unit of resampling is the cluster, not the point: the points of one keyframe share a scene and a
 moment, so resampling points would understate the uncertainty (a cluster bootstrap; Field & Welsh,
@@ -22,6 +28,8 @@ import scipy.stats
 from relviz.errors import InputError
 
 METHODS = ("percentile", "basic", "BCa")
+MIN_SCENES = 10  # fewer scenes give no interval over scenes (a percentile bootstrap over few clusters under-covers)
+MIN_SEEDS = 5  # fewer seeds give no "holds"/"reversed": with 4, no sign-flip test reaches 5% (2 / 2^4 = 0.125)
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,119 @@ def seed_interval(values: Sequence[float], confidence: float = 0.95) -> Interval
     return Interval(mean, float(low), float(high), confidence, "t interval over seeds", len(x), None, sem)
 
 
+def scene_statistic(statistic: Callable[[np.ndarray], np.ndarray],
+                    scene_of_keyframe: Sequence[int]) -> Callable[[np.ndarray], np.ndarray]:
+    """``statistic`` of keyframe multiplicities [..., K] as a statistic of scene multiplicities
+    [..., S]: a scene drawn m times brings each of its keyframes m times (keyframes nested in scenes).
+    ``scene_of_keyframe`` [K]: each keyframe's scene in [0, S)."""
+    index = np.asarray(scene_of_keyframe, dtype=np.int64)
+    return lambda m: statistic(np.asarray(m)[..., index])
+
+
+def refusal(n_scenes: int, minimum: int = MIN_SCENES) -> str | None:
+    """Why no interval over ``n_scenes`` scenes is given, or None when one is."""
+    if n_scenes < minimum:
+        return (f"{n_scenes} scene{'s' if n_scenes != 1 else ''}: an interval needs at least {minimum} scenes "
+                "(keyframes of one scene are not independent); per-scene values instead")
+    return None
+
+
+def resample_multiplicities(n_clusters: int, n_resamples: int, seed: int = 0) -> np.ndarray:
+    """float64 [n_resamples, n_clusters]: cluster multiplicities of ``n_resamples`` draws of
+    ``n_clusters`` clusters with replacement. The same arguments give the same draws, so statistics of
+    different checkpoints (and the teacher) evaluated on them are paired resample by resample."""
+    ids = np.random.default_rng(seed).integers(0, n_clusters, (n_resamples, n_clusters))
+    return multiplicities(ids, n_clusters)
+
+
+def two_sided_bootstrap_p(replicates: np.ndarray) -> float:
+    """Two-sided p of "the difference is 0" from its bootstrap replicates [B] (the percentile
+    interval's duality: the largest alpha whose interval still excludes 0): 2 min(P*(d <= 0),
+    P*(d >= 0)), at least 1/B and at most 1."""
+    d = np.asarray(replicates, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if not len(d):
+        return float("nan")
+    tail = min(float((d <= 0).mean()), float((d >= 0).mean()))
+    return float(min(1.0, max(2 * tail, 1 / len(d))))
+
+
+@dataclass(frozen=True)
+class TwoStage(Interval):
+    """An :class:`Interval` with the bootstrap p of "the value is 0"."""
+
+    p: float | None = None
+
+
+def two_stage_bootstrap(observed: Sequence[float], replicates: np.ndarray, n_resamples: int | None = None,
+                        confidence: float = 0.95, seed: int = 0) -> Interval:
+    """The mean over seeds of a per-seed value (e.g. a paired difference of two losses, or a
+    student's value minus the teacher's), with a two-stage bootstrap interval over seeds and scenes:
+    ``observed`` [R] is each seed's value on the evaluation set, ``replicates`` [R, B] its value on B
+    scene resamples shared by every seed (:func:`resample_multiplicities` with one seed), so what the
+    seeds share (which scenes are hard) stays paired. Each of the B replicates draws R seeds with
+    replacement (stage 1) and takes their values on that scene resample (stage 2): both sources of
+    variance enter (Davison & Hinkley 1997, sec. 3.8; Field & Welsh 2007). ``stderr`` is the
+    replicates' sd; the p of "mean = 0" (:func:`two_sided_bootstrap_p`) is in ``p``."""
+    x = np.asarray(observed, dtype=np.float64)
+    reps = np.asarray(replicates, dtype=np.float64)
+    if reps.ndim != 2 or reps.shape[0] != len(x):
+        raise InputError(f"replicates must be [seeds, resamples] with {len(x)} seeds, got {reps.shape}")
+    if len(x) < 2:
+        raise InputError(f"a two-stage bootstrap needs at least 2 seeds, got {len(x)}")
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence must lie in (0, 1), got {confidence}")
+    b = reps.shape[1] if n_resamples is None else n_resamples
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, len(x), (b, len(x)))
+    column = np.arange(b) % reps.shape[1]
+    stage = reps[seeds, column[:, None]].mean(1)
+    alpha = (1 - confidence) / 2
+    finite = stage[np.isfinite(stage)]
+    low, high = (np.quantile(finite, [alpha, 1 - alpha]) if len(finite) else (np.nan, np.nan))
+    value = float(x.mean())
+    return TwoStage(value, float(low), float(high), confidence, "two-stage bootstrap over seeds and scenes", len(x),
+                    b, float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+                    bool(low > 0 or high < 0), two_sided_bootstrap_p(stage))
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input order: the i-th smallest of the m
+    p-values times (m - i + 1), made monotone and capped at 1. None (no test) stays None and does not
+    count in m. Controls the family-wise error rate under any dependence."""
+    known = [(p, i) for i, p in enumerate(pvalues) if p is not None and math.isfinite(p)]
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(known)):
+        running = max(running, min(1.0, (len(known) - rank) * p))
+        out[i] = running
+    return out
+
+
+def sign_flip_p(differences: Sequence[float]) -> float | None:
+    """Two-sided p of "the mean difference is 0" by flipping signs (a permutation test over seeds,
+    distribution-free; exact: all 2^n sign patterns for n <= 13, scipy.stats.permutation_test). Its
+    smallest value is 2 / 2^n: 0.25 for 3 seeds, 0.0625 for 5. None for fewer than 2 values."""
+    d = np.asarray([v for v in differences if v is not None], dtype=np.float64)
+    if len(d) < 2 or not np.isfinite(d).all():
+        return None
+    res = scipy.stats.permutation_test((d,), lambda x, axis=-1: np.mean(x, axis=axis), permutation_type="samples",
+                                       alternative="two-sided", n_resamples=9999, vectorized=True,
+                                       rng=np.random.default_rng(0))
+    return float(res.pvalue)
+
+
+def t_test_p(differences: Sequence[float]) -> float | None:
+    """Two-sided p of a one-sample t test of "the mean is 0" (the seed t interval's test); None for
+    fewer than 2 values, 1 when every value is 0."""
+    d = np.asarray([v for v in differences if v is not None], dtype=np.float64)
+    if len(d) < 2 or not np.isfinite(d).all():
+        return None
+    if np.ptp(d) == 0:
+        return 1.0 if d[0] == 0 else 0.0
+    return float(scipy.stats.ttest_1samp(d, 0.0).pvalue)
+
+
 def fisher_z_interval(r: float, n: int, confidence: float = 0.95, spearman: bool = False) -> tuple[float, float]:
     """Interval of a correlation by Fisher's z: tanh(atanh r +- z_{(1+c)/2} se), se = 1/sqrt(n-3)
     for Pearson's r and sqrt((1 + r^2/2)/(n-3)) for Spearman's rho (Bonett & Wright 2000). With
@@ -128,5 +249,6 @@ def fisher_z_interval(r: float, n: int, confidence: float = 0.95, spearman: bool
     return (math.tanh(z - half), math.tanh(z + half))
 
 
-__all__ = ["Interval", "METHODS", "cluster_bootstrap", "fisher_z_interval", "multiplicities", "paired_difference",
-           "seed_interval"]
+__all__ = ["Interval", "METHODS", "MIN_SCENES", "MIN_SEEDS", "TwoStage", "cluster_bootstrap", "fisher_z_interval",
+           "holm", "multiplicities", "paired_difference", "refusal", "resample_multiplicities", "scene_statistic",
+           "seed_interval", "sign_flip_p", "t_test_p", "two_sided_bootstrap_p", "two_stage_bootstrap"]
