@@ -7,8 +7,11 @@ frame (no navigation, layout or settings) and listed common.py as a page."""
 import streamlit as st
 
 from relviz.serve import freeze_imports
+from relviz.viz.labelcolors import app_icon
 
-st.set_page_config(page_title="relviz", page_icon=":material/scatter_plot:", layout="wide")
+# the tab icon is drawn here and served by the app itself: a ":material/...:" page icon made the browser
+# fetch it from a font host on every page load, which an offline tool must not do
+st.set_page_config(page_title="relviz", page_icon=app_icon(), layout="wide")
 
 pages = {
     "relviz": [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],

@@ -13,6 +13,7 @@ from relviz.config import ConfigError, Settings, load_settings
 from relviz.errors import RelvizError, shorten
 from relviz.files import file_version
 from relviz.data.classes import CLASS_COLORS, CLASSES
+from relviz.eval.selection import EvalSet
 from relviz.teacher import load_teacher_async, weights_version
 from relviz.workspace import CheckpointInfo, student_checkpoints  # noqa: F401 (the pages call it from here)
 
@@ -174,7 +175,7 @@ def _loaders(info: CheckpointInfo | None):
 # mtime and teacher_key are part of the cache keys only: a rewritten checkpoint or a changed teacher
 # gets fresh entries
 @st.cache_resource(max_entries=6, show_spinner=False)
-def _val_features(info: CheckpointInfo | None, mtime: float, root: str, n: int, teacher_key: tuple) -> dict:
+def _val_features(info: CheckpointInfo | None, mtime: float, root: str, n: EvalSet, teacher_key: tuple) -> dict:
     return workspace.val_features(settings(), root, info, n, *_loaders(info))
 
 
@@ -183,24 +184,33 @@ def fewshot(info: CheckpointInfo, root: str, compute: bool = False) -> dict | No
     return workspace.fewshot(settings(), root, info, model_fn=(lambda: student(info)[0]) if compute else None)
 
 
-def val_features(info: CheckpointInfo | None, root: str, n: int) -> dict:
-    """Validation features of a student (``info``) or of the teacher (None) over the first ``n``
-    mini_val keyframes: from memory, else from the disk cache, else computed (and stored)."""
+def eval_set_controls(scenes_col, per_scene_col, key: str, per_scene: int = 2) -> EvalSet:
+    """The evaluation set's two controls (val scenes, keyframes spread over each) and their EvalSet."""
+    scenes = scenes_col.select_slider("val scenes", ["all", 1, 2, 5, 10, 20, 50], value="all", key=f"{key}_scenes",
+                                      help="Scenes are the unit of uncertainty: intervals need 10 or more.")
+    k = per_scene_col.slider("keyframes per scene", 1, 8, per_scene, key=f"{key}_k",
+                             help="Spread over each scene (one drawn from each equal stretch of it).")
+    return EvalSet(None if scenes == "all" else int(scenes), k, 0)
+
+
+def val_features(info: CheckpointInfo | None, root: str, n: EvalSet) -> dict:
+    """Validation features of a student (``info``) or of the teacher (None) over the mini_val
+    keyframes ``n`` selects: from memory, else from the disk cache, else computed (and stored)."""
     return _val_features(info, _mtime(info), root, n, _teacher_key(settings()))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _structure(info: CheckpointInfo | None, mtime: float, root: str, n: int, per_class: int, seed: int,
+def _structure(info: CheckpointInfo | None, mtime: float, root: str, n: EvalSet, per_class: int, seed: int,
                teacher_key: tuple) -> dict:
     return workspace.structure(settings(), root, info, n, per_class, seed, *_loaders(info))
 
 
-def structure(info: CheckpointInfo | None, root: str, n: int, per_class: int, seed: int) -> dict:
+def structure(info: CheckpointInfo | None, root: str, n: EvalSet, per_class: int, seed: int) -> dict:
     """U, T (per class), G and zero-shot IoU of a student (``info``) or the teacher (None), cached
     in memory and on disk."""
     return _structure(info, _mtime(info), root, n, per_class, seed, _teacher_key(settings()))
 
 
-def structure_points(info: CheckpointInfo | None, root: str, n: int, per_class: int, seed: int):
+def structure_points(info: CheckpointInfo | None, root: str, n: EvalSet, per_class: int, seed: int):
     """(features [S, D], labels [S]) of the sample behind :func:`structure` of the same inputs."""
     return workspace.metric_sample(val_features(info, root, n), structure(info, root, n, per_class, seed))

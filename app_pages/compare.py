@@ -7,7 +7,7 @@ from app_pages import common
 from relviz.eval.report import comparison_rows, sample_notes
 from relviz.jobs import read_validation_curve
 from relviz.viz import explain
-from relviz.viz.compare import comparison_frame, per_class_figure
+from relviz.viz.compare import comparison_frame, difference_frame, per_class_figure
 from relviz.viz.pca import shared_pca_figure
 from relviz.viz.training import validation_figure
 
@@ -18,12 +18,13 @@ if len(ckpts) < 2:
     st.info("Two or more student checkpoints are needed (the demo students, or runs from the Jobs page).")
     st.stop()
 labels = list(ckpts)
-wanted = [x for x in (common.query_param("ckpts") or "").split(",") if x in labels] or \
+# a link may name a checkpoint twice: each once, in its first place
+wanted = list(dict.fromkeys(x for x in (common.query_param("ckpts") or "").split(",") if x in labels)) or \
     common.active_checkpoints(labels) or labels[:3]
 chosen = st.multiselect("Checkpoints (2 to 4)", labels, default=wanted[:4], max_selections=4, key="cmp_ckpts")
-c1, c2 = st.columns(2)
-n_samples = c1.slider("val keyframes", 1, 16, 4, key="cmp_n")
-per_class = c2.select_slider("points per class", [100, 250, 500, 1000, 2000, 5000], value=500, key="cmp_pc")
+c1, c2, c3 = st.columns(3)
+n_samples = common.eval_set_controls(c1, c2, "cmp")
+per_class = c3.select_slider("points per class", [100, 250, 500, 1000, 2000, 5000], value=500, key="cmp_pc")
 common.set_query_params(ckpts=",".join(chosen))
 if len(chosen) < 2:
     st.warning("Choose at least two checkpoints.")
@@ -49,7 +50,13 @@ rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "structure": re
 st.dataframe(comparison_frame(rows), hide_index=True, width="stretch",
              column_config={k: st.column_config.TextColumn(label, help=explain.help_text(k))
                             for k, (label, _) in explain.METRICS.items()})
-st.caption("Value [95% interval: bootstrap over keyframes]. Each column's sample:\n" + "\n".join(sample_notes(rows)))
+st.caption(f"Value [95% interval]. {explain.interval_caption(results['teacher'])} Each column's sample:\n"
+           + "\n".join(sample_notes(rows)))
+st.subheader("Which is better, and how sure")
+st.dataframe(difference_frame({x: results[x] for x in chosen}), hide_index=True, width="stretch", key="cmp_diff")
+st.caption("a - b on the same points, paired over the same scene resamples; p: bootstrap; Holm over every row of "
+           "this table; the verdict follows the adjusted p. With fewer than 10 scenes: each scene's difference, "
+           "no interval and no verdict.")
 missing = [x for x, f in few.items() if f is None]
 if missing and st.button(f"Compute few-shot mIoU ({len(missing)} checkpoint{'s' if len(missing) > 1 else ''})",
                          key="cmp_fewshot", help="Trains one linear probe per checkpoint (about a minute each on "

@@ -12,12 +12,17 @@ from relviz.viz.evidence import correlation_frame, gap_scatter, relation_figure
 st.title("Evidence: structure gap vs performance")
 s = common.settings()
 ckpts = {c.label: c for c in common.student_checkpoints(s) if c.error is None}
+partial = [x for x, c in ckpts.items() if c.partial]
+if partial and not st.toggle(f"Include {len(partial)} partial checkpoint(s)", False, key="ev_partial",
+                             help="Runs that did not finish (cancelled, failed or still training) are left out "
+                                  "of the evidence unless chosen: " + ", ".join(partial)):
+    ckpts = {x: c for x, c in ckpts.items() if not c.partial}
 if len(ckpts) < MIN_CHECKPOINTS:
     st.info(f"The correlation needs {MIN_CHECKPOINTS} or more student checkpoints; there are {len(ckpts)}.")
     st.stop()
-c1, c2 = st.columns(2)
-n_samples = c1.slider("val keyframes", 1, 16, 4, key="ev_n")
-per_class = c2.select_slider("points per class", [100, 250, 500, 1000, 2000, 5000], value=500, key="ev_pc")
+c1, c2, c3 = st.columns(3)
+n_samples = common.eval_set_controls(c1, c2, "ev")
+per_class = c3.select_slider("points per class", [100, 250, 500, 1000, 2000, 5000], value=500, key="ev_pc")
 root = str(common.dataset_root(s))
 try:
     bar = st.progress(0.0, text="metrics of every checkpoint")
@@ -33,11 +38,12 @@ rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "structure": re
                          "fewshot": common.fewshot(ckpts[x], root)} for x in ckpts], results["teacher"])
 evidence = gap_vs_performance(rows[:-1], rows[-1])
 st.dataframe(correlation_frame(evidence), hide_index=True, width="stretch", key="ev_table")
-st.caption(f"{len(ckpts)} checkpoints; U, T, G and zero-shot on up to {per_class:,} points per class (seed 0) of "
-           f"the first {n_samples} val keyframes; few-shot where it was computed (Compare page). The paper claims "
-           f"a negative correlation of the gap with performance. Definitions: docs/protocol.md.")
+st.caption(f"{len(ckpts)} checkpoints, each its own configuration (n counts configurations, not runs); U, T, G "
+           f"and zero-shot on up to {per_class:,} points per class (seed 0) of {n_samples.describe()}; few-shot "
+           f"where it was computed (Compare page). An interval or p is printed only where it can exist at that n. "
+           f"The paper claims a negative correlation of the gap with performance. Definitions: docs/protocol.md.")
 m1, m2 = st.columns(2)
-measure = m1.selectbox("gap measure", MEASURES, index=MEASURES.index("structural_distance"), key="ev_measure")
+measure = m1.selectbox("gap measure", MEASURES, key="ev_measure")
 performance = m2.selectbox("performance", ["zeroshot_miou", "fewshot_miou"], key="ev_perf")
 if any(m[performance] is not None for m in evidence["measures"]):
     st.plotly_chart(gap_scatter(evidence, measure, performance), width="stretch", key="ev_scatter")

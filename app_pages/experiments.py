@@ -11,8 +11,9 @@ from relviz.experiment import Experiment, list_experiments
 from relviz.files import read_json
 from relviz.jobs import JobStore
 from relviz.viz.evidence import correlation_frame
-from relviz.viz.experiment import (curves_figure, differences_frame, label_efficiency, label_efficiency_figure,
-                                   report_frame)
+from relviz.experiment.aggregate import evaluation_set_words
+from relviz.viz.experiment import (claims_frame, curves_figure, differences_frame, label_efficiency,
+                                   label_efficiency_figure, report_frame)
 
 COMMITTED = "demo (committed with the demo checkpoints)"
 
@@ -58,14 +59,17 @@ else:
 st.subheader("Cells: mean ± 95% interval over seeds")
 st.dataframe(report_frame(report), hide_index=True, width="stretch", key="exp_table")
 p = report.get("protocol") or {}
-st.caption(f"{report['interval']}. U, T, G and zero-shot on {p.get('val_samples')} keyframes of {p.get('split')} "
+st.caption(f"{report['interval']}. U, T, G and zero-shot on {evaluation_set_words(p, report.get('teacher'))} of "
+           f"{p.get('split')} "
            f"(up to {p.get('per_class')} points per class, sample seed {p.get('seed')}); few-shot learned on "
            f"{p.get('train_split')} frames, scored on every {p.get('split')} frame. Definitions: docs/protocol.md.")
 if report.get("claims"):
     st.subheader("The paper's claims, here")
-    st.dataframe(pd.DataFrame(report["claims"]), hide_index=True, width="stretch", key="exp_claims")
-    st.caption("Against the teacher: the interval over seeds of a student's mean vs the teacher's value; between "
-               "losses: differences paired by seed; the correlation: Pearson's r over every evaluated run.")
+    st.dataframe(claims_frame(report["claims"]), hide_index=True, width="stretch", key="exp_claims")
+    st.caption("One family: the verdict follows the Holm-adjusted p; \"too few seeds\" under 5 seeds and \"too few "
+               "scenes\" under 10 evaluation scenes, whatever the p. p: two-stage bootstrap over seeds and scenes "
+               "(the teacher's own evaluation noise included) where the runs stored scene resamples, else the t test "
+               "over seeds. The correlations are over configurations (cells), not runs.")
 if report.get("differences"):
     st.subheader("Differences between cells, paired by seed")
     st.dataframe(differences_frame(report), hide_index=True, width="stretch", key="exp_diff")
@@ -76,7 +80,7 @@ if not label_efficiency(report).empty:
 if report.get("curves"):
     st.subheader("Structure during training")
     st.plotly_chart(curves_figure(report), width="stretch", key="exp_curves")
-across = (report.get("gap_vs_performance") or {}).get("across_runs") or {}
+across = report.get("gap_vs_performance") or {}
 if "correlations" in across:
-    st.subheader("Gap vs performance, every run one point")
+    st.subheader("Gap vs performance, over configurations")
     st.dataframe(correlation_frame(across), hide_index=True, width="stretch", key="exp_corr")

@@ -54,7 +54,7 @@ from app_pages import common  # noqa: E402
 
 rows = []
 for c in common.student_checkpoints(settings):
-    row = {"checkpoint": c.label, "loss": c.loss or "-", "path": str(c.path), "status": "ok" if c.error is None else c.error}
+    row = {"checkpoint": c.label, "loss": c.loss or "-", "path": str(c.path), "status": c.error or (f"partial: {c.partial}" if c.partial else "ok")}
     if c.error is None:
         from relviz.models.checkpoint import read_metadata
 
@@ -72,6 +72,10 @@ from relviz.teacher.demo import DEMO_TEACHER_PATH  # noqa: E402
 
 teacher_meta = DEMO_TEACHER_PATH
 st.write(f"Teacher: `{settings.teacher}`" + (f" (demo teacher: `{teacher_meta}`)" if settings.teacher == "demo" else ""))
+if settings.teacher == "demo":
+    from relviz.viz.explain import DEMO_TEACHER_NOTE  # noqa: E402
+
+    st.info(DEMO_TEACHER_NOTE)
 
 with st.expander("Environment", expanded=False):
     st.write(f"Python {info['python']} · torch CUDA build {dev['torch_cuda_build'] or 'none'} · "

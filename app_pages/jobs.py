@@ -93,7 +93,7 @@ def job_detail(job_id: str):
         except RelvizError as e:
             st.error(str(e))
     with st.expander("log (last lines)", expanded=job.status != "running"):
-        st.code(store.log_tail(job, 60) or "(train.log is empty: the phase above comes from the run's events)")
+        st.code(store.log_tail(job, 60) or "(nothing logged yet: the run writes a line per logged step)")
 
 
 names = {j.id: j.name for j in job_list()}  # its first run returns the jobs, a job launched above among them

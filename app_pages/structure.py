@@ -7,7 +7,7 @@ import streamlit as st
 
 from app_pages import common
 from relviz.errors import RelvizError
-from relviz.eval.structure import n_keyframes, sample_indices, sample_locations
+from relviz.eval.structure import sample_indices, sample_locations
 from relviz.eval.zeroshot import assign_by_text, parse_queries
 from relviz.viz import explain
 from relviz.viz import zeroshot_view as zv
@@ -21,12 +21,12 @@ ckpts = {c.label: c for c in common.student_checkpoints(s) if c.error is None}
 options = ["teacher", *ckpts]
 active = common.active_checkpoints(list(ckpts))
 default = common.query_param("ckpt", (active or list(ckpts) or ["teacher"])[0])
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4, c5 = st.columns(5)
 choice = c1.selectbox("Features of", options, index=options.index(default) if default in options else 0, key="ckpt")
-n_samples = c2.slider("val keyframes", 1, 16, common.int_param("n", 4, 1, 16), key="n")
-per_class = c3.select_slider("points per class", [100, 250, 500, 1000, 2000, 5000], value=500, key="per_class")
-seed = int(c4.number_input("seed", 0, 10_000, common.int_param("seed", 0, 0, 10_000), key="seed"))
-common.set_query_params(ckpt=choice, n=n_samples, seed=seed)
+n_samples = common.eval_set_controls(c2, c3, "st", common.int_param("k", 2, 1, 8))
+per_class = c4.select_slider("points per class", [100, 250, 500, 1000, 2000, 5000], value=500, key="per_class")
+seed = int(c5.number_input("seed", 0, 10_000, common.int_param("seed", 0, 0, 10_000), key="seed"))
+common.set_query_params(ckpt=choice, k=n_samples.per_scene, seed=seed)
 
 root = str(common.dataset_root(s))
 try:
@@ -43,8 +43,8 @@ for col, key in zip(st.columns(4), ("uniformity", "tolerance", "gap", "gap_all_p
     ci = intervals.get(key)
     col.metric(explain.METRICS[key][0], f"{metrics[key]:.3f}", help=explain.help_text(key),
                delta=f"95% [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else None, delta_color="off")
-st.caption(explain.sample_caption(metrics["sample_size"], per_class, metrics["sample"]["keyframes"], seed)
-           + " Intervals: bootstrap over keyframes.")
+st.caption(explain.sample_caption(metrics["sample_size"], per_class, metrics["sample"]["keyframes"], seed,
+                                  metrics["sample"].get("scenes")) + " " + explain.interval_caption(metrics))
 
 
 sample_key = f"{choice}|{metrics['sample']['id']}"
@@ -67,13 +67,15 @@ st.session_state["structure_selected"] = {}  # the teacher's sample has no place
 if ckpts.get(choice) is not None:  # where each sample point lies: keyframe and point index
     val = common.val_features(ckpts[choice], root, n_samples)
     kf, at = (t.numpy() for t in sample_locations(val, sample_indices(val, metrics)))
+    frames = val["keyframe_index"].tolist()  # the evaluated keyframes' indices in the split
+    kf = np.asarray(frames)[kf]
     tokens = common.dataset(root).sample_tokens
     # this selection, by keyframe, for the Zero-shot page's 3D view
     st.session_state["structure_selected"] = {tokens[k]: at[ring & (kf == k)].tolist() for k in np.unique(kf[ring])}
     # and the 3D view's box selection, ringed here where it holds sample points
     for token, points in (st.session_state.get("zs_selected") or {}).items():
         frame = tokens.index(token) if token in tokens else None
-        if points and frame is not None and frame < n_keyframes(val):
+        if points and frame in frames:
             boxed = (kf == frame) & np.isin(at, points)
             ring |= boxed
             st.caption(f"{int(boxed.sum()):,} sample points of keyframe {frame} are in the box selected "
@@ -95,12 +97,11 @@ if ckpts.get(choice) is None:
     st.caption("The teacher's features exist at camera-paired points only: choose a student to see its sample "
                "in the scene.")
 else:
-    frames = n_keyframes(val)
     ringed = np.nonzero(ring)[0]
     if st.session_state.get("link_ringed") != (sample_key, ringed.tobytes()):  # new rings: show where most are
-        most = np.bincount(kf[ring], minlength=frames).argmax() if ring.any() else 0
+        most = np.bincount(kf[ring]).argmax() if ring.any() else frames[0]
         st.session_state.update(link_kf=int(most), link_ringed=(sample_key, ringed.tobytes()))
-    frame = st.selectbox("Scene: keyframe", range(frames), key="link_kf",
+    frame = st.selectbox("Scene: keyframe", frames, key="link_kf",
                          help="the keyframe with the most ringed points, until you choose another")
     m = kf == frame
     xyz = common.dataset(root).lidar(frame)[0][:, :3]

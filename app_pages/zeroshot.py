@@ -14,6 +14,7 @@ from relviz.eval.features import point_features_cached
 from relviz.eval.search import split_features
 from relviz.tensors import one_thread
 from relviz.teacher.text import teacher_vocabulary
+from relviz.viz import explain
 from relviz.viz import zeroshot_view as zv
 from relviz.viz.live_cloud import live_cloud, points_name, typed
 from relviz.viz.points import decimate, projected_points_figure, to_ply_bytes
@@ -21,6 +22,8 @@ from relviz.viz.split_search import search_prompt, thumbnails, top_points_table
 
 st.title("Zero-shot 3D segmentation")
 s = common.settings()
+if s.teacher == "demo":
+    st.info(explain.DEMO_TEACHER_NOTE)
 every = common.student_checkpoints(s)
 ckpts = [c for c in every if c.error is None]
 for c in every:
@@ -104,8 +107,8 @@ live()
 view = st.session_state.get("zs_view")
 # outside the fragment too (they follow Ctrl+Enter, as the views below); the frame's note line says the
 # same numbers as they are typed
-for col, (label, value, explain) in zip(st.columns(3), zv.metrics(view, len(feats))):
-    col.metric(label, value, help=explain)
+for col, (label, value, meaning) in zip(st.columns(3), zv.metrics(view, len(feats))):
+    col.metric(label, value, help=meaning)
 if st.session_state.get("zs_error"):
     st.error(st.session_state["zs_error"])
 if view is None or len(view.shown.index) != len(feats):

@@ -105,3 +105,40 @@ def get_loss(name: str) -> Callable[..., torch.Tensor]:
         return LOSSES[name]
     except KeyError:
         raise InputError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}") from None
+
+
+def lovasz_softmax(probs: torch.Tensor, labels: torch.Tensor, ignore: int | None = 0) -> torch.Tensor:
+    """Lovász-softmax loss (Berman, Rannen Triki & Blaschko, CVPR 2018) over the classes present in
+    ``labels``, as SLidR's downstream loss uses it (``lovasz_softmax_flat``, ``classes="present"``).
+
+    probs [N, C]: class probabilities per row (a softmax); labels [N]: integers in [0, C), rows whose
+    label equals ``ignore`` are dropped (SLidR: ``ignore_index`` 0; None keeps every row). For each
+    class c present among the kept labels, with foreground F_c = {i : y_i = c} and errors
+    m_i = |1[y_i = c] - p_ic|, the loss is the Lovász extension of the Jaccard loss
+    Δ_c(M) = |M| / |F_c ∪ M| at m: sort m descending (π) and take
+    ``sum_i m_π(i) * (Δ_c({π(1..i)}) - Δ_c({π(1..i-1)}))`` (Berman et al., Alg. 1). The result is
+    the mean over the present classes. Scalar; 0 (with a zero gradient) when every row is ignored.
+    """
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+        raise InputError(f"lovasz_softmax: expected probs [N, C] and labels [N], got {tuple(probs.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise InputError(f"lovasz_softmax: labels must be integers, got {labels.dtype}")
+    keep = labels != ignore if ignore is not None else torch.ones_like(labels, dtype=torch.bool)
+    p, y = probs[keep], labels[keep].long()
+    if len(y) == 0:
+        return probs.sum() * 0.0
+    n_classes = probs.shape[1]
+    if int(y.min()) < 0 or int(y.max()) >= n_classes:
+        raise InputError(f"lovasz_softmax: labels must lie in [0, {n_classes}) or equal ignore={ignore}, got values "
+                         f"from {int(y.min())} to {int(y.max())}")
+    foreground = F.one_hot(y, n_classes).to(p.dtype)
+    present = foreground.sum(0) > 0
+    foreground, p = foreground[:, present], p[:, present]  # [N, C'], the present classes only
+    errors, order = (foreground - p).abs().sort(0, descending=True)
+    fg_sorted = foreground.gather(0, order)
+    n_fg = fg_sorted.sum(0)
+    # Jaccard loss of each prefix M: 1 - |F \ M| / |F u M| (= |M| / |F u M|), then its increments
+    jaccard = 1.0 - (n_fg - fg_sorted.cumsum(0)) / (n_fg + (1.0 - fg_sorted).cumsum(0))
+    increments = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return (errors * increments).sum(0).mean()

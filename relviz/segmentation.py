@@ -1,6 +1,13 @@
-"""Semantic-segmentation scores with nuscenes-devkit's semantics: a confusion matrix over classes
-1..C with 0 ignored, per-class IoU, and mIoU as the NaN-mean over classes with a defined IoU (a class
-absent from both ground truth and predictions has no IoU; it never counts as 1.0)."""
+"""Semantic-segmentation scores: a confusion matrix over classes 1..C with 0 ignored, per-class IoU,
+and two means of it.
+
+- :func:`mean_iou_over` (relviz's headline): the mean over one fixed class list, the classes with
+  ground truth in the evaluated set, the same for every model and the teacher, so a stray prediction
+  of a class absent from the ground truth cannot change it; such predictions are counted as false
+  positives (:func:`absent_predictions`).
+- :func:`mean_iou` (nuscenes-devkit's rule, for comparison with published tables): the NaN-mean over
+  classes with a defined IoU, where a class absent from the ground truth but predicted counts 0, so the
+  class set differs between models on any subset of a split. Neither ever counts a class as 1.0."""
 
 from __future__ import annotations
 
@@ -44,3 +51,28 @@ def mean_iou(cm: np.ndarray, ignore_index: int = 0) -> float:
     """NaN-mean of :func:`iou_per_class`; NaN when no class has a defined IoU."""
     iou = iou_per_class(cm, ignore_index)
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+def classes_with_ground_truth(cm: np.ndarray, ignore_index: int = 0) -> tuple[int, ...]:
+    """The classes with at least one ground-truth point in a confusion matrix (rows), ignore left out."""
+    support = np.asarray(cm).sum(1)
+    return tuple(int(c) for c in np.flatnonzero(support > 0) if c != ignore_index)
+
+
+def mean_iou_over(cm: np.ndarray, classes: tuple[int, ...] | list[int]) -> float:
+    """Mean IoU over the fixed class list ``classes`` (normally :func:`classes_with_ground_truth` of the
+    evaluated set): a listed class without ground truth and without predictions in ``cm`` (possible in a
+    bootstrap resample) is left out of that mean; an unlisted class never enters it. NaN when no listed
+    class has an IoU."""
+    if not len(classes):
+        return float("nan")
+    iou = iou_per_class(cm)[list(classes)]
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+def absent_predictions(cm: np.ndarray, classes: tuple[int, ...] | list[int]) -> dict[int, int]:
+    """Labelled points predicted as a class outside ``classes`` (absent from the ground truth): class ->
+    count of such false positives, only classes with at least one."""
+    cm = np.asarray(cm)
+    predicted = cm.sum(0)
+    return {int(c): int(predicted[c]) for c in range(1, cm.shape[1]) if c not in set(classes) and predicted[c] > 0}

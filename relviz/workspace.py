@@ -18,14 +18,17 @@ import torch
 
 from relviz.config import Settings
 from relviz.errors import RelvizError
+from relviz.eval.selection import EvalSet
 from relviz.files import file_version, read_json, write_json
 from relviz.teacher.demo import REPO_CHECKPOINTS
 
 VAL_SPLIT = "mini_val"
 VERSION = "v1.0-mini"
-DEFAULT_VAL_SAMPLES = 4  # keyframes the structure and comparison pages gather by default
+# the keyframes the structure and comparison pages gather by default: 2 spread over every val scene
+# (4 keyframes on mini_val, 2 scenes: per-scene values, no interval)
+DEFAULT_EVAL_SET = EvalSet(scenes=None, per_scene=2, seed=0)
 DEFAULT_PER_CLASS = 500  # and points per class of their stratified sample
-BOOTSTRAP_RESAMPLES = 1000  # resamples of keyframes behind every interval the app shows
+BOOTSTRAP_RESAMPLES = 1000  # resamples of scenes behind every interval the app shows
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class CheckpointInfo:
     path: Path
     loss: str | None
     error: str | None = None
+    partial: str | None = None  # why this student is not a finished run's ("stopped at step 689 of 2500")
 
     @property
     def key(self) -> str:
@@ -53,12 +57,21 @@ def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
                   if (c := RunDir(run).checkpoint()) is not None]
     out = []
     for p in paths:
+        finished = p.parent == REPO_CHECKPOINTS or p == RunDir(p.parent).final
         label = p.stem.removeprefix("student-") if p.parent == REPO_CHECKPOINTS else \
-            (p.parent.name if p == RunDir(p.parent).final else f"{p.parents[1].name} (last)")
+            (p.parent.name if finished else p.parents[1].name)
         try:
-            out.append(CheckpointInfo(label, p, read_metadata(p).get("loss")))
+            meta = read_metadata(p)
         except CheckpointError as e:
             out.append(CheckpointInfo(label, p, None, str(e)))
+            continue
+        partial = None
+        if not finished:  # a run cancelled, failed or still training: its last checkpoint, marked as such
+            total = meta.get("total_steps")
+            partial = f"stopped at step {meta.get('step', '?')}" + (f" of {total}" if total else "") + \
+                " (the run did not finish)"
+            label = f"{label} (partial, step {meta.get('step', '?')}" + (f"/{total})" if total else ")")
+        out.append(CheckpointInfo(label, p, meta.get("loss"), partial=partial))
     return out
 
 
@@ -90,10 +103,10 @@ def _val_dir(settings: Settings, root: str | Path) -> Path:
     return settings.cache_dir / "valfeatures" / teacher_identity(settings) / index_key(Path(root), VERSION, VAL_SPLIT)
 
 
-def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, n_samples: int,
+def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, eval_set: EvalSet,
                  teacher_fn: Callable, model_fn: Callable | None = None) -> dict:
     """Validation features of a student (``checkpoint``; ``model_fn`` loads it) or of the teacher
-    (``checkpoint`` None: its features at the paired points), over the first ``n_samples`` keyframes,
+    (``checkpoint`` None: its features at the paired points), over the keyframes ``eval_set`` selects,
     from the disk cache; computing them on a miss opens the dataset and calls the loaders."""
     from relviz.eval.features import cached_val_features
     from relviz.eval.structure import gather_teacher_val_features, gather_val_features
@@ -104,29 +117,29 @@ def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInf
         cache = FeatureCache(settings.cache_dir, teacher_identity(settings))
         ds = open_val_dataset(settings, root)
         if checkpoint is None:
-            return gather_teacher_val_features(teacher, cache, ds, n_samples)
+            return gather_teacher_val_features(teacher, cache, ds, eval_set)
         model = model_fn()
-        return gather_val_features(model, teacher, cache, ds, n_samples, next(model.parameters()).device)
+        return gather_val_features(model, teacher, cache, ds, eval_set, next(model.parameters()).device)
 
     name = "teacher" if checkpoint is None else checkpoint.key
-    return cached_val_features(_val_dir(settings, root) / f"{name}-n{n_samples}.safetensors", compute)
+    return cached_val_features(_val_dir(settings, root) / f"{name}-{eval_set.key()}.safetensors", compute)
 
 
-def structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, n_samples: int,
+def structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, eval_set: EvalSet,
               per_class: int, seed: int, teacher_fn: Callable, model_fn: Callable | None = None) -> dict:
     """:func:`relviz.eval.structure.structure_metrics` (U, T and per class, G, zero-shot IoU) of
     :func:`val_features` (for the teacher G is 0), stored as JSON next to the features."""
     from relviz.eval.structure import from_json, structure_metrics
 
     name = "teacher" if checkpoint is None else checkpoint.key
-    path = (_val_dir(settings, root) / f"{name}-n{n_samples}-metrics-pc{per_class}-s{seed}"
+    path = (_val_dir(settings, root) / f"{name}-{eval_set.key()}-metrics-pc{per_class}-s{seed}"
             f"-b{BOOTSTRAP_RESAMPLES}.json")
     stored = read_json(path)
     if isinstance(stored, dict):
         return from_json(stored)
-    val = val_features(settings, root, checkpoint, n_samples, teacher_fn, model_fn)
+    val = val_features(settings, root, checkpoint, eval_set, teacher_fn, model_fn)
     text = class_embeddings(settings, teacher_fn)
-    out = structure_metrics(val, text, per_class, seed, n_resamples=BOOTSTRAP_RESAMPLES)
+    out = structure_metrics(val, text, per_class, seed, n_resamples=BOOTSTRAP_RESAMPLES, replicates=BOOTSTRAP_RESAMPLES)
     write_json(path, out)
     return out
 
@@ -163,7 +176,7 @@ def fewshot(settings: Settings, root: str | Path, checkpoint: CheckpointInfo, fr
     return result
 
 
-def pending_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_VAL_SAMPLES) -> list[str]:
+def pending_caches(settings: Settings, root: str | Path, eval_set: EvalSet = DEFAULT_EVAL_SET) -> list[str]:
     """What :func:`warm_caches` has not prepared yet for ``root`` (the dataset itself, the teacher's
     and each student's validation features), in words; empty when every page opens from disk.
     Only file existence is checked, so the Home page can ask on every render."""
@@ -171,9 +184,9 @@ def pending_caches(settings: Settings, root: str | Path, n_samples: int = DEFAUL
     if not (root / VERSION).is_dir():
         return [f"the dataset {root.name} (`relviz demo --dataset-only` generates it)"]
     val_dir = _val_dir(settings, root)
-    pending = [] if (val_dir / f"teacher-n{n_samples}.safetensors").is_file() else ["the teacher's validation features"]
+    pending = [] if (val_dir / f"teacher-{eval_set.key()}.safetensors").is_file() else ["the teacher's validation features"]
     pending += [f"validation features of {info.label}" for info in student_checkpoints(settings)
-                if info.error is None and not (val_dir / f"{info.key}-n{n_samples}.safetensors").is_file()]
+                if info.error is None and not (val_dir / f"{info.key}-{eval_set.key()}.safetensors").is_file()]
     return pending
 
 
@@ -188,14 +201,14 @@ def cache_finished_run(settings: Settings):
         start = time.perf_counter()
         trainer.model.eval()
         info = CheckpointInfo(trainer.run_dir.name, checkpoint, trainer.cfg.loss)
-        structure(settings, trainer.dataroot, info, DEFAULT_VAL_SAMPLES, DEFAULT_PER_CLASS, 0,
+        structure(settings, trainer.dataroot, info, DEFAULT_EVAL_SET, DEFAULT_PER_CLASS, 0,
                   lambda: trainer.teacher, lambda: trainer.model)
         trainer.events.write("app_cache", seconds=round(time.perf_counter() - start, 2))
 
     return hook
 
 
-def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_VAL_SAMPLES, log=print) -> dict:
+def warm_caches(settings: Settings, root: str | Path, eval_set: EvalSet = DEFAULT_EVAL_SET, log=print) -> dict:
     """Fill every cache the app's pages read for ``root`` and the workspace's checkpoints, so that
     no page computes on its first render: dataset index, class embeddings, teacher and student
     validation features, each student's features of the first keyframe (the zero-shot page's
@@ -236,7 +249,7 @@ def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_V
 
     step("dataset index", open_dataset)
     step("class embeddings", lambda: class_embeddings(settings, teacher_fn))
-    step("teacher validation features", lambda: structure(settings, root, None, n_samples, DEFAULT_PER_CLASS, 0,
+    step("teacher validation features", lambda: structure(settings, root, None, eval_set, DEFAULT_PER_CLASS, 0,
                                                           teacher_fn))
     for info in student_checkpoints(settings):
         if info.error is not None:
@@ -245,7 +258,7 @@ def warm_caches(settings: Settings, root: str | Path, n_samples: int = DEFAULT_V
 
         def student(info=info):
             model = load_student(info.path, backend="torch")[0]
-            structure(settings, root, info, n_samples, DEFAULT_PER_CLASS, 0, teacher_fn, lambda: model)
+            structure(settings, root, info, eval_set, DEFAULT_PER_CLASS, 0, teacher_fn, lambda: model)
             point_features_cached(model, info.key, dataset or open_val_dataset(settings, root), 0, settings.cache_dir)
 
         step(f"student {info.label}", student)

@@ -4,7 +4,7 @@ import time
 
 # a tiny training run: a few seconds a step on 2 cores; ``dataset`` is filled in by each test
 TINY = dict(dataset="", split="mini_train", arch="MinkUNet14", width=0.125, batch=1, pairs=256, lr=0.05,
-            val_samples=1, val_per_class=50, val_every=1000, checkpoint_every=2, log_every=1, augment=False)
+            val_scenes=1, val_per_scene=1, val_per_class=50, val_every=1000, checkpoint_every=2, log_every=1, augment=False)
 
 
 def wait_for(predicate, timeout: float = 240.0, every: float = 0.3, what: str = "condition"):

@@ -50,7 +50,7 @@ def _value(cell: str) -> float | None:
 
 def test_compare_shows_the_library_numbers_and_computes_fewshot_when_asked(app_workspace):
     from relviz.config import load_settings
-    from relviz.workspace import structure, student_checkpoints
+    from relviz.workspace import DEFAULT_EVAL_SET, structure, student_checkpoints
 
     at = _page("app_pages/compare.py", timeout=300)
     pair = ["test-contrastive", "test-relational"]
@@ -58,16 +58,27 @@ def test_compare_shows_the_library_numbers_and_computes_fewshot_when_asked(app_w
     assert not at.exception, at.exception
     table = at.dataframe[0].value.set_index("checkpoint")
     assert (table["fewshot_miou"] == "-").all()  # nothing computed yet: shown as missing, not invented
-    # the numbers shown are the library's for the same inputs (4 keyframes, 500 per class, seed 0)
+    # the numbers shown are the library's for the same inputs (2 keyframes of each of the 2 mini_val
+    # scenes, 500 per class, seed 0): 2 scenes give no interval, and the page says why
     s = load_settings()
     infos = {c.label: c for c in student_checkpoints(s)}
     root = s.dataset_root("synthetic-mini")
+    libs = {}
     for label in pair:
-        lib = structure(s, root, infos[label], 4, 500, 0, None)  # cached by the page: no loader is called
-        for m in ("uniformity", "tolerance", "gap", "gap_all_pairs", "zeroshot_miou"):
-            ci = lib["intervals"][m]
-            assert table.loc[label, m] == f"{lib[m]:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
-    assert any("up to 500 per class (seed 0)" in c.value for c in at.caption)
+        lib = libs[label] = structure(s, root, infos[label], DEFAULT_EVAL_SET, 500, 0, None)  # the page's cache
+        assert lib["intervals"] is None and "2 scenes" in lib["bootstrap"]["skipped"]
+        for m in ("uniformity", "tolerance", "gap", "gap_all_pairs", "zeroshot_miou", "zeroshot_miou_paired"):
+            assert table.loc[label, m] == f"{lib[m]:.3f}"
+    # the teacher sits only in the paired-points zero-shot column
+    assert table.loc["teacher (2D, paired points)", "zeroshot_miou"] == "-"
+    assert table.loc["teacher (2D, paired points)", "zeroshot_miou_paired"] != "-"
+    assert any("up to 500 per class (seed 0)" in c.value and "No intervals: 2 scenes" in c.value for c in at.caption)
+    # which is better: each scene's difference, no interval and no verdict under 10 scenes
+    differences = at.dataframe[1].value
+    assert set(differences["verdict"]) == {"no interval"} and (differences["p (Holm)"] == "-").all()
+    u = differences[differences["metric"] == "uniformity"].iloc[0]
+    expected = [a - b for a, b in zip(*(libs[x]["per_scene"]["uniformity"] for x in pair))]
+    assert u["per scene"] == ", ".join(f"{v:+.3f}" for v in expected)
     at.button(key="cmp_fewshot").click().run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value.set_index("checkpoint")
@@ -117,21 +128,22 @@ def test_job_launched_from_the_form_runs_with_progress(app_workspace):
 def test_every_structure_number_explains_itself_and_is_the_library_s(app_workspace):
     from relviz.config import load_settings
     from relviz.viz.explain import METRICS
-    from relviz.workspace import structure, student_checkpoints
+    from relviz.workspace import DEFAULT_EVAL_SET, structure, student_checkpoints
 
     at = _page("app_pages/structure.py")
     assert not at.exception, at.exception
     shown = {m.label: m for m in at.metric}
     s = load_settings()
     info = {c.label: c for c in student_checkpoints(s)}[at.selectbox(key="ckpt").value]
-    lib = structure(s, s.dataset_root("synthetic-mini"), info, 4, 500, 0, None)
+    lib = structure(s, s.dataset_root("synthetic-mini"), info, DEFAULT_EVAL_SET, 500, 0, None)
     for key in ("uniformity", "tolerance", "gap", "gap_all_pairs"):
         label, meaning = METRICS[key]
         assert meaning in shown[label].help and "docs/protocol.md" in shown[label].help
         assert shown[label].value == f"{lib[key]:.3f}"
-        assert shown[label].delta == f"95% [{lib['intervals'][key]['low']:.3f}, {lib['intervals'][key]['high']:.3f}]"
+        assert not shown[label].delta  # 2 scenes: no interval
     assert any(f"Sample: {lib['sample_size']:,} labelled points" in c.value and "up to 500 per class (seed 0)"
-               in c.value and "4 mini_val keyframes" in c.value for c in at.caption)
+               in c.value and "4 mini_val keyframes of 2 scenes" in c.value and "No intervals: 2 scenes" in c.value
+               for c in at.caption)
     # the PCA shows exactly the metrics' sample
     import json
 
@@ -165,7 +177,7 @@ def test_evidence_page_shows_the_library_correlations_and_relations(app_workspac
     from relviz.models.checkpoint import save_checkpoint
     from relviz.teacher.demo import load_demo_teacher
     from relviz.viz.evidence import correlation_frame
-    from relviz.workspace import structure, student_checkpoints, val_features
+    from relviz.workspace import DEFAULT_EVAL_SET, structure, student_checkpoints, val_features
 
     torch.manual_seed(2)
     model = build_minkunet("MinkUNet14", out_channels=load_demo_teacher().dim, width=0.125, backend="torch")
@@ -176,11 +188,16 @@ def test_evidence_page_shows_the_library_correlations_and_relations(app_workspac
     s = load_settings()
     root = s.dataset_root("synthetic-mini")
     infos = {c.label: c for c in student_checkpoints(s)}
-    results = {x: structure(s, root, infos[x], 4, 500, 0, None) for x in infos}  # the page's cache: no loader
+    results = {x: structure(s, root, infos[x], DEFAULT_EVAL_SET, 500, 0, None) for x in infos}  # the page's cache
     rows = comparison_rows([{"checkpoint": x, "loss": infos[x].loss, "structure": results[x], "fewshot": None}
-                            for x in infos], structure(s, root, None, 4, 500, 0, None))
+                            for x in infos], structure(s, root, None, DEFAULT_EVAL_SET, 500, 0, None))
     expected = correlation_frame(gap_vs_performance(rows[:-1], rows[-1]))
-    assert at.dataframe[0].value.equals(expected)
+    shown = at.dataframe[0].value
+    assert shown.equals(expected)
+    # 3 checkpoints are 3 configurations: a coefficient, no interval or p that cannot exist, the reason
+    zero = shown[shown["performance"] == "zeroshot_miou"]
+    assert not zero["Pearson r [95%]"].str.contains(r"\[|p ").any()
+    assert zero["note"].str.contains("n = 3 configurations: no interval or p-value").all()
     student = at.selectbox(key="ev_student").value
-    val = val_features(s, root, infos[student], 4, None)
+    val = val_features(s, root, infos[student], DEFAULT_EVAL_SET, None)
     assert at.metric[0].value == f"{class_relations(val, 500, 0)['cka']:.3f}"

@@ -21,7 +21,7 @@ max_steps = 10
 [grid]
 loss = ["relational", "contrastive"]
 [evaluate]
-val_samples = 2
+val_scenes = 2
 linear_probe = [0.1, 1.0]
 finetune = [0.1]
 """
@@ -61,7 +61,10 @@ def test_the_page_shows_an_experiments_progress_table_and_curves(workspace_home)
     assert at.selectbox(key="exp_name").value == "small"
     runs, table, claims, differences = (d.value for d in at.dataframe[:4])  # page order
     verdicts = dict(zip(claims["claim"], claims["verdict"]))
-    assert verdicts["relational: better zero-shot than contrastive"] == "holds"  # +0.10, +0.11 on seeds 0, 1
+    # +0.10, +0.11 on seeds 0, 1: too few seeds for a verdict, whatever the p; the p's are shown
+    assert verdicts["relational: better zero-shot than contrastive"] == "too few seeds"
+    row = claims[claims["claim"] == "relational: better zero-shot than contrastive"].iloc[0]
+    assert row["p"] != "-" and row["p (Holm)"] != "-" and float(row["p (Holm)"]) >= float(row["p"])
     assert verdicts["similarity: U below the teacher's"] == "not measured"  # no similarity cell here
     assert runs["status"].tolist() == ["pending"] * 6 and runs["evaluated"].sum() == 5
     rows = {r["cell"]: r for r in table.to_dict("records")}

@@ -19,12 +19,14 @@ from relviz.eval.relations import centroid_similarity, class_relations, linear_c
 from relviz.eval.report import TEACHER, comparison_rows, to_csv, to_markdown
 
 KEYS = ("checkpoint", "uniformity", "tolerance", "gap", "zeroshot_miou", "fewshot_miou")
-ROWS = [dict(zip(KEYS, values)) for values in (  # five checkpoints; the first has no few-shot result
+ROWS = [dict(zip(KEYS, values)) for values in (  # seven configurations; the first has no few-shot result
     ("a", 1.80, 0.62, 0.40, 0.21, None),
     ("b", 1.30, 0.85, 0.31, 0.30, 0.33),
     ("c", 1.58, 0.71, 0.12, 0.36, 0.38),
     ("d", 1.20, 0.90, 0.35, 0.26, 0.30),
-    ("e", 1.49, 0.77, 0.18, 0.33, 0.35))]
+    ("e", 1.49, 0.77, 0.18, 0.33, 0.35),
+    ("f", 1.66, 0.69, 0.25, 0.31, 0.36),
+    ("g", 1.41, 0.80, 0.22, 0.29, 0.31))]
 TEACHER_ROW = {"uniformity": 1.54, "tolerance": 0.73}
 
 
@@ -41,8 +43,8 @@ def test_gap_vs_performance_equals_scipy_on_the_gap_measures():
     du = [abs(r["uniformity"] - 1.54) for r in ROWS]
     dt = [abs(r["tolerance"] - 0.73) for r in ROWS]
     g = [r["gap"] for r in ROWS]
-    combined = [math.sqrt(((a / 4) ** 2 + (b / 2) ** 2 + (c / 2) ** 2) / 3) for a, b, c in zip(du, dt, g)]
-    expected = {"uniformity_gap": du, "tolerance_gap": dt, "gap": g, "structural_distance": combined}
+    expected = {"uniformity_gap": du, "tolerance_gap": dt, "gap": g}
+    assert {c["measure"] for c in out["correlations"]} == set(expected)  # no composite distance
     for m, row in zip(out["measures"], ROWS):
         assert m["checkpoint"] == row["checkpoint"]
     z = scipy.stats.norm.ppf(0.975)
@@ -55,7 +57,7 @@ def test_gap_vs_performance_equals_scipy_on_the_gap_measures():
         x = [expected[c["measure"]][i] for i in have]
         y = [ROWS[i][c["performance"]] for i in have]
         n = len(have)
-        assert c["n"] == n == (5 if c["performance"] == "zeroshot_miou" else 4)
+        assert c["n"] == n == (7 if c["performance"] == "zeroshot_miou" else 6)
         # the measures are |differences| of two-decimal values: a few ulps from the hand-computed ones
         assert [m[c["measure"]] for m in out["measures"] if m[c["performance"]] is not None] == \
             pytest.approx(x, abs=4 * gamma(4))
@@ -82,7 +84,7 @@ def test_gap_vs_performance_equals_scipy_on_the_gap_measures():
 
 
 def test_gap_vs_performance_refuses_fewer_than_three_checkpoints_and_says_when_few_shot_is_short():
-    with pytest.raises(InputError, match="at least 3 checkpoints, got 2 \\(a, b\\)"):
+    with pytest.raises(InputError, match="at least 3 configurations, got 2 \\(a, b\\)"):
         gap_vs_performance(ROWS[:2], TEACHER_ROW)
     with pytest.raises(InputError, match="'a'.*gap"):
         gap_vs_performance([{**ROWS[0], "gap": None}] + ROWS[1:], TEACHER_ROW)
@@ -90,7 +92,33 @@ def test_gap_vs_performance_refuses_fewer_than_three_checkpoints_and_says_when_f
     few = [c for c in out["correlations"] if c["performance"] == "fewshot_miou"]
     assert all(c["pearson"] is None and c["n"] == 2 and "3 needed" in c["note"] for c in few)
     zero = next(c for c in out["correlations"] if c["performance"] == "zeroshot_miou")
-    assert zero["n"] == 3 and (zero["spearman"]["low"], zero["spearman"]["high"]) == (-1.0, 1.0)
+    # n = 3: a coefficient, but no interval or p that cannot exist at that n; the reason instead
+    assert zero["n"] == 3 and zero["pearson"]["r"] is not None
+    assert all(zero[k][f] is None for k in ("pearson", "spearman") for f in ("low", "high", "p", "p_permutation"))
+    assert "n = 3 configurations" in zero["note"] and "0.33" in zero["note"]
+
+
+def test_runs_of_one_configuration_count_once_and_their_relation_is_reported_apart():
+    """Three configurations of three runs each: the between-configuration r is Pearson's r of the
+    configuration means (n = 3), and the within relation is r of the runs' values minus their
+    configuration's means (n = 9 runs, 6 degrees of freedom); a pseudo-replicated r over the 9 runs is
+    never the one reported."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for config, (u, perf) in enumerate(((1.3, 0.40), (1.6, 0.35), (1.9, 0.30))):
+        for seed in range(3):
+            rows.append({"checkpoint": f"c{config}-s{seed}", "configuration": f"c{config}",
+                         "uniformity": u + rng.normal(0, 0.05), "tolerance": 0.8, "gap": 0.2,
+                         "zeroshot_miou": perf + rng.normal(0, 0.01), "fewshot_miou": None})
+    out = gap_vs_performance(rows, TEACHER_ROW)
+    c = next(x for x in out["correlations"] if x["measure"] == "uniformity_gap" and x["performance"] == "zeroshot_miou")
+    du = np.array([abs(r["uniformity"] - 1.54) for r in rows]).reshape(3, 3)
+    perf = np.array([r["zeroshot_miou"] for r in rows]).reshape(3, 3)
+    assert c["n"] == 3 and c["pearson"]["r"] == pytest.approx(np.corrcoef(du.mean(1), perf.mean(1))[0, 1], abs=1e-12)
+    within = np.corrcoef((du - du.mean(1, keepdims=True)).ravel(), (perf - perf.mean(1, keepdims=True)).ravel())[0, 1]
+    assert c["within"]["r"] == pytest.approx(within, abs=1e-12)
+    assert c["within"]["n"] == 9 and c["within"]["df"] == 6 and c["within"]["configurations"] == 3
+    assert [x["runs"] for x in out["configurations"]] == [3, 3, 3]
 
 
 def _hsic_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -182,9 +210,11 @@ def test_comparison_rows_carry_values_intervals_and_samples():
     assert "3,000 points: up to 500 per class (seed 0)" in rows[0]["sample"]["uniformity"]
     assert "1% of the training frames (2 frames)" in rows[0]["sample"]["fewshot_miou"]
     report = {"rows": rows, "paired": [], "evidence": None,
-              "protocol": {"version": "v1.0-mini", "split": "mini_val", "val_samples": 4, "n_resamples": 100,
-                           "confidence": 0.95}}
+              "protocol": {"version": "v1.0-mini", "split": "mini_val", "keyframes": 4, "scenes": 12,
+                           "n_resamples": 100, "confidence": 0.95}}
     assert "| rel | relational | 1.500 [1.490, 1.510] |" in to_markdown(report)
+    # the teacher's zero-shot sits only in the paired-points column, beside the students' on the same points
+    assert rows[2]["zeroshot_miou"] is None and rows[2]["zeroshot_miou_devkit"] is None
     parsed = list(csv.DictReader(io.StringIO(to_csv(report))))
     assert float(parsed[0]["uniformity_high"]) == 1.51 and parsed[1]["uniformity_low"] == ""
     with pytest.raises(InputError, match="before the analysis protocol"):

@@ -21,6 +21,7 @@ import torch
 
 from support import TINY, wait_for
 from relviz.config import load_settings
+from relviz.eval.selection import EvalSet
 from relviz.jobs import JobError, JobStore
 from relviz.train.config import TrainConfig, from_dict
 
@@ -239,14 +240,14 @@ def test_truncated_validation_feature_and_metric_caches_are_recomputed(synthetic
         loads.append(1)
         return teacher
 
-    first = workspace.val_features(s, synthetic_root, None, 1, teacher_fn)
-    metrics = workspace.structure(s, synthetic_root, None, 1, 50, 0, teacher_fn)
+    first = workspace.val_features(s, synthetic_root, None, EvalSet(1, 1), teacher_fn)
+    metrics = workspace.structure(s, synthetic_root, None, EvalSet(1, 1), 50, 0, teacher_fn)
     [features_file] = (s.cache_dir / "valfeatures").rglob("*.safetensors")
     [metrics_file] = (s.cache_dir / "valfeatures").rglob("*-metrics-*.json")
     loads.clear()
 
     whole = _cut(features_file)
-    again = workspace.val_features(s, synthetic_root, None, 1, teacher_fn)
+    again = workspace.val_features(s, synthetic_root, None, EvalSet(1, 1), teacher_fn)
     assert loads == [1]  # computed again, not an error
     from relviz.eval.features import VAL_KEYS
 
@@ -255,7 +256,7 @@ def test_truncated_validation_feature_and_metric_caches_are_recomputed(synthetic
     assert features_file.stat().st_size == len(whole) and set(load_file(features_file)) == set(VAL_KEYS)
 
     _cut(metrics_file)
-    assert workspace.structure(s, synthetic_root, None, 1, 50, 0, teacher_fn) == metrics
+    assert workspace.structure(s, synthetic_root, None, EvalSet(1, 1), 50, 0, teacher_fn) == metrics
     assert json.loads(metrics_file.read_text()).keys() == metrics.keys()  # rewritten whole
     _no_temporaries(s.cache_dir)
 

@@ -112,10 +112,14 @@ def test_a_background_fewshot_job_gives_the_librarys_curve_and_the_pages_show_it
     table = at.dataframe[0].value  # the curves' table, then the differences'
     assert list(table["checkpoint"]) == list(expected["curve"])
     assert list(table["mIoU"]) == list(expected["mean"])
-    assert list(table["95% interval (val keyframes)"]) == [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in
-                                                           zip(expected["low"], expected["high"])]
+    # the test set's val split is one scene: no interval, the reason instead, and the frames actually labelled
+    assert (table["95% interval (val scenes)"] == "-").all() and expected["low"].isna().all()
+    assert table["why no interval"].str.contains("an interval needs at least 10 scenes").all()
+    assert list(table["labelled"]) == list(expected["labelled"]) and "(requested " in table["labelled"].iloc[0]
     differences = at.dataframe[1].value
-    assert list(differences["difference"]) == list(finetune_minus_probe_frame({"test-relational": result})["difference"])
+    want = finetune_minus_probe_frame({"test-relational": result})
+    assert list(differences["difference"]) == list(want["difference"])
+    assert differences["no_interval"].notna().all() and list(differences["per_scene"]) == list(want["per_scene"])
     # and the Jobs page lists it as finished, without training steps
     at.switch_page("app_pages/jobs.py")
     at.run()

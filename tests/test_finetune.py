@@ -1,21 +1,31 @@
-"""Few-shot protocols: SLidR's scene rule for the labelled frames, the streamed probe sample,
-fine-tuning a copy of the student, and the label-efficiency curve."""
+"""Few-shot protocols: SLidR's scene rule for the labelled frames and its description, the streamed
+probe sample (class-balanced and natural), fine-tuning a copy of the student (SLidR's loss on voxel
+labels, batch norm trained or frozen, several seeds), and the label-efficiency curve."""
 
+import copy
+import inspect
 import json
 import math
+from collections import Counter
+from fractions import Fraction
 
 import numpy as np
 import pytest
+import scipy.special
 import torch
 
 from fp_bounds import U64, gamma
 from relviz.data import NuScenesLidarSeg
+from relviz.data.classes import CLASSES
 from relviz.data.dataset import collate
 from relviz.errors import RelvizError
 from relviz.eval.features import student_voxel_features
-from relviz.eval.fewshot import fewshot_frames, fewshot_scenes, probe_sample
-from relviz.eval.finetune import FRACTIONS, finetune, label_efficiency
+from relviz.eval.fewshot import describe_selection, fewshot_frames, fewshot_scenes, probe_sample, selection
+from relviz.eval.finetune import (FRACTIONS, batch_norms, finetune, finetune_loss, finetune_seeds, label_efficiency,
+                                  train_finetune, voxel_labels)
 from relviz.models import build_minkunet
+from relviz.stats import seed_interval
+from test_lovasz import implementation_bound, lovasz_reference
 
 
 def slidr_scenes(names, skip):
@@ -143,35 +153,201 @@ def test_finetune_trains_a_copy_and_scores_every_val_point(splits, tuned):
     for i in range(len(val)):
         assert per_frame[i].sum() == int((val[i]["labels"] > 0).sum())
     assert cm[0].sum() == 0 and cm[:, 0].sum() == 0
-    ious = []
+    ious, ious_with_truth = [], []
     for c, name in enumerate(result["iou"], 1):
         tp, fp, fn = cm[c, c], cm[:, c].sum() - cm[c, c], cm[c].sum() - cm[c, c]
         iou = tp / (tp + fp + fn) if tp + fp + fn else None
         assert result["iou"][name] == iou  # one correctly rounded division of exact integers: exact
         ious += [] if iou is None else [iou]
+        ious_with_truth += [iou] if cm[c].sum() > 0 else []
+    assert result["classes"] == [CLASSES[c] for c in range(1, 17) if cm[c].sum() > 0]
+    assert result["absent_predictions"] == {CLASSES[c]: int(cm[:, c].sum()) for c in range(1, 17)
+                                            if cm[c].sum() == 0 and cm[:, c].sum() > 0}
     # a mean of n <= 16 values in [0, 1]: numpy's pairwise sum and Python's left-to-right sum each lie
     # within gamma(n) * sum of the exact sum; the division by n adds one rounding of the result
-    n = len(ious)
-    bound = 2 * gamma(n) * sum(ious) / n + U64 * sum(ious) / n
-    assert math.isclose(result["miou"], sum(ious) / n, rel_tol=0, abs_tol=bound)
+    for got, values in ((result["miou"], ious_with_truth), (result["miou_devkit"], ious)):
+        n = len(values)
+        bound = 2 * gamma(n) * sum(values) / n + U64 * sum(values) / n
+        assert math.isclose(got, sum(values) / n, rel_tol=0, abs_tol=bound)
     # the interval's value is the same mIoU: count sums are exact in float64
     assert result["miou_interval"]["value"] == result["miou"] and result["miou_interval"]["n"] == len(val)
+    assert result["schedule"]["loss"] == "cross_entropy+lovasz" and result["schedule"]["labels"] == "voxel-majority"
+    assert result["schedule"]["bn"] == "train" and result["schedule"]["bn_momentum"] == 0.02
 
 
 def test_label_efficiency_runs_shared_selections_once_and_repeats_finetune_exactly(splits, tuned):
     train, val = splits
     phases = []
     curve = label_efficiency(tiny_student(), train, val, fractions=(0.01, 0.1), steps=2, batch=1,
-                             probe=dict(epochs=20, max_per_class=500),
+                             probe=dict(epochs=20, max_per_class=500, balance="natural"),
                              progress=lambda phase, i, n: phases.append(phase))
     assert {p.split(":")[0] for p in phases} == {"finetune 1%", "probe 1%"}  # 10% takes the same frames
     assert curve["fractions"] == [0.01, 0.1] and curve["frame_fraction"] == [2 / 16, 2 / 16]
     assert curve["finetune"][0] == curve["finetune"][1] and curve["linear_probe"][0] == curve["linear_probe"][1]
     run = curve["runs"][0]
-    assert run["linear_probe"]["probe"]["points"] <= 16 * 500
+    assert run["linear_probe"]["probe"]["points"] <= 16 * 500 and run["linear_probe"]["probe"]["balance"] == "natural"
     # the same frames, schedule and seed as the fixture's run: the same steps and scores, bit for bit
     assert run["finetune"]["loss"] == tuned[3]["loss"]
     assert run["finetune"]["confusion_per_frame"] == tuned[3]["confusion_per_frame"]
-    # the paired difference at m = 1 is the plain difference of the two mIoUs
+    # the paired difference at m = 1 is the plain difference of the two mIoUs (same frames, same class list)
+    assert run["finetune"]["classes"] == run["linear_probe"]["classes"]
     assert curve["finetune_minus_probe"][0]["value"] == run["finetune"]["miou"] - run["linear_probe"]["miou"]
     json.dumps(curve, allow_nan=False)
+
+
+def test_probe_sample_at_natural_frequencies_is_a_uniform_draw_of_the_same_size(splits):
+    train, _ = splits
+    model, frames, cap, seed = tiny_student(), [0, 1], 300, 3
+    x, y = probe_sample(model, train, frames, max_per_class=cap, seed=seed, balance="natural")
+    # reference: every point's feature, label and key (the same seeded draws, frame by frame)
+    feats, labels, keys = [], [], []
+    gen = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        for i in frames:
+            batch = collate([train[i]])
+            feats.append(student_voxel_features(model, batch)[batch["inverse"]])
+            labels.append(batch["labels"].long())
+            keys.append(torch.rand(len(batch["labels"]), generator=gen, dtype=torch.float64))
+    feats, labels, keys = torch.cat(feats), torch.cat(labels), torch.cat(keys)
+    labelled = (labels >= 1).nonzero().flatten()
+    size = sum(min(cap, int((labels == c).sum())) for c in range(1, 17))
+    assert len(y) == size < len(labelled)  # the class-balanced sample's total; the cap binds somewhere
+    # the `size` smallest keys among all labelled points: a uniform random subset, whatever the class
+    chosen = labelled[keys[labelled].argsort()[:size]]
+    torch.testing.assert_close(x, feats[chosen], rtol=0, atol=0)  # same rows of one computation
+    assert torch.equal(y, labels[chosen])
+    # a cap above every class count: the natural sample is every labelled point, at its frequency
+    _, y_all = probe_sample(model, train, frames, max_per_class=len(labels), seed=seed, balance="natural")
+    assert torch.equal(torch.bincount(y_all, minlength=17), torch.bincount(labels[labelled], minlength=17))
+    with pytest.raises(RelvizError, match="balance"):
+        probe_sample(model, train, frames, balance="uniform")
+
+
+def test_selection_is_described_with_its_real_counts(splits):
+    train, _ = splits
+    names = sorted({train.scene_of(i) for i in range(len(train))})
+    assert len(train) == 16 and len(names) == 8  # mini_train of the fixture: 8 scenes x 2 keyframes
+    _, tenth = selection(train, 0.1)  # 1/10 of 8 scenes is none: the rule takes the last scene
+    assert (tenth["frame_count"], tenth["split_frames"], tenth["scene_count"], tenth["split_scenes"]) == (2, 16, 1, 8)
+    assert tenth["frame_fraction"] == tenth["scene_fraction"] == 2 / 16
+    assert describe_selection(tenth) == f"1 of 8 scenes (12.5%), 2 of 16 frames = 12.5% (requested 10%): {names[7]}"
+    _, quarter = selection(train, 0.25)
+    assert describe_selection(quarter) == (f"2 of 8 scenes (25%), 4 of 16 frames = 25% (requested 25%): "
+                                           f"{names[3]}, {names[7]}")
+    _, everything = selection(train, 1.0)
+    assert describe_selection(everything, max_names=2) == (f"8 of 8 scenes (100%), 16 of 16 frames = 100% "
+                                                           f"(requested 100%): {names[0]}, {names[1]} and 6 more")
+    # a result stored before the split's counts were: the frame total from frame_fraction, no scene share
+    old = {k: tenth[k] for k in ("fraction", "scenes", "frames", "frame_fraction")}
+    assert describe_selection(old) == f"1 scene, 2 of 16 frames = 12.5% (requested 10%): {names[7]}"
+
+
+def test_voxel_labels_are_the_majority_of_each_voxels_labelled_points(splits):
+    rng = np.random.default_rng(0)
+    n_voxels = 60
+    inverse = rng.integers(0, n_voxels, size=400)
+    labels = rng.choice([0, 0, 1, 2, 3, 16], size=400)  # many unlabelled points, few classes: ties happen
+    got = voxel_labels(torch.from_numpy(labels), torch.from_numpy(inverse), n_voxels)
+    expected = []
+    for v in range(n_voxels):
+        votes = Counter(int(label) for label, at in zip(labels, inverse) if at == v and label != 0)
+        top = max(votes.values(), default=0)
+        expected.append(min((c for c, n in votes.items() if n == top), default=0))  # ties: the smaller class
+    assert got.tolist() == expected and 0 in expected
+    # on collated frames: one label per voxel of the batch
+    train, _ = splits
+    batch = collate([train[0], train[1]])
+    per_voxel = voxel_labels(batch["labels"], batch["inverse"], len(batch["coordinates"]))
+    assert per_voxel.shape == (len(batch["coordinates"]),)
+    for v in torch.unique(batch["inverse"])[:50].tolist():
+        votes = Counter(batch["labels"][batch["inverse"] == v].tolist())
+        votes.pop(0, None)
+        top = max(votes.values(), default=0)
+        assert per_voxel[v] == min((c for c, n in votes.items() if n == top), default=0)
+
+
+def test_the_finetuning_loss_is_cross_entropy_plus_lovasz_softmax():
+    rng = np.random.default_rng(1)
+    n, c = 12, 5
+    logits = rng.normal(0, 2, size=(n, c))
+    target = rng.integers(-1, c, size=n)  # -1: a voxel without label, left out of both terms
+    target[:2] = [0, 3]
+    got = finetune_loss(torch.from_numpy(logits), torch.from_numpy(target)).item()
+    kept = target >= 0
+    probs = scipy.special.softmax(logits[kept], axis=1)
+    cross_entropy = float(np.mean(-np.log(probs[np.arange(kept.sum()), target[kept]])))
+    lovasz = lovasz_reference(probs, target[kept], ignore=None)
+    # cross-entropy: each row's log-softmax is C exponentials, a sum and a log on logits below 8 in size,
+    # within gamma(C + 3) * (1 + 2 * 8 + log C) in either implementation; the mean adds gamma(n).
+    # Lovász: the two softmaxes differ by <= gamma(C + 3) per entry, and the extension is 1-Lipschitz in
+    # the max norm per class (its increments are >= 0 and sum to <= 1); plus its own rounding
+    assert np.abs(logits).max() < 8
+    ce_bound = 2 * gamma(c + 3) * (1 + 16 + math.log(c)) + 2 * gamma(n) * cross_entropy
+    bound = ce_bound + 2 * gamma(c + 3) + implementation_bound(int(kept.sum()), c) + 2 * U64
+    assert abs(Fraction(got) - (Fraction(cross_entropy) + lovasz)) <= bound
+    cross_entropy_only = finetune_loss(torch.from_numpy(logits), torch.from_numpy(target), loss="cross_entropy")
+    assert abs(cross_entropy_only.item() - cross_entropy) <= ce_bound
+    with pytest.raises(RelvizError, match="loss"):
+        finetune_loss(torch.from_numpy(logits), torch.from_numpy(target), loss="focal")
+
+
+def test_a_finetuning_step_is_that_loss_on_the_voxels_of_its_batch(splits):
+    train, _ = splits
+    model, seed = tiny_student(), 5
+    _, _, result = train_finetune(model, train, 0.1, steps=1, batch=2, augment=False, seed=seed)
+    # the first step by hand: a copy in training mode, the seeded head, both frames of the 10% selection in
+    # the loop's seeded order, the voxel labels and the loss on the voxels' features
+    student = copy.deepcopy(model).train()
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(student.config.out_channels, 16)
+    frames = fewshot_frames(train, 0.1)
+    order = torch.randperm(len(frames), generator=torch.Generator().manual_seed(seed * 100_003)).tolist()
+    batch = collate([train[frames[j]] for j in order])
+    target = voxel_labels(batch["labels"], batch["inverse"], len(batch["coordinates"])) - 1
+    with torch.no_grad():
+        expected = finetune_loss(head(student_voxel_features(student, batch)), target).item()
+    assert result["loss"] == [expected]  # one computation on the same inputs and weights
+
+
+def test_batch_norm_momentum_is_slidrs_and_frozen_keeps_the_pretrained_statistics(splits):
+    train, _ = splits
+    model = tiny_student()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    momenta = [layer.momentum for layer in batch_norms(model)]
+    trained, _, info = train_finetune(model, train, 0.1, steps=1, batch=1)
+    frozen, _, frozen_info = train_finetune(model, train, 0.1, steps=1, batch=1, bn="frozen")
+    assert all(layer.momentum == 0.02 for layer in batch_norms(trained) + batch_norms(frozen))
+    assert [layer.momentum for layer in batch_norms(model)] == momenta and 0.02 not in momenta  # caller's untouched
+    assert info["schedule"]["bn"] == "train" and frozen_info["schedule"]["bn"] == "frozen"
+    statistics = [k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    affine = [k for k in before if k.endswith("bn.weight") or k.endswith("bn.bias")]
+    assert statistics and affine
+    after_frozen, after_trained = frozen.state_dict(), trained.state_dict()
+    assert all(torch.equal(after_frozen[k], before[k]) for k in statistics)
+    assert not all(torch.equal(after_trained[k], before[k]) for k in statistics)
+    assert not all(torch.equal(after_frozen[k], before[k]) for k in affine)  # the affine parameters still train
+    assert frozen.training and not any(layer.training for layer in batch_norms(frozen))
+    with pytest.raises(RelvizError, match="bn"):
+        train_finetune(model, train, 0.1, steps=1, bn="recomputed")
+
+
+def test_finetune_seeds_reports_each_seed_and_an_interval_over_them(splits):
+    train, val = splits
+    assert len(inspect.signature(finetune_seeds).parameters["seeds"].default) >= 3  # the default: 3 seeds
+    seeds = (0, 1)  # enough for an interval, and fast
+    report = finetune_seeds(tiny_student(), train, val, 0.1, seeds=seeds, steps=1, batch=1)
+    json.dumps(report, allow_nan=False)
+    assert report["seeds"] == list(seeds) and report["frames"] == selection(train, 0.1)[1]["frames"]
+    for mode in ("train", "frozen"):
+        block = report["bn"][mode]
+        assert [r["seed"] for r in block["runs"]] == list(seeds)
+        assert all(r["schedule"]["bn"] == mode for r in block["runs"])
+        assert block["miou"] == [r["miou"] for r in block["runs"]]
+        assert block["seed_interval"] == seed_interval(block["miou"]).as_dict()
+        assert block["mean"] == block["seed_interval"]["value"]
+    assert report["bn"]["train"]["runs"][0]["loss"] != report["bn"]["train"]["runs"][1]["loss"]  # seeds differ
+    differences = [a - b for a, b in zip(report["bn"]["frozen"]["miou"], report["bn"]["train"]["miou"])]
+    assert report["frozen_minus_train"]["difference"] == differences
+    assert report["frozen_minus_train"]["seed_interval"] == seed_interval(differences).as_dict()
+    with pytest.raises(RelvizError, match="seeds"):
+        finetune_seeds(tiny_student(), train, val, 0.1, seeds=(0,), steps=1)

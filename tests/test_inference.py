@@ -139,3 +139,113 @@ def test_sign_flip_p_enumerates_every_sign_pattern():
     assert sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(0.25)  # 3 seeds: 2 of 8 patterns, never below 5%
     assert sign_flip_p([1.0]) is None
     assert t_test_p(d) == pytest.approx(scipy.stats.ttest_1samp(d, 0).pvalue)
+
+
+def _keyframe_clustered(rng, k: int, per_keyframe: int, spread: float = 0.6):
+    """Unit features in R^3: each keyframe's points scatter around its own random direction, so pairs
+    inside a keyframe are more alike than pairs across keyframes."""
+    import torch
+
+    centres = rng.normal(size=(k, 3))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    z = np.repeat(centres, per_keyframe, 0) + spread * rng.normal(size=(k * per_keyframe, 3))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    keyframe = np.repeat(np.arange(k), per_keyframe)
+    return torch.as_tensor(z), torch.zeros(len(z), dtype=torch.long), torch.as_tensor(keyframe)
+
+
+def test_cross_keyframe_uniformity_is_flat_in_the_number_of_keyframes_where_the_pooled_one_drifts():
+    """The estimand: U over pairs of points from two independent keyframes. Its kernel mean is
+    estimated without bias by the cross-keyframe pairs of any K >= 2 keyframes; the pooled estimate
+    mixes in the within-keyframe pairs (weight about 1/K), which are more alike: it is lower at small K
+    and rises toward the estimand as K grows. Over 60 draws per K, the cross estimate at K = 2 and
+    K = 16 agree within 4 standard errors of their difference; the pooled estimates differ by more
+    than 10 of theirs."""
+    from relviz.eval.keyframe_sums import feature_sums
+
+    rng = np.random.default_rng(5)
+    estimates = {}
+    for k in (2, 16):
+        cross, pooled = [], []
+        for _ in range(60):
+            z, labels, kf = _keyframe_clustered(rng, k, 32 if k == 16 else 256)
+            sums = feature_sums(z, labels, kf, k)
+            cross.append(float(sums.uniformity(np.ones(k))))
+            pooled.append(float(sums.uniformity_pooled(np.ones(k))))
+        estimates[k] = (np.array(cross), np.array(pooled))
+
+    def separation(a, b):
+        return abs(a.mean() - b.mean()) / math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+
+    assert separation(estimates[2][0], estimates[16][0]) < 4
+    assert separation(estimates[2][1], estimates[16][1]) > 10
+    assert estimates[2][1].mean() < estimates[16][1].mean()
+
+
+def test_cross_keyframe_uniformity_equals_a_naive_loop_over_pairs_of_distinct_keyframes():
+    from relviz.eval.keyframe_sums import feature_sums
+
+    rng = np.random.default_rng(6)
+    z, labels, kf = _keyframe_clustered(rng, 3, 7)
+    z, kf = z.numpy(), kf.numpy()
+    kernel = [math.exp(-2 * np.sum((z[i] - z[j]) ** 2)) for i in range(len(z)) for j in range(len(z))
+              if kf[i] != kf[j]]
+    import torch
+    sums = feature_sums(torch.as_tensor(z), labels, torch.as_tensor(kf), 3)
+    assert float(sums.uniformity(np.ones(3))) == pytest.approx(-math.log(np.mean(kernel)), rel=1e-9)
+    # a resample drawing keyframe 0 twice and dropping 2: the copies of 0 never pair with each other
+    m = np.array([2.0, 1.0, 0.0])
+    rows = np.concatenate([np.flatnonzero(kf == 0), np.flatnonzero(kf == 0), np.flatnonzero(kf == 1)])
+    owner = np.concatenate([np.full((kf == 0).sum(), 0), np.full((kf == 0).sum(), 0), np.full((kf == 1).sum(), 1)])
+    pairs = [math.exp(-2 * np.sum((z[rows[a]] - z[rows[b]]) ** 2)) for a in range(len(rows))
+             for b in range(len(rows)) if owner[a] != owner[b]]
+    assert float(sums.uniformity(m)) == pytest.approx(-math.log(np.mean(pairs)), rel=1e-9)
+
+
+def test_a_stray_prediction_of_an_absent_class_leaves_the_fixed_list_miou_unchanged():
+    from relviz.segmentation import (absent_predictions, classes_with_ground_truth, confusion_matrix, mean_iou,
+                                     mean_iou_over)
+
+    labels = np.array([1, 1, 2, 2, 4, 4, 4, 0])
+    pred = np.array([1, 2, 2, 2, 4, 4, 1, 3])
+    cm = confusion_matrix(pred, labels, num_classes=6)
+    classes = classes_with_ground_truth(cm)
+    assert classes == (1, 2, 4)
+    # by hand: class 1 TP 1, FP 1 (a 4 predicted 1), FN 1 -> 1/3; class 2: TP 2, FP 1 -> 2/3; class 4: 2/3
+    assert mean_iou_over(cm, classes) == pytest.approx((1 / 3 + 2 / 3 + 2 / 3) / 3)
+    stray = pred.copy()
+    stray[6] = 5  # the point of class 4 called "5", a class absent from the ground truth
+    cm_stray = confusion_matrix(stray, labels, num_classes=6)
+    # class 1 loses its false positive (1/2), class 4 keeps IoU 2/3: the list, not the stray, decides the mean
+    assert mean_iou_over(cm_stray, classes) == pytest.approx((1 / 2 + 2 / 3 + 2 / 3) / 3)
+    assert absent_predictions(cm_stray, classes) == {5: 1}
+    # the devkit's rule adds class 5 with IoU 0 to the mean: a different class set
+    assert mean_iou(cm_stray) == pytest.approx((1 / 2 + 2 / 3 + 2 / 3 + 0) / 4)
+    only_stray = confusion_matrix(np.where(labels == 4, 4, labels), labels, num_classes=6)
+    with_stray = only_stray.copy()
+    with_stray[4, 4] -= 1
+    with_stray[4, 5] += 1  # one point moved to an absent class: only class 4's own IoU changes
+    assert mean_iou_over(only_stray, classes) == 1.0
+    assert mean_iou_over(with_stray, classes) == pytest.approx((1 + 1 + 2 / 3) / 3)
+
+
+def test_the_evaluation_set_spreads_keyframes_over_scenes_and_refuses_zero():
+    from relviz.eval.selection import EvalSet, scene_ids
+
+    scene_of = [f"scene-{s:02d}" for s in range(12) for _ in range(40)]
+    picked = EvalSet(scenes=5, per_scene=4, seed=1).keyframes(scene_of)
+    by_scene = {}
+    for i in picked:
+        by_scene.setdefault(scene_of[i], []).append(i % 40)
+    assert len(by_scene) == 5 and all(len(v) == 4 for v in by_scene.values())
+    for positions in by_scene.values():  # one keyframe from each tenth-by-four stretch of the scene
+        assert [p // 10 for p in sorted(positions)] == [0, 1, 2, 3]
+    assert picked == EvalSet(scenes=5, per_scene=4, seed=1).keyframes(scene_of)
+    assert picked != EvalSet(scenes=5, per_scene=4, seed=2).keyframes(scene_of)
+    assert len(EvalSet(scenes=None, per_scene=None).keyframes(scene_of)) == 480
+    assert EvalSet(scenes=50, per_scene=100).keyframes(scene_of) == list(range(480))
+    ids = scene_ids(scene_of, picked)
+    assert sorted(set(ids.tolist())) == [0, 1, 2, 3, 4] and len(ids) == 20
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="scenes"):
+            EvalSet(scenes=bad)

@@ -11,7 +11,7 @@ from relviz.train.loader import StepKeys, resolve_workers
 
 
 def _trainer(synthetic_root, tmp_path, **fields) -> Trainer:
-    cfg = from_dict({**TINY, "dataset": str(synthetic_root), "split": "mini_val", "val_samples": 1, **fields})
+    cfg = from_dict({**TINY, "dataset": str(synthetic_root), "split": "mini_val", "val_scenes": 1, "val_per_scene": 1, **fields})
     trainer = Trainer(cfg, tmp_path / "run", load_settings())
     trainer._build()
     return trainer

@@ -45,7 +45,7 @@ def test_the_presets_load_validate_and_leave_the_machine_to_the_settings():
         assert read_config_table(PRESETS_DIR / f"{name}.toml") == table
 
 
-@pytest.mark.parametrize("preset", ["slidr", "demo"])
+@pytest.mark.parametrize("preset", preset_names())
 def test_dry_run_prints_the_documented_values(preset, tmp_path):
     """The doc's table and the preset file agree, and the dry run prints exactly those values
     (a dataset that does not exist yet: the config and the teacher-side estimates still print)."""

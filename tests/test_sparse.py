@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fp_bounds import U64, gamma
+from fp_bounds import U64, gamma, unit_roundoff
 from relviz.sparse import (SparseBatchNorm, SparseConv3d, SparseConvTranspose3d, SparseTensor, devoxelize,
                            global_avg_pool, kernel_offsets, pack_keys, sparse_cat)
 
@@ -246,3 +246,24 @@ def test_packed_keys_round_trip_and_strided_coordinates_equal_row_unique():
         got = manager.strided_coords(stride, out_stride)
         assert torch.equal(got, torch.unique(reference, dim=0)) and got.dtype == reference.dtype
         assert torch.equal(manager._keys[out_stride], pack_keys(got))
+
+
+def test_conv_under_cpu_autocast_runs_in_one_dtype_and_matches_float64():
+    """The trainer's CUDA step runs under autocast; on the CPU, bfloat16 autocast takes the same path.
+    The convolution then runs wholly in bfloat16 (inputs and weights rounded once: relative error u;
+    products and sums of at most 27 * 3 + 1 terms per output accumulated in bfloat16, gamma(82) of
+    bfloat16 times sum |terms|); the gradients come back in the inputs' float32."""
+    x = _random_sparse(seed=3)
+    conv = SparseConv3d(3, 4, kernel_size=3, bias=False)
+    feats = x.features.float().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x.replace(feats))
+    assert out.features.dtype == torch.bfloat16
+    out.features.float().sum().backward()
+    assert feats.grad.dtype == torch.float32 and conv.kernel.grad.dtype == torch.float32
+    reference = conv.double()(x.replace(feats.detach().double())).features
+    terms = SparseConv3d(3, 4, kernel_size=3, bias=False).double()
+    terms.kernel.data = conv.kernel.detach().double().abs()
+    magnitude = terms(x.replace(feats.detach().double().abs())).features
+    bound = (gamma(82, torch.bfloat16) + 2 * unit_roundoff(torch.bfloat16)) * magnitude
+    _assert_within(out.features.double(), reference, bound)

@@ -18,7 +18,7 @@ from relviz.eval.structure import (from_json, paired_comparison, protocol_sample
                                    structure_metrics, teacher_view)
 from relviz.eval.zeroshot import predict_by_text
 from relviz.metrics import modality_gap, sample_per_class, tolerance, uniformity
-from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
+from relviz.segmentation import classes_with_ground_truth, confusion_matrix, iou_per_class, mean_iou, mean_iou_over
 from relviz.stats import cluster_bootstrap, multiplicities, paired_difference, seed_interval
 
 
@@ -109,16 +109,18 @@ def test_seed_interval_is_the_student_t_interval():
         seed_interval([0.4])
 
 
-def _val(n: int = 700, k: int = 5, d: int = 8, classes: int = 6, seed: int = 0) -> dict:
+def _val(n: int = 700, k: int = 5, d: int = 8, classes: int = 6, seed: int = 0, per_scene: int = 1) -> dict:
     """A synthetic val dict (the form gather_val_features returns) in float64: points of k
-    keyframes, labels 0..classes-1 (0 unlabelled), about 70% of the points paired."""
+    keyframes (``per_scene`` consecutive keyframes a scene), labels 0..classes-1 (0 unlabelled), about
+    70% of the points paired."""
     g = torch.Generator().manual_seed(seed)
     keyframe = torch.randint(0, k, (n,), generator=g).sort().values
     labels = torch.randint(0, classes, (n,), generator=g)
     pair_index = (torch.rand(n, generator=g) < 0.7).nonzero().flatten()
     return with_pairs({"features": torch.randn(n, d, generator=g, dtype=torch.float64), "labels": labels,
                        "keyframe": keyframe, "pair_index": pair_index,
-                       "pair_teacher": torch.randn(len(pair_index), d, generator=g, dtype=torch.float64)})
+                       "pair_teacher": torch.randn(len(pair_index), d, generator=g, dtype=torch.float64),
+                       "keyframe_scene": torch.arange(k) // per_scene, "keyframe_index": torch.arange(k) * 3})
 
 
 def _bounds(n: int, d: int, t: float = 2.0) -> dict:
@@ -140,7 +142,8 @@ def test_structure_metrics_are_the_metrics_of_the_protocol_sample():
     assert torch.equal(protocol_sample(val, 40, 3), idx)
     z, q, y = val["pair_student"][idx], val["pair_teacher"][idx], val["pair_labels"][idx]
     bound = _bounds(len(idx), 8)
-    assert out["uniformity"] == pytest.approx(uniformity(z), abs=bound["uniformity"])
+    assert out["uniformity_pooled"] == pytest.approx(uniformity(z), abs=bound["uniformity"])
+    assert out["uniformity"] > out["uniformity_pooled"] - 0.05  # cross-keyframe pairs of random features
     direct_t = tolerance(z, y)
     assert out["tolerance"] == pytest.approx(direct_t.mean, abs=bound["tolerance"])
     for c, v in out["tolerance_per_class"].items():
@@ -154,13 +157,22 @@ def test_structure_metrics_are_the_metrics_of_the_protocol_sample():
     # zero-shot: integer confusion counts, exactly the direct computation's
     pred = predict_by_text(val["features"], text)
     cm = confusion_matrix(pred, val["labels"])
-    assert out["zeroshot_miou"] == mean_iou(cm)
-    assert out["zeroshot_miou_paired"] == mean_iou(confusion_matrix(pred[val["pair_index"]], val["pair_labels"]))
+    listed = classes_with_ground_truth(cm)
+    assert out["zeroshot_miou"] == mean_iou_over(cm, listed) and out["zeroshot_classes"] == list(listed)
+    assert out["zeroshot_miou_devkit"] == mean_iou(cm)
+    cm_paired = confusion_matrix(pred[val["pair_index"]], val["pair_labels"])
+    assert out["zeroshot_miou_paired"] == mean_iou_over(cm_paired, classes_with_ground_truth(cm_paired))
     assert out["zeroshot_iou"] == {c: float(v) for c, v in enumerate(iou_per_class(cm)) if c and not np.isnan(v)}
     counts = {int(c): int((y == c).sum()) for c in torch.unique(y)}
     assert out["sample_counts"] == counts and out["sample_size"] == len(idx)
-    assert {k: out["sample"][k] for k in ("per_class", "seed", "keyframes", "size")} == {
-        "per_class": 40, "seed": 3, "keyframes": 5, "size": len(idx)}
+    assert {k: out["sample"][k] for k in ("per_class", "seed", "keyframes", "scenes", "size")} == {
+        "per_class": 40, "seed": 3, "keyframes": 5, "scenes": 5, "size": len(idx)}
+    # each scene alone: its keyframe's metrics (one keyframe a scene: no cross-keyframe pair, no U)
+    assert out["per_scene"]["uniformity"] == [None] * 5
+    one = np.zeros(5)
+    one[2] = 1
+    assert out["per_scene"]["tolerance"][2] == pytest.approx(float(feature_sums(z, y, val["pair_keyframe"][idx], 5)
+                                                                    .tolerance(one)))
     assert out["sample"]["zeroshot_scope"] == "all labelled points"
 
 
@@ -173,23 +185,27 @@ def test_keyframe_sums_give_the_metrics_of_any_resample():
     m = np.array([2.0, 0.0, 1.0, 3.0, 1.0])
     rows = torch.cat([(kf == a).nonzero().flatten().repeat(int(m[a])) for a in range(5)])
     bound = _bounds(len(rows), 8)
-    assert sums.uniformity(m) == pytest.approx(uniformity(z[rows]), abs=bound["uniformity"])
+    assert sums.uniformity_pooled(m) == pytest.approx(uniformity(z[rows]), abs=bound["uniformity"])
     assert sums.tolerance(m) == pytest.approx(tolerance(z[rows], y[rows]).mean, abs=bound["tolerance"])
     assert sums.gap(m) == pytest.approx(modality_gap(z[rows], q[rows]), abs=bound["gap"])
     pred = predict_by_text(val["features"], text)
     confusion = confusion_sums(pred, val["labels"], val["keyframe"], 5)
     points = torch.cat([(val["keyframe"] == a).nonzero().flatten().repeat(int(m[a])) for a in range(5)])
-    assert confusion.miou(m) == mean_iou(confusion_matrix(pred[points], val["labels"][points]))
+    assert confusion.miou_devkit(m) == mean_iou(confusion_matrix(pred[points], val["labels"][points]))
+    assert confusion.miou(m) == mean_iou_over(confusion_matrix(pred[points], val["labels"][points]), confusion.classes)
     batch = np.stack([m, np.ones(5)])  # vectorised over resamples: row by row the same
     assert np.array_equal(sums.uniformity(batch), [sums.uniformity(m), sums.uniformity(np.ones(5))])
 
 
 def test_intervals_paired_comparison_and_the_teacher_on_the_same_sample():
-    val, text = _val(seed=2), torch.randn(16, 8, dtype=torch.float64)
-    out = structure_metrics(val, text, per_class=40, n_resamples=100)
+    val, text = _val(n=1200, k=24, seed=2, per_scene=2), torch.randn(16, 8, dtype=torch.float64)
+    out = structure_metrics(val, text, per_class=40, n_resamples=100, replicates=50)
     for name, iv in out["intervals"].items():
-        assert iv["low"] <= iv["high"] and iv["value"] == out[name] and iv["n"] == 5
-    assert out["bootstrap"]["unit"] == "keyframe" and out["bootstrap"]["n_resamples"] == 100
+        assert iv["low"] <= iv["high"] and iv["value"] == out[name] and iv["n"] == 12
+    assert out["bootstrap"]["unit"] == "scene" and out["bootstrap"]["n_resamples"] == 100
+    assert len(out["replicates"]["values"]["uniformity"]) == 50
+    few = structure_metrics(_val(seed=2), text, per_class=40, n_resamples=100, replicates=50)
+    assert few["intervals"] is None and "5 scenes" in few["bootstrap"]["skipped"] and "replicates" not in few
     teacher = teacher_view(val)
     t = structure_metrics(teacher, text, per_class=40)
     assert t["gap"] == 0.0 and t["gap_all_pairs"] == 0.0  # the teacher against itself, exactly
@@ -197,6 +213,9 @@ def test_intervals_paired_comparison_and_the_teacher_on_the_same_sample():
     assert t["sample"]["zeroshot_scope"] == "labelled points seen by a camera"
     a, b = protocol_sums(val, text, 40), protocol_sums(teacher, text, 40)
     diff = paired_comparison(a, b, n_resamples=100)["differences"]
+    refused = paired_comparison(protocol_sums(_val(seed=2), text, 40), protocol_sums(teacher_view(_val(seed=2)), text, 40),
+                                n_resamples=100)
+    assert refused["differences"] is None and len(refused["per_scene"]["tolerance"]) == 5
     assert diff["uniformity"]["value"] == out["uniformity"] - t["uniformity"]  # the same sums at m = 1
     assert not paired_comparison(a, a, n_resamples=100)["differences"]["uniformity"]["significant"]
     with pytest.raises(InputError, match="same sample"):
@@ -206,7 +225,7 @@ def test_intervals_paired_comparison_and_the_teacher_on_the_same_sample():
     # the sample of a result, for figures of the same points; a result of other points is refused
     assert torch.equal(sample_indices(val, out), protocol_sample(val, 40, 0))
     with pytest.raises(InputError, match="do not hold the sample"):
-        sample_indices(_val(seed=3), out)
+        sample_indices(_val(n=1200, k=24, seed=3, per_scene=2), out)
 
 
 def test_one_pair_per_point_and_old_caches_are_recomputed(tmp_path):

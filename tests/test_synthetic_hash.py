@@ -5,6 +5,14 @@ The recorded digests below are the one place where a hard-coded result is right:
 ``relviz.data.synthetic`` package (issue #15 item 5), so that the split provably changed no byte.
 They depend on the pinned numpy, open3d and Pillow (requirements.lock: ray casting, float noise, JPEG
 encoding); a deliberate change to the generator's output, or a new pin, means recording them again.
+
+Two kinds of file hold floats computed by code whose last bits depend on the processor: the lidar
+coordinates (open3d's Embree ray casting takes another SIMD path on another CPU) and the camera images
+(float shading, then JPEG). Their digests were recorded on an AMD EPYC and differ on an Intel Xeon
+(2026-12-06) while every label, class map, table and map stays byte-identical: which mesh every ray hit
+and which class every pixel shows do not change. So the exact digests are asserted for the kinds that
+hold no such float (:data:`EXACT_KINDS`); the float kinds are asserted deterministic on the machine
+that runs the test (tests/test_data.py: one process against two, byte for byte).
 """
 
 import hashlib
@@ -31,7 +39,10 @@ RECORDED = {
     "class_maps": "86f1ef5cb86d7df153ff334943843612353ead0deb2b771acc7c55d85cd64376",
     "map": "39bcdf4d010923c4621eb1b214d0912ba8d845731639bdf08b605a99e3cd733d",
 }
-RECORDED_VIEW = "32781e7e165a6ece14bbb79bdafb7254eec6e5bad453f99c446b06bc851efc76"
+EXACT_KINDS = ("tables", "lidarseg", "class_maps", "map")  # no processor-dependent float in their bytes
+# the class map of one render_view (its RGB is float shading: see above), recorded 2026-12-06; the same
+# view's RGB and class map together gave 32781e7e... on the AMD EPYC of 2026-12-01
+RECORDED_VIEW_CLASSES = "5c90501e827b5934c93eb48ddf2c97c17f4ea74c3258cbe1d3bd4c4c43315af1"
 
 
 # kinds of file, the first matching pattern (fnmatch: ``*`` also matches ``/``) decides
@@ -71,7 +82,8 @@ def tiny_root(tmp_path_factory) -> Path:
 
 def test_generated_files_are_byte_identical_to_the_recorded_ones(tiny_root):
     digests = tree_digests(tiny_root)
-    assert digests == RECORDED
+    assert set(digests) == set(RECORDED)
+    assert {k: digests[k] for k in EXACT_KINDS} == {k: RECORDED[k] for k in EXACT_KINDS}
 
 
 # workers=1 against workers=2, every file: tests/test_data.py::test_same_seed_gives_identical_files
@@ -80,8 +92,8 @@ def test_generated_files_are_byte_identical_to_the_recorded_ones(tiny_root):
 def test_render_view_is_byte_identical_to_the_recorded_one():
     rgb, fine = render_view(TINY, scene_index=3, camera="CAM_FRONT_LEFT", time_s=0.75)
     assert rgb.shape == (64, 64, 3) and fine.shape == (64, 64)
-    digest = array_digest(rgb, fine)
-    assert digest == RECORDED_VIEW
+    assert array_digest(fine) == RECORDED_VIEW_CLASSES
+    assert np.array_equal(render_view(TINY, scene_index=3, camera="CAM_FRONT_LEFT", time_s=0.75)[0], rgb)
 
 
 @pytest.mark.parametrize("scene_index, channel", [(0, "CAM_FRONT"), (8, "CAM_BACK_LEFT")])

@@ -40,7 +40,7 @@ def test_the_events_scalars_are_in_the_event_files(tmp_path):
     written = _steps(log, range(1, 5), lambda s: 2.0 / s)
     log.write("heartbeat")
     val = dict(step=4, uniformity=1.53, tolerance=0.71, gap=0.42, gap_all_pairs=0.4, zeroshot_miou=0.27,
-               tolerance_per_class={4: 0.8, 11: 0.6}, zeroshot_iou={"4": 0.5}, val_samples=4, sample_size=99,
+               tolerance_per_class={4: 0.8, 11: 0.6}, zeroshot_iou={"4": 0.5}, val_keyframes=4, val_scenes=2, sample_size=99,
                sample={"seed": 0, "per_class": 500})
     log.write("val", **val)
     log.write("done", step=4)
@@ -57,7 +57,7 @@ def test_the_events_scalars_are_in_the_event_files(tmp_path):
     assert got["val/tolerance_per_class/driveable_surface"] == [(4, float(np.float32(0.6)))]
     assert got["val/zeroshot_iou/car"] == [(4, float(np.float32(0.5)))]  # keys read back from JSON are strings
     # indices and bookkeeping are not curves
-    assert not {"train/step", "train/epoch", "train/eta_s", "train/total_steps", "val/val_samples",
+    assert not {"train/step", "train/epoch", "train/eta_s", "train/total_steps", "val/val_keyframes", "val/val_scenes",
                 "val/sample_size"} & set(got)
     # the JSONL record the Jobs page reads is unchanged by the sink
     events, _ = read_events(run.events)

@@ -56,7 +56,7 @@ def test_short_run_lowers_the_loss(tiny, tmp_path):
         raise AssertionError("the app would have had to compute")
 
     info = workspace.CheckpointInfo("run", meta_file, "relational")
-    m = workspace.structure(load_settings(), tiny.dataset, info, workspace.DEFAULT_VAL_SAMPLES,
+    m = workspace.structure(load_settings(), tiny.dataset, info, workspace.DEFAULT_EVAL_SET,
                             workspace.DEFAULT_PER_CLASS, 0, fail, fail)
     assert 0 <= m["zeroshot_miou"] <= 1 and m["sample_size"] > 0
 
@@ -123,7 +123,7 @@ def test_job_survives_restart_of_the_supervising_process(tiny, workspace_home):
     out = subprocess.run([sys.executable, "-m", "relviz", "jobs", "submit", "--dataset", tiny.dataset,
                           "--set", "split=\"mini_val\"", "--arch", "MinkUNet14", "--width", "0.125",
                           "--pairs", "256", "--batch", "1", "--max-steps", "6",
-                          "--set", "val_samples=1", "--set", "val_per_class=50", "--set", "augment=false"],
+                          "--set", "val_scenes=1", "--set", "val_per_scene=1", "--set", "val_per_class=50", "--set", "augment=false"],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "RELVIZ_HOME": workspace_home})
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.strip().splitlines()[-1]
@@ -133,6 +133,9 @@ def test_job_survives_restart_of_the_supervising_process(tiny, workspace_home):
     done = _wait(lambda: (j := store.get(job_id)).status in ("succeeded", "failed", "lost") and j, timeout=300)
     assert done.status == "succeeded", store.log_tail(done)
     assert done.last_step == 6 and done.progress == 1.0 and done.checkpoint.name == "student.safetensors"
+    # the log a person reads: a line per logged step and per validation, written as the run goes
+    log = store.log_tail(done, 200)
+    assert "step 6/6  loss " in log and "validation at step 6: " in log and "done" in log.splitlines()[-1], log
     listed = subprocess.run([sys.executable, "-m", "relviz", "jobs", "list", "--json"], capture_output=True, text=True,
                             env={**os.environ, "RELVIZ_HOME": workspace_home})
     assert json.loads(listed.stdout)[0]["status"] == "succeeded"
@@ -243,7 +246,7 @@ def test_ddp_on_two_nodes_matches_one_process_resumes_on_one_and_stops_together(
     (accumulate 1 -> 2): its next step equals the one the 2 processes take. Every side runs one
     thread per process (the same reduction order inside each micro-batch) and in float64. Last, a
     signal to one rank only stops both after the same step (:func:`_signal_one_rank_of_two`)."""
-    base = {**tiny.to_dict(), "split": "mini_val", "max_steps": 1, "val_samples": 1, "checkpoint_every": 1,
+    base = {**tiny.to_dict(), "split": "mini_val", "max_steps": 1, "val_scenes": 1, "val_per_scene": 1, "checkpoint_every": 1,
             "val_every": 1000, "lr": 0.1, "precision": "float64", "device": "cpu"}  # float64: a CPU check
     env = {**os.environ, "RELVIZ_HOME": workspace_home, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     _torchrun(1, {**base, "accumulate": 2}, tmp_path / "one", env)  # fills the teacher cache too
@@ -319,7 +322,7 @@ def test_resume_keeps_the_global_batch_or_refuses(tiny, tmp_path):
         one.resumed_on(2, {"batch": 1, "accumulate": 1}, saved_world=3, source="f")
 
     # end to end: another batch is refused, and the folder's config is left as it was
-    cfg = from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 1, "val_samples": 1, "val_every": 1000,
+    cfg = from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 1, "val_scenes": 1, "val_per_scene": 1, "val_every": 1000,
                      "checkpoint_every": 1})
     run = tmp_path / "run"
     Trainer(cfg, run, load_settings()).run()
@@ -393,7 +396,7 @@ def _assert_run_folder_whole(run_dir) -> None:
 
 def test_kill9_at_random_moments_resumes_to_the_same_weights(tiny, tmp_path, workspace_home):
     cfg = {**tiny.to_dict(), "split": "mini_val", "max_steps": 6, "checkpoint_every": 1, "val_every": 0,
-           "val_samples": 1}
+           "val_scenes": 1, "val_per_scene": 1}
     # the uninterrupted run, in this process with the same single thread the killed runs use
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -435,7 +438,7 @@ def test_kill9_at_random_moments_resumes_to_the_same_weights(tiny, tmp_path, wor
 def test_resume_keeps_metrics_and_refuses_another_runs_folder(tiny, tmp_path):
     from relviz.models.checkpoint import read_metadata
 
-    cfg = from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 2, "checkpoint_every": 1, "val_samples": 1})
+    cfg = from_dict({**tiny.to_dict(), "split": "mini_val", "max_steps": 2, "checkpoint_every": 1, "val_scenes": 1, "val_per_scene": 1})
     run = tmp_path / "run"
     first = Trainer(cfg, run, load_settings()).run()
     assert first["metrics"]

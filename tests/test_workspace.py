@@ -12,6 +12,7 @@ import torch
 
 from fp_bounds import U16
 from relviz.config import load_settings
+from relviz.eval.selection import EvalSet
 from relviz.files import atomic_path
 
 
@@ -104,7 +105,7 @@ def test_warm_caches_then_pages_need_no_model(cold_app_workspace):
 
     s = load_settings()
     root = s.dataset_root("synthetic-mini")
-    timings = workspace.warm_caches(s, root, n_samples=2, log=lambda *_: None)
+    timings = workspace.warm_caches(s, root, EvalSet(None, 1), log=lambda *_: None)
     students = [c for c in workspace.student_checkpoints(s) if c.error is None]
     assert {f"student {c.label}" for c in students} <= set(timings)
 
@@ -118,8 +119,8 @@ def test_warm_caches_then_pages_need_no_model(cold_app_workspace):
     text = workspace.class_embeddings(s, _fail)
     torch.testing.assert_close(text, teacher.class_embeddings(), rtol=0, atol=0)  # as above: exact
     for info in students + [None]:
-        val = workspace.val_features(s, root, info, 2, _fail, _fail)
-        metrics = workspace.structure(s, root, info, 2, workspace.DEFAULT_PER_CLASS, 0, _fail, _fail)
+        val = workspace.val_features(s, root, info, EvalSet(None, 1), _fail, _fail)
+        metrics = workspace.structure(s, root, info, EvalSet(None, 1), workspace.DEFAULT_PER_CLASS, 0, _fail, _fail)
         direct = structure_metrics(val, text, workspace.DEFAULT_PER_CLASS, 0)
         # the stored metrics were computed in this process by the same function, thread count and
         # inputs (the same cached features and embeddings); JSON keeps floats exactly: equal
@@ -138,8 +139,8 @@ def test_warm_caches_then_pages_need_no_model(cold_app_workspace):
     info = next(c for c in students if c.path.is_relative_to(s.runs_dir))  # not a committed demo file
     model, _ = load_student(info.path, backend="torch")
     fresh = gather_val_features(model, teacher, FeatureCache(s.cache_dir, teacher.identity),
-                                workspace.open_val_dataset(s, root), 2, "cpu")
-    cached = workspace.val_features(s, root, info, 2, _fail, _fail)
+                                workspace.open_val_dataset(s, root), EvalSet(None, 1), "cpu")
+    cached = workspace.val_features(s, root, info, EvalSet(None, 1), _fail, _fail)
     # float16 storage: within half a float16 ulp (u16 relative, 2^-25 below float16's normal range);
     # one ulp allowed in case the recomputed float32 values differ slightly
     torch.testing.assert_close(cached["features"], fresh["features"], rtol=2 * U16, atol=2.0 ** -24)
@@ -151,9 +152,9 @@ def test_warm_caches_then_pages_need_no_model(cold_app_workspace):
     fresh_info = next(c for c in workspace.student_checkpoints(s) if c.path == info.path)
     assert fresh_info.key != old_key
     with pytest.raises(AssertionError, match="loader was called"):
-        workspace.val_features(s, root, fresh_info, 2, _fail, _fail)
+        workspace.val_features(s, root, fresh_info, EvalSet(None, 1), _fail, _fail)
     # a second warm-up finds everything
-    again = workspace.warm_caches(s, root, n_samples=2, log=lambda *_: None)
+    again = workspace.warm_caches(s, root, EvalSet(None, 1), log=lambda *_: None)
     assert sum(again.values()) < sum(timings.values())
 
 
@@ -166,25 +167,25 @@ def test_warm_command_then_a_broken_checkpoint(cold_app_workspace):
     from relviz.models import build_minkunet
     from relviz.models.checkpoint import save_checkpoint
 
-    result = CliRunner().invoke(app, ["warm", "--dataset", "synthetic-mini", "--samples", "1"])
+    result = CliRunner().invoke(app, ["warm", "--dataset", "synthetic-mini", "--per-scene", "1"])
     assert result.exit_code == 0, result.output
     assert "caches ready" in result.output
     home = Path(load_settings().cache_dir)
-    assert list(home.glob("valfeatures/*/*/teacher-n1.safetensors"))
+    assert list(home.glob("valfeatures/*/*/teacher-sall-k1-r0.safetensors"))
     assert list(home.glob("index/*.json")) and list(home.glob("toy/*.json"))
-    metrics = list(home.glob("valfeatures/*/*/*-n1-metrics-pc500-s0-b*.json"))
+    metrics = list(home.glob("valfeatures/*/*/*-sall-k1-r0-metrics-pc500-s0-b*.json"))
     assert len(metrics) == 1 + len([p for p in (Path(cold_app_workspace) / "runs").iterdir()]) + 3
     assert all(np.isfinite(json.loads(p.read_text())["uniformity"]) for p in metrics)
 
     arch = build_minkunet("MinkUNet14", out_channels=8, width=0.125, backend="torch").config.to_dict()
     save_checkpoint(Path(cold_app_workspace) / "runs" / "bad-weights" / "student.safetensors",
                     {"not.a.layer": torch.zeros(3)}, {"kind": "student", "architecture": arch, "loss": "relational"})
-    result = CliRunner().invoke(app, ["warm", "--dataset", "synthetic-mini", "--samples", "1"])
+    result = CliRunner().invoke(app, ["warm", "--dataset", "synthetic-mini", "--per-scene", "1"])
     assert result.exit_code == 1
     assert "student bad-weights: failed" in result.output and "pages compute those" in result.output
     assert "student test-relational:" in result.output and "toy run:" in result.output  # the rest was done
     # the teacher, the two good runs and the three demo students; nothing for the broken one
-    assert len(list(home.glob("valfeatures/*/*/*-n1-metrics-pc500-s0-b*.json"))) == 6
+    assert len(list(home.glob("valfeatures/*/*/*-sall-k1-r0-metrics-pc500-s0-b*.json"))) == 6
 
 
 def test_server_preload_imports_what_pages_use():
@@ -229,7 +230,8 @@ def test_damaged_validation_features_are_recomputed(tmp_path):
     from relviz.eval.features import cached_val_features
 
     val = {"features": torch.randn(10, 4), "labels": torch.arange(10) % 3, "keyframe": torch.arange(10) // 5,
-           "pair_index": torch.tensor([1, 4, 7]), "pair_teacher": torch.randn(3, 4)}
+           "pair_index": torch.tensor([1, 4, 7]), "pair_teacher": torch.randn(3, 4),
+           "keyframe_scene": torch.tensor([0, 1]), "keyframe_index": torch.tensor([0, 3])}
     path = tmp_path / "v" / "x-n1.safetensors"
     first = cached_val_features(path, lambda: val)
     # stored in float16: the same round-to-nearest as .half(), so exact

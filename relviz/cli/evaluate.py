@@ -61,14 +61,24 @@ def eval_zeroshot(checkpoint: str = typer.Option(...), dataset: str = DATASET, v
                                                   "scoring or `text=background`; repeatable."),
                   queries: str = typer.Option(None, "--queries", help="A UTF-8 file of query lines (same syntax)."),
                   threshold: float = typer.Option(None, help="Cosine similarity below which a point stays "
-                                                  "unassigned.")) -> None:
+                                                  "unassigned."),
+                  prompt_aggregation: str = typer.Option("mean", help="Class prompts: 'mean' prototype per class, "
+                                                         "or 'max' over OpenScene's detail names.")) -> None:
     """Zero-shot 3D segmentation by text: the 16 class prompts (nuscenes-devkit semantics), or your
     own queries, scored over the classes they are mapped to."""
     from relviz.eval.zeroshot import evaluate_zeroshot
 
+    from relviz.teacher.prompts import check_aggregation
+
+    from relviz.teacher import require_text
+
     labels = _label_set(query, queries, threshold)  # the cheap checks first
+    check_aggregation(prompt_aggregation)
+    text_teacher = _teacher(teacher)
+    require_text(text_teacher, "zero-shot segmentation")  # before the student loads: a DINOv2 teacher has no text
     model, _ = _student(checkpoint)
-    result = evaluate_zeroshot(model, _teacher(teacher), _dataset(dataset, version, split), queries=labels)
+    result = evaluate_zeroshot(model, text_teacher, _dataset(dataset, version, split), queries=labels,
+                               aggregation=prompt_aggregation)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=2))
 
 
@@ -78,8 +88,12 @@ def eval_export(checkpoint: str = typer.Option(...), out: str = typer.Option(...
     """Write zero-shot predictions in the nuScenes-lidarseg submission format."""
     from relviz.eval.zeroshot import export_submission
 
+    from relviz.teacher import require_text
+
+    text_teacher = _teacher(teacher)
+    require_text(text_teacher, "a zero-shot submission")
     model, _ = _student(checkpoint)
-    typer.echo(str(export_submission(model, _teacher(teacher), _dataset(dataset, version, split), out, split)))
+    typer.echo(str(export_submission(model, text_teacher, _dataset(dataset, version, split), out, split)))
 
 
 @eval_app.command("fewshot")
@@ -101,14 +115,24 @@ def eval_compare(checkpoints: list[str] = typer.Option(..., help="Student checkp
                  dataset: str = DATASET, version: str = VERSION, split: str = SPLIT, train_split: str = TRAIN_SPLIT,
                  out: str = typer.Option(None, help="Report folder (default: <workspace>/reports/compare)."),
                  per_class: int = typer.Option(5000), seed: int = typer.Option(0), teacher: str = TEACHER,
+                 scenes: int = typer.Option(None, min=1, help="Val scenes, drawn with seed 0 (default: every "
+                                                               "scene). Intervals need 10 or more."),
+                 per_scene: int = typer.Option(None, min=1, help="Keyframes spread over each scene (default: "
+                                                                  "every keyframe)."),
+                 prompt_aggregation: str = typer.Option("mean", help="Class prompts: 'mean' or 'max' (OpenScene)."),
                  as_json: bool = JSON_OPTION) -> None:
-    """One table: U, T, G against the teacher, zero-shot and few-shot mIoU, and the teacher's rows."""
+    """One table: U, T, G against the teacher, zero-shot and few-shot mIoU, and the teacher's rows,
+    with intervals over scenes (or per-scene values under 10 scenes)."""
     from relviz.eval.report import compare, to_markdown, write_report
+    from relviz.eval.selection import EvalSet
+    from relviz.teacher.prompts import check_aggregation
 
+    check_aggregation(prompt_aggregation)
     s = settings()
     root = dataset_path(dataset)
     report = compare(checkpoints, root, _teacher(teacher), s.cache_dir, version=version, split=split,
-                     train_split=train_split, per_class=per_class, seed=seed, backend=s.sparse_backend)
+                     train_split=train_split, per_class=per_class, seed=seed, backend=s.sparse_backend,
+                     eval_set=EvalSet(scenes, per_scene, 0), aggregation=prompt_aggregation)
     target = write_report(report, out or s.home / "reports" / "compare")
     if as_json:
         typer.echo(json.dumps({**report, "written_to": str(target)}, indent=2, default=str))

@@ -87,6 +87,27 @@ def experiment_report(name: str, as_json: bool = JSON_OPTION) -> None:
     _print_report(exp.report(), exp, as_json)
 
 
+@experiment_app.command("rederive")
+def experiment_rederive(report_json: Path = typer.Argument(..., help="A stored report.json (e.g. "
+                                                                     "checkpoints/demo/experiment/report.json)."),
+                        as_json: bool = JSON_OPTION) -> None:
+    """Aggregate a stored report again under the current rules (no re-evaluation) and write its
+    report.json, .csv and .md in place."""
+    from relviz.errors import InputError
+    from relviz.experiment.aggregate import write_report
+    from relviz.experiment.runner import rederive
+    from relviz.files import read_json
+
+    stored = read_json(report_json)
+    if not isinstance(stored, dict):
+        raise InputError(f"{report_json}: not a readable report.json")
+    report = rederive(stored)
+    files = write_report(report, report_json.parent, report.get("name") or report_json.parent.name)
+    report["files"] = {k: str(Path(v).name) for k, v in files.items()}
+    write_report(report, report_json.parent, report.get("name") or report_json.parent.name)
+    typer.echo(json.dumps(report, indent=2, default=str) if as_json else files["markdown"].read_text())
+
+
 @experiment_app.command("list")
 def experiment_list(as_json: bool = JSON_OPTION) -> None:
     """The workspace's experiments."""

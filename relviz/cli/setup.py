@@ -40,16 +40,18 @@ def app_(
 @app.command()
 def warm(
     dataset: str = typer.Option(None, help="Dataset name in the workspace (default: the configured one)."),
-    samples: int = typer.Option(4, help="Validation keyframes per checkpoint (the app's default is 4)."),
+    scenes: int = typer.Option(0, help="Validation scenes per checkpoint (0: every scene, the app's default)."),
+    per_scene: int = typer.Option(2, help="Keyframes spread over each scene (the app's default is 2)."),
 ) -> None:
     """Fill the app's disk caches (dataset index, class embeddings, validation features of the teacher
     and of every checkpoint, the default toy run), so that no page computes on its first visit."""
+    from relviz.eval.selection import EvalSet
     from relviz.workspace import WarmError, warm_caches
 
     s = settings().ensure()
     root = dataset_path(dataset or s.dataset)
     try:
-        timings = warm_caches(s, root, n_samples=samples, log=typer.echo)
+        timings = warm_caches(s, root, EvalSet(scenes or None, per_scene), log=typer.echo)
     except WarmError as e:
         typer.echo(f"error: {len(e.failed)} step(s) failed ({', '.join(e.failed)}); the pages compute those on "
                    f"their first visit", err=True)

@@ -102,7 +102,9 @@ def first_pair_per_point(pair_points: torch.Tensor) -> torch.Tensor:
     return first.scatter_reduce_(0, inverse, torch.arange(len(pair_points)), "amin")
 
 
-VAL_KEYS = ("features", "labels", "keyframe", "pair_index", "pair_teacher")
+# keyframe_scene [K]: each evaluated keyframe's scene (the bootstrap's cluster); keyframe_index [K]: its
+# index in the split (the evaluation set is spread over scenes, not the first K keyframes)
+VAL_KEYS = ("features", "labels", "keyframe", "pair_index", "pair_teacher", "keyframe_scene", "keyframe_index")
 
 
 def with_pairs(val: dict) -> dict:
@@ -116,7 +118,7 @@ def with_pairs(val: dict) -> dict:
 def cached_val_features(path: str | Path, compute: Callable[[], dict]) -> dict:
     """Validation features (the dict of :func:`relviz.eval.structure.gather_val_features`) stored in
     the safetensors file ``path`` with the features in float16; ``compute`` runs only when the file
-    is missing, unreadable or written before a key of :data:`VAL_KEYS` existed (``keyframe``). The
+    is missing, unreadable or written before a key of :data:`VAL_KEYS` existed (``keyframe_scene``). The
     app's structure and comparison pages read these instead of loading the dataset, the models and
     the teacher."""
     from safetensors import SafetensorError

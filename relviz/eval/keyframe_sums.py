@@ -11,7 +11,11 @@ pass over the points serves every resample (every function here takes m [..., K]
 - T_c: (||sum_a m_a s_ac||^2 - sum_a m_a q_ac) / (N_c (N_c - 1)), s_ac the sum and q_ac the sum of
   squared norms of class c's features in keyframe a (the identity metrics.tolerance uses);
 - G: ||sum_a m_a (sum_{i in a} z_i - r_i)|| / N for features z paired with features r;
-- mIoU: of the per-keyframe confusion matrices summed with weights m.
+- U over cross-keyframe pairs (U's estimand, docs/protocol.md): pairs inside one keyframe are more
+  alike than pairs across keyframes, so U pooled over K keyframes drifts with K; the pairs of distinct
+  keyframes sum to m^T W' m with W' = W off its diagonal, over (m . n)^2 - sum_a m_a^2 n_a^2 pairs (a
+  keyframe drawn twice pairs with itself only inside itself: excluded too);
+- mIoU: of the per-keyframe confusion matrices summed with weights m, over a fixed class list.
 At m = 1 these are the metrics of :mod:`relviz.metrics` and :mod:`relviz.segmentation` on the same
 points (tests/test_stats.py checks it); the one O(S^2) pass is W, streamed in row blocks as U is.
 """
@@ -25,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from relviz.errors import InputError
-from relviz.segmentation import confusion_matrix, mean_iou
+from relviz.segmentation import classes_with_ground_truth, confusion_matrix, mean_iou, mean_iou_over
 
 _BLOCK_ENTRIES = 16 * 2**20  # pairwise entries per row block (64 MB in float32), as metrics.uniformity
 _ONEHOT_ENTRIES = 2**26  # points x keyframes up to which kernel sums use a one-hot product
@@ -129,6 +133,15 @@ class FeatureSums:
         return len(self.counts)
 
     def uniformity(self, m: np.ndarray) -> np.ndarray:
+        """U over pairs of points from distinct keyframes [...] (NaN with fewer than 2 keyframes)."""
+        off = self.kernel - np.diag(np.diag(self.kernel))
+        pairs = np.einsum("...k,kl,...l->...", m, off, m)
+        n = m @ self.counts
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -np.log(pairs / (n * n - (m * m) @ (self.counts * self.counts)))
+
+    def uniformity_pooled(self, m: np.ndarray) -> np.ndarray:
+        """U over every pair of distinct points, within keyframes too (drifts with K; for comparison)."""
         n = m @ self.counts
         pairs = np.einsum("...k,kl,...l->...", m, self.kernel, m) + (m * (m - 1)) @ self.counts
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -193,7 +206,20 @@ class ConfusionSums:
     def total(self, m: np.ndarray) -> np.ndarray:
         return np.einsum("...k,kij->...ij", m, self.per_keyframe)
 
-    def miou(self, m: np.ndarray) -> np.ndarray:
+    @property
+    def classes(self) -> tuple[int, ...]:
+        """The fixed class list: the classes with ground truth in the evaluated set (m = 1)."""
+        return classes_with_ground_truth(self.per_keyframe.sum(0))
+
+    def miou(self, m: np.ndarray, classes: tuple[int, ...] | None = None) -> np.ndarray:
+        """mIoU over ``classes`` (default :attr:`classes`, fixed at the data's, resamples included)."""
+        listed = self.classes if classes is None else classes
+        cm = self.total(m)
+        flat = cm.reshape(-1, *cm.shape[-2:])
+        return np.array([mean_iou_over(c, listed) for c in flat]).reshape(cm.shape[:-2])
+
+    def miou_devkit(self, m: np.ndarray) -> np.ndarray:
+        """mIoU by nuscenes-devkit's rule (a predicted absent class counts 0), the second figure."""
         cm = self.total(m)
         flat = cm.reshape(-1, *cm.shape[-2:])
         return np.array([mean_iou(c) for c in flat]).reshape(cm.shape[:-2])

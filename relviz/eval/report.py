@@ -15,51 +15,78 @@ from typing import Mapping, Sequence
 
 from relviz.data.dataset import NuScenesLidarSeg
 from relviz.errors import InputError
-from relviz.eval.evidence import MIN_CHECKPOINTS, gap_vs_performance
+from relviz.eval.evidence import MIN_CHECKPOINTS, format_coefficient, gap_vs_performance
 from relviz.eval.fewshot import evaluate_fewshot
+from relviz.eval.selection import EvalSet
 from relviz.eval.structure import (gather_val_features, paired_comparison, protocol_sums, structure_result,
                                    teacher_view)
 from relviz.files import atomic_path
 from relviz.models.checkpoint import file_sha256, load_student
 from relviz.teacher.cache import FeatureCache
+from relviz.teacher.prompts import DEFAULT_AGGREGATION
+from relviz.teacher.text import text_classifier
 from relviz.versions import package_versions
 
-METRICS = ("uniformity", "tolerance", "gap", "gap_all_pairs", "zeroshot_miou", "fewshot_miou")
+METRICS = ("uniformity", "tolerance", "gap", "gap_all_pairs", "zeroshot_miou", "zeroshot_miou_paired",
+           "zeroshot_miou_devkit", "fewshot_miou")
 COLUMNS = ("checkpoint", "loss", *METRICS)
 HEADERS = {"checkpoint": "checkpoint", "loss": "loss", "uniformity": "U", "tolerance": "T", "gap": "G",
-           "gap_all_pairs": "G (all pairs)", "zeroshot_miou": "zero-shot mIoU", "fewshot_miou": "few-shot mIoU"}
+           "gap_all_pairs": "G (all pairs)", "zeroshot_miou": "zero-shot mIoU",
+           "zeroshot_miou_paired": "zero-shot mIoU (paired points)", "zeroshot_miou_devkit": "zero-shot mIoU (devkit)",
+           "fewshot_miou": "few-shot mIoU"}
 TEACHER = "teacher (2D, paired points)"
+# the teacher has features only at paired points: its zero-shot sits in the paired column alone, beside the
+# students' scores on the same points (never beside their scores over all labelled points)
+NOT_FOR_TEACHER = ("zeroshot_miou", "zeroshot_miou_devkit")
 
 
 def _samples(structure: Mapping, fewshot: Mapping | None) -> dict[str, str | None]:
     """What each column was measured on, in words."""
     s = structure["sample"]
-    kf = f"{s['keyframes']} keyframe{'s' if s['keyframes'] != 1 else ''}"
+    kf = f"{s['keyframes']} keyframe{'s' if s['keyframes'] != 1 else ''}" + (
+        f" of {s['scenes']} scene{'s' if s['scenes'] != 1 else ''}" if "scenes" in s else "")
     sample = (f"{s['size']:,} points: up to {s['per_class']:,} per class (seed {s['seed']}) of the {s['points']}, "
               f"{kf}")
     out = {m: sample for m in ("uniformity", "tolerance", "gap")}
     out["gap_all_pairs"] = f"all {s['points']} ({s['all_pairs_size']:,}), {kf}"
-    out["zeroshot_miou"] = f"{s['zeroshot_scope']} ({s['zeroshot_points']:,}), {kf}"
+    listed = structure.get("zeroshot_classes")
+    classes = f", mean over the {len(listed)} classes with ground truth" if listed else ""
+    out["zeroshot_miou"] = f"{s['zeroshot_scope']} ({s['zeroshot_points']:,}), {kf}{classes}"
+    out["zeroshot_miou_paired"] = f"{s['points']} ({s['all_pairs_size']:,}), {kf}"
+    out["zeroshot_miou_devkit"] = f"{s['zeroshot_scope']}, {kf}, nuscenes-devkit's rule (an absent class predicted: 0)"
     out["fewshot_miou"] = None if fewshot is None else (
-        f"linear probe on {fewshot['fraction']:.0%} of the training frames ({len(fewshot.get('frames', []))} "
-        f"frames), scored on " + (f"{fewshot['val_samples']} val frames" if "val_samples" in fewshot
-                                  else "every val frame"))
+        f"linear probe on {_labelled(fewshot)}, scored on every val frame")
     return out
 
 
-def _row(label: str, loss, structure: Mapping, fewshot: Mapping | None) -> dict:
+def _labelled(fewshot: Mapping) -> str:
+    """The frames a few-shot result learned from, as asked and as labelled."""
+    from relviz.eval.fewshot import describe_selection
+
+    try:
+        return describe_selection(fewshot)
+    except (KeyError, TypeError, ZeroDivisionError):  # a result stored before the selection was recorded
+        return f"{fewshot['fraction']:.0%} of the training frames ({len(fewshot.get('frames', []))} frames)"
+
+
+def _row(label: str, loss, structure: Mapping, fewshot: Mapping | None, teacher: bool = False) -> dict:
     if "sample" not in structure:
         raise InputError(f"the structure result of {label!r} has no sample description: it was computed before "
                          f"the analysis protocol (docs/protocol.md); compute it again")
     intervals = structure.get("intervals") or {}
     row = {"checkpoint": label, "loss": loss}
     for m in METRICS:
+        if teacher and m in NOT_FOR_TEACHER:
+            row.update({m: None, f"{m}_low": None, f"{m}_high": None})
+            continue
         value = structure.get(m) if m != "fewshot_miou" else (fewshot or {}).get("miou")
         interval = intervals.get(m) if m != "fewshot_miou" else (fewshot or {}).get("miou_interval")
         row[m] = value
         row[f"{m}_low"] = interval["low"] if interval else None
         row[f"{m}_high"] = interval["high"] if interval else None
     row["sample"] = _samples(structure, fewshot)
+    row["per_scene"] = structure.get("per_scene")
+    row["interval_refused"] = (structure.get("bootstrap") or {}).get("skipped")
     return row
 
 
@@ -73,29 +100,29 @@ def comparison_rows(entries: Sequence[Mapping], teacher: Mapping | None = None) 
     Needs no model or dataset."""
     rows = [_row(e["checkpoint"], e.get("loss"), e["structure"], e.get("fewshot")) for e in entries]
     if teacher is not None:
-        rows.append(_row(TEACHER, "-", teacher, None))
+        rows.append(_row(TEACHER, "-", teacher, None, teacher=True))
     return rows
 
 
 def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_root: str | Path,
             split: str = "mini_val", train_split: str = "mini_train", per_class: int = 5000, seed: int = 0,
-            fewshot_fraction: float = 0.01, n_samples: int | None = None, device="cpu", progress=None,
-            backend: str = "torch", version: str = "v1.0-mini", n_resamples: int = 1000,
-            confidence: float = 0.95) -> dict:
-    """Every checkpoint and the teacher on the first ``n_samples`` keyframes of ``split`` (all by
-    default) under the analysis protocol, with bootstrap intervals over keyframes (``n_resamples``; 0:
-    none); the paired difference of every two students; gap vs performance with 3 or more students.
-    Returns {"rows", "paired", "evidence", "details", "protocol", "versions"}."""
+            fewshot_fraction: float = 0.01, eval_set: EvalSet = EvalSet(per_scene=None), device="cpu",
+            progress=None, backend: str = "torch", version: str = "v1.0-mini", n_resamples: int = 1000,
+            confidence: float = 0.95, aggregation: str = DEFAULT_AGGREGATION) -> dict:
+    """Every checkpoint and the teacher on the keyframes of ``split`` that ``eval_set`` selects (every
+    keyframe of every scene by default) under the analysis protocol, with bootstrap intervals over
+    scenes (``n_resamples``; 0: none; refused under 10 scenes, per-scene values instead); the paired
+    difference of every two students; gap vs performance with 3 or more students (each checkpoint its
+    own configuration). Returns {"rows", "paired", "evidence", "details", "protocol", "versions"}."""
     val = NuScenesLidarSeg(dataroot, version=version, split=split, load_images=False)
     train = NuScenesLidarSeg(dataroot, version=version, split=train_split, load_images=False, nusc=val.nusc)
-    n = n_samples or len(val)
     cache = FeatureCache(cache_root, teacher.identity)
-    text = teacher.class_embeddings().cpu()
+    text = text_classifier(teacher, aggregation)
     entries, sums, details, teacher_structure = [], {}, {}, None
     for i, path in enumerate(checkpoints):
         path = Path(path)
         model, meta = load_student(path, backend=backend, device=device)
-        feats = gather_val_features(model, teacher, cache, val, n, device)
+        feats = gather_val_features(model, teacher, cache, val, eval_set, device)
         label = path.stem if path.stem != "student" else path.parent.name
         sums[label] = protocol_sums(feats, text, per_class, seed)
         structure = structure_result(sums[label], n_resamples, confidence)
@@ -110,13 +137,62 @@ def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_
             progress(i + 1, len(checkpoints))
     rows = comparison_rows(entries, teacher_structure)
     paired = [{"a": a, "b": b, **paired_comparison(sums[a], sums[b], n_resamples, confidence)}
-              for a, b in combinations(sums, 2)] if n_resamples and n >= 2 else []
+              for a, b in combinations(sums, 2)] if n_resamples else []
     evidence = gap_vs_performance(rows[:-1], rows[-1], confidence) if len(entries) >= MIN_CHECKPOINTS else None
+    first = next(iter(sums.values())).description if sums else {}
     return {"rows": rows, "paired": paired, "evidence": evidence, "details": details,
-            "protocol": {"version": version, "split": split, "val_samples": n, "per_class": per_class, "seed": seed,
+            "protocol": {"version": version, "split": split, "eval_set": eval_set.as_dict(),
+                         "keyframes": first.get("keyframes"), "scenes": first.get("scenes"),
+                         "per_class": per_class, "seed": seed, "prompt_aggregation": aggregation,
                          "fewshot_fraction": fewshot_fraction, "train_split": train_split, "dataroot": str(dataroot),
                          "n_resamples": n_resamples, "confidence": confidence},
             "versions": {k: v for k, v in package_versions().items() if v}}
+
+
+DIFFERENCE_METRICS = ("uniformity", "tolerance", "gap", "zeroshot_miou")
+
+
+def stored_differences(results: Mapping[str, Mapping], confidence: float = 0.95,
+                       metrics: Sequence[str] = DIFFERENCE_METRICS) -> list[dict]:
+    """a - b for every two of ``results`` (label -> structure result on the same sample) and each of
+    ``metrics``, from what the results store: with ``replicates`` (the same scene resamples for every
+    checkpoint) a paired percentile interval and its bootstrap p, Holm-adjusted over every row here,
+    and a verdict ("a higher", "a lower", "cannot be told from noise"); without them (fewer than 10
+    scenes) the difference on each scene alone and the reason. Rows ``{"a", "b", "metric", "value",
+    "low", "high", "p", "p_holm", "verdict", "per_scene", "note"}``."""
+    import numpy as np
+
+    from relviz.stats import holm, two_sided_bootstrap_p
+
+    rows = []
+    for a, b in combinations(results, 2):
+        ra, rb = results[a], results[b]
+        if (ra.get("sample") or {}).get("id") != (rb.get("sample") or {}).get("id"):
+            raise InputError(f"{a} and {b} were measured on different samples: no paired difference")
+        for m in metrics:
+            value = None if ra.get(m) is None or rb.get(m) is None else ra[m] - rb[m]
+            pa, pb = (ra.get("per_scene") or {}).get(m), (rb.get("per_scene") or {}).get(m)
+            per_scene = None if pa is None or pb is None else \
+                [None if x is None or y is None else x - y for x, y in zip(pa, pb)]
+            row = {"a": a, "b": b, "metric": m, "value": value, "low": None, "high": None, "p": None,
+                   "per_scene": per_scene, "note": (ra.get("bootstrap") or {}).get("skipped")}
+            reps_a, reps_b = ((r.get("replicates") or {}).get("values", {}).get(m) for r in (ra, rb))
+            if reps_a is not None and reps_b is not None:
+                d = np.array([np.nan if x is None or y is None else x - y for x, y in zip(reps_a, reps_b)])
+                finite = d[np.isfinite(d)]
+                alpha = (1 - confidence) / 2
+                row.update(low=float(np.quantile(finite, alpha)), high=float(np.quantile(finite, 1 - alpha)),
+                           p=two_sided_bootstrap_p(finite), note=None)
+            rows.append(row)
+    for row, adjusted in zip(rows, holm([r["p"] for r in rows])):
+        row["p_holm"] = adjusted
+        if adjusted is None:
+            row["verdict"] = "no interval"
+        elif adjusted < 1 - confidence:
+            row["verdict"] = "a higher" if row["value"] > 0 else "a lower"
+        else:
+            row["verdict"] = "cannot be told from noise"
+    return rows
 
 
 # few-shot methods as experiment metrics are named "<method>@<fraction>" (e.g. "finetune@0.1")
@@ -138,6 +214,11 @@ def format_mean_pm(summary: Mapping) -> str:
     if summary.get("low") is None:
         return f"{mean:.3f} (n={summary.get('n')})"
     return f"{mean:.3f} ± {(summary['high'] - summary['low']) / 2:.3f}"
+
+
+def format_p(p: float | None) -> str:
+    """A p-value for a table: 3 decimals, scientific below 0.001, ``-`` for none."""
+    return "-" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
 
 
 def format_value(v, low=None, high=None, signed: bool = False) -> str:
@@ -175,29 +256,43 @@ def to_markdown(report: dict) -> str:
     lines = _table([HEADERS[c] for c in COLUMNS],
                    [[format_value(r["checkpoint"]), format_value(r["loss"])] +
                     [format_value(r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS] for r in rows])
-    lines += ["", f"{p['version']} {p['split']}, {p['val_samples']} keyframes. Values [low, high]: "
-                  f"{p['confidence']:.0%} percentile bootstrap over keyframes ({p['n_resamples']} resamples)."
-              if p.get("n_resamples") else f"{p['version']} {p['split']}, {p['val_samples']} keyframes; no intervals.",
-              "", "Samples:"] + sample_notes(rows)
+    where = f"{p['version']} {p['split']}, {p['keyframes']} keyframes of {p['scenes']} scenes"
+    refused = next((r["interval_refused"] for r in rows if r.get("interval_refused")), None)
+    lines += ["", f"{where}. Values [low, high]: {p['confidence']:.0%} percentile bootstrap over scenes "
+                  f"({p['n_resamples']} resamples)." if p.get("n_resamples") and not refused
+              else f"{where}; no intervals" + (f" ({refused})." if refused else "."), "", "Samples:"] + sample_notes(rows)
+    if refused:
+        lines += ["", "Per scene (each scene alone):", ""]
+        shown = [m for m in METRICS if m != "fewshot_miou"]
+        lines += _table(["checkpoint", "scene"] + [HEADERS[m] for m in shown],
+                        [[r["checkpoint"], str(s)] + [format_value(r["per_scene"][m][s]) for m in shown]
+                         for r in rows if r.get("per_scene") for s in range(len(r["per_scene"]["uniformity"]))])
     paired = report.get("paired") or []
-    if paired:
+    if paired and paired[0]["differences"] is not None:
         cols = [m for m in METRICS if m in paired[0]["differences"]]
-        lines += ["", "Paired differences (a - b, same keyframes; * = the interval excludes 0):", ""]
+        lines += ["", "Paired differences (a - b, same scenes; * = the interval excludes 0; each at 95% on its own, "
+                      "no multiple-comparison correction):", ""]
         lines += _table(["a - b"] + [HEADERS[m] for m in cols],
                         [[f"{d['a']} - {d['b']}"] + [format_value(x["value"], x["low"], x["high"], signed=True)
                                                       + (" *" if x["significant"] else "")
                                                       for x in (d["differences"][m] for m in cols)] for d in paired])
+    elif paired:
+        cols = [m for m in METRICS if m in paired[0]["per_scene"]]
+        lines += ["", f"Paired differences per scene (a - b; no interval: {paired[0]['bootstrap']['skipped']}):", ""]
+        lines += _table(["a - b", "scene"] + [HEADERS[m] for m in cols],
+                        [[f"{d['a']} - {d['b']}", str(s)] + [format_value(d["per_scene"][m][s], signed=True)
+                                                             for m in cols]
+                         for d in paired for s in range(len(d["per_scene"]["uniformity"]))])
     evidence = report.get("evidence")
     if evidence:
-        def coefficient(c, key):
-            if c is None:
-                return "-"
-            return f"{c[key]:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}], p {c['p_permutation']:.3f}"
-
-        lines += ["", f"Gap vs performance ({evidence['confidence']:.0%} intervals; p by permutation):", ""]
-        lines += _table(["gap measure", "performance", "n", "Pearson r", "Spearman rho"],
-                        [[c["measure"], c["performance"], str(c["n"]), coefficient(c["pearson"], "r"),
-                          coefficient(c["spearman"], "rho")] for c in evidence["correlations"]])
+        lines += ["", f"Gap vs performance over configurations ({evidence['confidence']:.0%} intervals; p by "
+                      "permutation; within: the relation among runs of one configuration):", ""]
+        lines += _table(["gap measure", "performance", "n", "Pearson r", "Spearman rho", "within r", "note"],
+                        [[c["measure"], c["performance"], str(c["n"]), format_coefficient(c["pearson"], "r"),
+                          format_coefficient(c["spearman"], "rho"),
+                          "-" if not c.get("within") or c["within"].get("r") is None
+                          else f"{c['within']['r']:+.2f} (n={c['within']['n']})", c.get("note") or ""]
+                         for c in evidence["correlations"]])
     return "\n".join(lines) + "\n"
 
 
@@ -235,5 +330,5 @@ def write_report(report: dict, out_dir: str | Path) -> Path:
     return out
 
 
-__all__ = ["COLUMNS", "METRICS", "TEACHER", "compare", "comparison_rows", "format_value", "sample_notes", "to_csv",
-           "to_markdown", "write_report"]
+__all__ = ["COLUMNS", "METRICS", "TEACHER", "compare", "comparison_rows", "format_value", "sample_notes",
+           "stored_differences", "to_csv", "to_markdown", "write_report"]

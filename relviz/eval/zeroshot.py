@@ -1,5 +1,11 @@
 """Zero-shot 3D segmentation by text: a free label set (any prompts, some mapped to a class for
-scoring, an optional unlabelled rule), prediction, evaluation and export."""
+scoring, an optional unlabelled rule), prediction, evaluation and export.
+
+The class list is scored under a prompt aggregation (``aggregation=``, default
+:data:`~relviz.teacher.prompts.DEFAULT_AGGREGATION`, ``"max"``: argmax over OpenScene's 43 detail
+names, mapped to their class, as OpenScene's nuScenes evaluation; ``"mean"``: argmax over one mean
+prototype per class, relviz's rule before issue 26). Every result names it (``prompt_aggregation``).
+Free text is one prompt ensemble under either; only class names expand to their detail names."""
 
 from __future__ import annotations
 
@@ -18,8 +24,8 @@ from relviz.errors import InputError, shorten
 from relviz.eval.features import dataset_for, student_voxel_features
 from relviz.files import atomic_path
 from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
-from relviz.teacher.prompts import class_named
-from relviz.teacher.text import embed_queries
+from relviz.teacher.prompts import DEFAULT_AGGREGATION, TEMPLATES, check_aggregation, class_named
+from relviz.teacher.text import TextClassifier, embed_query_rows, text_classifier
 
 MAX_QUERY_CHARS = 10_000  # the whole query text
 MAX_PROMPT_CHARS = 300  # one prompt; CLIP reads at most 77 tokens of it (the demo teacher 32)
@@ -176,10 +182,20 @@ def _check_dims(point_features: torch.Tensor, text: torch.Tensor) -> None:
                          f"{text.shape[-1]}: the student was distilled from another teacher than this one")
 
 
-def predict_by_text(point_features: torch.Tensor, text: torch.Tensor, class_of_prompt: torch.Tensor | None = None
-                    ) -> torch.Tensor:
-    """Per-point class: ``argmax_p k . t_p`` over prompt embeddings [P, D]; the winning prompt's class
-    (``class_of_prompt`` [P], default p + 1, i.e. the 16 classes in order). Returns int64 [N]."""
+def predict_by_text(point_features: torch.Tensor, text: torch.Tensor | TextClassifier,
+                    class_of_prompt: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-point class of ``point_features`` [N, D]: ``argmax_p k . t_p`` over text rows, then the
+    winning row's class. Returns int64 [N].
+
+    text: a :class:`~relviz.teacher.text.TextClassifier` (its rows and their classes: the prompt
+    aggregation it was built with; ``class_of_prompt`` must then be None), or prompt embeddings
+    [P, D] with ``class_of_prompt`` [P] (default p + 1: rows are the 16 classes in order, which for
+    ``teacher.class_embeddings()`` is the ``"mean"`` aggregation)."""
+    if isinstance(text, TextClassifier):
+        if class_of_prompt is not None:
+            raise InputError("predict_by_text: a TextClassifier carries the class of each row; pass no "
+                             "class_of_prompt with it")
+        text, class_of_prompt = text.embeddings, text.class_of_row
     _check_dims(point_features, text)
     best = (point_features.float() @ text.to(point_features.device).float().T).argmax(1)
     if class_of_prompt is None:
@@ -188,16 +204,29 @@ def predict_by_text(point_features: torch.Tensor, text: torch.Tensor, class_of_p
 
 
 def assign_by_text(point_features: torch.Tensor, text: torch.Tensor, threshold: float | None = None,
-                   background: torch.Tensor | None = None, chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
+                   background: torch.Tensor | None = None, chunk: int = 1 << 16,
+                   query_of_row: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each point's query by cosine similarity, with the unlabelled rule.
 
-    point_features [N, D]; text [P, D] query embeddings; background [B, D] background-prompt
-    embeddings or None. Returns (``query`` int64 [N]: ``argmax_p cos(k, t_p)``, or ``UNASSIGNED``
-    (-1) when that best similarity is below ``threshold`` or some background prompt is strictly more
-    similar; ``best`` float32 [N]: ``max_p cos(k, t_p)``, the heat-map value), on the features'
-    device, computed ``chunk`` points at a time (at most [chunk, P + B] similarities at once)."""
+    point_features [N, D]; text [R, D] query embeddings, one row per query, or several when
+    ``query_of_row`` [R] (int64, every query 0..P-1 with at least one row) says which query each row
+    belongs to: a query's similarity is then the max over its rows (the ``"max"`` prompt
+    aggregation); background [B, D] background-prompt embeddings or None. Returns (``query`` int64
+    [N]: ``argmax_p cos(k, t_p)``, or ``UNASSIGNED`` (-1) when that best similarity is below
+    ``threshold`` or some background row is strictly more similar; ``best`` float32 [N]:
+    ``max_p cos(k, t_p)``, the heat-map value), on the features' device, computed ``chunk`` points at
+    a time (at most [chunk, R + B] similarities at once)."""
     _check_dims(point_features, text)
     device = point_features.device
+    n_queries = len(text)
+    if query_of_row is not None:
+        query_of_row = query_of_row.to(device, torch.long)
+        present = torch.unique(query_of_row)  # sorted
+        n_queries = len(present)
+        contiguous = torch.equal(present, torch.arange(n_queries, device=device))
+        if tuple(query_of_row.shape) != (len(text),) or not contiguous:
+            raise InputError(f"query_of_row {shorten(query_of_row.tolist())}: expected one query index per text "
+                             f"row ({len(text)}), every query from 0 to the largest given at least one row")
     text = F.normalize(text.to(device, torch.float32), dim=1)
     bg = None if background is None or not len(background) else F.normalize(background.to(device, torch.float32), dim=1)
     if bg is not None:
@@ -206,7 +235,11 @@ def assign_by_text(point_features: torch.Tensor, text: torch.Tensor, threshold: 
     best = torch.empty(len(point_features), dtype=torch.float32, device=device)
     for s in range(0, len(point_features), chunk):
         k = F.normalize(point_features[s:s + chunk].float(), dim=1)
-        b, q = (k @ text.T).max(1)
+        sim = k @ text.T
+        if query_of_row is not None:  # a query's similarity: the max over its rows
+            sim = sim.new_full((len(k), n_queries), -torch.inf).scatter_reduce(
+                1, query_of_row.expand(len(k), -1), sim, "amax")
+        b, q = sim.max(1)
         unassigned = torch.zeros_like(q, dtype=torch.bool)
         if threshold is not None:
             unassigned |= b < threshold
@@ -216,11 +249,15 @@ def assign_by_text(point_features: torch.Tensor, text: torch.Tensor, threshold: 
     return query, best
 
 
-def segment_by_queries(point_features: torch.Tensor, teacher, labels: LabelSet) -> tuple[torch.Tensor, torch.Tensor]:
+def segment_by_queries(point_features: torch.Tensor, teacher, labels: LabelSet,
+                       aggregation: str = DEFAULT_AGGREGATION) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`assign_by_text` of ``point_features`` [N, D] by a label set, its prompts (and
-    background prompts) embedded by :func:`embed_queries` (cached per prompt)."""
-    background = embed_queries(teacher, labels.background) if labels.background else None
-    return assign_by_text(point_features, embed_queries(teacher, labels.prompts), labels.threshold, background)
+    background prompts) embedded by :func:`~relviz.teacher.text.embed_query_rows` (cached): free
+    text is one row under any ``aggregation``; under ``"max"`` a class name scores as the max over
+    its detail names, under ``"mean"`` as its mean prototype."""
+    background = embed_query_rows(teacher, labels.background, aggregation)[0] if labels.background else None
+    text, query_of_row = embed_query_rows(teacher, labels.prompts, aggregation)
+    return assign_by_text(point_features, text, labels.threshold, background, query_of_row=query_of_row)
 
 
 def scored_prediction(query: torch.Tensor, labels: LabelSet, missed: int = MISSED) -> torch.Tensor:
@@ -256,36 +293,43 @@ def _point_features(model, dataset, device):
             yield i, batch["lidar_tokens"][0], feats, batch.get("labels")
 
 
-def student_point_predictions(model, dataset, text: torch.Tensor, device="cpu", class_of_prompt=None):
-    """Yield (index, lidar token, per-point predictions int64 [N], labels [N] or None) over a dataset."""
+def student_point_predictions(model, dataset, text: torch.Tensor | TextClassifier, device="cpu",
+                              class_of_prompt=None):
+    """Yield (index, lidar token, per-point predictions int64 [N], labels [N] or None) over a dataset,
+    by :func:`predict_by_text` with ``text`` (a TextClassifier, or embeddings [P, D])."""
     for i, token, feats, labels in _point_features(model, dataset, device):
         yield i, token, predict_by_text(feats, text, class_of_prompt).cpu(), labels
 
 
-def evaluate_zeroshot(model, teacher, dataset, device="cpu", queries: LabelSet | None = None) -> dict:
-    """Zero-shot 3D segmentation over a dataset: confusion matrix, per-class IoU, mIoU (devkit rules).
+def evaluate_zeroshot(model, teacher, dataset, device="cpu", queries: LabelSet | None = None,
+                      aggregation: str = DEFAULT_AGGREGATION) -> dict:
+    """Zero-shot 3D segmentation over a dataset: confusion matrix, per-class IoU, mIoU (devkit rules),
+    and ``prompt_aggregation``, the ``aggregation`` it was scored under (default ``"max"``, OpenScene's
+    max over detail names; ``"mean"``, one prototype per class; see the module docstring).
 
-    Without ``queries``: the 16 class prompt ensembles, every point classified (``confusion`` [17, 17]).
+    Without ``queries``: the class list under ``aggregation``
+    (:func:`~relviz.teacher.text.text_classifier`), every point classified (``confusion`` [17, 17]).
     With a label set: points take queries by :func:`assign_by_text`, and scores cover only the
     classes some query is scored as; a point left unassigned or given an unscored query counts as a
     miss for its true class (column ``MISSED`` of ``confusion`` [18, 18]), a point of another class
     given a scored query as a false positive. Also returns ``scored_queries``, ``unscored_queries``,
     ``unassigned`` (the fraction of labelled points left unassigned) and ``query_points`` (points
     per query)."""
+    check_aggregation(aggregation)
     if queries is None:
-        text = teacher.class_embeddings().cpu()
+        classifier = text_classifier(teacher, aggregation)
         cm = np.zeros((17, 17), dtype=np.int64)
-        for _, _, pred, labels in student_point_predictions(model, dataset, text, device):
+        for _, _, pred, labels in student_point_predictions(model, dataset, classifier, device):
             cm += confusion_matrix(pred, labels)
         iou = iou_per_class(cm)
         return {"miou": mean_iou(cm), "iou": {CLASSES[c]: (None if np.isnan(iou[c]) else float(iou[c]))
                                               for c in range(1, 17)},
-                "confusion": cm.tolist(), "samples": len(dataset)}
+                "confusion": cm.tolist(), "samples": len(dataset), "prompt_aggregation": aggregation}
     cm = np.zeros((MISSED + 1, MISSED + 1), dtype=np.int64)
     counts = torch.zeros(len(queries.queries) + 1, dtype=torch.long)  # the last: unassigned
     labelled = unassigned = 0
     for _, _, feats, labels in _point_features(model, dataset, device):
-        query, _ = segment_by_queries(feats, teacher, queries)
+        query, _ = segment_by_queries(feats, teacher, queries, aggregation)
         query = query.cpu()
         cm += confusion_matrix(scored_prediction(query, queries), labels, num_classes=MISSED + 1)
         counts += torch.bincount(torch.where(query == UNASSIGNED, len(queries.queries), query),
@@ -295,13 +339,17 @@ def evaluate_zeroshot(model, teacher, dataset, device="cpu", queries: LabelSet |
         unassigned += int((query[known] == UNASSIGNED).sum())
     return {**label_set_scores(cm, queries), "confusion": cm.tolist(), "samples": len(dataset),
             "unassigned": unassigned / labelled if labelled else None,
-            "query_points": dict(zip(queries.prompts, counts[:-1].tolist()))}
+            "query_points": dict(zip(queries.prompts, counts[:-1].tolist())), "prompt_aggregation": aggregation}
 
 
-def export_submission(model, teacher, dataset, out_dir, eval_set: str, device="cpu") -> Path:
-    """Write predictions in the nuScenes-lidarseg submission format under ``out_dir``:
+def export_submission(model, teacher, dataset, out_dir, eval_set: str, device="cpu",
+                      aggregation: str = DEFAULT_AGGREGATION) -> Path:
+    """Write predictions of the class list under ``aggregation`` (see :func:`evaluate_zeroshot`) in
+    the nuScenes-lidarseg submission format under ``out_dir``:
     ``lidarseg/<eval_set>/<lidar token>_lidarseg.bin`` (uint8, classes 1..16) and
-    ``<eval_set>/submission.json``; returns ``out_dir``."""
+    ``<eval_set>/submission.json``, plus ``relviz_export.json`` naming the prompt aggregation,
+    templates and teacher (beside them: the devkit's validator accepts only its five meta keys in
+    submission.json); returns ``out_dir``."""
     import json
 
     out = Path(out_dir)
@@ -310,11 +358,14 @@ def export_submission(model, teacher, dataset, out_dir, eval_set: str, device="c
     bins = out / "lidarseg" / eval_set
     bins.mkdir(parents=True, exist_ok=True)
     (out / eval_set).mkdir(parents=True, exist_ok=True)
-    text = teacher.class_embeddings().cpu()
-    for _, token, pred, _ in student_point_predictions(model, dataset, text, device):
+    classifier = text_classifier(teacher, check_aggregation(aggregation))
+    for _, token, pred, _ in student_point_predictions(model, dataset, classifier, device):
         with atomic_path(bins / f"{token}_lidarseg.bin") as tmp:
             pred.numpy().astype(np.uint8).tofile(tmp)
     meta = {"meta": {"use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False,
                      "use_external": True}}  # the teacher's text embeddings are external knowledge
     (out / eval_set / "submission.json").write_text(json.dumps(meta, indent=2))
+    provenance = {"prompt_aggregation": aggregation, "templates": list(TEMPLATES), "teacher": teacher.identity,
+                  "eval_set": eval_set}
+    (out / "relviz_export.json").write_text(json.dumps(provenance, indent=2))
     return out

@@ -1,7 +1,8 @@
 """An experiment's report: per cell, the mean and 95% interval over seeds of every metric of its
 runs' evaluations, beside the teacher's structure on the same keyframes; the gap-vs-performance
-correlation (:mod:`relviz.eval.evidence`) across cells and across runs; and each run's validation
-curve. Written as ``report.json``, ``report.csv`` and ``report.md``."""
+correlation (:mod:`relviz.eval.evidence`) over configurations (the cells), with the relation within
+a cell beside it; the paper's claims as one family (:mod:`relviz.experiment.claims`); and each run's
+validation curve. Written as ``report.json``, ``report.csv`` and ``report.md``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from relviz.files import atomic_path, write_json
 
 CONFIDENCE = 0.95
 # metric -> (its heading, where it sits in a run's evaluation.json); few-shot metrics are added per fraction
-STRUCTURE_METRICS = {"uniformity": "U", "tolerance": "T", "gap": "G", "zeroshot_miou": "zero-shot mIoU"}
+STRUCTURE_METRICS = {"uniformity": "U", "tolerance": "T", "gap": "G", "zeroshot_miou": "zero-shot mIoU",
+                     "zeroshot_miou_paired": "zero-shot mIoU (paired points)"}
 
 
 def run_metrics(evaluation: dict) -> dict[str, float]:
@@ -28,6 +30,18 @@ def run_metrics(evaluation: dict) -> dict[str, float]:
         for fraction, result in (evaluation.get(method) or {}).items():
             out[f"{method}@{fraction}"] = result["miou"]
     return out
+
+
+REPLICATED = ("uniformity", "tolerance", "gap", "zeroshot_miou", "zeroshot_miou_paired")
+
+
+def run_replicates(evaluation: dict) -> dict | None:
+    """The run's structure metrics on the shared scene resamples (``{"seed", "n", "values": {metric:
+    [B]}}``), None when its evaluation set had too few scenes to store them."""
+    stored = (evaluation.get("structure") or {}).get("replicates")
+    if not stored:
+        return None
+    return {**stored, "values": {m: v for m, v in stored["values"].items() if m in REPLICATED}}
 
 
 def metric_heading(metric: str) -> str:
@@ -55,9 +69,10 @@ def interval_over_seeds(values: list[float], confidence: float = CONFIDENCE) -> 
 
 
 def fewshot_metric(metrics: list[str]) -> str | None:
-    """The few-shot metric the correlation uses: fine-tuning's (the field's protocol) at its first
-    fraction, else the linear probe's, else None."""
-    return next((m for method in ("finetune", "linear_probe") for m in metrics if m.startswith(method + "@")), None)
+    """The few-shot metric the correlation uses: the linear probe's at its first fraction (the review
+    of docs/results.md: fine-tuning on a handful of frames is not yet credible enough to carry the
+    correlation), else fine-tuning's, else None."""
+    return next((m for method in ("linear_probe", "finetune") for m in metrics if m.startswith(method + "@")), None)
 
 
 def runs_by_cell(runs: list[dict]) -> dict[str, dict[int, dict]]:
@@ -91,7 +106,7 @@ def cell_differences(cells: list[dict], runs: list[dict], metrics: list[str],
     return out
 
 
-CURVE_METRICS = tuple(STRUCTURE_METRICS)
+CURVE_METRICS = ("uniformity", "tolerance", "gap", "zeroshot_miou")
 
 
 def curve_means(cells: list[dict], runs: list[dict], curves: dict) -> list[dict]:
@@ -126,19 +141,15 @@ def _gap_vs_performance(rows: list[dict], teacher: dict) -> dict:
 
 
 def gap_correlations(cells: list[dict], runs: list[dict], teacher: dict | None, fewshot: str | None) -> dict:
-    """The structural gaps against zero-shot and few-shot (``fewshot``) mIoU, with each cell's means
-    as one checkpoint (``across_cells``) and with every evaluated run as one (``across_runs``)."""
+    """The structural gaps against zero-shot and few-shot (``fewshot``) mIoU over configurations: every
+    evaluated run is a row of its cell (its configuration), so n = cells and the relation among a
+    cell's runs is reported beside it (:func:`relviz.eval.evidence.gap_vs_performance`)."""
     if teacher is None:
         return {"skipped": "no teacher reference (the cells do not share one teacher and evaluation keyframes)"}
-
-    def row(name: str, value) -> dict:
-        return {"checkpoint": name, **{k: value(k) for k in STRUCTURE_METRICS},
-                "fewshot_miou": value(fewshot) if fewshot else None}
-
-    means = [row(c["cell"], lambda k: c["metrics"].get(k, {}).get("mean")) for c in cells]
-    evaluated = [row(r["key"], lambda k: r["metrics"].get(k)) for r in runs if r["metrics"] is not None]
-    return {"fewshot_metric": fewshot, "across_cells": _gap_vs_performance(means, teacher),
-            "across_runs": _gap_vs_performance(evaluated, teacher)}
+    evaluated = [{"checkpoint": r["key"], "configuration": r["cell"], **{k: r["metrics"].get(k) for k in STRUCTURE_METRICS},
+                  "fewshot_miou": r["metrics"].get(fewshot) if fewshot else None}
+                 for r in runs if r["metrics"] is not None]
+    return {"fewshot_metric": fewshot, **_gap_vs_performance(evaluated, teacher)}
 
 
 def aggregate(cells: list[dict], runs: list[dict], teacher: dict | None = None, curves: dict | None = None,
@@ -171,26 +182,22 @@ def _fmt(v: float | None) -> str:
 
 
 
-def _coefficient(c: dict | None, key: str) -> str:
-    return "-" if c is None else f"{c[key]:.2f} [{c['low']:.2f}, {c['high']:.2f}]"
-
-
 def _correlation_lines(correlations: dict) -> list[str]:
+    from relviz.eval.evidence import format_coefficient
+
+    lines = ["", "## Gap vs performance, over configurations", ""]
     if "skipped" in correlations:
-        return ["", f"Gap vs performance: not computed ({correlations['skipped']})."]
-    lines = []
-    for scope, title in (("across_cells", "cell means"), ("across_runs", "every run")):
-        result = correlations[scope]
-        lines += ["", f"## Gap vs performance, over {title}", ""]
-        if "skipped" in result:
-            lines.append(f"Not computed: {result['skipped']}.")
-            continue
-        lines += ["| gap measure | performance | n | Pearson r [95% CI] | Spearman rho [95% CI] |",
-                  "|---|---|---|---|---|"]
-        for c in result["correlations"]:
-            perf = correlations["fewshot_metric"] if c["performance"] == "fewshot_miou" else c["performance"]
-            lines.append(f"| {c['measure']} | {perf} | {c['n']} | {_coefficient(c['pearson'], 'r')} | "
-                         f"{_coefficient(c['spearman'], 'rho')} |")
+        return lines + [f"Not computed: {correlations['skipped']}."]
+    lines += ["n counts configurations (cells), not runs; \"within\" is the relation among the runs of one cell "
+              "(each run minus its cell's means). An interval or p is printed only where it can exist at that n.", "",
+              "| gap measure | performance | n | Pearson r | Spearman rho | within a cell | note |",
+              "|---|---|---|---|---|---|---|"]
+    for c in correlations["correlations"]:
+        perf = correlations["fewshot_metric"] if c["performance"] == "fewshot_miou" else c["performance"]
+        w = c.get("within") or {}
+        within = "-" if w.get("r") is None else f"{w['r']:+.2f} (n={w['n']})"
+        lines.append(f"| {c['measure']} | {perf} | {c['n']} | {format_coefficient(c['pearson'], 'r')} | "
+                     f"{format_coefficient(c['spearman'], 'rho')} | {within} | {c.get('note') or ''} |")
     return lines
 
 
@@ -214,7 +221,7 @@ def _curve_lines(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     lines = ["", "## During training", "",
-             "Each run's own validation (its `val_samples` keyframes and `val_per_class` points per class): the "
+             "Each run's own validation (its validation keyframes and `val_per_class` points per class): the "
              "mean over the cell's runs, and in brackets the spread (max - min) over them.", "",
              "| cell | step | runs | " + " | ".join(STRUCTURE_METRICS[m] for m in CURVE_METRICS) + " |",
              "|---|---|---|" + "---|" * len(CURVE_METRICS)]
@@ -222,6 +229,19 @@ def _curve_lines(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['cell']} | {r['step']} | {r['n']} | " + " | ".join(
             "-" if r[m] is None else f"{r[m]:.3f} ({r[f'{m}_spread']:.3f})" for m in CURVE_METRICS) + " |")
     return lines
+
+
+def evaluation_set_words(protocol: dict, teacher: dict | None = None) -> str:
+    """The evaluation set of a report's protocol in words ("16 keyframes of 2 scenes"), for reports
+    written before scenes were the unit too ("16 keyframes (the first 16)")."""
+    sample = ((teacher or {}).get("structure") or {}).get("sample") or {}
+    if "val_samples" in protocol:
+        return f"the first {protocol['val_samples']} keyframes"
+    if sample.get("scenes") is not None:
+        return f"{sample['keyframes']} keyframes of {sample['scenes']} scenes"
+    scenes = "every" if protocol.get("val_scenes") is None else protocol["val_scenes"]
+    per = "every" if protocol.get("val_per_scene") is None else protocol["val_per_scene"]
+    return f"{scenes} scenes x {per} keyframes per scene"
 
 
 def to_markdown(report: dict, title: str) -> str:
@@ -236,23 +256,34 @@ def to_markdown(report: dict, title: str) -> str:
     t = (report.get("teacher") or {}).get("structure")
     if t:
         lines.append(f"| teacher (2D, paired points) | - | "
-                     + " | ".join(_fmt(t.get(m)) if m in STRUCTURE_METRICS else "-" for m in metrics) + " |")
+                     + " | ".join(_fmt(t.get(m)) if m in STRUCTURE_METRICS and m != "zeroshot_miou" else "-"
+                                  for m in metrics) + " |")
     lines += ["", "## Runs", "", "| run | cell | seed | status | " + " | ".join(report["headings"][m] for m in metrics)
               + " |", "|---|---|---|---|" + "---|" * len(metrics)]
     for r in report["runs"]:
         lines.append(f"| {r['key']} | {r['cell']} | {r['seed']} | {r['status']} | "
                      + " | ".join(_fmt((r["metrics"] or {}).get(m)) for m in metrics) + " |")
     if report.get("claims"):
-        lines += ["", "## The paper's claims, here", "", "| claim | verdict | evidence |", "|---|---|---|"]
-        lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in report["claims"]]
+        from relviz.eval.report import format_p
+
+        family = next((c.get("family") for c in report["claims"] if c.get("family") is not None), 0)
+        lines += ["", "## The paper's claims, here", "",
+                  f"One family of {family} tested claims: the verdict follows the Holm-adjusted p (5%); \"too few "
+                  "seeds\" below 5 seeds, \"too few scenes\" below 10 evaluation scenes, whatever the p. p: the "
+                  "two-stage bootstrap over seeds and scenes where the runs stored scene resamples, else the t test "
+                  "over seeds (conditional on the scenes); sign-flip: distribution-free over seeds.", "",
+                  "| claim | verdict | evidence | p | p (Holm) | p sign-flip | test |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} | {format_p(c.get('p'))} | "
+                  f"{format_p(c.get('p_holm'))} | {format_p(c.get('p_sign'))} | {c.get('test', '-')} |"
+                  for c in report["claims"]]
     lines += _difference_lines(report.get("differences") or [], report)
     lines += _curve_lines(report.get("curve_means") or [])
     lines += _correlation_lines(report["gap_vs_performance"])
     p = report.get("protocol")
     if p:
-        lines += ["", f"Evaluation: {p['val_samples']} keyframes of {p['split']} for U, T, G and zero-shot (up to "
-                      f"{p['per_class']} points per class, sample seed {p['seed']}); few-shot on {p['train_split']} "
-                      f"frames, scored on every {p['split']} frame."]
+        lines += ["", f"Evaluation: {evaluation_set_words(p, report.get('teacher'))} of {p['split']} for U, T, G "
+                      f"and zero-shot (up to {p['per_class']} points per class, sample seed {p['seed']}); few-shot on "
+                      f"{p['train_split']} frames, scored on every {p['split']} frame."]
     if report["missing"]:
         lines += ["", "Not in the table (no evaluation yet): "
                   + ", ".join(f"{m['key']} ({m['status']})" for m in report["missing"]) + "."]

@@ -1,25 +1,46 @@
-"""The paper's claims, checked on an experiment's report: for each, whether it holds, is reversed,
-or cannot be told from noise, from intervals over seeds.
+"""The paper's claims, checked on an experiment's report as one family: for each, whether it holds,
+is reversed, or cannot be told from noise, with its raw and Holm-adjusted p-values.
 
-A claim about one student against the teacher compares the interval over seeds of the student's
-mean with the teacher's value (one value: the teacher has no seeds). A claim between two losses uses
-the differences paired by seed (:func:`relviz.experiment.aggregate.cell_differences` does the same
-for the raw metrics); "closest to the teacher" pairs the distances ``|U - U_teacher|`` by seed.
-Cells are found by their ``loss`` value; a claim whose cells or metrics are missing is "not measured".
+A claim compares per-seed values: a student's value minus the teacher's on the same evaluation set,
+two losses paired by seed, or, for "closer to the teacher", the distances ``|U - U_teacher|`` paired by
+seed. Beside the Student-t interval over seeds (conditional on the evaluation scenes) each row has a
+distribution-free sign-flip p over seeds and, where every run stored its metrics on the shared scene
+resamples (10 scenes or more), a two-stage bootstrap over seeds and scenes whose p is the claim's
+test: seed and scene variance together, the teacher's own evaluation uncertainty included (its
+value on each scene resample is subtracted resample by resample). Without those replicates the t
+test's p stands in, marked as conditional on the scenes.
+
+The verdict word follows the Holm-adjusted p over the whole family (every claim with a test, the
+correlation claims included): "holds" or "reversed" by the estimate's sign when it is below 5%, else
+"cannot be told from noise"; with fewer than :data:`relviz.stats.MIN_SEEDS` seeds "too few seeds"
+(no distribution-free test over seeds can reach 5%), with an evaluation set of fewer than
+:data:`relviz.stats.MIN_SCENES` scenes "too few scenes", whatever the p. The gap-vs-performance claims
+are over configurations (the cells), with "too few configurations" below
+:data:`relviz.eval.evidence.MIN_FOR_INFERENCE`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from relviz.eval.report import parse_fewshot_metric
+import numpy as np
+
+from relviz.eval.evidence import MIN_FOR_INFERENCE
+from relviz.eval.report import format_p, parse_fewshot_metric
 from relviz.experiment.aggregate import CONFIDENCE, interval_over_seeds, runs_by_cell
+from relviz.stats import MIN_SCENES, MIN_SEEDS, holm, sign_flip_p, t_test_p, two_stage_bootstrap
 
 HOLDS, REVERSED, NOISE, MISSING = "holds", "reversed", "cannot be told from noise", "not measured"
+FEW_SEEDS, FEW_SCENES, FEW_CONFIGURATIONS = "too few seeds", "too few scenes", "too few configurations"
+ALPHA = 1 - CONFIDENCE
 
 
 def _cells_by_loss(report: Mapping) -> dict[str, Mapping]:
     return {c["values"].get("loss"): c for c in report["cells"] if "loss" in c["values"]}
+
+
+def _teacher(report: Mapping) -> Mapping:
+    return (report.get("teacher") or {}).get("structure") or {}
 
 
 def _seed_values(report: Mapping, cell: str, metric: str) -> dict[int, float]:
@@ -27,56 +48,135 @@ def _seed_values(report: Mapping, cell: str, metric: str) -> dict[int, float]:
             if m.get(metric) is not None}
 
 
-def _verdict(low: float | None, high: float | None, sign: int) -> str:
-    """``sign`` +1: the claim is "greater than 0"; -1: "less than 0"."""
-    if low is None:
-        return NOISE
-    if (low > 0 and sign > 0) or (high < 0 and sign < 0):
-        return HOLDS
-    if (high < 0 and sign > 0) or (low > 0 and sign < 0):
-        return REVERSED
-    return NOISE
+def _seed_replicates(report: Mapping, cell: str, metric: str) -> dict[int, np.ndarray]:
+    """seed -> the run's ``metric`` on the shared scene resamples (runs that stored them)."""
+    out = {}
+    for r in report["runs"]:
+        values = ((r.get("replicates") or {}).get("values") or {}).get(metric)
+        if r["cell"] == cell and values is not None:
+            out[r["seed"]] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return out
+
+
+def _teacher_replicates(report: Mapping, metric: str) -> np.ndarray | None:
+    values = ((_teacher(report).get("replicates") or {}).get("values") or {}).get(metric)
+    return None if values is None else np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _scenes(report: Mapping) -> int | None:
+    """Scenes of the evaluation set (from the teacher's sample description), None when unknown."""
+    return (_teacher(report).get("sample") or {}).get("scenes")
+
+
+def _test(report: Mapping, claim: str, sign: int, diffs: list[float], replicates: list[np.ndarray] | None,
+          what: str) -> dict[str, Any]:
+    """A claim row from per-seed differences (and their scene replicates [R][B], when every seed has
+    them): the estimate, the t interval and p over seeds, the sign-flip p, the two-stage bootstrap."""
+    iv = interval_over_seeds(diffs, CONFIDENCE)
+    if iv["mean"] is None:
+        return {"claim": claim, "verdict": MISSING, "evidence": f"{what}: a value is not finite"}
+    row = {"claim": claim, "sign": sign, "estimate": iv["mean"], "seeds": len(diffs), "scenes": _scenes(report),
+           "t_interval": None if iv["low"] is None else [iv["low"], iv["high"]], "p_t": t_test_p(diffs),
+           "p_sign": sign_flip_p(diffs), "two_stage": None}
+    if replicates is not None and len(diffs) >= 2:
+        two = two_stage_bootstrap(diffs, np.stack(replicates), confidence=CONFIDENCE)
+        row["two_stage"] = {"low": two.low, "high": two.high, "p": two.p, "resamples": two.n_resamples}
+    row["p"] = row["two_stage"]["p"] if row["two_stage"] else row["p_t"]
+    row["test"] = "two-stage bootstrap over seeds and scenes" if row["two_stage"] else \
+        "t test over seeds (conditional on the evaluation scenes)"
+    interval = row["two_stage"] or (None if iv["low"] is None else {"low": iv["low"], "high": iv["high"]})
+    bounds = "" if interval is None else f" [{interval['low']:+.3f}, {interval['high']:+.3f}]"
+    row["evidence"] = f"{what}: {iv['mean']:+.3f}{bounds} over {len(diffs)} seeds"
+    return row
 
 
 def _versus_teacher(report: Mapping, loss: str, metric: str, sign: int, claim: str) -> dict[str, Any]:
     cell = _cells_by_loss(report).get(loss)
-    teacher = ((report.get("teacher") or {}).get("structure") or {}).get(metric)
-    if cell is None or teacher is None or metric not in cell["metrics"]:
+    teacher = _teacher(report).get(metric)
+    if cell is None or teacher is None:
         return {"claim": claim, "verdict": MISSING, "evidence": "no such cell, metric or teacher reference"}
-    s = cell["metrics"][metric]
-    if s.get("mean") is None:  # no evaluated run, or a run without this metric
-        return {"claim": claim, "verdict": MISSING, "evidence": f"no {metric} for every evaluated {loss} run"}
-    iv = interval_over_seeds([v - teacher for v in s["values"] if v is not None], CONFIDENCE)
-    evidence = (f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] vs teacher {teacher:.3f} (n={s['n']})"
-                if s.get("low") is not None else f"{s['mean']:.3f} (n={s['n']}) vs teacher {teacher:.3f}")
-    return {"claim": claim, "verdict": _verdict(iv["low"], iv["high"], sign), "evidence": evidence}
+    values = _seed_values(report, cell["cell"], metric)
+    if not values:
+        return {"claim": claim, "verdict": MISSING, "evidence": f"no {metric} for an evaluated {loss} run"}
+    seeds = sorted(values)
+    reps, t_reps = _seed_replicates(report, cell["cell"], metric), _teacher_replicates(report, metric)
+    replicates = [reps[s] - t_reps for s in seeds] if t_reps is not None and set(seeds) <= set(reps) else None
+    return _test(report, claim, sign, [values[s] - teacher for s in seeds], replicates,
+                 f"{loss} {metric} - teacher's {teacher:.3f}")
 
 
 def _paired(report: Mapping, a: str, b: str, metric: str, sign: int, claim: str,
             distance_to_teacher: bool = False) -> dict[str, Any]:
     cells = _cells_by_loss(report)
-    teacher = ((report.get("teacher") or {}).get("structure") or {}).get(metric)
+    teacher = _teacher(report).get(metric)
     if a not in cells or b not in cells or (distance_to_teacher and teacher is None):
         return {"claim": claim, "verdict": MISSING, "evidence": "no such cell or teacher reference"}
     va, vb = _seed_values(report, cells[a]["cell"], metric), _seed_values(report, cells[b]["cell"], metric)
     seeds = sorted(set(va) & set(vb))
     if not seeds:
         return {"claim": claim, "verdict": MISSING, "evidence": f"no seed with {metric} for both {a} and {b}"}
-    f = (lambda v: abs(v - teacher)) if distance_to_teacher else (lambda v: v)
-    diffs = [f(va[s]) - f(vb[s]) for s in seeds]
-    iv = interval_over_seeds(diffs, CONFIDENCE)
-    if iv["mean"] is None:  # a value that is not finite
-        return {"claim": claim, "verdict": MISSING, "evidence": f"{metric} is not finite for a seed of {a} or {b}"}
-    what = f"|{metric} - teacher|" if distance_to_teacher else metric
-    interval = f" [{iv['low']:+.3f}, {iv['high']:+.3f}]" if iv["low"] is not None else ""
-    return {"claim": claim, "verdict": _verdict(iv["low"], iv["high"], sign),
-            "evidence": f"{a} - {b} {what}: {iv['mean']:+.3f}{interval} over {len(seeds)} paired seeds"}
+    f = (lambda v, t: np.abs(v - t)) if distance_to_teacher else (lambda v, t: v)
+    diffs = [float(f(va[s], teacher) - f(vb[s], teacher)) for s in seeds]
+    ra, rb = _seed_replicates(report, cells[a]["cell"], metric), _seed_replicates(report, cells[b]["cell"], metric)
+    t_reps = _teacher_replicates(report, metric) if distance_to_teacher else 0.0
+    replicates = None
+    if set(seeds) <= set(ra) & set(rb) and t_reps is not None:
+        replicates = [f(ra[s], t_reps) - f(rb[s], t_reps) for s in seeds]
+    what = f"{a} - {b} |{metric} - teacher|" if distance_to_teacher else f"{a} - {b} {metric}"
+    return _test(report, claim, sign, diffs, replicates, what)
+
+
+def _correlation_claims(report: Mapping) -> list[dict[str, Any]]:
+    """|dU| and |dT| (each its own claim) correlate negatively with zero-shot and few-shot mIoU, over
+    configurations (the cells' means: n = configurations), with the relation within a configuration
+    beside it."""
+    result = (report.get("gap_vs_performance") or {})
+    out = []
+    for measure, name in (("uniformity_gap", "|U - U_teacher|"), ("tolerance_gap", "|T - T_teacher|")):
+        for performance in ("zeroshot_miou", "fewshot_miou"):
+            claim = f"{name} correlates negatively with {performance.replace('_miou', '')} mIoU (over configurations)"
+            c = next((x for x in result.get("correlations", []) if x["measure"] == measure
+                      and x["performance"] == performance), None)
+            if c is None or not c.get("pearson"):
+                reason = (c or {}).get("note") or result.get("skipped", "not computed")
+                out.append({"claim": claim, "verdict": MISSING, "evidence": reason})
+                continue
+            p = c["pearson"]
+            within = c.get("within") or {}
+            w = "" if within.get("r") is None else f"; within a configuration r {within['r']:+.2f} (n={within['n']})"
+            row = {"claim": claim, "sign": -1, "estimate": p["r"], "configurations": c["n"],
+                   "p": p.get("p_permutation"), "test": "permutation of configurations (Pearson r)",
+                   "evidence": f"Pearson r {p['r']:+.2f}" + ("" if p.get("low") is None else
+                                                             f" [{p['low']:+.2f}, {p['high']:+.2f}]")
+                   + f", n = {c['n']} configurations{w}"}
+            if c["n"] < MIN_FOR_INFERENCE:
+                row["blocked"] = FEW_CONFIGURATIONS
+            out.append(row)
+    return out
+
+
+def _verdict(row: dict) -> str:
+    if row.get("verdict") == MISSING:
+        return MISSING
+    if row.get("blocked"):
+        return row["blocked"]
+    if row.get("seeds") is not None and row["seeds"] < MIN_SEEDS:
+        return FEW_SEEDS
+    if row.get("seeds") is not None and (row.get("scenes") or 0) < MIN_SCENES:
+        return FEW_SCENES
+    if row.get("p_holm") is None:
+        return NOISE
+    if row["p_holm"] < ALPHA:
+        return HOLDS if np.sign(row["estimate"]) == row["sign"] else REVERSED
+    return NOISE
 
 
 def paper_claims(report: Mapping) -> list[dict[str, Any]]:
-    """Every claim of the paper that an experiment over the three losses can check: rows of
-    ``claim``, ``verdict`` (:data:`HOLDS`, :data:`REVERSED`, :data:`NOISE` or :data:`MISSING`) and
-    ``evidence`` (the numbers it rests on)."""
+    """Every claim of the paper that an experiment over the three losses can check, as one family:
+    rows of ``claim``, ``verdict`` (:data:`HOLDS`, :data:`REVERSED`, :data:`NOISE`, :data:`FEW_SEEDS`,
+    :data:`FEW_SCENES`, :data:`FEW_CONFIGURATIONS` or :data:`MISSING`), ``evidence`` (the numbers in
+    words), ``estimate``, ``p`` (the claim's test, named in ``test``), ``p_holm`` (Holm over every row
+    with a p), ``p_t`` and ``p_sign`` (over seeds), ``t_interval`` and ``two_stage``."""
     fewshot = [m for m in report["metrics"] if parse_fewshot_metric(m)]
     rows = [
         _versus_teacher(report, "contrastive", "uniformity", +1, "contrastive: U above the teacher's"),
@@ -96,24 +196,12 @@ def paper_claims(report: Mapping) -> list[dict[str, Any]]:
     rows += [_paired(report, "relational", other, m, +1, f"few-shot ({report['headings'][m]}): relational above {other}")
              for other in ("similarity", "contrastive") for m in fewshot]
     rows += _correlation_claims(report)
+    tested = [r.get("p") if r.get("verdict") != MISSING else None for r in rows]
+    family = sum(p is not None for p in tested)
+    for row, adjusted in zip(rows, holm(tested)):
+        row.update(p_holm=adjusted, family=family)
+        row["verdict"] = _verdict(row)
     return rows
 
 
-def _correlation_claims(report: Mapping) -> list[dict[str, Any]]:
-    """The structural distance to the teacher correlates negatively with zero-shot and few-shot mIoU,
-    with every evaluated run as one point (Pearson's r and its interval)."""
-    result = (report.get("gap_vs_performance") or {}).get("across_runs") or {}
-    out = []
-    for performance in ("zeroshot_miou", "fewshot_miou"):
-        claim = f"the structural gap correlates negatively with {performance.replace('_miou', '')} mIoU (over runs)"
-        c = next((x for x in result.get("correlations", []) if x["measure"] == "structural_distance"
-                  and x["performance"] == performance and x.get("pearson")), None)
-        if c is None:
-            reason = next((x.get("note") for x in result.get("correlations", []) if x["measure"] == "structural_distance"
-                           and x["performance"] == performance and x.get("note")), None)
-            out.append({"claim": claim, "verdict": MISSING, "evidence": reason or result.get("skipped", "not computed")})
-            continue
-        p = c["pearson"]
-        out.append({"claim": claim, "verdict": _verdict(p["low"], p["high"], -1),
-                    "evidence": f"Pearson r {p['r']:+.2f} [{p['low']:+.2f}, {p['high']:+.2f}], n = {c['n']}"})
-    return out
+__all__ = ["FEW_CONFIGURATIONS", "FEW_SCENES", "FEW_SEEDS", "HOLDS", "MISSING", "NOISE", "REVERSED", "paper_claims"]

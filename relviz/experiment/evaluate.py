@@ -60,11 +60,13 @@ def _datasets(settings: Settings, config: TrainConfig, protocol: dict):
 
 
 def _structure(model, teacher, cache, val, evaluation: EvaluationSpec, device) -> dict:
-    """U, T, G and zero-shot mIoU of the student on the first ``val_samples`` val keyframes."""
+    """U, T, G and zero-shot mIoU of the student on the evaluation set's keyframes (scenes x keyframes
+    spread over each), with the shared scene resamples the claims' two-stage bootstrap reads."""
     from relviz.eval.structure import structure_and_zeroshot
 
-    return structure_and_zeroshot(model, teacher, cache, val, n_samples=evaluation.val_samples,
-                                  per_class=evaluation.per_class, seed=evaluation.seed, device=device)
+    return structure_and_zeroshot(model, teacher, cache, val, evaluation.eval_set, per_class=evaluation.per_class,
+                                  seed=evaluation.seed, device=device, replicates=evaluation.replicates,
+                                  aggregation=evaluation.prompt_aggregation)
 
 
 def _linear_probe(model, train, val, fraction: float, seed: int, device) -> dict:
@@ -93,9 +95,12 @@ def _fewshot(method: str, model, train, val, fraction: float, evaluation: Evalua
 def _teacher_structure(teacher, cache, val, evaluation: EvaluationSpec) -> dict:
     """The teacher's U, T and zero-shot mIoU on its paired points of the same keyframes (G = 0)."""
     from relviz.eval.structure import gather_teacher_val_features, structure_metrics
+    from relviz.teacher.text import text_classifier
 
-    return structure_metrics(gather_teacher_val_features(teacher, cache, val, evaluation.val_samples),
-                             teacher.class_embeddings().cpu(), evaluation.per_class, evaluation.seed)
+    return structure_metrics(gather_teacher_val_features(teacher, cache, val, evaluation.eval_set),
+                             text_classifier(teacher, evaluation.prompt_aggregation), evaluation.per_class,
+                             evaluation.seed,
+                             replicates=evaluation.replicates)
 
 
 def _teacher(settings: Settings, config: TrainConfig, device):
@@ -134,7 +139,7 @@ def evaluate_run(run_dir: str | Path, config: TrainConfig, evaluation: Evaluatio
     name = Path(run_dir).name
     if "structure" not in result:
         if log:
-            log(f"{name}: structure and zero-shot on {evaluation.val_samples} val keyframes")
+            log(f"{name}: structure and zero-shot on {evaluation.eval_set.describe()}")
         result["structure"] = _plain(_structure(student(), *_teacher(settings, config, device), val, evaluation,
                                                 device))
         write_json(evaluation_path(run_dir), result)

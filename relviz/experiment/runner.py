@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from relviz.config import Settings
-from relviz.errors import RelvizError
-from relviz.experiment.aggregate import aggregate, run_metrics, write_report
+from relviz.errors import InputError, RelvizError
+from relviz.experiment.aggregate import aggregate, run_metrics, run_replicates, write_report
 from relviz.experiment.claims import paper_claims
 from relviz.experiment.evaluate import evaluate_run, stored_evaluation, teacher_key, teacher_reference
 from relviz.experiment.spec import Cell, ExperimentError, ExperimentSpec, read_spec_text, spec_from_text
@@ -345,7 +345,8 @@ class Experiment:
             entry = state["runs"].get(p.key) or {}
             evaluation = stored_evaluation(p.run_dir, p.config, self.spec.evaluation)
             runs.append({"key": p.key, "cell": p.cell.label, "seed": p.seed, "status": entry.get("status", "pending"),
-                         "run_dir": str(p.run_dir), "metrics": run_metrics(evaluation) if evaluation else None})
+                         "run_dir": str(p.run_dir), "metrics": run_metrics(evaluation) if evaluation else None,
+                         "replicates": run_replicates(evaluation) if evaluation else None})
             if (p.run_dir / "events.jsonl").is_file():
                 curves[p.key] = read_validation_curve(p.run_dir).to_dict("records")
         keys = {teacher_key(p.config, self.spec.evaluation) for p in self.plans}
@@ -356,3 +357,21 @@ class Experiment:
         report = {"name": self.spec.name, **report,
                   "files": {k: str(v) for k, v in write_report(report, self.folder, self.spec.name).items()}}
         return report
+
+
+def rederive(stored: dict) -> dict:
+    """A stored report (its ``report.json``) aggregated again with the current rules (intervals,
+    gap vs performance over configurations, the claims family), from what it stored: its cells, runs
+    (metrics per run, scene replicates when it kept them), teacher, curves and protocol. Nothing is
+    re-evaluated: a rule that needs what the report did not store (scene replicates) says so in its
+    verdicts ("too few scenes")."""
+    for key in ("cells", "runs"):
+        if not isinstance(stored.get(key), list):
+            raise InputError(f"a stored report needs its '{key}' list; got {type(stored.get(key)).__name__}")
+    cells = [{"cell": c["cell"], "values": c["values"]} for c in stored["cells"]]
+    runs = [{k: r.get(k) for k in ("key", "cell", "seed", "status", "run_dir", "metrics", "replicates")}
+            for r in stored["runs"]]
+    report = aggregate(cells, runs, teacher=stored.get("teacher"), curves=stored.get("curves"),
+                       protocol=stored.get("protocol"))
+    report["claims"] = paper_claims(report)
+    return {"name": stored.get("name"), **report}

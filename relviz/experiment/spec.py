@@ -15,7 +15,10 @@ max_steps = 400
 loss = ["contrastive", "similarity", "relational"]
 
 [evaluate]
-val_samples = 4          # val keyframes for U, T, G and zero-shot mIoU
+val_scenes = "all"       # val scenes for U, T, G and zero-shot mIoU (a number: drawn with seed 0)
+val_per_scene = 2        # keyframes spread over each scene ("all": every keyframe)
+replicates = 1000        # scene resamples kept per run for the claims' two-stage bootstrap
+prompt_aggregation = "mean"  # zero-shot text rule: "mean" prototype per class, or OpenScene's "max" over details
 per_class = 5000         # points per class of the stratified sample of U and T
 seed = 0                 # the sample's seed: the same points for every run
 linear_probe = [0.01]    # few-shot by a linear probe on frozen features, at these fractions
@@ -53,7 +56,10 @@ class ExperimentError(RelvizError):
 class EvaluationSpec:
     """Which evaluations every finished run gets (see the module docstring's ``[evaluate]``)."""
 
-    val_samples: int = 4
+    val_scenes: int | None = None  # None: every scene of the split
+    val_per_scene: int | None = 2  # None: every keyframe of a scene
+    replicates: int = 1000
+    prompt_aggregation: str = "mean"
     per_class: int = 5000
     seed: int = 0
     linear_probe: tuple[float, ...] = (0.01,)
@@ -67,9 +73,18 @@ class EvaluationSpec:
         """Everything that decides a run's evaluation results besides its weights and the fraction
         (results are kept per fraction, so fractions can be added later)."""
         return {"dataset": config.dataset, "version": config.version, "split": self.split or config.val_split,
-                "train_split": self.train_split or config.split, "val_samples": self.val_samples,
+                "train_split": self.train_split or config.split, "val_scenes": self.val_scenes,
+                "val_per_scene": self.val_per_scene, "replicates": self.replicates,
+                "prompt_aggregation": self.prompt_aggregation,
                 "per_class": self.per_class, "seed": self.seed, "finetune_steps": self.finetune_steps,
                 "finetune_batch": self.finetune_batch}
+
+    @property
+    def eval_set(self):
+        """The evaluated keyframes (:class:`relviz.eval.selection.EvalSet`), drawn with seed 0."""
+        from relviz.eval.selection import EvalSet
+
+        return EvalSet(self.val_scenes, self.val_per_scene, 0)
 
     def wanted(self) -> dict[str, tuple[float, ...]]:
         """Few-shot method -> its fractions."""
@@ -153,15 +168,38 @@ def _split(value: Any, source: str, where: str) -> str | None:
     return value
 
 
+def _aggregation(value, source: str) -> str:
+    from relviz.teacher.prompts import AGGREGATIONS
+
+    if value not in AGGREGATIONS:
+        raise ExperimentFileError(source, "[evaluate] 'prompt_aggregation'",
+                                  f"must be one of {', '.join(AGGREGATIONS)}, got {shorten(value)}")
+    return value
+
+
+def _count_or_all(value, source: str, where: str) -> int | None:
+    """A whole number >= 1, or "all" (None)."""
+    if value is None or value == "all":
+        return None
+    return _int(value, source, where, 1)
+
+
 def _evaluation(table: dict, source: str) -> EvaluationSpec:
     known = [f.name for f in fields(EvaluationSpec)]
+    if "val_samples" in table:
+        raise ExperimentFileError(source, "[evaluate] 'val_samples'", "the first n keyframes were replaced by "
+                                  "'val_scenes' and 'val_per_scene' (keyframes spread over scenes; \"all\" for every one)")
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise ExperimentFileError(source, "[evaluate]", f"unknown key(s) {', '.join(shorten(k, 40) for k in unknown)}; "
                                           f"known: {', '.join(known)}")
     d = EvaluationSpec()
     return EvaluationSpec(
-        val_samples=_int(table.get("val_samples", d.val_samples), source, "[evaluate] 'val_samples'", 1),
+        val_scenes=_count_or_all(table.get("val_scenes", d.val_scenes), source, "[evaluate] 'val_scenes'"),
+        val_per_scene=_count_or_all(table.get("val_per_scene", d.val_per_scene), source,
+                                    "[evaluate] 'val_per_scene'"),
+        replicates=_int(table.get("replicates", d.replicates), source, "[evaluate] 'replicates'", 0),
+        prompt_aggregation=_aggregation(table.get("prompt_aggregation", d.prompt_aggregation), source),
         per_class=_int(table.get("per_class", d.per_class), source, "[evaluate] 'per_class'", 1),
         seed=_int(table.get("seed", d.seed), source, "[evaluate] 'seed'", 0),
         linear_probe=_fractions(table.get("linear_probe", list(d.linear_probe)), source, "[evaluate] 'linear_probe'"),

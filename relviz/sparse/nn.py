@@ -27,6 +27,11 @@ class _SparseConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+        # autocast (the trainer's CUDA step) casts the products but not the in-place sums into the
+        # output: run the whole convolution in one dtype, autocast's where it is on, as a dense conv would
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
         ctx.save_for_backward(x, weight)
         ctx.kmap = kmap
         out = x.new_zeros(kmap.num_out, weight.shape[2])
@@ -41,7 +46,7 @@ class _SparseConvFunction(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         x, weight = ctx.saved_tensors
         kmap: KernelMap = ctx.kmap
-        grad_out = grad_out.contiguous()
+        grad_out = grad_out.to(x.dtype).contiguous()  # the forward's dtype (autograd casts back per input)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = x.new_zeros(x.shape) if need_x else None
         grad_w = torch.zeros_like(weight) if need_w else None

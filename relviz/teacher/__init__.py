@@ -1,4 +1,5 @@
-"""The CLIP teacher: dense MaskCLIP features, text embeddings, the feature cache, the demo teacher."""
+"""Teachers: the registry (demo, open_clip CLIP, SigLIP, DINOv2), dense features, text embeddings,
+the feature cache."""
 
 from __future__ import annotations
 
@@ -9,23 +10,22 @@ from pathlib import Path
 import torch
 
 from relviz.config import TeacherSpec
+from relviz.teacher.base import require_text
 from relviz.teacher.cache import FeatureCache, cached_class_embeddings
 from relviz.teacher.clip import ClipTeacher, TeacherWeightsError, dense_maskclip, sample_points
 from relviz.teacher.prompts import DETAIL_PROMPTS, TEMPLATES, class_prompts
+from relviz.teacher.registry import TeacherEntry, build_teacher, entry_for, list_teachers
 
 
 DEMO = TeacherSpec()
 
 
 def load_teacher(spec: TeacherSpec = DEMO, device: str = "cpu", random_init: bool = False) -> ClipTeacher:
-    """The demo teacher (its shipped file unless ``spec.pretrained`` names another), or an open_clip
-    model with ``spec.pretrained`` weights (a tag or a local file). Without weights it raises
-    TeacherWeightsError unless ``random_init``."""
-    if spec.name == "demo":
-        from relviz.teacher.demo import DEMO_TEACHER_PATH, load_demo_teacher
-
-        return load_demo_teacher(spec.pretrained or DEMO_TEACHER_PATH, device=device)
-    return ClipTeacher(spec.name, pretrained=spec.pretrained, device=device, random_init=random_init)
+    """The teacher of registry entry ``spec.name`` (:mod:`relviz.teacher.registry`): the demo teacher
+    (its shipped file unless ``spec.pretrained`` names another), an open_clip CLIP or SigLIP model
+    with ``spec.pretrained`` weights (a tag or a local file), or DINOv2 from a local file. Without
+    weights it raises TeacherWeightsError unless ``random_init``."""
+    return build_teacher(spec.name, spec.pretrained, device, random_init)
 
 
 class LazyDemoTeacher:
@@ -136,6 +136,6 @@ def identity_of(spec: TeacherSpec = DEMO) -> str:
     return load_teacher_async(spec).result().identity
 
 
-__all__ = ["DEMO", "TeacherSpec", "ClipTeacher", "LazyDemoTeacher", "teacher_for_training", "FeatureCache", "TeacherWeightsError", "dense_maskclip", "sample_points", "DETAIL_PROMPTS",
+__all__ = ["DEMO", "TeacherSpec", "TeacherEntry", "build_teacher", "entry_for", "list_teachers", "require_text", "ClipTeacher", "LazyDemoTeacher", "teacher_for_training", "FeatureCache", "TeacherWeightsError", "dense_maskclip", "sample_points", "DETAIL_PROMPTS",
            "TEMPLATES", "class_prompts", "load_teacher",
            "load_teacher_async", "weights_version", "identity_of", "cached_class_embeddings"]

@@ -9,26 +9,21 @@ A point takes the bilinear sample of that grid at its pixel.
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from relviz.errors import RelvizError, InputError
-from relviz.teacher.prompts import TEMPLATES, class_prompts
-
-
-class TeacherWeightsError(RelvizError, FileNotFoundError):
-    """The teacher's weights cannot be found or loaded; the message says how to provide them."""
+from relviz.errors import InputError
+from relviz.teacher.base import ImageTeacher, TeacherWeightsError, check_input_size
+from relviz.teacher.prompts import TEMPLATES, class_prompts, detail_prompts
 
 
 def _as_tuple(size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-class ClipTeacher:
+class ClipTeacher(ImageTeacher):
     """A frozen open_clip model used as the distillation teacher.
 
     model_name: an open_clip model (``ViT-B-16``, or ``relviz-demo-vit`` for the demo teacher).
@@ -36,6 +31,9 @@ class ClipTeacher:
         file. None is refused unless ``random_init=True`` (tests) or the built ``model`` is given.
     input_size: (height, width) the images are resized to; positional embeddings follow it.
     """
+
+    has_text = True
+    dense_path = "maskclip"
 
     def __init__(self, model_name: str = "ViT-B-16", pretrained: str | None = "openai",
                  input_size: int | tuple[int, int] = (224, 416), device: str | torch.device = "cpu",
@@ -48,7 +46,7 @@ class ClipTeacher:
                                       f"tag (e.g. 'openai') or a local weights file (random weights only with "
                                       f"random_init=True)")
 
-        self.model_name = model_name
+        self.model_name = self.name = model_name
         self.pretrained = pretrained
         self.input_size = _as_tuple(input_size)
         self.device = torch.device(device)
@@ -56,6 +54,8 @@ class ClipTeacher:
             model = _create(model_name, pretrained, self.input_size)
         self.model = model.eval().requires_grad_(False)
         if self.device.type == "cuda":
+            if identity is None:  # hashed before .half(): one cache key for the same weights on every device
+                identity = weights_identity(model_name, self.model.state_dict())
             self.model = self.model.half()
         self.model.to(self.device)
         self.tokenizer = open_clip.get_tokenizer(model_name)
@@ -63,9 +63,10 @@ class ClipTeacher:
         self.mean = torch.tensor(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
         self.patch_size = _as_tuple(visual.patch_size)
+        check_input_size(self.input_size, self.patch_size, model_name)
         self.dim = int(visual.proj.shape[1])
         self._identity = identity
-        self._lock = threading.Lock()  # one teacher may serve several app sessions
+        self._init_lock()
 
     # ---------------------------------------------------------------------------------- identity
     @property
@@ -75,29 +76,10 @@ class ClipTeacher:
             self._identity = weights_identity(self.model_name, self.model.state_dict())
         return teacher_identity(self._identity, self.input_size)
 
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return self.input_size[0] // self.patch_size[0], self.input_size[1] // self.patch_size[1]
-
-    # ------------------------------------------------------------------------------------ images
-    def preprocess(self, images) -> torch.Tensor:
-        """uint8 images [B, H, W, 3] (numpy or tensor) -> normalised float [B, 3, h, w] at input size."""
-        x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise InputError(f"images: expected uint8 [B, H, W, 3], got {tuple(x.shape)}")
-        x = x.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        if tuple(x.shape[-2:]) != self.input_size:
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        return ((x - self.mean.to(x)) / self.std.to(x)).to(next(self.model.parameters()).dtype)
-
     def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised float [B, 3, h, w] -> L2-normalised dense features [B, D, h/p, w/p]."""
         with self._lock, torch.inference_mode():
             return dense_maskclip(self.model.visual, pixels)
-
-    def image_features(self, images) -> torch.Tensor:
-        """uint8 images [B, H, W, 3] -> dense features [B, D, h/p, w/p] (float32)."""
-        return self.dense_features(self.preprocess(images)).float()
 
     # -------------------------------------------------------------------------------------- text
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
@@ -109,14 +91,24 @@ class ClipTeacher:
             return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
     def class_embeddings(self, templates: tuple[str, ...] = TEMPLATES) -> torch.Tensor:
-        """[16, D]: per merged class (1..16), the normalised mean of its detail prompts x templates."""
-        prompts = class_prompts(templates)
-        flat = [p for ps in prompts.values() for p in ps]
-        emb = self.encode_text(flat)
+        """[16, D]: per merged class (1..16), the normalised mean of its detail prompts x templates
+        (the prototypes of the "mean" prompt aggregation, and the text side of G)."""
+        return self._group_means(list(class_prompts(templates).values()))
+
+    def detail_embeddings(self, templates: tuple[str, ...] = TEMPLATES) -> torch.Tensor:
+        """[43, D]: per detail name (in ``detail_names()`` order), the normalised mean of its prompts
+        under ``templates`` (the rows of the "max" prompt aggregation). With ``OPENSCENE_TEMPLATES``
+        (one template) these are OpenScene's nuScenes text features."""
+        return self._group_means(list(detail_prompts(templates).values()))
+
+    def _group_means(self, groups: list[list[str]]) -> torch.Tensor:
+        """[G, D]: per group of prompts, the normalised mean of their normalised embeddings, all
+        groups encoded in one batch."""
+        emb = self.encode_text([p for group in groups for p in group])
         out, start = [], 0
-        for ps in prompts.values():
-            out.append(F.normalize(emb[start:start + len(ps)].mean(0), dim=0))
-            start += len(ps)
+        for group in groups:
+            out.append(F.normalize(emb[start:start + len(group)].mean(0), dim=0))
+            start += len(group)
         return torch.stack(out)
 
 
@@ -210,11 +202,50 @@ def _create(model_name: str, pretrained: str | None, input_size: tuple[int, int]
     if not looks_like_file and pretrained not in open_clip.list_pretrained_tags_by_model(model_name):
         raise TeacherWeightsError(f"{model_name} has no open_clip pretrained tag {pretrained!r}; known tags: "
                                   f"{', '.join(open_clip.list_pretrained_tags_by_model(model_name)) or 'none'}")
+    if looks_like_file:
+        model = open_clip.create_model(model_name, pretrained=None, force_image_size=input_size)
+        load_open_clip_file(model, path, model_name)
+        return model
     try:
-        return open_clip.create_model(model_name, pretrained=str(path) if looks_like_file else pretrained,
-                                      force_image_size=input_size)
-    except Exception as e:  # network errors, missing cache, incompatible file
-        source = f"file {path}" if looks_like_file else f"pretrained tag {pretrained!r}"
+        return open_clip.create_model(model_name, pretrained=pretrained, force_image_size=input_size)
+    except Exception as e:  # network errors, missing cache
         raise TeacherWeightsError(
-            f"cannot load {model_name} weights from {source}: {type(e).__name__}: {e}. On a machine without "
-            f"internet, download the weights elsewhere and pass the local file as teacher_pretrained") from e
+            f"cannot load {model_name} weights from pretrained tag {pretrained!r}: {type(e).__name__}: {e}. On a "
+            f"machine without internet, download the weights elsewhere and pass the local file as "
+            f"teacher_pretrained") from e
+
+
+def open_clip_layout(model_name: str) -> dict[str, tuple[int, ...]]:
+    """The keys and shapes of an open_clip checkpoint of ``model_name`` as published (at the image
+    size of its config): ``open_clip.create_model(model_name).state_dict()``, built on the meta
+    device (shapes only)."""
+    import open_clip
+
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in open_clip.create_model(model_name, pretrained=None, device="meta").state_dict().items()}
+
+
+def load_open_clip_file(model, path: str | Path, model_name: str) -> None:
+    """Load an open_clip checkpoint file (``open_clip_model.safetensors``, ``open_clip_pytorch_model.bin``,
+    a training checkpoint's ``{"state_dict": ...}`` with DDP's ``module.`` prefix) into ``model``,
+    after checking it key by key against :func:`open_clip_layout` (a CLIP positional embedding may be
+    saved at any patch grid); the positional embedding is then resized to ``model``'s image size as
+    open_clip does."""
+    from open_clip.model import resize_pos_embed
+
+    from relviz.teacher.weights import check_layout, read_state_dict
+
+    state = read_state_dict(path, model_name)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    layout = open_clip_layout(model_name)
+    pos = "visual.positional_embedding"
+    if pos in state and pos in layout and state[pos].ndim == 2 and state[pos].shape[1] == layout[pos][1]:
+        layout[pos] = tuple(state[pos].shape)  # saved at another image size: resized below, as open_clip does
+    check_layout(state, {f"open_clip {model_name}": layout}, path, model_name)
+    target = getattr(getattr(model, "visual", None), "positional_embedding", None)
+    if pos in state and target is not None and state[pos].shape != target.shape:
+        # CLIP's positional embedding saved at the training grid: to the input grid, as open_clip does (its
+        # resize assumes a square saved grid; a file saved at this model's own grid needs none)
+        resize_pos_embed(state, model)
+    model.load_state_dict(state, strict=True)

@@ -25,10 +25,11 @@ from PIL import Image
 from relviz.data.classes import merge_labels
 from relviz.data.nuscenes import DatasetError
 from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
+from relviz.teacher.base import DEMO_MODEL
 from relviz.teacher.clip import ClipTeacher, TeacherWeightsError, dense_maskclip, teacher_identity, weights_identity
-from relviz.teacher.prompts import DETAIL_PROMPTS, TEMPLATES
+from relviz.teacher.prompts import DEFAULT_AGGREGATION, DETAIL_PROMPTS, TEMPLATES
+from relviz.teacher.text import TextClassifier, text_classifier
 
-DEMO_MODEL = "relviz-demo-vit"
 CONFIG_DIR = Path(__file__).parent / "configs"
 REPO_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints" / "demo"
 DEMO_TEACHER_PATH = REPO_CHECKPOINTS / "teacher.safetensors"
@@ -85,26 +86,34 @@ def _random_prompts(gen: torch.Generator) -> list[str]:
     return prompts
 
 
-def pixel_predictions(teacher: ClipTeacher, images: np.ndarray, text: torch.Tensor, batch: int = 16) -> np.ndarray:
-    """Per-pixel class (1..16) of uint8 images [N, H, W, 3] by text: dense logits upsampled bilinearly."""
+def pixel_predictions(teacher: ClipTeacher, images: np.ndarray, text: torch.Tensor | TextClassifier,
+                      batch: int = 16) -> np.ndarray:
+    """Per-pixel class (1..16) of uint8 images [N, H, W, 3] by text: dense logits against the text
+    rows upsampled bilinearly, the argmax row's class. ``text``: a :class:`TextClassifier` (its
+    prompt aggregation), or [16, D] rows of the classes in order."""
+    rows, class_of_row = (text.embeddings, text.class_of_row) if isinstance(text, TextClassifier) else \
+        (text, torch.arange(1, len(text) + 1))
     out = []
     for s in range(0, len(images), batch):
         dense = teacher.image_features(images[s:s + batch])
-        logits = torch.einsum("bdhw,cd->bchw", dense, text.to(dense))
+        logits = torch.einsum("bdhw,cd->bchw", dense, rows.to(dense))
         logits = F.interpolate(logits, size=images.shape[1:3], mode="bilinear", align_corners=False)
-        out.append((logits.argmax(1) + 1).to(torch.uint8).cpu().numpy())
+        out.append(class_of_row.to(logits.device)[logits.argmax(1)].to(torch.uint8).cpu().numpy())
     return np.concatenate(out)
 
 
-def score_2d(teacher: ClipTeacher, images: np.ndarray, classes: np.ndarray) -> dict:
-    """2D zero-shot pixel scores with the 16 class prompts: mIoU and per-class IoU."""
-    pred = pixel_predictions(teacher, images, teacher.class_embeddings())
+def score_2d(teacher: ClipTeacher, images: np.ndarray, classes: np.ndarray,
+             aggregation: str = DEFAULT_AGGREGATION) -> dict:
+    """2D zero-shot pixel scores of the class list under the prompt ``aggregation``: mIoU, per-class
+    IoU and ``prompt_aggregation``. (The shipped demo teacher's recorded scores predate issue 26 and
+    name no aggregation: they were made with ``"mean"``.)"""
+    pred = pixel_predictions(teacher, images, text_classifier(teacher, aggregation))
     cm = confusion_matrix(pred, classes)
     from relviz.data.classes import CLASSES
 
     iou = iou_per_class(cm)
     return {"miou": mean_iou(cm), "per_class_iou": {CLASSES[c]: (None if np.isnan(iou[c]) else float(iou[c]))
-                                                    for c in range(1, 17)}}
+                                                    for c in range(1, 17)}, "prompt_aggregation": aggregation}
 
 
 def fixed_image() -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +187,7 @@ def train_demo_teacher(dataset: str | Path, out: str | Path = DEMO_TEACHER_PATH,
                      "batch": batch, "lr": lr, "seed": seed, "train_seconds": round(train_s, 1),
                      "final_loss": float(np.mean(history[-50:]))},
         "scores": {"mini_val_pixel_miou": val["miou"], "mini_val_per_class_iou": val["per_class_iou"],
-                   "fixed_image_pixel_miou": fixed["miou"]},
+                   "fixed_image_pixel_miou": fixed["miou"], "prompt_aggregation": val["prompt_aggregation"]},
     }
     half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     save_checkpoint(out, half, meta)

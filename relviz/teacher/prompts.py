@@ -1,11 +1,13 @@
-"""Class prompts: OpenScene's 43 nuScenes detail names mapped many-to-one onto the 16 classes; free
-text under the same templates; the words the demo teacher was trained on."""
+"""Class prompts: OpenScene's 43 nuScenes detail names mapped many-to-one onto the 16 classes; how
+a class's detail names become one decision (the prompt aggregation); free text under the same
+templates; the words the demo teacher was trained on."""
 
 from __future__ import annotations
 
 import re
 
 from relviz.data.classes import CLASSES
+from relviz.errors import InputError, shorten
 
 # merged class -> detail names (OpenScene's MAPPING_NUSCENES_DETAILS)
 DETAIL_PROMPTS: dict[str, tuple[str, ...]] = {
@@ -33,13 +35,60 @@ TEMPLATES: tuple[str, ...] = ("a {} in a scene", "a photo of a {}", "there is a 
                               "this is a {} in the scene")
 
 
+# OpenScene's nuScenes evaluation reads each detail name under this one template and no other
+# (`prompt_eng: True` in config/nuscenes/ours_openseg*.yaml -> util.util.extract_text_feature).
+OPENSCENE_TEMPLATES: tuple[str, ...] = TEMPLATES[:1]
+
+
 def class_prompts(templates: tuple[str, ...] = TEMPLATES) -> dict[str, list[str]]:
     """Every prompt of every class: details x templates."""
     return {c: [t.format(d) for d in details for t in templates] for c, details in DETAIL_PROMPTS.items()}
 
 
 def detail_names() -> list[str]:
+    """The 43 detail names in OpenScene's order (``NUSCENES_LABELS_DETAILS``), class by class."""
     return [d for details in DETAIL_PROMPTS.values() for d in details]
+
+
+def detail_prompts(templates: tuple[str, ...] = TEMPLATES) -> dict[str, list[str]]:
+    """Every prompt of every detail name (in :func:`detail_names` order): the name under each template."""
+    return {d: [t.format(d) for t in templates] for d in detail_names()}
+
+
+def detail_classes() -> list[int]:
+    """[43]: the class (1..16 in ``CLASSES``) of each detail name, in :func:`detail_names` order;
+    OpenScene's ``MAPPING_NUSCENES_DETAILS`` plus one (relviz's class 0 is ignore)."""
+    return [CLASSES.index(c) for c, details in DETAIL_PROMPTS.items() for _ in details]
+
+
+# ---------------------------------------------------------------------------- aggregation
+# How the detail names of a class become one zero-shot decision (issue #26 item 8).
+MEAN, MAX = "mean", "max"
+AGGREGATIONS: dict[str, str] = {
+    MEAN: "mean prototype: per class, the normalised mean of its detail names x templates; a point takes "
+          "the argmax over the 16 prototypes (relviz's rule before issue 26)",
+    MAX: "max over details: per detail name, the normalised mean of its templates; a point takes the argmax "
+         "over the 43 names and then that name's class (OpenScene's nuScenes evaluation)",
+}
+# OpenScene's nuScenes zero-shot numbers (run/evaluate.py with map_nuscenes_details) score the prompt
+# list as max over details: the names are alternatives for a class (a grass point should match "grass",
+# not a blend of "grass" and "sod" and "meadow"), which the mean prototype of a heterogeneous class
+# (vegetation: 8 names, terrain 6) does not express; "max" is the rule to compare with OpenScene. The
+# default stays "mean" for now, for one reason only: the analysis protocol's zero-shot mIoU (U, T, G and
+# zero-shot on one sample, relviz.eval.structure), the app's caches and every stored result are built
+# on the cached 16 class prototypes, and one default must hold everywhere; "max" there needs the 43
+# detail embeddings cached beside them (open in issue 26). Every result names its aggregation. (Not
+# chosen by which scores higher: on the demo teacher the two differ by < 0.002 mIoU, its detail names
+# within a class having cosine 0.996.)
+DEFAULT_AGGREGATION = MEAN
+
+
+def check_aggregation(aggregation: str) -> str:
+    """``aggregation`` if it is one of :data:`AGGREGATIONS`, else InputError naming the choices."""
+    if not isinstance(aggregation, str) or aggregation not in AGGREGATIONS:
+        raise InputError(f"prompt aggregation {shorten(aggregation)}: expected one of "
+                         f"{', '.join(map(repr, AGGREGATIONS))}")
+    return aggregation
 
 
 # ------------------------------------------------------------------------------- free text

@@ -57,7 +57,8 @@ class TrainConfig:
     drop_cuboids: bool = False  # drop one random box of points per keyframe (SLidR's DropCuboids)
     seed: int = 0
     val_every: int = 0  # steps; 0: at the end of every epoch
-    val_samples: int = 4  # val keyframes for U, T, G and zero-shot
+    val_scenes: int = 2  # val scenes for U, T, G and zero-shot (drawn with seed 0: the same for every run)
+    val_per_scene: int = 2  # keyframes spread over each of them
     val_per_class: int = 500
     checkpoint_every: int = 0  # steps; 0: at the end of every epoch
     log_every: int = 5
@@ -78,7 +79,8 @@ class TrainConfig:
         for name in ("lr", "width", "voxel_size", "temperature"):
             if not getattr(self, name) > 0:
                 bad(name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("epochs", "batch", "accumulate", "pairs", "val_samples", "val_per_class", "log_every"):
+        for name in ("epochs", "batch", "accumulate", "pairs", "val_scenes", "val_per_scene", "val_per_class",
+                     "log_every"):
             if getattr(self, name) < 1:
                 bad(name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("momentum", "dampening"):
@@ -106,6 +108,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def val_set(self):
+        """The validation keyframes (:class:`relviz.eval.selection.EvalSet`): ``val_scenes`` scenes x
+        ``val_per_scene`` keyframes spread over each, drawn with seed 0 for every run."""
+        from relviz.eval.selection import EvalSet
+
+        return EvalSet(self.val_scenes, self.val_per_scene, 0)
 
     @property
     def teacher_spec(self) -> TeacherSpec:
@@ -183,6 +193,9 @@ def _finite(v: float | int) -> bool:
 
 
 def from_dict(d: dict[str, Any], source: str = "config") -> TrainConfig:
+    if "val_samples" in d:
+        raise TrainConfigError(f"{source}: field 'val_samples' (the first n val keyframes) was replaced by "
+                               f"'val_scenes' and 'val_per_scene' (keyframes spread over scenes)")
     unknown = sorted(set(d) - set(_FIELDS))
     if unknown:
         raise TrainConfigError(f"{source}: unknown field(s) {', '.join(shorten(u, 40) for u in unknown[:5])}; "

@@ -58,6 +58,11 @@ def teacher_geometry(spec: TeacherSpec) -> TeacherGeometry:
         cfg = meta["model_config"]
         return TeacherGeometry("demo", int(cfg["embed_dim"]), _pair(meta["input_size"]),
                                _pair(cfg["vision_cfg"]["patch_size"]), sum(v.numel() for v in state.values()))
+    from relviz.teacher.registry import STATIC
+
+    entry = STATIC.get(spec.name)
+    if entry is not None and entry.family not in ("demo", "clip"):  # DINOv2 (timm) and registered others
+        return TeacherGeometry(spec.name, entry.dim, entry.input_size, (entry.patch, entry.patch), None)
     import open_clip
     from open_clip.model import CLIP, CustomTextCLIP
 
@@ -157,7 +162,8 @@ def estimate(cfg: TrainConfig, dataroot: Path, cache_dir: Path, world: int = 1, 
                            "keyframes_per_step": cfg.batch * cfg.accumulate * world, "teacher": geometry.as_dict()}
     try:
         train = _keyframes(cfg, dataroot, cfg.split, cache_dir)
-        val = _keyframes(cfg, dataroot, cfg.val_split, cache_dir)[:cfg.val_samples]  # what validation reads
+        val_all = _keyframes(cfg, dataroot, cfg.val_split, cache_dir)
+        val = [val_all[i] for i in cfg.val_set.keyframes([k["scene"] for k in val_all])]  # what validation reads
     except RelvizError as e:
         train = val = None
         out["dataset_error"] = str(e)

@@ -130,6 +130,37 @@ class RunDir:
 
 
 
+def log_line(record: dict) -> str | None:
+    """The line a person reads in ``train.log`` for an event record (None for events it leaves to
+    the events file): one per logged step with its loss, learning rate, speed and time left, one per
+    validation with U, T, G and zero-shot mIoU, and the phases, checkpoints and the end."""
+    e = record.get("event")
+    if e == "step":
+        eta = record.get("eta_s")
+        left = "" if eta is None else f"  eta {int(eta) // 60} min {int(eta) % 60:02d} s"
+        return (f"step {record['step']}/{record.get('total_steps', '?')}  loss {record['loss']:.4f}  "
+                f"lr {record['lr']:.4g}  {record.get('it_s', 0):.2f} steps/s{left}")
+    if e == "val":
+        parts = [f"{name} {record[key]:.3f}" for key, name in (("uniformity", "U"), ("tolerance", "T"), ("gap", "G"),
+                                                                ("zeroshot_miou", "zero-shot mIoU"))
+                 if isinstance(record.get(key), (int, float))]
+        return f"validation at step {record['step']}: " + ", ".join(parts)
+    if e == "phase":
+        return f"phase: {record.get('phase')}" + (f" (step {record['step']})" if "step" in record else "")
+    if e == "checkpoint":
+        return f"checkpoint at step {record.get('step')}"
+    if e in ("done", "failed", "cancelled"):
+        return f"{e}" + (f": {record['error']}" if record.get("error") else "")
+    return None
+
+
+def stdout_log(record: dict) -> None:
+    """An events sink printing :func:`log_line` to stdout (the job's ``train.log``), flushed per line."""
+    line = log_line(record)
+    if line is not None:
+        print(line, flush=True)
+
+
 def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict], int]:
     """Events after byte ``offset`` and the new offset (a partial last line is left for later)."""
     path = Path(path)

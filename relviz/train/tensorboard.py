@@ -18,7 +18,7 @@ from relviz.files import atomic_path
 
 # per event: fields that index or describe the event rather than measure something
 _NOT_SCALARS = {"step": {"step", "epoch", "total_steps", "eta_s"},
-                "val": {"step", "val_samples", "sample_size"}}
+                "val": {"step", "val_keyframes", "val_scenes", "sample_size"}}
 _RENAMED = {"it_s": "steps_per_s"}  # the throughput, named for a reader
 _PER_CLASS = ("tolerance_per_class", "zeroshot_iou")  # {class index: value} fields of validation
 _FLUSH_ON = {"val", "checkpoint", "done", "failed", "cancelled"}

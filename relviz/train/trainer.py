@@ -34,7 +34,7 @@ from relviz.teacher import FeatureCache, teacher_for_training
 from relviz.train.config import TrainConfig, TrainConfigError
 from relviz.train.loader import MicroBatches, StepKeys, end_workers, micro_batch_loader, resolve_workers
 from relviz.train.tensorboard import TensorBoardSink, write_projector
-from relviz.train.rundir import EventLog, Heartbeat, RunDir, read_events  # noqa: F401 (read_events re-exported)
+from relviz.train.rundir import EventLog, Heartbeat, RunDir, read_events, stdout_log  # noqa: F401 (read_events re-exported)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,7 +76,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.layout.checkpoints.mkdir(exist_ok=True)
         self.events = EventLog(self.layout.events, enabled=self.rank == 0,  # TensorBoard reads the same events
-                               sinks=[TensorBoardSink(self.layout.tensorboard)] if self.rank == 0 else [])
+                               sinks=[TensorBoardSink(self.layout.tensorboard), stdout_log] if self.rank == 0 else [])
         self.stop_requested = False  # set by a signal
         self.stopped = False  # what the ranks agreed on: the run ends as cancelled
 
@@ -157,7 +157,8 @@ class Trainer:
                 "loss": self.cfg.loss, "teacher": {"name": self.cfg.teacher, "identity": self.teacher.identity,
                                                     "dim": self.teacher.dim},
                 "voxelization": {"voxel_size": self.cfg.voxel_size, "cylindrical": self.cfg.cylindrical},
-                "training": self.cfg.to_dict(), "step": step, "epoch": step // self.steps_per_epoch,
+                "training": self.cfg.to_dict(), "step": step, "total_steps": self.total_steps,
+                "epoch": step // self.steps_per_epoch,
                 "world_size": self.world, "metrics": metrics or {}}
 
     def save(self, step: int, metrics: dict | None = None) -> None:
@@ -229,10 +230,13 @@ class Trainer:
 
         if self.rank == 0:
             missing = []  # (dataset, camera token) of every image without cached features
-            splits = [(self.val_ds, self.cfg.val_samples)] if self.online else \
-                [(self.train_ds, len(self.train_ds)), (self.val_ds, self.cfg.val_samples)]
-            for ds, limit in splits:
-                for keyframe in ds.keyframes[:limit]:
+            from relviz.eval.structure import evaluation_keyframes
+
+            validated = [self.val_ds.keyframes[i] for i in evaluation_keyframes(self.val_ds, self.cfg.val_set)[0]]
+            splits = [validated] if self.online else [self.train_ds.keyframes, validated]
+            for keyframes in splits:
+                for keyframe in keyframes:
+                    ds = self.val_ds if keyframes is validated else self.train_ds
                     missing += [(ds, cam["token"]) for cam in keyframe["cameras"].values()
                                 if not self.cache.path(cam["token"]).is_file()]
             self.events.write("prepare", done=0, total=len(missing))  # the count is known before the first chunk
@@ -254,7 +258,7 @@ class Trainer:
         self.model.eval()
         try:
             return structure_and_zeroshot(
-                self.model, self.teacher, self.cache, self.val_ds, n_samples=self.cfg.val_samples,
+                self.model, self.teacher, self.cache, self.val_ds, self.cfg.val_set,
                 per_class=self.cfg.val_per_class, seed=self.cfg.seed, device=self.device,
                 on_features=lambda val: write_projector(self.layout.tensorboard, val, self._step, seed=self.cfg.seed))
         finally:

@@ -11,7 +11,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from relviz.data.classes import CLASSES
-from relviz.eval.report import METRICS, format_value
+from relviz.eval.report import METRICS, format_p, format_value, stored_differences
 
 
 def comparison_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
@@ -21,6 +21,19 @@ def comparison_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
                          for r in rows])
 
 
+def difference_frame(results: Mapping[str, Mapping]) -> pd.DataFrame:
+    """Paired differences of every two students (:func:`relviz.eval.report.stored_differences`):
+    a - b with its interval over scenes, raw and Holm-adjusted p and the verdict; with too few scenes
+    each scene's difference instead."""
+    def per_scene(r):
+        return "" if r["per_scene"] is None else ", ".join(format_value(v, signed=True) for v in r["per_scene"])
+
+    return pd.DataFrame([{"a - b": f"{r['a']} - {r['b']}", "metric": r["metric"],
+                          "difference": format_value(r["value"], r["low"], r["high"], signed=True),
+                          "p": format_p(r["p"]), "p (Holm)": format_p(r["p_holm"]),
+                          "verdict": r["verdict"], "per scene": per_scene(r)} for r in stored_differences(results)])
+
+
 def per_class_figure(results: Mapping[str, Mapping], key: str, title: str, y: str) -> go.Figure:
     """Grouped bars of a per-class result (``results[label][key]``: class index -> value)."""
     frame = pd.DataFrame([{"checkpoint": label, "class": CLASSES[int(c)], y: v}
@@ -28,4 +41,4 @@ def per_class_figure(results: Mapping[str, Mapping], key: str, title: str, y: st
     return px.bar(frame, x="class", y=y, color="checkpoint", barmode="group", title=title)
 
 
-__all__ = ["comparison_frame", "per_class_figure"]
+__all__ = ["comparison_frame", "difference_frame", "per_class_figure"]

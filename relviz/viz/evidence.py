@@ -11,34 +11,36 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from relviz.data.classes import CLASSES
+from relviz.eval.evidence import format_coefficient
 
 
 def gap_scatter(evidence: Mapping, measure: str, performance: str) -> go.Figure:
     """One point per checkpoint of :func:`relviz.eval.evidence.gap_vs_performance`: ``measure``
-    against ``performance``, titled with Pearson's r and its interval."""
+    against ``performance``, titled with Pearson's r over configurations and its interval (where one
+    can exist at that n)."""
     rows = [m for m in evidence["measures"] if m[performance] is not None]
     frame = pd.DataFrame({"checkpoint": [m["checkpoint"] for m in rows], measure: [m[measure] for m in rows],
                           performance: [m[performance] for m in rows]})
     c = next(x for x in evidence["correlations"] if x["measure"] == measure and x["performance"] == performance)
     title = f"{measure} vs {performance}"
     if c.get("pearson"):
-        p = c["pearson"]
-        title += f": Pearson r = {p['r']:.2f} [{p['low']:.2f}, {p['high']:.2f}], n = {c['n']}"
+        title += f": Pearson r = {format_coefficient(c['pearson'], 'r')}, n = {c['n']} configurations"
     return px.scatter(frame, x=measure, y=performance, text="checkpoint", title=title).update_traces(
         textposition="top center")
 
 
 def correlation_frame(evidence: Mapping) -> pd.DataFrame:
-    """The correlations as a table: measure, performance, n, Pearson and Spearman with intervals."""
-    def cell(c, name):
-        x = c.get(name)
-        if not x:
-            return "-"
-        p = "" if x.get("p") is None else f" (p {x['p']:.2g})"
-        return f"{x.get('r', x.get('rho')):+.2f} [{x['low']:+.2f}, {x['high']:+.2f}]{p}"
+    """The correlations as a table: measure, performance, n (configurations), Pearson and Spearman
+    with intervals and permutation p where they can exist at that n, the within-configuration r, and
+    the reason when no interval or p is printed."""
+    def within(c):
+        w = c.get("within")
+        return "-" if not w or w.get("r") is None else f"{w['r']:+.2f} (n={w['n']} runs)"
 
-    return pd.DataFrame([{"gap measure": c["measure"], "performance": c["performance"], "n": c["n"],
-                          "Pearson r [95%]": cell(c, "pearson"), "Spearman ρ [95%]": cell(c, "spearman")}
+    return pd.DataFrame([{"gap measure": c["measure"], "performance": c["performance"], "n (configurations)": c["n"],
+                          "Pearson r [95%]": format_coefficient(c.get("pearson"), "r"),
+                          "Spearman ρ [95%]": format_coefficient(c.get("spearman"), "rho"),
+                          "within a configuration": within(c), "note": c.get("note") or ""}
                          for c in evidence["correlations"]])
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pandas as pd
 import plotly.graph_objects as go
 
-from relviz.eval.report import FEWSHOT_METHODS, format_mean_pm, parse_fewshot_metric
+from relviz.eval.report import FEWSHOT_METHODS, NOT_FOR_TEACHER, format_mean_pm, format_p, parse_fewshot_metric
 from relviz.viz.fewshot import label_efficiency_curves
 from relviz.viz.training import validation_figure
 
@@ -25,9 +25,18 @@ def report_frame(report: Mapping) -> pd.DataFrame:
     teacher = (report.get("teacher") or {}).get("structure")
     if teacher:
         rows.append({"cell": "teacher (2D, paired points)", "seeds": None,
-                     **{report["headings"][m]: f"{teacher[m]:.3f}" if m in teacher else "-" for m in report["metrics"]}})
+                     **{report["headings"][m]: f"{teacher[m]:.3f}" if m in teacher and m not in NOT_FOR_TEACHER
+                        and teacher[m] is not None else "-" for m in report["metrics"]}})
     frame = pd.DataFrame(rows)
     return frame.astype({"seeds": "Int64"}) if len(frame) else frame  # the teacher's row has none: <NA>, not 3.0
+
+
+def claims_frame(claims: list[Mapping]) -> pd.DataFrame:
+    """The claims family: claim, verdict, evidence, raw p, Holm-adjusted p, sign-flip p, the test."""
+    return pd.DataFrame([{"claim": c["claim"], "verdict": c["verdict"], "evidence": c["evidence"],
+                          "p": format_p(c.get("p")), "p (Holm)": format_p(c.get("p_holm")),
+                          "p sign-flip (seeds)": format_p(c.get("p_sign")), "test": c.get("test", "-")}
+                         for c in claims])
 
 
 def differences_frame(report: Mapping) -> pd.DataFrame:

@@ -13,13 +13,17 @@ from relviz.eval.report import FEWSHOT_METHODS
 from relviz.viz.training import run_color
 
 FEWSHOT_DASH = {"linear_probe": "dash", "finetune": "solid"}
-CURVE_COLUMNS = ["curve", "method", "fraction", "mean", "low", "high", "n"]
+CURVE_COLUMNS = ["curve", "method", "fraction", "mean", "low", "high", "n", "labelled", "no_interval"]
 
 
 def checkpoint_label_efficiency(results: Mapping[str, Mapping]) -> pd.DataFrame:
     """One row per checkpoint, method and fraction (:data:`CURVE_COLUMNS`; ``mean`` is the mIoU on
-    every val keyframe, ``low``/``high`` its 95% bootstrap interval over them, ``n`` the keyframes),
-    from few-shot jobs' results (curve name -> :func:`relviz.jobs.fewshot.read_result`)."""
+    every val keyframe over the fixed class list, ``low``/``high`` its 95% bootstrap interval over the
+    val scenes, ``no_interval`` why there is none (fewer than 10 scenes), ``n`` the keyframes,
+    ``labelled`` the frames actually labelled against the fraction asked), from few-shot jobs'
+    results (curve name -> :func:`relviz.jobs.fewshot.read_result`)."""
+    from relviz.eval.fewshot import describe_selection
+
     rows = []
     for curve, result in results.items():
         for run in result["runs"]:
@@ -28,7 +32,9 @@ def checkpoint_label_efficiency(results: Mapping[str, Mapping]) -> pd.DataFrame:
                 interval = r.get("miou_interval") or {}
                 rows.append({"curve": curve, "method": method, "fraction": run["fraction"], "mean": r["miou"],
                              "low": interval.get("low"), "high": interval.get("high"),
-                             "n": len(r["confusion_per_frame"])})
+                             "n": len(r["confusion_per_frame"]), "labelled": describe_selection(r),
+                             "no_interval": r.get("interval_refused", "intervals over keyframes (before scenes)")
+                             if not interval else None})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
@@ -57,12 +63,17 @@ def label_efficiency_curves(frame: pd.DataFrame, y_title: str = "few-shot mIoU")
 
 def finetune_minus_probe_frame(results: Mapping[str, Mapping]) -> pd.DataFrame:
     """Per checkpoint and fraction: fine-tuned minus linear-probe mIoU on the same val keyframes, its
-    paired 95% bootstrap interval and whether it excludes 0 (columns checkpoint, fraction,
-    difference, low, high, significant; None where fewer than 2 keyframes allow no interval)."""
+    paired 95% bootstrap interval over the val scenes and whether it excludes 0; with fewer than 10
+    scenes no interval, each scene's difference and the reason (columns checkpoint, fraction,
+    difference, low, high, significant, per_scene, no_interval)."""
     rows = []
     for curve, result in results.items():
         for run in result["runs"]:
             d = run.get("finetune_minus_probe") or {}
+            per_scene = d.get("per_scene")
             rows.append({"checkpoint": curve, "fraction": run["fraction"], "difference": d.get("value"),
-                         "low": d.get("low"), "high": d.get("high"), "significant": d.get("significant")})
-    return pd.DataFrame(rows, columns=["checkpoint", "fraction", "difference", "low", "high", "significant"])
+                         "low": d.get("low"), "high": d.get("high"), "significant": d.get("significant"),
+                         "per_scene": None if per_scene is None else ", ".join(f"{v:+.3f}" for v in per_scene),
+                         "no_interval": d.get("interval_refused")})
+    return pd.DataFrame(rows, columns=["checkpoint", "fraction", "difference", "low", "high", "significant",
+                                       "per_scene", "no_interval"])

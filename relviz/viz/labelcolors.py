@@ -12,18 +12,43 @@ import numpy as np
 from relviz.data.classes import CLASS_COLORS
 from relviz.errors import InputError
 
-# the 16 class colours first (so a class name keeps its nuScenes colour), then plotly's Dark24 and
-# Alphabet qualitative palettes: 66 distinct colours, more than relviz.eval.zeroshot.MAX_QUERIES
-_EXTRA = ("#2E91E5 #E15F99 #1CA71C #FB0D0D #DA16FF #222A2A #B68100 #750D86 #EB663B #511CFB #00A08B #FB00D1 "
-          "#FC0080 #B2828D #6C7C32 #778AAE #862A16 #A777F1 #620042 #1616A7 #DA60CA #6C4516 #0D2A63 #AF0038 "
-          "#AA0DFE #3283FE #85660D #782AB6 #565656 #1C8356 #16FF32 #F7E1A0 #E2E2E2 #1CBE4F #C4451C #DEA0FD "
-          "#FE00FA #325A9B #FEAF16 #F8A19F #90AD1C #F6222E #1CFFCE #2ED9FF #B10DA1 #C075A6 #FC1CBF #B00068 "
-          "#FBE426 #FA0087").split()
-PALETTE = np.concatenate([CLASS_COLORS[1:], np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in _EXTRA],
-                                                     dtype=np.uint8)])
 UNASSIGNED_RGB = np.array([150, 150, 150], dtype=np.uint8)  # points that match no query
 SELECTED_RGB = np.array([255, 0, 255], dtype=np.uint8)  # points of a box or lasso selection (no palette has it)
 IGNORED_RGB = np.array([200, 200, 200], dtype=np.uint8)  # points without a ground-truth class (errors view)
+EXTRA_COLORS = 50  # colours for free-text queries beside the 16 class colours: 66 > relviz.eval.zeroshot.MAX_QUERIES
+
+
+def lab(rgb: np.ndarray) -> np.ndarray:
+    """CIE L*a*b* (D65) of sRGB colours uint8 [..., 3] -> float64 [..., 3] (the sRGB and CIE formulas)."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = c @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]])
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def distinct_colors(reserved: np.ndarray, n: int, levels: int = 16) -> np.ndarray:
+    """``n`` colours uint8 [n, 3] picked greedily from an RGB grid of ``levels``^3, each the farthest
+    (CIE76 distance in L*a*b*) from every ``reserved`` colour [R, 3] and every colour picked before it:
+    free-text query colours that no class colour, selection or grey on screen can be mistaken for."""
+    axis = np.linspace(0, 255, levels).round().astype(np.uint8)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    grid_lab = lab(grid)
+    nearest = np.min(np.linalg.norm(grid_lab[:, None] - lab(reserved)[None], axis=-1), axis=1)
+    picked = []
+    for _ in range(n):
+        i = int(np.argmax(nearest))
+        picked.append(grid[i])
+        nearest = np.minimum(nearest, np.linalg.norm(grid_lab - grid_lab[i], axis=-1))
+    return np.array(picked, dtype=np.uint8)
+
+
+# the 16 class colours first (so a class name keeps its nuScenes colour), then colours far from all of
+# them and from the greys and the selection colour (a query once got a green next to vegetation's)
+SCREEN_COLORS = np.concatenate([CLASS_COLORS[1:], np.stack([UNASSIGNED_RGB, SELECTED_RGB, IGNORED_RGB]),
+                                np.array([[255, 255, 255], [0, 0, 0]], dtype=np.uint8)])
+PALETTE = np.concatenate([CLASS_COLORS[1:], distinct_colors(SCREEN_COLORS, EXTRA_COLORS)])
 HEAT_LEVELS = 64
 
 
@@ -135,3 +160,18 @@ def similarity_coloring(similarity: np.ndarray, levels: int = HEAT_LEVELS) -> Co
 def hex_colors(table: np.ndarray) -> list[str]:
     """``#rrggbb`` strings of a colour table [T, 3]."""
     return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in np.asarray(table, dtype=np.uint8).tolist()]
+
+
+def app_icon(size: int = 64):
+    """The app's tab icon, drawn here (a PIL image the app serves itself): three points in the car,
+    vegetation and driveable-surface colours on a dark disc."""
+    from PIL import Image, ImageDraw
+
+    icon = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.ellipse((0, 0, size - 1, size - 1), fill=(34, 34, 44, 255))
+    r = size // 8
+    for (x, y), c in zip(((0.32, 0.62), (0.5, 0.32), (0.68, 0.62)), (4, 16, 11)):
+        cx, cy = int(x * size), int(y * size)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(v) for v in CLASS_COLORS[c]) + (255,))
+    return icon

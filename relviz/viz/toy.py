@@ -1,5 +1,6 @@
 """Figures of the toy experiment: outputs on the sphere at chosen iterations, U and T over training
-(the paper's figure), final values over seeds, and the text of a progress bar."""
+(the paper's figure), judged values over seeds, where the paper's ordering holds over predictability
+x iterations, and the text of a progress bar."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from relviz.toy import ToyResult, ToySweep
+from relviz.toy import PredictabilitySweep, ToyResult, ToySweep
 
 LOSS_COLORS = {"contrastive": "#d62728", "similarity": "#1f77b4", "relational": "#2ca02c", "source": "#444"}
 _CLUSTER_COLORS = ("#1f77b4", "#2ca02c", "#d62728")
@@ -67,9 +68,9 @@ def toy_history_figure(result: ToyResult) -> go.Figure:
 
 
 def toy_sweep_figure(sweep: ToySweep) -> go.Figure:
-    """Final U (left) and T (right) of the source and each loss, one point per seed, a line joining
+    """Judged U (left) and T (right) of the source and each loss, one point per seed, a line joining
     the values of one seed (the comparisons are paired: one seed, one source sample)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"final {sym} over seeds" for _, sym in _METRICS])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"judged {sym} over seeds" for _, sym in _METRICS])
     names = list(sweep.summaries[0])
     for col, (metric, _) in enumerate(_METRICS, start=1):
         for seed, summary in zip(sweep.seeds, sweep.summaries):
@@ -81,6 +82,29 @@ def toy_sweep_figure(sweep: ToySweep) -> go.Figure:
                                      text=[f"seed {s}" for s in sweep.seeds],
                                      marker=dict(color=LOSS_COLORS.get(name), size=8)), row=1, col=col)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def toy_predictability_figure(sweep: PredictabilitySweep, claim: str = "ordering") -> go.Figure:
+    """One heatmap per setup: the share of seeds giving ``claim`` per predictability (rows) and
+    iterations (columns), each cell labelled 'k/n' and its 95% Clopper-Pearson interval on hover."""
+    rows = sweep.table(claim)
+    fig = make_subplots(rows=1, cols=len(sweep.setups), subplot_titles=sweep.setups, shared_yaxes=True)
+    columns = [str(h) for h in sweep.horizons]  # categories: the horizons are not evenly spaced
+    ylabels = [f"{p:g}" for p in sweep.predictabilities]
+    for col, setup in enumerate(sweep.setups, start=1):
+        cell = {(r["predictability"], r["iteration"]): r for r in rows if r["setup"] == setup}
+        grid = [[cell[p, h] for h in sweep.horizons] for p in sweep.predictabilities]
+        fig.add_trace(go.Heatmap(
+            z=[[c["rate"] for c in line] for line in grid], x=columns, y=ylabels, zmin=0, zmax=1,
+            colorscale="RdBu", showscale=col == 1, colorbar=dict(title="share of seeds"),
+            text=[[f"{c['held']}/{c['seeds']}" for c in line] for line in grid], texttemplate="%{text}",
+            customdata=[[[c["low"], c["high"], c["verdict"]] for c in line] for line in grid],
+            hovertemplate="R^2 %{y}, iteration %{x}: %{text} seeds<br>95% interval %{customdata[0]:.2f}-"
+                          "%{customdata[1]:.2f}: %{customdata[2]}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text="iteration", type="category", row=1, col=col)
+    fig.update_yaxes(title_text="predictability (R^2)", type="category", row=1, col=1)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 

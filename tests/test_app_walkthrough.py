@@ -1,0 +1,98 @@
+"""The walkthrough's bugs (issue 33), each with a test that fails before its fix: a partial run's
+checkpoint marked as such everywhere and left out of the evidence unless chosen, and a link naming
+one checkpoint several times."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def _partial_run(home: Path, step: int = 3, total: int = 10) -> Path:
+    """A run that stopped at ``step`` of ``total``: its last checkpoint, no final one."""
+    from relviz.models import build_minkunet
+    from relviz.models.checkpoint import save_checkpoint
+    from relviz.teacher.demo import load_demo_teacher
+    from relviz.train.rundir import RunDir
+
+    torch.manual_seed(5)
+    model = build_minkunet("MinkUNet14", out_channels=load_demo_teacher().dim, width=0.125, backend="torch")
+    run = RunDir(home / "runs" / "cancelled-run")
+    save_checkpoint(run.last, model, {"kind": "student", "architecture": model.config.to_dict(),
+                                      "loss": "contrastive", "step": step, "total_steps": total})
+    return run.last
+
+
+def test_a_partial_run_is_marked_in_its_label_and_on_home(cold_app_workspace):
+    from relviz.config import load_settings
+    from relviz.workspace import student_checkpoints
+
+    _partial_run(cold_app_workspace)
+    infos = {c.path.parents[1].name if c.partial else c.label: c for c in student_checkpoints(load_settings())}
+    partial = infos["cancelled-run"]
+    assert partial.label == "cancelled-run (partial, step 3/10)"
+    assert partial.partial == "stopped at step 3 of 10 (the run did not finish)"
+    assert all(c.partial is None for name, c in infos.items() if name != "cancelled-run")
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value if "checkpoint" in at.dataframe[0].value else at.dataframe[1].value
+    row = table.set_index("checkpoint").loc["cancelled-run (partial, step 3/10)"]
+    assert row["status"] == "partial: stopped at step 3 of 10 (the run did not finish)"
+    assert "cancelled-run (partial, step 3/10)" not in at.multiselect(key="home_active").options
+
+
+def test_evidence_leaves_a_partial_run_out_unless_chosen(app_workspace):
+    _partial_run(app_workspace)
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.switch_page("app_pages/evidence.py").run()
+    assert not at.exception, at.exception
+    toggle = at.toggle(key="ev_partial")
+    assert toggle.value is False and "cancelled-run (partial, step 3/10)" in toggle.help
+    assert "cancelled-run (partial, step 3/10)" not in at.selectbox(key="ev_student").options
+
+
+@pytest.mark.parametrize("link", ["relational,relational,relational,relational,relational",
+                                  "relational,similarity,relational"])
+def test_a_link_naming_a_checkpoint_twice_lists_it_once(app_workspace, link):
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.switch_page("app_pages/compare.py")
+    at.query_params["ckpts"] = link
+    at.run()
+    assert not at.exception, at.exception
+    chosen = at.multiselect(key="cmp_ckpts").value
+    assert chosen == list(dict.fromkeys(link.split(",")))
+
+
+def test_free_text_query_colours_stay_far_from_every_colour_on_screen():
+    """A free-text query once got rgb(28,167,28) beside vegetation's rgb(0,175,0) (CIE76 distance 9):
+    every query colour is now at least 20 from every class colour, the greys, the selection colour and
+    every other query colour. L*a*b* against the CIE reference values of sRGB red and white."""
+    import numpy as np
+
+    from relviz.viz.labelcolors import PALETTE, SCREEN_COLORS, lab, stable_colors
+
+    # the sRGB matrix to 4 decimals (IEC 61966-2-1) puts b* within 0.05 of the reference
+    assert lab(np.array([255, 0, 0])) == pytest.approx([53.24, 80.09, 67.20], abs=0.05)
+    assert lab(np.array([255, 255, 255])) == pytest.approx([100.0, 0.0, 0.0], abs=0.05)
+    assert np.linalg.norm(lab(np.array([28, 167, 28])) - lab(np.array([0, 175, 0]))) < 10  # the bug's pair
+    queries = lab(PALETTE[16:])
+    assert np.linalg.norm(queries[:, None] - lab(SCREEN_COLORS)[None], axis=-1).min() >= 20
+    between = np.linalg.norm(queries[:, None] - queries[None], axis=-1)
+    assert between[~np.eye(len(queries), dtype=bool)].min() >= 20
+    # the walkthrough's five queries: the three free-text ones get query colours, the two mapped ones class colours
+    colours = stable_colors(["ambulance", "wet road", "a person walking a dog", "tree", "car"], [0, 0, 0, 16, 4])
+    assert [c >= 16 for c in colours] == [True, True, True, False, False]
+
+
+def test_home_and_zero_shot_say_plainly_that_the_demo_teacher_is_not_clip(cold_app_workspace):
+    from relviz.viz.explain import DEMO_TEACHER_NOTE
+
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert any(i.value == DEMO_TEACHER_NOTE for i in at.info)
+    assert "not CLIP" in DEMO_TEACHER_NOTE and "ambulance" in DEMO_TEACHER_NOTE
+    source = (Path(APP).parent / "app_pages" / "zeroshot.py").read_text()
+    assert "st.info(explain.DEMO_TEACHER_NOTE)" in source  # the same note, first thing on the Zero-shot page
