@@ -29,6 +29,27 @@ def atomic_path(path: str | Path) -> Iterator[str]:
         raise
 
 
+@contextmanager
+def new_folder(path: str | Path) -> Iterator[Path]:
+    """Write a folder that must not exist yet: the block fills a temporary folder beside it, renamed to
+    ``path`` when the block ends; on any error (or a kill before the rename) nothing is at ``path``."""
+    import shutil
+
+    from relviz.errors import OutputExistsError
+
+    path = Path(path)
+    if path.exists():
+        raise OutputExistsError(f"{path} already exists; choose a new folder or remove it first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def read_json(path: str | Path) -> Any | None:
     """The JSON value in ``path``, or None when the file is missing or damaged (a cache entry that
     its owner recomputes)."""

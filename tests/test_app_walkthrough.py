@@ -96,3 +96,23 @@ def test_home_and_zero_shot_say_plainly_that_the_demo_teacher_is_not_clip(cold_a
     assert "not CLIP" in DEMO_TEACHER_NOTE and "ambulance" in DEMO_TEACHER_NOTE
     source = (Path(APP).parent / "app_pages" / "zeroshot.py").read_text()
     assert "st.info(explain.DEMO_TEACHER_NOTE)" in source  # the same note, first thing on the Zero-shot page
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--version", "v1.0-trainval", "--scenes", "0"], "scenes must be in \\[2, 850\\]"),
+    (["--version", "v1.0-trainval", "--scenes", "-3"], "scenes must be in \\[2, 850\\]"),
+    (["--samples-per-scene", "0"], "samples_per_scene must be in \\[2, 40\\]"),
+    (["--beams", "0"], "beams must be in \\[2, 128\\]"),
+    (["--workers", "0"], "--workers must be >= 1"),
+])
+def test_synth_refuses_zero_and_negative_counts(tmp_path, args, message):
+    """`--scenes 0` once wrote 20 scenes (0 read as "the default"): every count is checked, one line, exit 2."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from relviz.cli import app
+
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "out"), *args], env={"RELVIZ_HOME": str(tmp_path)})
+    assert result.exit_code == 2 and re.search(message, result.output), result.output
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -460,8 +460,8 @@ def test_hostile_queries_in_the_app(app_workspace):
 
 
 HOSTILE_URLS = [
-    ("app_pages/structure.py", {"n": "abc"}, "`n` = 'abc' ignored"),
-    ("app_pages/structure.py", {"n": "99"}, "`n` = '99' ignored: expected a whole number from 1 to 16"),
+    ("app_pages/structure.py", {"k": "abc"}, "`k` = 'abc' ignored"),
+    ("app_pages/structure.py", {"k": "99"}, "`k` = '99' ignored: expected a whole number from 1 to 8"),
     ("app_pages/structure.py", {"seed": "-5"}, "`seed` = '-5' ignored"),
     ("app_pages/zeroshot.py", {"sample": "abc"}, "`sample` = 'abc' ignored"),
     ("app_pages/zeroshot.py", {"sample": "-1"}, "`sample` = '-1' ignored"),

@@ -203,9 +203,17 @@ def test_comparison_rows_carry_values_intervals_and_samples():
     assert (rows[0]["uniformity"], rows[0]["uniformity_low"], rows[0]["uniformity_high"]) == (1.5, 1.49, 1.51)
     few = entries[0]["fewshot"]
     assert rows[1]["uniformity_low"] is None and rows[1]["fewshot_miou"] is None
-    assert rows[0]["fewshot_miou"] == few["miou"] and few["miou_interval"] is not None
-    assert (rows[0]["fewshot_miou_low"], rows[0]["fewshot_miou_high"]) == (few["miou_interval"]["low"],
-                                                                           few["miou_interval"]["high"])
+    # two frames of unknown scenes: no interval (the reason is in the result); with their scenes, 12 of them,
+    # the interval over scenes is the row's
+    assert rows[0]["fewshot_miou"] == few["miou"] and few["miou_interval"] is None and few["interval_refused"]
+    assert rows[0]["fewshot_miou_low"] is None
+    pick = np.random.default_rng(0).integers(0, 2, 24)  # scenes of two frames each, a and b mixed differently
+    frames = np.stack([(confusion_a, confusion_b)[i] for i in pick])
+    scored = segmentation_scores(frames, scenes=np.repeat(np.arange(12), 2))
+    entries[0]["fewshot"] = {**entries[0]["fewshot"], **scored}
+    rows = comparison_rows(entries, _structure(1.54, 0.73, 0.0, 0.5))
+    assert scored["miou_interval"]["n"] == 12 and (rows[0]["fewshot_miou_low"], rows[0]["fewshot_miou_high"]) == (
+        scored["miou_interval"]["low"], scored["miou_interval"]["high"])
     assert rows[0]["fewshot_miou_low"] < rows[0]["fewshot_miou_high"]
     assert "3,000 points: up to 500 per class (seed 0)" in rows[0]["sample"]["uniformity"]
     assert "1% of the training frames (2 frames)" in rows[0]["sample"]["fewshot_miou"]

@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = {"dataset", "environment", "cuda_tests", "autocast_student_on_cpu", "sparse_timing", "slidr_step"}
 
-pytestmark = pytest.mark.slow  # one dry run, about 30 s of CPU, shared by the tests below
+# one dry run, about 30 s of CPU, shared by the tests below: in one test process (xdist group), not once in each
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gpu_check")]
 
 
 @pytest.fixture(scope="module")

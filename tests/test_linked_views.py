@@ -54,7 +54,8 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
 
     from relviz.config import load_settings
     from relviz.data.classes import CLASSES
-    from relviz.workspace import class_embeddings, metric_sample, structure, student_checkpoints, val_features
+    from relviz.workspace import (DEFAULT_EVAL_SET, class_embeddings, metric_sample, structure, student_checkpoints,
+                                  val_features)
 
     from test_app import APP
 
@@ -66,7 +67,11 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     info = {c.label: c for c in student_checkpoints(s)}["test-relational"]
     root = s.dataset_root("synthetic-mini")
     # the page has stored all of these: no loader is called
-    val, metrics = val_features(s, root, info, 4, _fail), structure(s, root, info, 4, 500, 0, _fail)
+    # the default evaluation set: 2 keyframes of each of the 2 scenes, every keyframe of this small split, so
+    # the positions in the selection are the split's indices
+    val, metrics = (val_features(s, root, info, DEFAULT_EVAL_SET, _fail),
+                    structure(s, root, info, DEFAULT_EVAL_SET, 500, 0, _fail))
+    assert val["keyframe_index"].tolist() == [0, 1, 2, 3]
     keyframe, _ = sample_locations(val, sample_indices(val, metrics))
     last = int(keyframe.max())  # select three points of the last keyframe: the scene goes there
     chosen = torch.nonzero(keyframe == last).flatten()[:3].tolist()

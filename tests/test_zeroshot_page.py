@@ -171,6 +171,7 @@ def test_class_names_use_the_cached_class_rows_and_free_text_the_teacher():
     class Encoder:
         identity = "fake-encoder-for-test"
         calls: list[list[str]] = []
+        _group_means = ClipTeacher._group_means  # ClipTeacher's own averaging over a group's prompts
 
         def encode_text(self, texts):
             self.calls.append(list(texts))

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from relviz.cli.base import JSON_OPTION, app, dataset_path, settings
+from relviz.errors import InputError
 
 
 @app.command()
@@ -86,6 +87,8 @@ def synth(
 
     from relviz.data.synthetic import SynthConfig, generate
 
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
     s = settings().ensure()
     cfg = SynthConfig(seed=seed, samples_per_scene=samples_per_scene, image_size=_parse_size(image_size),
                       version=version, scenes=scenes, beams=beams)

@@ -26,7 +26,29 @@ class PairConfig:
     margin: float = 1.0  # pixels kept strictly inside (margin, size - margin): 1 = devkit, 0 = SLidR
 
 
-class NuScenesLidarSeg(torch.utils.data.Dataset):
+class LidarFrames(torch.utils.data.Dataset):
+    """What every lidar-segmentation dataset of relviz shares (nuScenes, SemanticKITTI): ``keyframes``
+    (each with its ``scene``: a nuScenes scene, a KITTI sequence), a voxelization that each student
+    can have its own of, and the scene of a frame (the unit of evaluation uncertainty)."""
+
+    keyframes: list[dict]
+    voxel_size: float
+    cylindrical: bool
+
+    def voxelized(self, voxel_size: float, cylindrical: bool):
+        """This dataset with another voxelization (a shallow copy sharing the index): each student is
+        evaluated with the voxelization it was trained with."""
+        if (voxel_size, cylindrical) == (self.voxel_size, self.cylindrical):
+            return self
+        other = copy.copy(self)
+        other.voxel_size, other.cylindrical = voxel_size, cylindrical
+        return other
+
+    def scene_of(self, index: int) -> str:
+        return self.keyframes[index]["scene"]
+
+
+class NuScenesLidarSeg(LidarFrames):
     """Keyframes of a split of a nuScenes-format dataset.
 
     Each item is a dict with
@@ -79,18 +101,6 @@ class NuScenesLidarSeg(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Augmentations are drawn from (seed, epoch, index): reproducible and different per epoch."""
         self.epoch = epoch
-
-    def voxelized(self, voxel_size: float, cylindrical: bool) -> "NuScenesLidarSeg":
-        """This dataset with another voxelization (a shallow copy sharing the index): each student is
-        evaluated with the voxelization it was trained with."""
-        if (voxel_size, cylindrical) == (self.voxel_size, self.cylindrical):
-            return self
-        other = copy.copy(self)
-        other.voxel_size, other.cylindrical = voxel_size, cylindrical
-        return other
-
-    def scene_of(self, index: int) -> str:
-        return self.keyframes[index]["scene"]
 
     def camera_record(self, token: str) -> dict:
         """A camera sample_data of this split (``filename``, ``width``, ``height``, calibration, pose)."""

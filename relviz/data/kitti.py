@@ -19,7 +19,6 @@ training sequence contributes. A fraction that is not 1/k takes scan i (0-based)
 
 from __future__ import annotations
 
-import copy
 from fractions import Fraction
 from numbers import Real
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from relviz.data.dataset import NuScenesLidarSeg
+from relviz.data.dataset import LidarFrames, NuScenesLidarSeg
 from relviz.data.kitti_classes import KITTI_CLASSES, NUM_KITTI_CLASSES, learning_classes, split_sequences
 from relviz.data.voxel import voxelize
 from relviz.errors import InputError
@@ -173,7 +172,7 @@ def fewshot_scans(scan_ids: Sequence[str], fraction: float) -> list[int]:
 
 # --- dataset -----------------------------------------------------------------------------------------
 
-class SemanticKitti(torch.utils.data.Dataset):
+class SemanticKitti(LidarFrames):
     """The scans of a split (or of listed sequences) of a SemanticKITTI-layout folder.
 
     Each item is a dict as :class:`~relviz.data.dataset.NuScenesLidarSeg`'s without cameras:
@@ -225,16 +224,6 @@ class SemanticKitti(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def voxelized(self, voxel_size: float, cylindrical: bool) -> "SemanticKitti":
-        """This dataset with another voxelization (a shallow copy sharing the scan list)."""
-        if (voxel_size, cylindrical) == (self.voxel_size, self.cylindrical):
-            return self
-        other = copy.copy(self)
-        other.voxel_size, other.cylindrical = voxel_size, cylindrical
-        return other
-
-    def scene_of(self, index: int) -> str:
-        return self.keyframes[index]["scene"]
 
     def lidar(self, index: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
         """Points float32 [N, 4], learning classes int64 [N] (or None) and the scan's record."""

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,7 +34,8 @@ from relviz.data.geometry import pose_matrix, yaw_quaternion
 from relviz.data.kitti_classes import RAW_ID, TRAIN_SEQUENCES, VAL_SEQUENCES
 from relviz.data.synthetic.meshes import box, cylinder, o3d, sphere, vehicle_parts
 from relviz.data.synthetic.scene import World
-from relviz.errors import InputError, OutputExistsError
+from relviz.errors import InputError
+from relviz.files import new_folder
 
 # raw label -> reflectance in [0, 1] at normal incidence (signs and plates retro-reflect)
 REFLECTANCE = {
@@ -268,12 +267,7 @@ def write_sequence(folder: Path, cfg: KittiSynthConfig, name: str) -> int:
 def generate_kitti(out_dir: str | Path, config: KittiSynthConfig = KittiSynthConfig(), progress=None) -> Path:
     """Write the synthetic world to ``out_dir/sequences/NN/...`` (``out_dir`` must not exist; written in
     a temporary folder renamed at the end). ``progress``: optional callback(done, total sequences)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise OutputExistsError(f"{out_dir} already exists; choose a new folder or remove it first")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with new_folder(out_dir) as tmp:
         points = {}
         for done, name in enumerate(config.sequence_names, 1):
             points[name] = write_sequence(tmp / "sequences" / name, config, name)
@@ -281,8 +275,4 @@ def generate_kitti(out_dir: str | Path, config: KittiSynthConfig = KittiSynthCon
                 progress(done, len(config.sequence_names))
         (tmp / "relviz_synthetic_kitti.json").write_text(json.dumps(
             {"generator": "relviz.data.synthetic_kitti", **asdict(config), "points": points}, indent=1))
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir)

@@ -10,6 +10,7 @@ caches and structure use only the image side, so any teacher works there.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ def require_text(teacher, what: str) -> None:
                          f"Training, feature structure and few-shot work with any teacher")
 
 
-class ImageTeacher:
+class ImageTeacher(ABC):
     """The image side shared by every teacher. Subclasses set ``model``, ``name``, ``input_size``,
     ``patch_size``, ``mean``/``std`` [1, 3, 1, 1], ``device``, ``dim``, ``dense_path`` and implement
     :meth:`dense_features`."""
@@ -56,8 +57,32 @@ class ImageTeacher:
     has_text = False
     dense_path = ""
 
+    def _set_model(self, model, entry) -> None:
+        """The frozen model on the teacher's device (half precision on CUDA) with the entry's
+        normalisation; the lock that lets several app sessions share it."""
+        self.model = model.eval().requires_grad_(False)
+        if self.device.type == "cuda":
+            self.model = self.model.half()
+        self.model.to(self.device)
+        self.mean = torch.tensor(entry.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(entry.std).view(1, 3, 1, 1)
+        self._init_lock()
+
     def _init_lock(self) -> None:
         self._lock = threading.Lock()  # one teacher may serve several app sessions
+
+    def _init_entry(self, entry, pretrained: str | None, device, random_init: bool,
+                    input_size: tuple[int, int] | None, model, model_name: str, weights: str) -> None:
+        """The fields every registered teacher sets from its entry; refuses to build without weights
+        unless ``random_init`` (never random by accident). ``weights``: what to set, in words."""
+        if model is None and pretrained is None and not random_init:
+            raise TeacherWeightsError(f"teacher {entry.name} has no weights: set teacher_pretrained to {weights} "
+                                      f"(random weights only with random_init=True)")
+        self.entry, self.name, self.model_name, self.pretrained = entry, entry.name, model_name, pretrained
+        self.dense_path = entry.dense_path
+        self.patch_size = (entry.patch, entry.patch)
+        self.input_size = check_input_size(input_size or entry.input_size, self.patch_size, entry.name)
+        self.device = torch.device(device)
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -75,8 +100,9 @@ class ImageTeacher:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
         return ((x - self.mean.to(x)) / self.std.to(x)).to(next(self.model.parameters()).dtype)
 
-    def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Dense features [B, D, h, w] of preprocessed pixels [B, 3, H, W] (each teacher's own path)."""
 
     def image_features(self, images) -> torch.Tensor:
         """uint8 images [B, H, W, 3] -> L2-normalised dense features [B, D, h/p, w/p] (float32)."""

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from relviz.teacher.base import ImageTeacher, check_input_size
-from relviz.teacher.clip import TeacherWeightsError, weights_identity
+from relviz.teacher.base import ImageTeacher
+from relviz.teacher.clip import weights_identity
 from relviz.teacher.weights import Layout, check_layout, layout_of, read_state_dict
 
 PUBLISHED_SIZE = 518  # the image size DINOv2's positional embeddings were published for (37 x 37 patches)
@@ -110,15 +110,8 @@ class Dinov2Teacher(ImageTeacher):
 
     def __init__(self, entry, pretrained: str | None = None, device: str | torch.device = "cpu",
                  random_init: bool = False, input_size: tuple[int, int] | None = None, model=None):
-        if model is None and pretrained is None and not random_init:
-            raise TeacherWeightsError(
-                f"teacher {entry.name} has no weights: set teacher_pretrained to the local path of "
-                f"{entry.weights_hint} (random weights only with random_init=True)")
-        self.entry, self.name, self.model_name, self.pretrained = entry, entry.name, entry.name, pretrained
-        self.dense_path = entry.dense_path
-        self.patch_size = (entry.patch, entry.patch)
-        self.input_size = check_input_size(input_size or entry.input_size, self.patch_size, entry.name)
-        self.device = torch.device(device)
+        self._init_entry(entry, pretrained, device, random_init, input_size, model, entry.name,
+                         f"the local path of {entry.weights_hint}")
         if model is None:
             model = build_dinov2(entry.arch)
             if pretrained is not None:
@@ -126,14 +119,8 @@ class Dinov2Teacher(ImageTeacher):
         # the weights as loaded, before the positional embedding is resampled to the input grid
         self._weights_id = weights_identity(entry.name, model.state_dict())
         model.set_input_size(img_size=self.input_size)
-        self.model = model.eval().requires_grad_(False)
-        if self.device.type == "cuda":
-            self.model = self.model.half()
-        self.model.to(self.device)
-        self.mean = torch.tensor(entry.mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(entry.std).view(1, 3, 1, 1)
         self.dim = int(model.embed_dim)
-        self._init_lock()
+        self._set_model(model, entry)
 
     @property
     def identity(self) -> str:

@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from relviz.teacher.base import check_input_size
 from relviz.teacher.clip import ClipTeacher, TeacherWeightsError, load_open_clip_file, weights_identity
 
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # open_clip's / timm's preprocessing for SigLIP
@@ -91,28 +90,14 @@ class SiglipTeacher(ClipTeacher):
 
     def __init__(self, entry, pretrained: str | None = None, device: str | torch.device = "cpu",
                  random_init: bool = False, input_size: tuple[int, int] | None = None, model=None):
-        if model is None and pretrained is None and not random_init:
-            raise TeacherWeightsError(
-                f"teacher {entry.name} has no weights: set teacher_pretrained to {entry.weights_hint} "
-                f"(random weights only with random_init=True)")
-        self.entry, self.name, self.model_name, self.pretrained = entry, entry.name, entry.arch, pretrained
-        self.dense_path = entry.dense_path
-        self.patch_size = (entry.patch, entry.patch)
-        self.input_size = check_input_size(input_size or entry.input_size, self.patch_size, entry.name)
-        self.device = torch.device(device)
+        self._init_entry(entry, pretrained, device, random_init, input_size, model, entry.arch, entry.weights_hint)
         if model is None:
             model = build_siglip(entry.arch, pretrained)
         self._identity = weights_identity(entry.name, model.state_dict())  # before the resampling below
         model.visual.set_input_size(self.input_size)
-        self.model = model.eval().requires_grad_(False)
-        if self.device.type == "cuda":
-            self.model = self.model.half()
-        self.model.to(self.device)
-        self.mean = torch.tensor(entry.mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(entry.std).view(1, 3, 1, 1)
         self.dim = entry.dim
         self._tokenizer = None
-        self._init_lock()
+        self._set_model(model, entry)
 
     @property
     def identity(self) -> str:

@@ -58,14 +58,15 @@ class SynthConfig:
             raise InputError(f"scenes: v1.0-mini has its {len(SCENE_NAMES)} scenes, got {self.scenes}; "
                              f"use version v1.0-trainval for another number")
         if self.version == "v1.0-trainval":
-            trainval_scene_names(self.scenes or TRAINVAL_SCENES)  # checks the number
+            # 0 is a number of scenes, not "the default": only None (not given) means TRAINVAL_SCENES
+            trainval_scene_names(TRAINVAL_SCENES if self.scenes is None else self.scenes)  # checks the number
 
     @property
     def scene_names(self) -> tuple[str, ...]:
         """The scenes generated, in order (a scene's index is its position: it seeds the street)."""
         if self.version == "v1.0-mini":
             return SCENE_NAMES
-        return trainval_scene_names(self.scenes or TRAINVAL_SCENES)
+        return trainval_scene_names(TRAINVAL_SCENES if self.scenes is None else self.scenes)
 
     @property
     def drive_length(self) -> float:

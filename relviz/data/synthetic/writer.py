@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -21,7 +19,8 @@ from relviz.data.synthetic.config import SynthConfig
 from relviz.data.synthetic.render import lidar_sweep, render_camera
 from relviz.data.synthetic.scene import build_street
 from relviz.data.synthetic.tables import CHANNELS, attribute, calibrations, static_tables, token
-from relviz.errors import InputError, OutputExistsError
+from relviz.errors import InputError
+from relviz.files import new_folder
 
 
 def generate(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress=None,
@@ -33,18 +32,9 @@ def generate(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress=
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise OutputExistsError(f"{out_dir} already exists; choose a new folder or remove it first")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with new_folder(out_dir) as tmp:
         _generate_into(tmp, config, progress, workers)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir)
 
 
 def _generate_into(root: Path, cfg: SynthConfig, progress, workers: int) -> None:
