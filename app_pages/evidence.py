@@ -7,6 +7,7 @@ from app_pages import common
 from relviz.eval.evidence import MEASURES, MIN_CHECKPOINTS, gap_vs_performance
 from relviz.eval.relations import class_relations
 from relviz.eval.report import comparison_rows
+from relviz.workspace import configuration_of
 from relviz.viz.evidence import correlation_frame, gap_scatter, relation_figure
 
 st.title("Evidence: structure gap vs performance")
@@ -35,10 +36,12 @@ except Exception as e:
     common.error_panel("Cannot compute the metrics", e)
     st.stop()
 rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "structure": results[x],
-                         "fewshot": common.fewshot(ckpts[x], root)} for x in ckpts], results["teacher"])
+                         "fewshot": common.fewshot(ckpts[x], root), "configuration": configuration_of(ckpts[x])}
+                        for x in ckpts], results["teacher"])
 evidence = gap_vs_performance(rows[:-1], rows[-1])
 st.dataframe(correlation_frame(evidence), hide_index=True, width="stretch", key="ev_table")
-st.caption(f"{len(ckpts)} checkpoints, each its own configuration (n counts configurations, not runs); U, T, G "
+st.caption(f"{len(ckpts)} checkpoints of {len({r['configuration'] for r in rows[:-1]})} configurations (students "
+           f"whose training differs only in the seed are one configuration: n counts configurations); U, T, G "
            f"and zero-shot on up to {per_class:,} points per class (seed 0) of {n_samples.describe()}; few-shot "
            f"where it was computed (Compare page). An interval or p is printed only where it can exist at that n. "
            f"The paper claims a negative correlation of the gap with performance. Definitions: docs/protocol.md.")

@@ -41,7 +41,7 @@ except Exception as e:  # a broken checkpoint or dataset: an error panel, not a 
 intervals = metrics.get("intervals") or {}
 for col, key in zip(st.columns(4), ("uniformity", "tolerance", "gap", "gap_all_pairs")):
     ci = intervals.get(key)
-    col.metric(explain.METRICS[key][0], f"{metrics[key]:.3f}", help=explain.help_text(key),
+    col.metric(explain.METRICS[key][0], "-" if metrics[key] is None else f"{metrics[key]:.3f}", help=explain.help_text(key),
                delta=f"95% [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else None, delta_color="off")
 st.caption(explain.sample_caption(metrics["sample_size"], per_class, metrics["sample"]["keyframes"], seed,
                                   metrics["sample"].get("scenes")) + " " + explain.interval_caption(metrics))

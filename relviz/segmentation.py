@@ -61,12 +61,15 @@ def classes_with_ground_truth(cm: np.ndarray, ignore_index: int = 0) -> tuple[in
 
 def mean_iou_over(cm: np.ndarray, classes: tuple[int, ...] | list[int]) -> float:
     """Mean IoU over the fixed class list ``classes`` (normally :func:`classes_with_ground_truth` of the
-    evaluated set): a listed class without ground truth and without predictions in ``cm`` (possible in a
-    bootstrap resample) is left out of that mean; an unlisted class never enters it. NaN when no listed
-    class has an IoU."""
-    if not len(classes):
+    evaluated set): an unlisted class never enters it, and a listed class without ground truth in
+    ``cm`` (a scene alone, a bootstrap resample) leaves that mean whatever is predicted: which classes
+    count depends on the labels only, the same for every model, so a stray prediction cannot add a 0.
+    NaN when no listed class has ground truth."""
+    support = np.asarray(cm).sum(1)
+    present = [c for c in classes if support[c] > 0]
+    if not present:
         return float("nan")
-    iou = iou_per_class(cm)[list(classes)]
+    iou = iou_per_class(cm)[present]
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 

@@ -75,6 +75,23 @@ def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
     return out
 
 
+def configuration_of(info: CheckpointInfo) -> str:
+    """The configuration a student was trained with, seed left out (students of one configuration with
+    different seeds share it: one point of a relation between configurations): ``<loss> <hash of the
+    training config without seed>``; a checkpoint that records no training config is its own."""
+    import hashlib
+    import json
+
+    from relviz.models.checkpoint import read_metadata
+
+    training = dict(read_metadata(info.path).get("training") or {})
+    if not training:
+        return info.label
+    training.pop("seed", None)
+    digest = hashlib.sha256(json.dumps(training, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{training.get('loss', info.loss)} {digest}"
+
+
 def open_val_dataset(settings: Settings, root: str | Path, load_images: bool = False):
     """The validation keyframes of ``root``, opened from the cached index when there is one."""
     from relviz.data import NuScenesLidarSeg

@@ -177,7 +177,7 @@ def test_evidence_page_shows_the_library_correlations_and_relations(app_workspac
     from relviz.models.checkpoint import save_checkpoint
     from relviz.teacher.demo import load_demo_teacher
     from relviz.viz.evidence import correlation_frame
-    from relviz.workspace import DEFAULT_EVAL_SET, structure, student_checkpoints, val_features
+    from relviz.workspace import DEFAULT_EVAL_SET, configuration_of, structure, student_checkpoints, val_features
 
     torch.manual_seed(2)
     model = build_minkunet("MinkUNet14", out_channels=load_demo_teacher().dim, width=0.125, backend="torch")
@@ -189,7 +189,8 @@ def test_evidence_page_shows_the_library_correlations_and_relations(app_workspac
     root = s.dataset_root("synthetic-mini")
     infos = {c.label: c for c in student_checkpoints(s)}
     results = {x: structure(s, root, infos[x], DEFAULT_EVAL_SET, 500, 0, None) for x in infos}  # the page's cache
-    rows = comparison_rows([{"checkpoint": x, "loss": infos[x].loss, "structure": results[x], "fewshot": None}
+    rows = comparison_rows([{"checkpoint": x, "loss": infos[x].loss, "structure": results[x], "fewshot": None,
+                             "configuration": configuration_of(infos[x])}
                             for x in infos], structure(s, root, None, DEFAULT_EVAL_SET, 500, 0, None))
     expected = correlation_frame(gap_vs_performance(rows[:-1], rows[-1]))
     shown = at.dataframe[0].value

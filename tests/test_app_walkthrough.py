@@ -116,3 +116,21 @@ def test_synth_refuses_zero_and_negative_counts(tmp_path, args, message):
     result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "out"), *args], env={"RELVIZ_HOME": str(tmp_path)})
     assert result.exit_code == 2 and re.search(message, result.output), result.output
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_students_differing_only_in_the_seed_are_one_configuration(tmp_path):
+    from relviz.models import build_minkunet
+    from relviz.models.checkpoint import save_checkpoint
+    from relviz.workspace import CheckpointInfo, configuration_of
+
+    model = build_minkunet("MinkUNet14", out_channels=8, width=0.125, backend="torch")
+
+    def student(name: str, **training) -> CheckpointInfo:
+        path = tmp_path / f"{name}.safetensors"
+        save_checkpoint(path, model, {"kind": "student", "architecture": model.config.to_dict(), "loss": "relational",
+                                      "training": {"loss": "relational", "lr": 0.1, **training}})
+        return CheckpointInfo(name, path, "relational")
+
+    a, b, c = student("a", seed=0), student("b", seed=1), student("c", seed=0, intra_weight=3.0)
+    assert configuration_of(a) == configuration_of(b) != configuration_of(c)
+    assert configuration_of(a).startswith("relational ")

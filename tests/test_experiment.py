@@ -261,7 +261,8 @@ def _claims_report(seeds: int, scenes: int | None, resamples: int = 400):
 def test_paper_claims_are_one_family_with_holm_and_say_too_few_seeds_or_scenes():
     """Verdicts follow the Holm-adjusted p of the two-stage bootstrap over seeds and scenes (teacher's
     scene noise included); 3 seeds give "too few seeds" and 2 scenes "too few scenes", whatever the p."""
-    from relviz.experiment.claims import FEW_CONFIGURATIONS, FEW_SCENES, FEW_SEEDS, HOLDS, MISSING, NOISE, REVERSED, paper_claims
+    from relviz.experiment.claims import (FEW_CONFIGURATIONS, FEW_SCENES, FEW_SEEDS, HOLDS, MISSING, NO_SCENE_VARIANCE, NOISE,
+                                         REVERSED, paper_claims)
     from relviz.stats import holm
 
     claims = paper_claims(_claims_report(seeds=6, scenes=12))
@@ -293,6 +294,12 @@ def test_paper_claims_are_one_family_with_holm_and_say_too_few_seeds_or_scenes()
     few_scenes = {c["claim"]: c for c in paper_claims(_claims_report(seeds=6, scenes=None))}
     row = few_scenes["contrastive: U above the teacher's"]
     assert row["verdict"] == FEW_SCENES and row["two_stage"] is None and row["test"].startswith("t test")
+    # 12 scenes but no stored scene resamples (as few-shot results): the t test over seeds alone gives no verdict
+    report = _claims_report(seeds=6, scenes=12)
+    for run in report["runs"]:
+        run["replicates"] = None
+    row = {c["claim"]: c for c in paper_claims(report)}["contrastive: U above the teacher's"]
+    assert row["verdict"] == NO_SCENE_VARIANCE and row["p"] < 0.05  # the seeds alone would have said "holds"
 
 
 def test_paper_claims_say_not_measured_for_a_cell_without_evaluated_runs():

@@ -77,7 +77,8 @@ def test_the_two_stage_bootstrap_covers_with_seed_and_scene_variance_where_seeds
     is about (19/20) of each of the first two (plug-in), so its coverage is about
     P(|Z| <= 1.96 sqrt(0.95)) = 0.944, a little less for 20-unit percentiles (t_19 tails: 0.93).
     A t interval over seeds ignores the scene effect: its half-width estimates sqrt(1/20 + 0.25/400)
-    against the true sqrt(0.25): coverage about P(|Z| <= 1.96 sqrt(0.2)) = 0.62."""
+    against the true sqrt(0.25): coverage about P(|Z| <= 1.96 sqrt(0.2)) = 0.62. (The t quantile and
+    the R/(R-1) inflation bring the two-stage interval to about nominal.)"""
     trials, seeds, scenes = 200, 20, 20
     rng = np.random.default_rng(1)
     two_stage = seeds_only = 0
@@ -88,18 +89,26 @@ def test_the_two_stage_bootstrap_covers_with_seed_and_scene_variance_where_seeds
         two_stage += iv.low <= 0.0 <= iv.high
         t = seed_interval(observed)
         seeds_only += t.low <= 0.0 <= t.high
-    assert scipy.stats.binom.ppf(0.001, trials, 0.925) <= two_stage <= scipy.stats.binom.isf(0.001, trials, 0.95), \
+    assert scipy.stats.binom.ppf(0.001, trials, 0.925) <= two_stage <= scipy.stats.binom.isf(0.001, trials, 0.96), \
         two_stage
     assert seeds_only <= scipy.stats.binom.isf(0.001, trials, 0.62) < scipy.stats.binom.ppf(0.001, trials, 0.925), \
         seeds_only
 
 
-def test_the_two_stage_bootstrap_finds_a_real_difference_and_its_p_is_the_percentile_duality():
-    rng = np.random.default_rng(2)
-    resamples = resample_multiplicities(15, 500, seed=0)
-    observed, reps = _two_stage_data(rng, 6, 15, 1.0, 0.2, 0.2, 0.1, resamples)
+def test_the_two_stage_p_holds_its_level_with_five_seeds_and_finds_a_real_difference():
+    """Nothing holds: 5 seeds (seed effect sd 1), 12 scenes (shared, sd 0.3), noise 0.1. The
+    studentized two-stage p falls below 5% in about 4-5% of 600 data sets (a percentile version: 18%);
+    the band [0, isf(0.001; 0.06)] allows a level of at most 6%. Then a real difference of 1 with small
+    noise is found."""
+    rng = np.random.default_rng(4)
+    resamples = resample_multiplicities(12, 400, seed=0)
+    trials = 600
+    rejected = sum(two_stage_bootstrap(*_two_stage_data(rng, 5, 12, 0.0, 1.0, 0.3, 0.1, resamples), seed=t).p < 0.05
+                   for t in range(trials))
+    assert rejected <= scipy.stats.binom.isf(0.001, trials, 0.06), rejected
+    observed, reps = _two_stage_data(rng, 6, 15, 1.0, 0.2, 0.2, 0.1, resample_multiplicities(15, 500, seed=0))
     iv = two_stage_bootstrap(observed, reps)
-    assert iv.significant and iv.low > 0 and iv.p == pytest.approx(1 / 500)
+    assert iv.significant and iv.low > 0 and iv.p < 0.001
     assert iv.value == pytest.approx(observed.mean())
     d = np.array([-1.0, 1.0, 2.0, 3.0])
     assert two_sided_bootstrap_p(d) == pytest.approx(0.5)
@@ -249,3 +258,20 @@ def test_the_evaluation_set_spreads_keyframes_over_scenes_and_refuses_zero():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InputError, match="scenes"):
             EvalSet(scenes=bad)
+
+
+def test_the_class_list_of_a_scene_or_resample_depends_on_the_labels_only():
+    """Two scenes, class 2 only in scene 0, and in scene 1 one stray "class 2" prediction by model A
+    only: scene 1 alone averages over class 1 for both models (A: 9 of 10 points right; B: all), not
+    over a class 2 that A alone would bring in with IoU 0."""
+    from relviz.eval.keyframe_sums import ConfusionSums
+    from relviz.segmentation import confusion_matrix
+
+    labels = [np.array([1] * 5 + [2] * 5), np.array([1] * 10)]
+    a = [labels[0], np.array([1] * 9 + [2])]
+    b = [labels[0], labels[1]]
+    sums = {name: ConfusionSums(np.stack([confusion_matrix(p, y, num_classes=3) for p, y in zip(preds, labels)]))
+            for name, preds in (("a", a), ("b", b))}
+    scene1 = np.array([0.0, 1.0])
+    assert sums["a"].classes == sums["b"].classes == (1, 2)
+    assert sums["a"].miou(scene1) == pytest.approx(0.9) and sums["b"].miou(scene1) == 1.0

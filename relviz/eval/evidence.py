@@ -8,7 +8,7 @@ different seeds are not independent points of the relation between configuration
 (``between``). The relation among the runs of a configuration is reported beside it (``within``:
 each run's values minus its configuration's means, pooled), never mixed into n. An interval or a
 p-value is given only where it can exist: from :data:`MIN_FOR_INFERENCE` configurations on (Fisher's
-z needs n > 3, and an exact permutation p over n = 3 pairings is at least 1/3); below that the
+z needs n > 3, and an exact permutation test has only n! pairings: 6 for n = 3, 24 for n = 4); below that the
 coefficient alone, with the reason. There is no composite distance: its scaling made it G in disguise.
 """
 
@@ -65,7 +65,7 @@ def no_inference_reason(n: int, unit: str = "configurations") -> str | None:
     """Why no interval or p-value is given for a correlation over ``n`` units, or None."""
     if n < MIN_FOR_INFERENCE:
         return (f"n = {n} {unit}: no interval or p-value (at least {MIN_FOR_INFERENCE} needed; an exact "
-                f"permutation p over {n} pairings is at least {2 / math.factorial(n) if n > 1 else 1:.2g})")
+                f"permutation test has only {math.factorial(n)} pairings and Fisher's z needs n > 3)")
     return None
 
 

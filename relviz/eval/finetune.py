@@ -335,13 +335,15 @@ def finetune_minus_probe(tuned: dict, probed: dict, n_resamples: int = 1000, see
     ca, cb = sa.classes, sb.classes
     value = float(sa.miou(np.ones(len(a)), ca) - sb.miou(np.ones(len(b)), cb))
     scenes = tuned.get("frame_scenes")
+    if scenes is not None and probed.get("frame_scenes") not in (None, scenes):
+        raise InputError("the two results were scored on frames of different scenes")
     if scenes is None:
         return {"value": value, "low": None, "high": None, "significant": None, "per_scene": None,
                 "interval_refused": "the frames' scenes are not known"}
     ids = np.asarray(scenes, dtype=np.int64)
     n_scenes = int(ids.max()) + 1
     one = [np.isin(ids, [s]).astype(np.float64) for s in range(n_scenes)]
-    per_scene = [float(sa.miou(m, ca) - sb.miou(m, cb)) for m in one]
+    per_scene = [None if math.isnan(d) else float(d) for d in (sa.miou(m, ca) - sb.miou(m, cb) for m in one)]
     why = refusal(n_scenes)
     if why:
         return {"value": value, "low": None, "high": None, "significant": None, "per_scene": per_scene,

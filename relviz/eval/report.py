@@ -69,7 +69,8 @@ def _labelled(fewshot: Mapping) -> str:
         return f"{fewshot['fraction']:.0%} of the training frames ({len(fewshot.get('frames', []))} frames)"
 
 
-def _row(label: str, loss, structure: Mapping, fewshot: Mapping | None, teacher: bool = False) -> dict:
+def _row(label: str, loss, structure: Mapping, fewshot: Mapping | None, teacher: bool = False,
+         configuration: str | None = None) -> dict:
     if "sample" not in structure:
         raise InputError(f"the structure result of {label!r} has no sample description: it was computed before "
                          f"the analysis protocol (docs/protocol.md); compute it again")
@@ -85,6 +86,7 @@ def _row(label: str, loss, structure: Mapping, fewshot: Mapping | None, teacher:
         row[f"{m}_low"] = interval["low"] if interval else None
         row[f"{m}_high"] = interval["high"] if interval else None
     row["sample"] = _samples(structure, fewshot)
+    row["configuration"] = configuration
     row["per_scene"] = structure.get("per_scene")
     row["interval_refused"] = (structure.get("bootstrap") or {}).get("skipped")
     return row
@@ -98,7 +100,8 @@ def comparison_rows(entries: Sequence[Mapping], teacher: Mapping | None = None) 
     ``checkpoint``, ``loss``, every metric of :data:`METRICS` with ``<metric>_low`` and
     ``<metric>_high`` (None without an interval) and ``sample`` (metric -> what it was measured on).
     Needs no model or dataset."""
-    rows = [_row(e["checkpoint"], e.get("loss"), e["structure"], e.get("fewshot")) for e in entries]
+    rows = [_row(e["checkpoint"], e.get("loss"), e["structure"], e.get("fewshot"),
+                 configuration=e.get("configuration")) for e in entries]
     if teacher is not None:
         rows.append(_row(TEACHER, "-", teacher, None, teacher=True))
     return rows
@@ -177,12 +180,14 @@ def stored_differences(results: Mapping[str, Mapping], confidence: float = 0.95,
             row = {"a": a, "b": b, "metric": m, "value": value, "low": None, "high": None, "p": None,
                    "per_scene": per_scene, "note": (ra.get("bootstrap") or {}).get("skipped")}
             reps_a, reps_b = ((r.get("replicates") or {}).get("values", {}).get(m) for r in (ra, rb))
-            if reps_a is not None and reps_b is not None:
+            same = (ra.get("replicates") or {}).get("seed") == (rb.get("replicates") or {}).get("seed")
+            if reps_a is not None and reps_b is not None and same and len(reps_a) == len(reps_b):
                 d = np.array([np.nan if x is None or y is None else x - y for x, y in zip(reps_a, reps_b)])
                 finite = d[np.isfinite(d)]
                 alpha = (1 - confidence) / 2
-                row.update(low=float(np.quantile(finite, alpha)), high=float(np.quantile(finite, 1 - alpha)),
-                           p=two_sided_bootstrap_p(finite), note=None)
+                if len(finite) >= 2 and value is not None:
+                    row.update(low=float(np.quantile(finite, alpha)), high=float(np.quantile(finite, 1 - alpha)),
+                               p=two_sided_bootstrap_p(finite), note=None)
             rows.append(row)
     for row, adjusted in zip(rows, holm([r["p"] for r in rows])):
         row["p_holm"] = adjusted

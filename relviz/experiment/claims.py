@@ -13,8 +13,10 @@ test's p stands in, marked as conditional on the scenes.
 The verdict word follows the Holm-adjusted p over the whole family (every claim with a test, the
 correlation claims included): "holds" or "reversed" by the estimate's sign when it is below 5%, else
 "cannot be told from noise"; with fewer than :data:`relviz.stats.MIN_SEEDS` seeds "too few seeds"
-(no distribution-free test over seeds can reach 5%), with an evaluation set of fewer than
-:data:`relviz.stats.MIN_SCENES` scenes "too few scenes", whatever the p. The gap-vs-performance claims
+(a distribution-free test over seeds needs 6 to reach 5%: the smallest two-sided sign-flip p is
+0.0625 with 5), with an evaluation set of fewer than :data:`relviz.stats.MIN_SCENES` scenes "too few
+scenes", and without the runs' scene resamples (few-shot results, or ``replicates = 0``)
+:data:`NO_SCENE_VARIANCE`, whatever the p: a verdict needs seed and scene variance together. The gap-vs-performance claims
 are over configurations (the cells), with "too few configurations" below
 :data:`relviz.eval.evidence.MIN_FOR_INFERENCE`.
 """
@@ -32,6 +34,7 @@ from relviz.stats import MIN_SCENES, MIN_SEEDS, holm, sign_flip_p, t_test_p, two
 
 HOLDS, REVERSED, NOISE, MISSING = "holds", "reversed", "cannot be told from noise", "not measured"
 FEW_SEEDS, FEW_SCENES, FEW_CONFIGURATIONS = "too few seeds", "too few scenes", "too few configurations"
+NO_SCENE_VARIANCE = "cannot be told: no scene resamples"  # runs that stored none (few-shot, replicates = 0)
 ALPHA = 1 - CONFIDENCE
 
 
@@ -49,11 +52,14 @@ def _seed_values(report: Mapping, cell: str, metric: str) -> dict[int, float]:
 
 
 def _seed_replicates(report: Mapping, cell: str, metric: str) -> dict[int, np.ndarray]:
-    """seed -> the run's ``metric`` on the shared scene resamples (runs that stored them)."""
+    """seed -> the run's ``metric`` on the shared scene resamples (runs that stored them, drawn with the
+    teacher's resample seed: the same multisets of scenes)."""
+    want = (_teacher(report).get("replicates") or {}).get("seed")
     out = {}
     for r in report["runs"]:
-        values = ((r.get("replicates") or {}).get("values") or {}).get(metric)
-        if r["cell"] == cell and values is not None:
+        stored = r.get("replicates") or {}
+        values = (stored.get("values") or {}).get(metric)
+        if r["cell"] == cell and values is not None and (want is None or stored.get("seed") == want):
             out[r["seed"]] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     return out
 
@@ -78,6 +84,8 @@ def _test(report: Mapping, claim: str, sign: int, diffs: list[float], replicates
     row = {"claim": claim, "sign": sign, "estimate": iv["mean"], "seeds": len(diffs), "scenes": _scenes(report),
            "t_interval": None if iv["low"] is None else [iv["low"], iv["high"]], "p_t": t_test_p(diffs),
            "p_sign": sign_flip_p(diffs), "two_stage": None}
+    if replicates is not None and len({len(r) for r in replicates}) != 1:
+        replicates = None  # runs that stored resamples of another count: not the same scene resamples
     if replicates is not None and len(diffs) >= 2:
         two = two_stage_bootstrap(diffs, np.stack(replicates), confidence=CONFIDENCE)
         row["two_stage"] = {"low": two.low, "high": two.high, "p": two.p, "resamples": two.n_resamples}
@@ -164,6 +172,8 @@ def _verdict(row: dict) -> str:
         return FEW_SEEDS
     if row.get("seeds") is not None and (row.get("scenes") or 0) < MIN_SCENES:
         return FEW_SCENES
+    if row.get("seeds") is not None and row.get("two_stage") is None:  # a t test over seeds alone: no verdict
+        return NO_SCENE_VARIANCE
     if row.get("p_holm") is None:
         return NOISE
     if row["p_holm"] < ALPHA:
@@ -204,4 +214,5 @@ def paper_claims(report: Mapping) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["FEW_CONFIGURATIONS", "FEW_SCENES", "FEW_SEEDS", "HOLDS", "MISSING", "NOISE", "REVERSED", "paper_claims"]
+__all__ = ["FEW_CONFIGURATIONS", "FEW_SCENES", "FEW_SEEDS", "HOLDS", "MISSING", "NOISE", "NO_SCENE_VARIANCE", "REVERSED",
+           "paper_claims"]

@@ -55,5 +55,8 @@ def interval_caption(metrics: dict) -> str:
     """How the intervals beside a structure result were made, or why there are none."""
     b = metrics.get("bootstrap") or {}
     if b.get("skipped"):
-        return f"No intervals: {b['skipped']}."
+        per = metrics.get("per_scene") or {}
+        shown = [f"{METRICS[k][0].split()[-1]} " + " / ".join("-" if v is None else f"{v:.3f}" for v in per[k])
+                 for k in ("uniformity", "tolerance", "gap") if k in per]
+        return f"No intervals: {b['skipped']}" + (f": {'; '.join(shown)} (scene by scene)." if shown else ".")
     return f"Intervals: 95% bootstrap over {b.get('scenes', '?')} scenes (keyframes nested in them)."
