@@ -18,7 +18,7 @@ CHECKS = {"dataset", "environment", "cuda_tests", "autocast_student_on_cpu", "sp
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gpu_check")]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: a worker that runs other modules between these tests keeps it
 def dry(tmp_path_factory):
     """(the script's completed process, its record, its output folder)."""
     out = tmp_path_factory.mktemp("gpu-check")
