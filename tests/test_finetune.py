@@ -101,20 +101,25 @@ def test_bad_schedules_are_refused(splits, options, field):
         finetune(tiny_student(), train, val, 0.1, **options)
 
 
-def test_probe_sample_is_the_smallest_keys_per_class(splits):
-    train, _ = splits
-    model, frames, cap, seed = tiny_student(), [0, 1], 300, 3
-    x, y = probe_sample(model, train, frames, max_per_class=cap, seed=seed)
-    # reference: all points' features and labels directly, and the same seeded keys drawn frame by frame
+def _every_point_with_its_key(model, dataset, frames, seed):
+    """The reference of probe_sample: every point's feature [N, D] and label [N], computed directly, and
+    the same seeded keys [N] drawn frame by frame."""
     feats, labels, keys = [], [], []
     gen = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         for i in frames:
-            batch = collate([train[i]])
+            batch = collate([dataset[i]])
             feats.append(student_voxel_features(model, batch)[batch["inverse"]])
-            labels.append(batch["labels"])
+            labels.append(batch["labels"].long())
             keys.append(torch.rand(len(batch["labels"]), generator=gen, dtype=torch.float64))
-    feats, labels, keys = torch.cat(feats), torch.cat(labels), torch.cat(keys)
+    return torch.cat(feats), torch.cat(labels), torch.cat(keys)
+
+
+def test_probe_sample_is_the_smallest_keys_per_class(splits):
+    train, _ = splits
+    model, frames, cap, seed = tiny_student(), [0, 1], 300, 3
+    x, y = probe_sample(model, train, frames, max_per_class=cap, seed=seed)
+    feats, labels, keys = _every_point_with_its_key(model, train, frames, seed)
     for c in range(1, 17):
         at = (labels == c).nonzero().flatten()
         expected = feats[at[keys[at].argsort()[:cap]]]
@@ -205,16 +210,7 @@ def test_probe_sample_at_natural_frequencies_is_a_uniform_draw_of_the_same_size(
     train, _ = splits
     model, frames, cap, seed = tiny_student(), [0, 1], 300, 3
     x, y = probe_sample(model, train, frames, max_per_class=cap, seed=seed, balance="natural")
-    # reference: every point's feature, label and key (the same seeded draws, frame by frame)
-    feats, labels, keys = [], [], []
-    gen = torch.Generator().manual_seed(seed)
-    with torch.inference_mode():
-        for i in frames:
-            batch = collate([train[i]])
-            feats.append(student_voxel_features(model, batch)[batch["inverse"]])
-            labels.append(batch["labels"].long())
-            keys.append(torch.rand(len(batch["labels"]), generator=gen, dtype=torch.float64))
-    feats, labels, keys = torch.cat(feats), torch.cat(labels), torch.cat(keys)
+    feats, labels, keys = _every_point_with_its_key(model, train, frames, seed)
     labelled = (labels >= 1).nonzero().flatten()
     size = sum(min(cap, int((labels == c).sum())) for c in range(1, 17))
     assert len(y) == size < len(labelled)  # the class-balanced sample's total; the cap binds somewhere

@@ -175,11 +175,10 @@ def segmentation_scores(per_frame: np.ndarray, n_resamples: int = 1000, seed: in
             raise InputError(f"scenes must give one scene id per scored frame ({len(per_frame)}), got {ids.shape}")
         n_scenes = int(ids.max()) + 1 if len(ids) else 0
         sums = ConfusionSums(per_frame)
-        per_scene = [None if math.isnan(v) else float(v) for v in
-                     (sums.miou(np.isin(ids, [s]).astype(np.float64), classes) for s in range(n_scenes))]
+        statistic = scene_statistic(lambda m: sums.miou(m, classes), ids)
+        per_scene = [None if math.isnan(v) else float(v) for v in statistic(np.eye(n_scenes))]  # each scene alone
         why = refusal(n_scenes)
         if why is None and not math.isnan(miou):
-            statistic = scene_statistic(lambda m: sums.miou(m, classes), ids)
             interval = cluster_bootstrap(statistic, n_scenes, n_resamples, seed=seed).as_dict()
     return {"miou": None if math.isnan(miou) else miou, "interval_refused": None if interval else why,
             "miou_per_scene": per_scene, "frame_scenes": None if scenes is None else list(map(int, scenes)),

@@ -342,12 +342,12 @@ def finetune_minus_probe(tuned: dict, probed: dict, n_resamples: int = 1000, see
                 "interval_refused": "the frames' scenes are not known"}
     ids = np.asarray(scenes, dtype=np.int64)
     n_scenes = int(ids.max()) + 1
-    one = [np.isin(ids, [s]).astype(np.float64) for s in range(n_scenes)]
-    per_scene = [None if math.isnan(d) else float(d) for d in (sa.miou(m, ca) - sb.miou(m, cb) for m in one)]
+    tuned_miou, probed_miou = (scene_statistic(lambda m, s=s, c=c: s.miou(m, c), ids) for s, c in ((sa, ca), (sb, cb)))
+    alone = np.eye(n_scenes)  # each scene alone
+    per_scene = [None if math.isnan(d) else float(d) for d in tuned_miou(alone) - probed_miou(alone)]
     why = refusal(n_scenes)
     if why:
         return {"value": value, "low": None, "high": None, "significant": None, "per_scene": per_scene,
                 "interval_refused": why}
-    diff = paired_difference(scene_statistic(lambda m: sa.miou(m, ca), ids),
-                             scene_statistic(lambda m: sb.miou(m, cb), ids), n_scenes, n_resamples, seed=seed)
+    diff = paired_difference(tuned_miou, probed_miou, n_scenes, n_resamples, seed=seed)
     return {**diff.as_dict(), "per_scene": per_scene, "interval_refused": None}

@@ -23,6 +23,7 @@ points (tests/test_stats.py checks it); the one O(S^2) pass is W, streamed in ro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -132,10 +133,14 @@ class FeatureSums:
     def n_keyframes(self) -> int:
         return len(self.counts)
 
+    @cached_property
+    def kernel_across(self) -> np.ndarray:
+        """W off its diagonal [K, K]: the kernel sums of pairs from two distinct keyframes."""
+        return self.kernel - np.diag(np.diag(self.kernel))
+
     def uniformity(self, m: np.ndarray) -> np.ndarray:
         """U over pairs of points from distinct keyframes [...] (NaN with fewer than 2 keyframes)."""
-        off = self.kernel - np.diag(np.diag(self.kernel))
-        pairs = np.einsum("...k,kl,...l->...", m, off, m)
+        pairs = np.einsum("...k,kl,...l->...", m, self.kernel_across, m)
         n = m @ self.counts
         with np.errstate(divide="ignore", invalid="ignore"):
             return -np.log(pairs / (n * n - (m * m) @ (self.counts * self.counts)))

@@ -376,7 +376,7 @@ def structure_and_zeroshot(model, teacher, cache, dataset, eval_set: EvalSet = E
     else:
         text = teacher.class_embeddings().cpu() if aggregation == MEAN else text_classifier(teacher, aggregation)
     out = structure_metrics(val, text, per_class, seed, replicates=replicates)
-    return {**out, "val_keyframes": n_keyframes(val), "val_scenes": int(val["keyframe_scene"].max()) + 1,
+    return {**out, "val_keyframes": out["sample"]["keyframes"], "val_scenes": out["sample"]["scenes"],
             "eval_set": eval_set.as_dict()}
 
 
