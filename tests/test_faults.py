@@ -117,6 +117,22 @@ def test_a_locked_job_database_is_reported_and_loses_nothing(sleeper_jobs, works
     assert store.cancel(jobs[0].id, grace_s=5).status == "cancelled"
 
 
+def test_a_cancelled_job_is_no_zombie_of_the_process_that_launched_it(sleeper_jobs, workspace_home):
+    """The app makes a JobStore per rerun: the one that cancels (or sees the job end) is not the one
+    that launched it, and the ended child must still be reaped, not left <defunct> under the server."""
+    cfg, started = sleeper_jobs
+    launched = JobStore(load_settings()).submit(cfg, name="to-cancel")
+    ends_alone = JobStore(load_settings()).submit(cfg, name="ends-alone")
+    started += [launched.pgid, ends_alone.pgid]
+    assert JobStore(load_settings()).cancel(launched.id, grace_s=5).status == "cancelled"
+    os.killpg(ends_alone.pgid, signal.SIGKILL)  # a job that ends without anyone cancelling it
+    for job in (launched, ends_alone):
+        # reaped: gone from the process table (a zombie stays there, with status "zombie", until reaped)
+        wait_for(lambda: not psutil.pid_exists(job.pid), timeout=10, what=f"{job.name}'s process to be reaped")
+        with pytest.raises(ChildProcessError):
+            os.waitpid(job.pid, os.WNOHANG)  # nothing left for this process to reap
+
+
 def test_the_cli_reports_a_locked_database_in_one_line(sleeper_jobs, workspace_home):
     cfg, started = sleeper_jobs
     store = JobStore(load_settings())

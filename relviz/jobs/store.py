@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import sqlite3
 import subprocess
 import sys
@@ -238,7 +239,10 @@ class JobStore:
         self._update(job_id, con, status="running", pid=proc.pid, pgid=proc.pid, proc_start=start,
                      started_at=time.time(), events_offset=offset)
         self._children = getattr(self, "_children", {})
-        self._children[job_id] = proc  # reaped by reconcile when this process launched it
+        self._children[job_id] = proc
+        # the launching process must reap its child whenever it ends, whichever JobStore instance looks at
+        # the job later (the app makes one per rerun): else the ended job stays a zombie of the app server
+        threading.Thread(target=proc.wait, name=f"relviz-reap-{job_id}", daemon=True).start()
 
     # ---------------------------------------------------------------------------------- reading
     def get(self, job_id: str) -> Job:
