@@ -137,6 +137,22 @@ def int_param(key: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def in_range(value, low: float, high: float):
+    """``value`` when it is in [low, high] (or None), else None: what a page uses of a number box."""
+    return value if value is None or low <= value <= high else None
+
+
+def number(container, label: str, low: float, high: float, value, key: str, **kwargs):
+    """A number box whose shown value is the used one. Streamlit's own min and max keep an out-of-range
+    entry on screen while the page goes on with the previous value (a form's submit then does nothing,
+    silently); here the box takes any number and one outside [low, high] is said under it, naming the
+    range, and None is returned: the caller does not use it (and a form says why it did not submit)."""
+    v = container.number_input(label, value=value, key=key, **kwargs)
+    if in_range(v, low, high) is None and v is not None:
+        container.error(f"{label}: {v:g} is outside {low:g} to {high:g}; not used")
+    return in_range(v, low, high)
+
+
 def set_query_params(**values) -> None:
     """Mirror the view state in the URL so that a link reproduces the view."""
     for k, v in values.items():

@@ -26,19 +26,22 @@ with st.form("launch"):
         loss=c[0].selectbox("loss", list(LOSSES), index=list(LOSSES).index(d.loss), key="job_loss"),
         arch=c[1].selectbox("model", list(ARCHITECTURES), index=list(ARCHITECTURES).index(d.arch), key="job_arch"),
         width=c[2].select_slider("width", [0.125, 0.25, 0.5, 1.0], value=d.width, key="job_width"),
-        epochs=int(c[3].number_input("epochs", 1, 500, d.epochs, key="job_epochs")),
-        lr=float(c[4].number_input("learning rate", 1e-5, 10.0, d.lr, format="%.4f", key="job_lr")),
-        batch=int(c[5].number_input("batch", 1, 64, d.batch, key="job_batch")),
-        max_steps=int(c[6].number_input("max steps (0: epochs decide)", 0, 1_000_000, d.max_steps, key="job_max_steps")),
-        pairs=int(c[7].number_input("pairs per batch", 64, 65_536, d.pairs, key="job_pairs")),
+        epochs=common.number(c[3], "epochs", 1, 500, d.epochs, "job_epochs", step=1),
+        lr=common.number(c[4], "learning rate", 1e-5, 10.0, float(d.lr), "job_lr", format="%.4f"),
+        batch=common.number(c[5], "batch", 1, 64, d.batch, "job_batch", step=1),
+        max_steps=common.number(c[6], "max steps (0: epochs decide)", 0, 1_000_000, d.max_steps, "job_max_steps", step=1),
+        pairs=common.number(c[7], "pairs per batch", 64, 65_536, d.pairs, "job_pairs", step=1),
         dataset=c[8].selectbox("dataset", datasets, index=datasets.index(d.dataset), key="job_dataset"))
     c[9].text_input("teacher", str(d.teacher_spec), disabled=True, key="job_teacher",
                     help="from the settings (RELVIZ_TEACHER, RELVIZ_TEACHER_PRETRAINED or relviz.toml)")
     if st.form_submit_button("Launch", type="primary"):
-        try:
-            st.success(f"job {store.submit(TrainConfig.from_settings(s, **options)).id} started")
-        except RelvizError as e:
-            st.error(str(e))
+        if invalid := [k for k, v in options.items() if v is None]:
+            st.error(f"Not launched: {', '.join(invalid)} out of range (see the field)")
+        else:
+            try:
+                st.success(f"job {store.submit(TrainConfig.from_settings(s, **options)).id} started")
+            except RelvizError as e:
+                st.error(str(e))
 st.caption(describe_rule())
 
 

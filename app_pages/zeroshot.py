@@ -62,8 +62,8 @@ if "zs_mode_wanted" in st.session_state:
     st.session_state["zs_mode"] = st.session_state.pop("zs_mode_wanted")
 a, b = st.columns([3, 1])
 a.radio("Colour by", zv.MODES, horizontal=True, key="zs_mode")
-b.number_input("unassigned below similarity", -1.0, 1.0, None, 0.05, key="zs_threshold",
-               help="points whose best cosine similarity is lower stay unassigned (grey); empty: off")
+common.number(b, "unassigned below similarity", -1.0, 1.0, None, "zs_threshold", step=0.05,
+              help="points whose best cosine similarity is lower stay unassigned (grey); empty: off")
 
 
 @st.fragment
@@ -81,7 +81,7 @@ def live():
         st.session_state.update(zs_mode_wanted=zv.MODES[3] if q.focus else zv.MODES[0], zs_focus_shown=q.focus,
                                 zs_reply_stamps=q.stamps)  # else the frame waits 3 s for an answer to its message
         st.rerun(scope="app")  # with the radio above showing it (a widget's value is set before it is drawn)
-    mode, threshold = st.session_state.get("zs_mode", zv.MODES[0]), st.session_state.get("zs_threshold")
+    mode, threshold = st.session_state.get("zs_mode", zv.MODES[0]), common.in_range(st.session_state.get("zs_threshold"), -1, 1)
     view, error = st.session_state.get("zs_view"), None
     try:
         with one_thread():  # small tensors per keystroke: see relviz.tensors.one_thread

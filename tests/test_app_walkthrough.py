@@ -134,3 +134,28 @@ def test_students_differing_only_in_the_seed_are_one_configuration(tmp_path):
     a, b, c = student("a", seed=0), student("b", seed=1), student("c", seed=0, intra_weight=3.0)
     assert configuration_of(a) == configuration_of(b) != configuration_of(c)
     assert configuration_of(a).startswith("relational ")
+
+
+def test_out_of_range_numbers_are_said_and_launch_says_why_it_did_not(cold_app_workspace):
+    """Streamlit's min and max kept -1 or 9999 in the box while the page used the old value, and the
+    form's Launch then did nothing, silently. Now the value shown is the one used: an out-of-range entry
+    is named under its box, and Launch says it did not start a job and why."""
+    from relviz.config import load_settings
+    from relviz.jobs import JobStore
+
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("app_pages/jobs.py").run()
+    at.number_input(key="job_lr").set_value(-1.0)
+    at.number_input(key="job_batch").set_value(9999)
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert "learning rate: -1 is outside 1e-05 to 10; not used" in errors
+    assert "batch: 9999 is outside 1 to 64; not used" in errors
+    assert "Not launched: lr, batch out of range (see the field)" in errors
+    assert not at.success and JobStore(load_settings()).list() == []
+
+    at.switch_page("app_pages/zeroshot.py").run()
+    at.number_input(key="zs_threshold").set_value(5.0).run()
+    assert not at.exception, at.exception
+    assert "unassigned below similarity: 5 is outside -1 to 1; not used" in [e.value for e in at.error]

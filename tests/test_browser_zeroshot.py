@@ -90,5 +90,10 @@ def test_typing_a_free_text_query_recolours_the_live_view(server):  # noqa: F811
         row = next(text for text in rows if text.startswith("selected (3D view)"))
         assert 0 < picked < shown and f"{100 * picked / shown:.1f}%" in row
         assert share_in(drawn_colors(frame), np.array([[255, 0, 255]])) > 0  # SELECTED_RGB is drawn
+        # the status line names what it timed (it said "after the keystroke" for every update)
+        frame.wait_for_function("window.relvizTimings.at(-1).cause === 'selection'", timeout=60_000)
+        assert "after the selection" in frame.inner_text("#status")
+        record = frame.evaluate("window.relvizTimings.at(-1)")
+        assert record["key"] <= record["sent"] <= record["received"] <= record["drawn"] <= record["painted"]
         page.screenshot(path=str(ARTIFACTS / "zeroshot-selection.png"), full_page=True)
         browser.close()

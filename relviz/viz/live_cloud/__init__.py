@@ -20,7 +20,9 @@ indices of a box selection and ``points``, the point set they index, in the mess
 until a reply covers it) and
 ``streamlit:setFrameHeight``. The answer's ``reply`` echoes ``seq`` with the server's timings, and
 the frame keeps ``window.relvizTimings`` (one record per answered message: keystroke, sent, server
-start/end and parts, received, drawn, painted) and shows the keystroke-to-painted time it measures."""
+start/end and parts, received, drawn, painted: two animation frames after the draw, when the frame that
+shows it is presented; the cause: keystroke, legend click or selection) and shows the time it measures, named by
+its cause; a redraw by a page control is said to be one, never timed as the last keystroke."""
 
 from __future__ import annotations
 
