@@ -19,7 +19,7 @@ TRAINING_OPTIONS: dict[str, tuple[type, typer.models.OptionInfo]] = {
     "lr": (float, typer.Option(None)),
     "batch": (int, typer.Option(None, min=1)),
     "pairs": (int, typer.Option(None, help="Point-pixel pairs sampled per batch.")),
-    "arch": (str, typer.Option(None, help="MinkUNet14, MinkUNet18 or MinkUNet34.")),
+    "arch": (str, typer.Option(None, help="MinkUNet14, MinkUNet18, MinkUNet34 or MinkUNet18A (OpenScene's: a kernel-5 stem).")),
     "width": (float, typer.Option(None, help="Channel width multiplier.")),
     "dataset": (str, typer.Option(None, help="Dataset folder under the workspace, or a dataroot.")),
     "split": (str, typer.Option(None)),

@@ -10,8 +10,13 @@ refuses anything that would execute code while unpickling:
 
 - SLidR: ``{"model_points": state_dict, "model_images": ..., "config": ...}``
 - Lightning: ``{"state_dict": {"model_points.<key>": ...}}``
-- OpenScene: ``{"state_dict": {"net3d.<key>" or "module.net3d.<key>": ...}}``
+- OpenScene: ``{"state_dict": {"net3d.<key>" or "module.net3d.<key>": ...}, "epoch", "optimizer",
+  "best_iou"}``; its net3d is MinkowskiEngine's MinkUNet18A, whose names and layouts are relviz's
+  (:func:`load_openscene`, docs/openscene.md)
 - a bare state dict, possibly with ``module.`` / ``model.`` prefixes
+
+Besides tensors and plain containers, numpy scalars and dtypes are accepted (OpenScene stores
+``best_iou`` as a numpy float64): reconstructing them runs no code.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import pickle
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
@@ -32,9 +38,40 @@ from relviz.errors import RelvizError, shorten
 from relviz.files import atomic_path
 from relviz.versions import package_versions
 
+if TYPE_CHECKING:
+    from relviz.models.minkunet import MinkUNet, MinkUNetConfig
+
 FORMAT = "relviz-checkpoint/1"
 # Prefixes stripped from foreign checkpoints, outermost first.
 _PREFIXES = ("module.", "model_points.", "model.", "net3d.", "encoder.")
+
+# OpenScene's published nuScenes 3D-distill model (config/nuscenes/ours_openseg_pretrained.yaml);
+# never downloaded by relviz
+OPENSCENE_NUSCENES_URL = "https://cvg-data.inf.ethz.ch/openscene/models/nuscenes_openseg.pth.tar"
+OPENSCENE_VOXEL_SIZE = 0.05  # config/nuscenes/*.yaml DATA.voxel_size, cartesian (dataset/voxelizer.py)
+OPENSCENE_STEM_VOLUME = 5 ** 3  # models/mink_unet.py: conv0p1s1 kernel_size=5
+# The CLIP text tower OpenScene compares its features with, by feature dimension (util/util.py
+# extract_text_feature: OpenSeg -> "ViT-L/14@336px", LSeg -> "ViT-B/32", OpenAI's weights), under
+# its open_clip name as relviz's teacher registry spells it.
+OPENSCENE_TEXT_SPACES = {
+    768: {"name": "ViT-L-14-336", "pretrained": "openai", "openai_clip": "ViT-L/14@336px", "image_features": "OpenSeg"},
+    512: {"name": "ViT-B-32", "pretrained": "openai", "openai_clip": "ViT-B/32", "image_features": "LSeg"},
+}
+
+
+def _numpy_scalar_globals() -> list:
+    """The globals a pickled numpy scalar needs: ``multiarray.scalar`` (which rebuilds a scalar from
+    a dtype and its bytes, and calls nothing else) and the dtypes."""
+    import importlib
+
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25
+    found = [np.dtype, *(getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType"))] if dtypes else [np.dtype]
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):  # numpy 2's path first: no deprecation
+        try:
+            return [*found, importlib.import_module(module).scalar]
+        except (ImportError, AttributeError):
+            continue
+    return found
 
 
 class CheckpointError(RelvizError):
@@ -124,7 +161,8 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _foreign_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only=True refuses anything but tensors and plain containers: a pickle that would
         # import or call code, or bytes that are no pickle at all
@@ -141,13 +179,17 @@ def _foreign_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
         meta = {"source_format": "slidr", "config": obj.get("config"), "epoch": obj.get("epoch")}
         obj = obj["model_points"]
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        meta = {"source_format": "lightning/openscene", "epoch": obj.get("epoch")}
+        meta = {"source_format": "lightning", "epoch": obj.get("epoch")}
+        if isinstance(obj.get("best_iou"), (int, float, np.number)):  # OpenScene's validation mIoU (a numpy float64)
+            meta["best_iou"] = float(obj["best_iou"])
         obj = obj["state_dict"]
     elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: no state dict found (expected tensors under 'model_points', "
                               f"'state_dict', 'model', or at the top level)")
+    if is_openscene_state(obj):
+        return openscene_state_to_relviz(obj), {**meta, "source_format": "openscene"}
     return _strip_prefixes(obj), meta
 
 
@@ -207,14 +249,17 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = T
 
 
 def load_student(path: str | Path, backend: str = "torch", device: str | torch.device = "cpu"):
-    """Rebuild a MinkUNet student from a relviz checkpoint: (model in eval mode, metadata). The
-    model's ``voxelization`` attribute is (voxel_size, cylindrical) of its training."""
+    """Rebuild a MinkUNet student from a relviz checkpoint, or from OpenScene's (see
+    :func:`load_openscene`): (model in eval mode, metadata). The model's ``voxelization`` attribute
+    is (voxel_size, cylindrical) of its training."""
     from relviz.models.minkunet import MinkUNet, MinkUNetConfig
 
     state, meta = load_state_dict(path)
+    if "architecture" not in meta and meta.get("source_format") == "openscene":
+        return _openscene_model(path, state, meta, backend, device)
     if "architecture" not in meta:
         raise CheckpointError(f"{path}: no 'architecture' in its metadata; build the model yourself and use "
-                              f"load_into() for foreign checkpoints")
+                              f"load_into() for foreign checkpoints (OpenScene's files load with load_openscene)")
     try:
         cfg = MinkUNetConfig.from_dict(meta["architecture"])
     except (TypeError, KeyError) as e:
@@ -224,3 +269,91 @@ def load_student(path: str | Path, backend: str = "torch", device: str | torch.d
     model.voxelization = voxelization_of(meta)  # evaluation voxelizes its inputs the same way
     model.source = str(path)  # named in errors about its outputs
     return model.to(device).eval(), meta
+
+
+# ------------------------------------------------------------------------------------- OpenScene
+def is_openscene_state(state: dict[str, Any]) -> bool:
+    """Whether every key is under OpenScene's DisNet ``net3d.`` (``module.net3d.`` when saved from
+    DistributedDataParallel)."""
+    return bool(state) and all(k.startswith(("net3d.", "module.net3d.")) for k in state)
+
+
+def openscene_state_to_relviz(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """OpenScene's ``state_dict`` -> relviz MinkUNet's, same tensors.
+
+    The net3d is MinkowskiEngine's MinkUNet18A and relviz's layers keep ME's names and layouts
+    (convolution ``kernel`` [K^3, C_in, C_out], [C_in, C_out] at K=1; batch norm under ``.bn``), so
+    the mapping is the prefix alone: ``module.`` (DDP) then ``net3d.`` (DisNet) are removed. A key
+    outside ``net3d.`` is refused by name: it belongs to no 3D network relviz knows.
+    """
+    out = {}
+    for key, value in state.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if not name.startswith("net3d."):
+            raise CheckpointError(f"key {key!r} is not under OpenScene's 'net3d.' (or 'module.net3d.'); "
+                                  f"expected OpenScene's DisNet state dict")
+        out[name[len("net3d."):]] = value
+    return out
+
+
+def openscene_config(state: dict[str, torch.Tensor], normalize: bool = True) -> "MinkUNetConfig":
+    """The :class:`~relviz.models.minkunet.MinkUNetConfig` of OpenScene's MinkUNet18A for a state
+    dict with relviz's names: input and output channels read from ``conv0p1s1.kernel``
+    [125, C_in, 32] and ``final.kernel`` [96, C_out]; ones as input, as OpenScene feeds nuScenes.
+    ``normalize``: L2-normalise the outputs (OpenScene distils with a cosine loss, so only their
+    direction is trained; its zero-shot argmax is the same either way)."""
+    from relviz.models.minkunet import ARCHITECTURES, MinkUNetConfig
+
+    stem, final = state.get("conv0p1s1.kernel"), state.get("final.kernel")
+    if stem is None or final is None:
+        missing = [k for k, v in (("conv0p1s1.kernel", stem), ("final.kernel", final)) if v is None]
+        raise CheckpointError(f"not OpenScene's MinkUNet18A: no {' or '.join(missing)} among its keys")
+    if stem.ndim != 3 or stem.shape[0] != OPENSCENE_STEM_VOLUME or final.ndim != 2:
+        raise CheckpointError(f"not OpenScene's MinkUNet18A: conv0p1s1.kernel {tuple(stem.shape)} (expected "
+                              f"[{OPENSCENE_STEM_VOLUME}, C_in, 32], a k=5 stem), final.kernel {tuple(final.shape)} "
+                              f"(expected [96, C_out])")
+    return MinkUNetConfig(**ARCHITECTURES["MinkUNet18A"], in_channels=int(stem.shape[1]),
+                          out_channels=int(final.shape[1]), normalize=normalize, ones_input=True)
+
+
+def openscene_metadata(path: str | Path, config: "MinkUNetConfig", epoch: int | None = None,
+                       best_iou: float | None = None) -> dict[str, Any]:
+    """relviz metadata of an OpenScene checkpoint: architecture, voxelization, input recipe and the
+    text space its features live in (None for a dimension OpenScene's configs do not give)."""
+    return {"kind": "student", "source_format": "openscene", "arch": "MinkUNet18A", "architecture": config.to_dict(),
+            "source": {"file": str(path), "project": "pengsongyou/openscene", "published": OPENSCENE_NUSCENES_URL},
+            "voxelization": {"voxel_size": OPENSCENE_VOXEL_SIZE, "cylindrical": False},
+            "input_features": {"recipe": "ones", "channels": config.in_channels,
+                               "note": "OpenScene's nuScenes loader: torch.ones(V, 3) (input_color: False)"},
+            "text_space": OPENSCENE_TEXT_SPACES.get(config.out_channels), "loss": "cosine (OpenScene 3D distillation)",
+            "epoch": epoch, "best_iou": best_iou}
+
+
+def _openscene_model(path: Path | str, state: dict[str, torch.Tensor], meta: dict[str, Any], backend: str,
+                     device: str | torch.device, normalize: bool = True) -> tuple["MinkUNet", dict[str, Any]]:
+    from relviz.models.minkunet import MinkUNet
+
+    try:
+        config = openscene_config(state, normalize=normalize)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    model = MinkUNet(config, backend)
+    load_into(model, state, strict=True, source=f"{path} (as OpenScene's MinkUNet18A)")
+    metadata = {**openscene_metadata(path, config, meta.get("epoch"), meta.get("best_iou")),
+                "versions": {k: v for k, v in package_versions().items() if v}}
+    model.voxelization = voxelization_of(metadata)
+    model.source = str(path)
+    return model.to(device).eval(), metadata
+
+
+def load_openscene(path: str | Path, backend: str = "torch", device: str | torch.device = "cpu",
+                   normalize: bool = True) -> tuple["MinkUNet", dict[str, Any]]:
+    """OpenScene's 3D-distill checkpoint (e.g. ``nuscenes_openseg.pth.tar``) as a relviz MinkUNet:
+    (model in eval mode, metadata). The model takes a sparse tensor of 5 cm cartesian voxels (any
+    features: it uses ones, as OpenScene does) and gives [V, 768] features in the space of CLIP
+    ViT-L/14@336px's text tower (``metadata["text_space"]``). Any layout relviz reads is accepted
+    (``module.net3d.``/``net3d.`` prefixes, or a bare state dict of the same network); a key that does
+    not fit is named in the :class:`CheckpointError`. ``save_checkpoint(out, model, metadata)``
+    converts it to a relviz checkpoint that :func:`load_student` rebuilds."""
+    state, meta = load_state_dict(path)
+    return _openscene_model(path, state, meta, backend, device, normalize)

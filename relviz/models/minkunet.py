@@ -6,6 +6,13 @@ transposed convolutions each followed by a skip concatenation and BasicBlocks, a
 with bias. ``width`` scales every channel count for small demo students (key names are unchanged).
 The output is L2-normalised when ``normalize=True`` (distillation students).
 
+``MinkUNet18A`` is OpenScene's 3D-distill network (pengsongyou/openscene ``models/mink_unet.py``,
+the definition of MinkowskiEngine's ``examples/minkunet.py`` with PLANES of its "A" variant): a
+k=5 stem, MinkowskiBatchNorm's momentum 0.1 everywhere, and a ``final`` 1x1 convolution without
+bias (OpenScene comments ``has_bias=True`` out and ME's default is ``bias=False``; ME's example has
+one). OpenScene feeds nuScenes lidar as constant ones [V, 3] (``input_color: False``), which
+``ones_input`` reproduces whatever features the caller gives (docs/openscene.md).
+
 Layers come from a backend: the pure-PyTorch :mod:`relviz.sparse` (default) or MinkowskiEngine when
 it is installed and chosen; both share parameter names and layouts, so weights move freely.
 """
@@ -35,6 +42,8 @@ class MinkUNetConfig:
     width: float = 1.0
     bn_momentum: float = 0.05
     normalize: bool = True
+    final_bias: bool = True  # False for OpenScene's MinkUNet18A (its ``final`` has no bias)
+    ones_input: bool = False  # True: input features replaced by ones [N, in_channels] (OpenScene's recipe)
 
     def scaled(self, c: int) -> int:
         return max(1, int(round(c * self.width)))
@@ -54,6 +63,9 @@ ARCHITECTURES = {
     "MinkUNet14": dict(layers=(1, 1, 1, 1, 1, 1, 1, 1), planes=(32, 64, 128, 256, 128, 128, 96, 96)),
     "MinkUNet18": dict(layers=(2, 2, 2, 2, 2, 2, 2, 2), planes=(32, 64, 128, 256, 128, 128, 96, 96)),
     "MinkUNet34": dict(layers=(2, 3, 4, 6, 2, 2, 2, 2), planes=(32, 64, 128, 256, 256, 128, 96, 96)),
+    # OpenScene's net3d (models/mink_unet.py: MinkUNet18A, kernel_size=5 stem, final without bias)
+    "MinkUNet18A": dict(layers=(2, 2, 2, 2, 2, 2, 2, 2), planes=(32, 64, 128, 256, 128, 128, 96, 96),
+                        stem_kernel=5, bn_momentum=0.1, final_bias=False),
 }
 
 
@@ -103,7 +115,7 @@ class MinkUNet(nn.Module):
             setattr(self, f"bntr{4 + i}", be.batch_norm(planes[4 + i], momentum=c.bn_momentum))
             self.inplanes = planes[4 + i] + skips[i]
             setattr(self, f"block{5 + i}", self._make_layer(planes[4 + i], c.layers[4 + i]))
-        self.final = be.conv(planes[7], c.out_channels, kernel_size=1, bias=True)
+        self.final = be.conv(planes[7], c.out_channels, kernel_size=1, bias=c.final_bias)
         self.relu = be.relu()
 
     def _make_layer(self, planes: int, blocks: int) -> nn.Sequential:
@@ -118,6 +130,8 @@ class MinkUNet(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         be = self.backend
+        if self.config.ones_input:  # the features carry nothing for this model: only the occupancy does
+            x = x.replace(x.features.new_ones(x.features.shape[0], self.config.in_channels))
         out_p1 = self.relu(self.bn0(self.conv0p1s1(be.from_relviz(x))))
         out_b1p2 = self.block1(self.relu(self.bn1(self.conv1p1s2(out_p1))))
         out_b2p4 = self.block2(self.relu(self.bn2(self.conv2p2s2(out_b1p2))))
@@ -136,16 +150,18 @@ class MinkUNet(nn.Module):
 
 def build_minkunet(arch: str = "MinkUNet34", in_channels: int = 1, out_channels: int = 64, width: float = 1.0,
                    normalize: bool = True, backend: str = "torch", **overrides) -> MinkUNet:
-    """A MinkUNet by architecture name (MinkUNet14, MinkUNet18, MinkUNet34).
+    """A MinkUNet by architecture name (MinkUNet14, MinkUNet18, MinkUNet34, MinkUNet18A).
 
     backend: 'torch' or 'minkowski' (surfaces pass the ``sparse_backend`` setting).
+    overrides: further :class:`MinkUNetConfig` fields; they win over the architecture's own.
     """
     if arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
     if width <= 0:
         raise InputError(f"width must be > 0, got {width}")
-    cfg = MinkUNetConfig(**ARCHITECTURES[arch], in_channels=in_channels, out_channels=out_channels, width=width,
-                         normalize=normalize, **overrides)
+    fields = {**ARCHITECTURES[arch], **overrides}
+    cfg = MinkUNetConfig(**fields, in_channels=in_channels, out_channels=out_channels, width=width,
+                         normalize=normalize)
     return MinkUNet(cfg, backend)
 
 
