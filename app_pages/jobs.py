@@ -50,13 +50,7 @@ def job_list() -> list:
     """The jobs table (status, phase and estimate from each run folder now); returns the jobs listed."""
     try:
         jobs = store.list()
-        rows = []
-        for j in jobs:
-            p = store.progress_of(j)
-            train = j.kind == "train"  # a few-shot job has no steps: its progress is its current task's
-            rows.append({"id": j.id, "name": j.name, "status": j.status, "phase": p.text(),
-                         "progress": j.progress if train else p.fraction,
-                         "step": f"{j.last_step}/{j.total_steps or '?'}" if train else "", "error": j.error or ""})
+        rows = [store.row(j) for j in jobs]
     except RelvizError as e:
         st.error(str(e))
         return []

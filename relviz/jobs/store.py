@@ -266,6 +266,14 @@ class JobStore:
         events, _ = read_events(job.events_path, job.events_offset)
         return job_progress(events, job.status, now, job.last_step, job.total_steps, job.kind)
 
+    def row(self, job: Job) -> dict:
+        """The job as a row of the Jobs page's table: status, phase (count and estimate), progress, step."""
+        p = self.progress_of(job)
+        train = job.kind == "train"  # a few-shot job has no steps: its progress is its current task's
+        return {"id": job.id, "name": job.name, "status": job.status, "phase": p.text(),
+                "progress": job.progress if train else p.fraction,
+                "step": f"{job.last_step}/{job.total_steps or '?'}" if train else "", "error": job.error or ""}
+
     def log_tail(self, job: Job, lines: int = 200) -> str:
         if not job.log_path.is_file():
             return ""
