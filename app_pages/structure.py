@@ -25,7 +25,8 @@ c1, c2, c3, c4, c5 = st.columns(5)
 choice = c1.selectbox("Features of", options, index=options.index(default) if default in options else 0, key="ckpt")
 n_samples = common.eval_set_controls(c2, c3, "st", common.int_param("k", 2, 1, 8))
 per_class = c4.select_slider("points per class", [100, 250, 500, 1000, 2000, 5000], value=500, key="per_class")
-seed = int(c5.number_input("seed", 0, 10_000, common.int_param("seed", 0, 0, 10_000), key="seed"))
+if (seed := common.number(c5, "seed", 0, 10_000, common.int_param("seed", 0, 0, 10_000), "seed", step=1)) is None:
+    st.stop()  # the box says why: nothing below is computed with a seed other than the one shown
 common.set_query_params(ckpt=choice, k=n_samples.per_scene, seed=seed)
 root = str(common.dataset_root(s))
 try:
@@ -53,7 +54,7 @@ def select_from(chart_key: str) -> None:  # a box or lasso selection in either v
 q1, q2, q3 = st.columns([2, 3, 1])
 view = q1.radio("PCA view", ["2D", "3D"], horizontal=True, key="view", help="select (box or lasso) in 2D")
 query = q2.text_input("Ring the points matching a query", key="link_query", placeholder="e.g. parked car")
-threshold = q3.number_input("cosine at least", -1.0, 1.0, 0.2, 0.05, key="link_threshold")
+threshold = common.number(q3, "cosine at least", -1.0, 1.0, 0.2, "link_threshold", step=0.05)
 ring = np.zeros(len(y), bool)
 ring[[i for i in st.session_state.get("linked_sample", []) if i < len(y)]] = True
 places, st.session_state["structure_selected"] = None, {}  # the teacher's sample has no place in the scene
@@ -65,7 +66,7 @@ if ckpts.get(choice) is not None:
     for boxed, note in sv.boxed_rings(places, st.session_state.get("zs_selected"), tokens):
         ring |= boxed
         st.caption(note)
-if query.strip():
+if query.strip() and threshold is not None:
     try:
         matches, note = sv.query_matches(z, query, threshold, common.class_embeddings(s),
                                          lambda: common.active_teacher(s))

@@ -27,7 +27,8 @@ if setup == "custom":
 else:
     c2.caption(SETUPS[setup][0])
 iters = c3.select_slider("iterations", [50, 100, 200, 400, 600, 1000, 1500], value=600, key="toy_iters")
-seed = int(c4.number_input("seed", 0, 1000, 0, key="toy_seed"))
+if (seed := common.number(c4, "seed", 0, 1000, 0, "toy_seed", step=1)) is None:
+    st.stop()  # the box says why
 cfg = toy_setup("paper-1cluster" if setup == "custom" else setup, clusters=clusters, spread=spread,
                 predictability=predictability, iters=iters, seed=seed)
 st.caption(f"{cfg.clusters} cluster(s), spread {cfg.spread:g} rad, input predictability R^2 {cfg.predictability:g}; "
@@ -66,7 +67,8 @@ st.plotly_chart(toy_history_figure(result), width="stretch", key="toy_history")
 
 st.subheader("Over seeds: how often the paper's claims hold")
 c1, c2 = st.columns(2)
-n_seeds = int(c1.number_input("seeds", 2, 50, 5, key="toy_nseeds", help=f"seeds {seed}, {seed + 1}, ..."))
+if (n_seeds := common.number(c1, "seeds", 2, 50, 5, "toy_nseeds", step=1, help=f"seeds {seed}, {seed + 1}, ...")) is None:
+    st.stop()
 if c2.toggle("run the seed sweep", key="toy_sweep", help="Trains three MLPs per seed (stored once computed)."):
     slot, progress = progress_slot()
     sweep = run_toy_sweep(cfg, range(seed, seed + n_seeds), common.settings().cache_dir, progress,

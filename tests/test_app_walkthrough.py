@@ -159,3 +159,9 @@ def test_out_of_range_numbers_are_said_and_launch_says_why_it_did_not(cold_app_w
     at.number_input(key="zs_threshold").set_value(5.0).run()
     assert not at.exception, at.exception
     assert "unassigned below similarity: 5 is outside -1 to 1; not used" in [e.value for e in at.error]
+
+    at.switch_page("app_pages/toy.py").run()
+    at.number_input(key="toy_seed").set_value(-5).run()
+    assert not at.exception, at.exception
+    assert "seed: -5 is outside 0 to 1000; not used" in [e.value for e in at.error]
+    assert not at.get("plotly_chart")  # the page stops: nothing is drawn for a seed other than the one shown
