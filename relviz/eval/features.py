@@ -4,14 +4,15 @@ points (the teacher feature at each point's pixel), shared by training, evaluati
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 from PIL import Image
 
-from relviz.errors import NonFiniteError
-from relviz.files import atomic_path
+from relviz.errors import InputError, NonFiniteError
+from relviz.files import atomic_path, new_folder
+from relviz.models.featureset import FeatureSet, FeatureSetManifest, dataset_kind, open_feature_set, write_feature_set
 from relviz.sparse import SparseTensor
 from relviz.teacher.cache import FeatureCache
 from relviz.teacher.clip import sample_points
@@ -75,14 +76,35 @@ def pair_features_from_dense(dense: torch.Tensor, used: torch.Tensor, batch: dic
     return sample_points(dense, remap[pairs_img].to(dense.device), pairs_px, image_size)
 
 
+def point_features_of(source, batch: dict, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Features [sum N, D] at every point of a collated batch, from a feature ``source``: a student
+    model (its voxel features taken at each point's voxel, in the model's dtype, on ``device``) or a
+    :class:`~relviz.models.featureset.FeatureSet` (each keyframe's file, float32 on ``device``, its
+    point count checked against the batch's). A feature set needs no voxelization: its rows are the
+    keyframe's points (a voxel set's expanded by its ``point_to_voxel``)."""
+    if not isinstance(source, FeatureSet):
+        return student_voxel_features(source, batch, device)[batch["inverse"].to(device)]
+    counts = torch.bincount(batch["batch_points"], minlength=len(batch["sample_tokens"])).tolist()
+    parts = []
+    for token, n in zip(batch["sample_tokens"], counts):
+        feats = source.point_features(token)
+        if len(feats) != n:
+            raise InputError(f"{source.path(token)}: {len(feats)} points; the dataset's keyframe {token} has {n} "
+                             f"(a feature set for another dataset, or a dataset opened with points dropped?)")
+        parts.append(feats)
+    return torch.cat(parts).to(device)
+
+
 def point_features_cached(model, checkpoint_key: str, dataset, index: int, cache_root: str | Path,
                           device: torch.device | str = "cpu") -> np.ndarray:
     """A student's per-point features [N, D] (float16) for one sample, cached on disk per
-    (checkpoint, sample token)."""
+    (checkpoint, sample token); a feature set's are read from its file (no cache: it is one)."""
     from relviz.data.dataset import collate
 
     dataset = dataset_for(model, dataset)
     token = dataset.sample_tokens[index]
+    if isinstance(model, FeatureSet):
+        return point_features_of(model, collate([dataset[index]])).half().numpy()
     cache = FeatureCache(cache_root, checkpoint_key, kind="student")
     hit = cache.get(token)
     if hit is not None:
@@ -92,6 +114,49 @@ def point_features_cached(model, checkpoint_key: str, dataset, index: int, cache
         feats = student_voxel_features(model, batch, device)[batch["inverse"].to(device)]
     cache.put(token, feats.half())
     return np.asarray(cache.get(token))
+
+
+def export_feature_set(model, datasets: Mapping[str, object], directory: str | Path, model_name: str,
+                       dtype: str = "float32", kind: str = "points", text_space: str | None = None, source: str = "",
+                       device: torch.device | str = "cpu", progress: Callable[[int, int], None] | None = None
+                       ) -> FeatureSet:
+    """Write a relviz student's features for every keyframe of ``datasets`` (split name -> dataset of
+    that split, one format and version) as a feature set in the new folder ``directory`` (written
+    beside it and renamed when complete): ``kind`` "points" (features [N, D] per keyframe, the
+    voxel features taken at each point's voxel, exactly what the analysis reads from the model) or
+    "voxels" ([V, D] with ``point_to_voxel`` [N]), stored as ``dtype`` (float16 halves the size; its
+    rounding is the only difference from the model's float32 features). ``text_space``: the
+    identity of the teacher it was distilled from (its metadata's ``teacher.identity``) when the
+    features live in that teacher's text space."""
+    from relviz.data.dataset import collate
+
+    if not datasets:
+        raise InputError("export_feature_set needs at least one split to export")
+    first = next(iter(datasets.values()))
+    kind_of_data = dataset_kind(first)
+    manifest = FeatureSetManifest(model=model_name, dim=int(model.config.out_channels), dtype=dtype,
+                                  dataset=kind_of_data, splits=tuple(datasets),
+                                  version=getattr(first, "version", None) if kind_of_data == "nuscenes" else None,
+                                  kind=kind, text_space=text_space, source=source)
+    total = sum(len(ds) for ds in datasets.values())
+
+    def keyframes():
+        done = 0
+        with torch.inference_mode():
+            for ds in datasets.values():
+                ds = dataset_for(model, ds)
+                for i in range(len(ds)):
+                    batch = collate([ds[i]])
+                    voxels = student_voxel_features(model, batch, device).cpu()
+                    token = ds.sample_tokens[i]
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                    yield (token, voxels[batch["inverse"]]) if kind == "points" else (token, voxels, batch["inverse"])
+
+    with new_folder(directory) as tmp:
+        write_feature_set(tmp, manifest, keyframes())
+    return open_feature_set(directory)
 
 
 def first_pair_per_point(pair_points: torch.Tensor) -> torch.Tensor:

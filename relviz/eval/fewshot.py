@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from relviz.data.classes import CLASSES
 from relviz.data.dataset import NuScenesLidarSeg, collate
 from relviz.errors import InputError, InputTypeError
-from relviz.eval.features import dataset_for, student_voxel_features
+from relviz.eval.features import dataset_for, point_features_of
 from relviz.eval.keyframe_sums import ConfusionSums
 from relviz.segmentation import (absent_predictions, classes_with_ground_truth, confusion_matrix, iou_per_class,
                                  mean_iou, mean_iou_over)
@@ -192,7 +192,10 @@ def segmentation_scores(per_frame: np.ndarray, n_resamples: int = 1000, seed: in
 @contextmanager
 def eval_mode(model):
     """``model`` in eval mode (batch norm from its running statistics) for the block, then back to
-    the mode the caller had it in."""
+    the mode the caller had it in; a feature set (no modes) as it is."""
+    if not isinstance(model, torch.nn.Module):
+        yield model
+        return
     was_training = model.training
     model.eval()
     try:
@@ -202,8 +205,10 @@ def eval_mode(model):
 
 
 def point_features(model, batch: dict, device) -> torch.Tensor:
-    """The student's features [sum N, D] at every point of a collated batch (voxel -> point)."""
-    return student_voxel_features(model, batch, device)[batch["inverse"].to(device)]
+    """The student's features [sum N, D] at every point of a collated batch (voxel -> point), or a
+    feature set's (:func:`~relviz.eval.features.point_features_of`): the probe trains and scores on
+    points either way, so a feature set's probe is the model's on the same numbers."""
+    return point_features_of(model, batch, device)
 
 
 def score_on(model, head: torch.nn.Module, val_set: NuScenesLidarSeg, device="cpu",

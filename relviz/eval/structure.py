@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from relviz.data.dataset import collate
 from relviz.errors import InputError
-from relviz.eval.features import (dataset_for, first_pair_per_point, student_voxel_features, teacher_pair_features,
+from relviz.eval.features import (dataset_for, first_pair_per_point, point_features_of, teacher_pair_features,
                                   with_pairs)
 from relviz.eval.keyframe_sums import ConfusionSums, FeatureSums, GapSums, confusion_sums, feature_sums, gap_sums
 from relviz.eval.selection import EvalSet, scene_ids
@@ -55,7 +55,8 @@ def _selection(chosen: list[int], scenes: torch.Tensor) -> dict:
 
 def gather_val_features(model, teacher, cache, dataset, eval_set: EvalSet, device) -> dict:
     """Over the keyframes of ``dataset`` that ``eval_set`` selects (K of them, spread over scenes):
-    student point features ``features`` [N, D], ``labels`` [N] and ``keyframe`` [N] (the keyframe's
+    student point features ``features`` [N, D] (``model``: a student, or a feature set read by
+    :func:`~relviz.eval.features.point_features_of`), ``labels`` [N] and ``keyframe`` [N] (the keyframe's
     position 0..K-1 in the selection); ``keyframe_scene`` [K] and ``keyframe_index`` [K] (its index in
     ``dataset``); ``pair_index`` [M] (into the points) of the points a camera sees, one pair per point
     (:func:`first_pair_per_point`), and the teacher's features there, ``pair_teacher`` [M, D]; and, by
@@ -67,7 +68,7 @@ def gather_val_features(model, teacher, cache, dataset, eval_set: EvalSet, devic
     with torch.inference_mode():
         for position, i in enumerate(chosen):
             batch = collate([dataset[i]])
-            point = student_voxel_features(model, batch, device)[batch["inverse"].to(device)].float().cpu()
+            point = point_features_of(model, batch, device).float().cpu()
             first = first_pair_per_point(batch["pair_points"])
             feats.append(point)
             labels.append(batch["labels"])
