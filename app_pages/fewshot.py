@@ -6,7 +6,7 @@ import streamlit as st
 
 from app_pages import common
 from relviz.errors import RelvizError
-from relviz.eval.finetune import FRACTIONS, SLIDR_FINETUNE
+from relviz.eval.finetune import FINETUNE_SEEDS, FRACTIONS, SLIDR_FINETUNE
 from relviz.jobs.fewshot import FewshotJob
 from relviz.viz.fewshot import checkpoint_label_efficiency, finetune_minus_probe_frame, label_efficiency_curves
 
@@ -22,21 +22,34 @@ with st.form("fewshot_launch"):
     choice = a.selectbox("student", list(ckpts), key="fs_ckpt")
     fractions = b.multiselect("label fractions", FRACTIONS, default=[0.01, 0.1, 1.0], key="fs_fractions",
                               format_func=lambda f: f"{f:.0%}")
-    c = st.columns(4)
+    c = st.columns(5)
     steps = int(c[0].number_input("fine-tuning steps (0: SLidR's 100 epochs)", 0, 100_000, 0, key="fs_steps"))
     batch = int(c[1].number_input("frames per step", 1, 64, SLIDR_FINETUNE["batch"], key="fs_batch"))
-    probe_epochs = int(c[2].number_input("linear probe epochs", 1, 10_000, 300, key="fs_probe_epochs"))
-    seed = int(c[3].number_input("seed", 0, 1_000_000, 0, key="fs_seed"))
-    st.caption("Frames: SLidR's rule (every k-th scene of the training split). SLidR's schedule on a CPU costs "
-               "about 0.7-0.9 s per frame and step with the demo student: 100 epochs of 8 frames take 10-12 min.")
+    n_seeds = int(c[2].number_input("fine-tuning seeds", 1, 20, FINETUNE_SEEDS, key="fs_finetune_seeds"))
+    probe_epochs = int(c[3].number_input("linear probe epochs", 1, 10_000, 300, key="fs_probe_epochs"))
+    seed = int(c[4].number_input("seed", 0, 1_000_000, 0, key="fs_seed"))
+    st.caption("Frames: SLidR's rule (every k-th scene of the training split). Fine-tuning runs once per seed "
+               "(seed, seed + 1, ...; one seed cannot tell the student from the fine-tuning's noise). SLidR's "
+               "schedule on a CPU costs about 0.7-0.9 s per frame and step with the demo student: 100 epochs of "
+               "8 frames take 10-12 min per seed.")
     if st.form_submit_button("Launch", type="primary", disabled=not ckpts):
         try:
             job = FewshotJob(str(ckpts[choice].path), str(common.dataset_root(s)), fractions=tuple(fractions),
                              steps=steps or None, batch=batch, probe_epochs=probe_epochs, seed=seed,
-                             backend=s.sparse_backend)
+                             finetune_seeds=n_seeds, backend=s.sparse_backend)
             st.success(f"job {store.submit_fewshot(job, f'few-shot {choice}').id} started")
         except RelvizError as e:
             st.error(str(e))
+
+
+def seed_row(checkpoint: str, fraction: float, tuned: dict) -> dict:
+    """One fraction's fine-tuning: each seed's mIoU, their mean, the two-stage interval or why none."""
+    two, seeds = tuned.get("two_stage"), tuned.get("seeds", [tuned.get("seed")])
+    per_seed = tuned.get("miou_per_seed", [tuned["miou"]])  # a result from before several seeds: its one
+    return {"checkpoint": checkpoint, "fraction": f"{fraction:.0%}", "seeds": ", ".join(map(str, seeds)),
+            "mIoU per seed": ", ".join("-" if v is None else f"{v:.3f}" for v in per_seed), "mean": tuned["miou"],
+            "95% interval (seeds and scenes)": "-" if two is None else f"[{two['low']:.3f}, {two['high']:.3f}]",
+            "why no interval": None if two else "one seed" if len(seeds) < 2 else tuned.get("interval_refused")}
 
 
 @st.fragment(run_every="3s")
@@ -68,12 +81,17 @@ def curves():
         columns={"curve": "checkpoint", "mean": "mIoU", "interval": "95% interval (val scenes)",
                  "no_interval": "why no interval", "n": "val keyframes"}), hide_index=True, width="stretch",
                  key="fs_table")
-    st.caption("mIoU over the classes with ground truth in the val frames. Intervals: percentile bootstrap over "
-               "the val scenes, given from 10 scenes on. " + "; ".join(sources) + ".")
+    st.caption("mIoU over the classes with ground truth in the val frames; fine-tuned: the mean over its seeds. "
+               "Intervals: percentile bootstrap over the val scenes (for fine-tuning, of the mean over the seeds), "
+               "given from 10 scenes on. " + "; ".join(sources) + ".")
     st.subheader("Fine-tuned minus linear probe")
     st.dataframe(finetune_minus_probe_frame(results), hide_index=True, width="stretch", key="fs_diff")
     st.caption("Paired on the same val keyframes, resampled by scene; significant: the 95% interval excludes 0; "
                "under 10 scenes each scene's difference instead (docs/results.md has the demo students' figures).")
+    st.subheader("Fine-tuning seeds")
+    st.dataframe(pd.DataFrame([seed_row(label, run["fraction"], run["finetune"]) for label, r in results.items()
+                               for run in r["runs"]]), hide_index=True, width="stretch", key="fs_seeds")
+    st.caption("Interval: two-stage bootstrap over fine-tuning seeds and val scenes (both sources of variance).")
 
 
 curves()

@@ -134,6 +134,12 @@ def test_experiment_runs_is_interrupted_resumes_and_aggregates(synthetic_root, t
      r"cell temperature=-1,loss=relational: config field 'temperature': must be > 0"),
     (lambda t: t.replace("[grid]", "[grid]\nseed = [1]"), r"\[grid\] 'seed': seeds are declared once"),
     (lambda t: t.replace("per_class = 50", "per_class = 0"), r"\[evaluate\] 'per_class': must be a whole number"),
+    (lambda t: t.replace("linear_probe = []", "linear_probe = []\nfinetune_seeds = 0"),
+     r"\[evaluate\] 'finetune_seeds': must be a whole number >= 1, got 0"),
+    (lambda t: t.replace("linear_probe = []", "linear_probe = []\nfinetune_seeds = 2.5"),
+     r"\[evaluate\] 'finetune_seeds': must be a whole number >= 1, got 2.5"),
+    (lambda t: t.replace("linear_probe = []", "linear_probe = []\nfinetune_seeds = \"3\""),
+     r"\[evaluate\] 'finetune_seeds': must be a whole number >= 1, got '3'"),
     (lambda t: t.replace("linear_probe = []", "linear_probe = [2]"), r"'linear_probe': must be a list of fractions"),
     (lambda t: t.replace("[evaluate]", "[evaluate]\nvalsamples = 1"), r"\[evaluate\]: unknown key\(s\) 'valsamples'"),
     (lambda t: t.replace('name = "tiny"', 'name = "../x"'), r"\[experiment\] 'name': must be"),
@@ -183,6 +189,23 @@ def test_a_stored_evaluation_counts_only_for_its_protocol_and_every_fraction_ask
     assert stored_evaluation(tmp_path, config, EvaluationSpec(val_scenes=1, linear_probe=(0.5,),
                                                               finetune=(0.5,))) is None
     assert stored_evaluation(tmp_path, config, EvaluationSpec(val_scenes=2, linear_probe=(0.5,))) is None
+    # fine-tuning seeds decide fine-tuned results only: the protocol names them when the runs are fine-tuned
+    assert stored_evaluation(tmp_path, config, EvaluationSpec(val_scenes=1, linear_probe=(0.5,),
+                                                              finetune_seeds=5)) is not None
+    tuned = EvaluationSpec(val_scenes=1, linear_probe=(), finetune=(0.5,), finetune_seeds=3)
+    (tmp_path / "evaluation.json").write_text(json.dumps({
+        "protocol": tuned.protocol(config), "structure": {"uniformity": 1.0}, "finetune": {"0.5": {"miou": 0.2}}}))
+    assert tuned.protocol(config)["finetune_seeds"] == 3 and "finetune_seeds" not in asked.protocol(config)
+    assert stored_evaluation(tmp_path, config, tuned)["finetune"]["0.5"]["miou"] == 0.2
+    assert stored_evaluation(tmp_path, config, EvaluationSpec(val_scenes=1, linear_probe=(), finetune=(0.5,),
+                                                              finetune_seeds=5)) is None
+
+
+def test_the_default_fine_tuning_seeds_of_an_experiment_are_the_librarys():
+    from relviz.eval.finetune import FINETUNE_SEEDS
+    from relviz.experiment import EvaluationSpec
+
+    assert EvaluationSpec().finetune_seeds == FINETUNE_SEEDS >= 3
 
 
 def test_cell_differences_are_paired_by_seed_and_match_scipys_paired_t_interval():
@@ -314,3 +337,55 @@ def test_paper_claims_say_not_measured_for_a_cell_without_evaluated_runs():
     verdicts = {c["claim"]: c["verdict"] for c in paper_claims(report)}  # no crash on None or NaN
     assert verdicts["contrastive: T below the teacher's"] == MISSING
     assert verdicts["relational: better zero-shot than contrastive"] == MISSING
+
+
+def test_fine_tuned_few_shot_claims_use_student_and_fine_tuning_seeds_and_name_the_unit():
+    """Each run's fine-tuned mIoU is the mean over its 3 fine-tuning seeds, stored with that mean on the
+    shared scene resamples: the claim's test is the two-stage bootstrap over student seeds and scenes of
+    those means, and its text names the unit; without the resamples, no verdict."""
+    from relviz.experiment.aggregate import aggregate, run_metrics, run_replicates
+    from relviz.experiment.claims import HOLDS, NO_SCENE_VARIANCE, paper_claims
+    from relviz.stats import resample_multiplicities, two_stage_bootstrap
+
+    base = _claims_report(seeds=6, scenes=12)
+    rng = np.random.default_rng(11)
+    m = resample_multiplicities(12, 400, seed=0)  # the structure replicates' draws (seed 0, 400)
+    scene = rng.normal(0, 0.02, 12)
+    effect = {"contrastive": 0.30, "similarity": 0.25, "relational": 0.32}
+    evaluations = {}
+    for run in base["runs"]:
+        student = effect[run["cell"].split("=")[1]] + rng.normal(0, 0.01)
+        per_scene = (student + scene + rng.normal(0, 0.01, (3, 12))).mean(0)  # 3 fine-tuning seeds x 12 scenes
+        evaluations[run["key"]] = {
+            "structure": {**run["metrics"], "replicates": run["replicates"]},
+            "finetune": {"0.1": {"miou": float(per_scene.mean()), "seeds": [0, 1, 2],
+                                 "replicates": {"seed": 0, "n": 400, "values": {"miou": (m @ per_scene / 12).tolist()}}}}}
+
+    def claims_with(evaluations):
+        runs = [{**r, "metrics": run_metrics(evaluations[r["key"]]), "replicates": run_replicates(evaluations[r["key"]])}
+                for r in base["runs"]]
+        report = aggregate([{"cell": f"loss={x}", "values": {"loss": x}} for x in effect], runs,
+                           teacher=base["teacher"], protocol={"finetune_seeds": 3})
+        return {c["claim"]: c for c in paper_claims(report)}, runs
+
+    claims, runs = claims_with(evaluations)
+    unit = "student seeds, each the mean over 3 fine-tuning seeds"
+    row = claims[f"few-shot (fine-tuned 10% mIoU): relational above similarity (unit: {unit})"]
+    assert row["test"].startswith("two-stage") and row["evidence"].endswith(f"over 6 {unit}")
+    # the same test from the runs' stored means, paired by student seed, directly
+    value = {(r["cell"], r["seed"]): r["metrics"]["finetune@0.1"] for r in runs}
+    reps = {(r["cell"], r["seed"]): np.array(r["replicates"]["values"]["finetune@0.1"]) for r in runs}
+    diffs = [value["loss=relational", s] - value["loss=similarity", s] for s in range(6)]
+    two = two_stage_bootstrap(diffs, np.stack([reps["loss=relational", s] - reps["loss=similarity", s]
+                                               for s in range(6)]))
+    assert row["estimate"] == pytest.approx(np.mean(diffs), abs=2 * gamma(6))
+    assert row["p"] == two.p and row["two_stage"]["low"] == two.low  # the same numbers, the same operations
+    assert row["verdict"] == HOLDS  # +0.07 against seed noise of about 0.01
+    # fine-tuning resamples drawn otherwise (another count) are not paired with the structure's: left out
+    other = {k: {**e, "finetune": {"0.1": {**e["finetune"]["0.1"], "replicates": {
+        "seed": 0, "n": 10, "values": {"miou": [0.3] * 10}}}}} for k, e in evaluations.items()}
+    assert "finetune@0.1" not in claims_with(other)[1][0]["replicates"]["values"]
+    # without stored resamples the existing rule: no verdict from seeds alone
+    bare = {k: {**e, "finetune": {"0.1": {"miou": e["finetune"]["0.1"]["miou"]}}} for k, e in evaluations.items()}
+    row = claims_with(bare)[0][f"few-shot (fine-tuned 10% mIoU): relational above similarity (unit: {unit})"]
+    assert row["verdict"] == NO_SCENE_VARIANCE and row["test"].startswith("t test")

@@ -21,9 +21,9 @@ from relviz.train.rundir import EventLog, read_events
 from relviz.viz.fewshot import checkpoint_label_efficiency, finetune_minus_probe_frame
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-# tiny schedules: 2 fine-tuning steps of 1 frame, a 5-epoch probe on at most 100 points per class; two
-# selections of mini_train's 8 scenes (every 8th scene, every 4th: 1 and 2 scenes)
-SCHEDULE = dict(fractions=(0.1, 0.25), steps=2, batch=1, probe_epochs=5, probe_per_class=100)
+# tiny schedules: 2 fine-tuning steps of 1 frame with 2 seeds, a 5-epoch probe on at most 100 points per
+# class; two selections of mini_train's 8 scenes (every 8th scene, every 4th: 1 and 2 scenes)
+SCHEDULE = dict(fractions=(0.1, 0.25), steps=2, batch=1, probe_epochs=5, probe_per_class=100, finetune_seeds=2)
 
 
 def _job(cold_app_workspace, **changes) -> FewshotJob:
@@ -37,7 +37,8 @@ def test_bad_fewshot_jobs_are_refused_naming_the_field(cold_app_workspace, tmp_p
     for changes, field in [({"checkpoint": str(tmp_path / "none.safetensors")}, "checkpoint"),
                            ({"dataroot": str(tmp_path / "nowhere")}, "dataroot"), ({"fractions": ()}, "fractions"),
                            ({"fractions": (0.0,)}, "fractions"), ({"fractions": (1.5,)}, "fractions"),
-                           ({"steps": 0}, "steps"), ({"batch": 2.5}, "batch"), ({"seed": "x"}, "seed")]:
+                           ({"steps": 0}, "steps"), ({"batch": 2.5}, "batch"), ({"seed": "x"}, "seed"),
+                           ({"finetune_seeds": 0}, "finetune_seeds"), ({"finetune_seeds": 1.5}, "finetune_seeds")]:
         with pytest.raises(InputError, match=f"^{field}: "):
             FewshotJob(**{k: v for k, v in {**job.to_dict(), **changes}.items() if k != "kind"}).validate()
     with pytest.raises(InputError, match="unknown field.*epoch\\b"):
@@ -90,17 +91,23 @@ def test_a_background_fewshot_job_gives_the_librarys_curve_and_the_pages_show_it
     events, _ = read_events(done.events_path)
     marks = [e["event"] for e in events if e["event"] != "heartbeat"]
     assert marks[:2] == ["priority", "phase"] and marks[-1] == "done" and events[-1]["event"] == "done"
-    assert {e["parts"] for e in events if e["event"] == "fewshot"} == {4}  # 2 selections x (fine-tune, probe)
+    # 2 selections x (2 fine-tuning seeds, probe)
+    assert {e["parts"] for e in events if e["event"] == "fewshot"} == {6}
+    assert {e["task"].split(":")[0] for e in events if e["event"] == "fewshot"} >= {
+        "finetune 10%, seed 0", "finetune 10%, seed 1", "probe 10%"}
+    assert result["job"]["finetune_seeds"] == 2 and result["finetune_seeds"] == [0, 1] == job.seeds
+    assert all(r["finetune"]["seeds"] == [0, 1] for r in result["runs"]) and events[-1]["finetune_seeds"] == [0, 1]
 
     # the same computation in this process, on the same thread count: the same numbers, exactly
     model, _ = load_student(job.checkpoint)
     val = NuScenesLidarSeg(job.dataroot, version=job.version, split=job.split, load_images=False)
     train = NuScenesLidarSeg(None, version=job.version, split=job.train_split, load_images=False, nusc=val.nusc)
-    direct = label_efficiency(model, train, val, job.fractions, seed=0, steps=2, batch=1,
+    direct = label_efficiency(model, train, val, job.fractions, seed=0, finetune_seeds=[0, 1], steps=2, batch=1,
                               probe={"epochs": 5, "max_per_class": 100})
-    for key in ("fractions", "frame_fraction", "finetune", "linear_probe"):
+    for key in ("fractions", "frame_fraction", "finetune", "finetune_per_seed", "linear_probe"):
         assert result[key] == direct[key], key
-    assert [r["finetune"]["loss"] for r in result["runs"]] == [r["finetune"]["loss"] for r in direct["runs"]]
+    assert [[s["loss"] for s in r["finetune"]["seed_runs"]] for r in result["runs"]] == \
+        [[s["loss"] for s in r["finetune"]["seed_runs"]] for r in direct["runs"]]
 
     # the Label efficiency page shows the job's curve and table: the library's numbers for that result
     at = AppTest.from_file(APP, default_timeout=120)
@@ -120,6 +127,11 @@ def test_a_background_fewshot_job_gives_the_librarys_curve_and_the_pages_show_it
     want = finetune_minus_probe_frame({"test-relational": result})
     assert list(differences["difference"]) == list(want["difference"])
     assert differences["no_interval"].notna().all() and list(differences["per_scene"]) == list(want["per_scene"])
+    seeds = at.dataframe[2].value  # each fraction's fine-tuning seeds, their values and mean
+    assert list(seeds["seeds"]) == ["0, 1"] * 2 and list(seeds["mean"]) == result["finetune"]
+    assert list(seeds["mIoU per seed"]) == [", ".join(f"{v:.3f}" for v in vs) for vs in result["finetune_per_seed"]]
+    assert (seeds["95% interval (seeds and scenes)"] == "-").all()
+    assert seeds["why no interval"].str.contains("an interval needs at least 10 scenes").all()
     # and the Jobs page lists it as finished, without training steps
     at.switch_page("app_pages/jobs.py")
     at.run()
@@ -149,20 +161,28 @@ def test_a_cancelled_fewshot_job_resumes_with_the_next_selection(cold_app_worksp
     assert run_fewshot_job(job, run) == {"status": "succeeded"}
     resumed, _ = read_events(run / "events.jsonl", offset)
     tasks = {e["task"].split(":")[0] for e in resumed if e["event"] == "fewshot"}
-    assert tasks == {"finetune 25%", "probe 25%"}  # only the selection the first launch did not finish
-    assert {e["parts"] for e in resumed if e["event"] == "fewshot"} == {2}
+    # only the selection the first launch did not finish, each fine-tuning seed a part
+    assert tasks == {"finetune 25%, seed 0", "finetune 25%, seed 1", "probe 25%"}
+    assert {e["parts"] for e in resumed if e["event"] == "fewshot"} == {3}
     result = read_result(run)
     assert result["fractions"] == [0.1, 0.25] and all(m is not None for m in result["finetune"])
+
+    # a job with other fine-tuning seeds recomputes them, and the event says why
+    from relviz.jobs.fewshot import finished_selections
+
+    log = EventLog(run / "events.jsonl")
+    assert finished_selections(run, _job(cold_app_workspace, finetune_seeds=3), log) == {}
+    reasons = [e["reason"] for e in read_events(run / "events.jsonl")[0] if e["event"] == "fewshot_discarded"]
+    assert reasons == ["computed with other fine-tuning seeds than [0, 1, 2]"] * 2
+    before = len(read_events(run / "events.jsonl")[0])
 
     # a checkpoint file changed since: its saved selections are recomputed, and the event says why
     os.utime(job.checkpoint, ns=(time.time_ns(), time.time_ns()))
     (run / "label_efficiency.json").unlink()
-    from relviz.jobs.fewshot import finished_selections
-
-    log = EventLog(run / "events.jsonl")
     saved = sorted((run / "fewshot").glob("*.json"))
     saved[0].write_text("{not json")  # and a damaged one
     assert finished_selections(run, job, log) == {}
-    discarded = {e["file"]: e["reason"] for e in read_events(run / "events.jsonl")[0] if e["event"] == "fewshot_discarded"}
+    discarded = {e["file"]: e["reason"] for e in read_events(run / "events.jsonl")[0][before:]
+                 if e["event"] == "fewshot_discarded"}
     assert discarded == {saved[0].name: "the file is damaged",
                          saved[1].name: "computed with another version of the checkpoint file"}

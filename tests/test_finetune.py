@@ -20,12 +20,14 @@ from relviz.data.classes import CLASSES
 from relviz.data.dataset import collate
 from relviz.errors import RelvizError
 from relviz.eval.features import student_voxel_features
-from relviz.eval.fewshot import describe_selection, fewshot_frames, fewshot_scenes, probe_sample, selection
-from relviz.eval.finetune import (FRACTIONS, batch_norms, finetune, finetune_loss, finetune_seeds, label_efficiency,
-                                  train_finetune, voxel_labels)
+from relviz.eval.fewshot import (describe_selection, fewshot_frames, fewshot_scenes, probe_sample, segmentation_scores,
+                                 selection)
+from relviz.eval.finetune import (FINETUNE_SEEDS, FRACTIONS, batch_norms, finetune, finetune_loss, finetune_over_seeds,
+                                  finetune_seeds, label_efficiency, seed_list, train_finetune, voxel_labels)
 from relviz.models import build_minkunet
 from relviz.segmentation import mean_iou_over
-from relviz.stats import seed_interval
+from relviz.stats import (MIN_SCENES, cluster_bootstrap, resample_multiplicities, seed_interval,
+                          two_stage_bootstrap)
 from test_lovasz import implementation_bound, lovasz_reference
 
 
@@ -189,17 +191,19 @@ def test_finetune_trains_a_copy_and_scores_every_val_point(splits, tuned):
 def test_label_efficiency_runs_shared_selections_once_and_repeats_finetune_exactly(splits, tuned):
     train, val = splits
     phases = []
-    curve = label_efficiency(tiny_student(), train, val, fractions=(0.01, 0.1), steps=2, batch=1,
+    curve = label_efficiency(tiny_student(), train, val, fractions=(0.01, 0.1), finetune_seeds=1, steps=2, batch=1,
                              probe=dict(epochs=20, max_per_class=500, balance="natural"),
                              progress=lambda phase, i, n: phases.append(phase))
-    assert {p.split(":")[0] for p in phases} == {"finetune 1%", "probe 1%"}  # 10% takes the same frames
+    assert {p.split(":")[0] for p in phases} == {"finetune 1%, seed 0", "probe 1%"}  # 10% takes the same frames
     assert curve["fractions"] == [0.01, 0.1] and curve["frame_fraction"] == [2 / 16, 2 / 16]
     assert curve["finetune"][0] == curve["finetune"][1] and curve["linear_probe"][0] == curve["linear_probe"][1]
     run = curve["runs"][0]
     assert run["linear_probe"]["probe"]["points"] <= 16 * 500 and run["linear_probe"]["probe"]["balance"] == "natural"
     # the same frames, schedule and seed as the fixture's run: the same steps and scores, bit for bit
-    assert run["finetune"]["loss"] == tuned[3]["loss"]
-    assert run["finetune"]["confusion_per_frame"] == tuned[3]["confusion_per_frame"]
+    assert curve["finetune_seeds"] == [0] and run["finetune"]["seeds"] == [0]
+    assert run["finetune"]["seed_runs"][0]["loss"] == tuned[3]["loss"]
+    assert run["finetune"]["confusion_per_frame"] == tuned[3]["confusion_per_frame"]  # one seed: its own counts
+    assert run["finetune"]["miou"] == tuned[3]["miou"] and run["finetune"]["seed_interval"] is None
     # the paired difference at m = 1 is the plain difference of the two mIoUs (same frames, same class list)
     assert run["finetune"]["classes"] == run["linear_probe"]["classes"]
     assert curve["finetune_minus_probe"][0]["value"] == run["finetune"]["miou"] - run["linear_probe"]["miou"]
@@ -353,3 +357,95 @@ def test_finetune_seeds_reports_each_seed_and_an_interval_over_them(splits):
     assert report["frozen_minus_train"]["seed_interval"] == seed_interval(differences).as_dict()
     with pytest.raises(RelvizError, match="seeds"):
         finetune_seeds(tiny_student(), train, val, 0.1, seeds=(0,), steps=1)
+
+
+def test_label_efficiency_with_two_finetune_seeds_gives_each_seeds_own_run_and_their_mean(splits):
+    train, val = splits
+    # a small head learning rate: after 2 steps the seeds' heads still differ (SLidR's 2.0 makes both
+    # predict the same classes here, so their mIoUs would be equal and their mean one of them)
+    schedule = dict(steps=2, batch=1, lr_head=0.05)
+    curve = label_efficiency(tiny_student(), train, val, fractions=(0.1,), finetune_seeds=2,
+                             probe=dict(epochs=5, max_per_class=100), **schedule)
+    alone = [finetune(tiny_student(), train, val, 0.1, seed=seed, **schedule) for seed in (0, 1)]  # each on its own
+    tuned_curve = curve["runs"][0]["finetune"]
+    assert curve["finetune_seeds"] == tuned_curve["seeds"] == [0, 1]
+    assert curve["finetune_per_seed"] == [[r["miou"] for r in alone]] == [tuned_curve["miou_per_seed"]]
+    assert [r["loss"] for r in tuned_curve["seed_runs"]] == [r["loss"] for r in alone]
+    assert alone[0]["miou"] != alone[1]["miou"]  # the seeds differ: a mean of two values, not one twice
+    assert curve["finetune"] == [(alone[0]["miou"] + alone[1]["miou"]) / 2]
+    assert tuned_curve["seed_interval"] == seed_interval([r["miou"] for r in alone]).as_dict()
+    # the val split is one scene: no interval over scenes, the reason, and the scene's mean over the seeds
+    assert tuned_curve["miou_interval"] is None and tuned_curve["two_stage"] is None
+    assert curve["finetune_interval"] == [None] and tuned_curve["interval_refused"].startswith("1 scene")
+    assert tuned_curve["miou_per_scene"] == [pytest.approx(curve["finetune"][0], abs=2 * gamma(2) * 1.0)]
+    # fine-tuned minus probe: the mean over the seeds minus the probe, on the same frames
+    difference = curve["finetune_minus_probe"][0]["value"]
+    assert difference == pytest.approx(curve["finetune"][0] - curve["linear_probe"][0], abs=4 * gamma(2) * 1.0)
+    assert describe_selection(tuned_curve) == describe_selection(alone[0])
+    json.dumps(curve, allow_nan=False)
+
+
+def test_finetune_seed_counts_and_lists():
+    assert FINETUNE_SEEDS >= 3  # the audit's minimum by default
+    assert inspect.signature(label_efficiency).parameters["finetune_seeds"].default == FINETUNE_SEEDS
+    assert seed_list(3, first=5) == [5, 6, 7] and seed_list([4, 1]) == [4, 1]
+    for bad in (0, -1, 2.5, True, [], [1, 1], [0, "1"], "3"):
+        with pytest.raises(RelvizError, match="finetune_seeds"):
+            seed_list(bad)
+
+
+def _miou_at(per_frame, frame_scene, m, classes):
+    """mIoU over ``classes`` of the frames' confusions summed with each frame's scene multiplicity, written out."""
+    cm = np.zeros(per_frame.shape[1:])
+    for frame, scene in enumerate(frame_scene):
+        cm += m[scene] * per_frame[frame]
+    return mean_iou_over(cm, classes)
+
+
+def test_finetune_over_seeds_intervals_equal_a_direct_computation():
+    """Three seeds' confusions on 24 frames of 12 scenes: the mean, the interval over scenes of the mean
+    over seeds, each scene alone, the two-stage bootstrap and the stored replicates, each against the
+    mIoU of the confusions summed frame by frame (:func:`_miou_at`)."""
+    rng = np.random.default_rng(4)
+    n_scenes, frames_per_scene, seeds = MIN_SCENES + 2, 2, [0, 1, 2]
+    frame_scene = np.repeat(np.arange(n_scenes), frames_per_scene)
+    runs = []
+    for seed in seeds:
+        per_frame = rng.integers(0, 40, (len(frame_scene), 17, 17))
+        per_frame[:, 0, :] = per_frame[:, :, 0] = 0  # label 0 ignored
+        per_frame[:, 16, :] = 0  # no ground truth of class 16, but predictions of it: outside the class list
+        per_frame[::3, 5, :] = 0  # class 5 missing from some frames
+        runs.append({**segmentation_scores(per_frame, seed=seed, scenes=frame_scene.tolist()), "seed": seed,
+                     "schedule": {"steps": 1}, "device": "cpu", "wall_s": {"train": 1.0, "evaluate": 0.5}})
+    out = finetune_over_seeds(runs, n_resamples=200, replicates=50)
+    json.dumps(out, allow_nan=False)
+    per_frame = [np.array(r["confusion_per_frame"]) for r in runs]
+    classes = [c for c in range(1, 17) if per_frame[0][:, c].sum() > 0]
+    assert 16 not in classes
+
+    def mean_over_seeds(m):  # scene multiplicities [..., S] -> [...]
+        rows = np.asarray(m).reshape(-1, n_scenes)
+        values = [np.mean([_miou_at(pf, frame_scene, row, classes) for pf in per_frame]) for row in rows]
+        return np.array(values).reshape(np.shape(m)[:-1])
+
+    # a mean of 3 seeds' means of at most 15 IoUs, each IoU a quotient of exact integer sums
+    tol = 2 * gamma(3 + 15 + 1) * 1.0
+    assert out["seeds"] == seeds and out["miou_per_seed"] == [r["miou"] for r in runs]
+    assert out["miou"] == pytest.approx(np.mean([r["miou"] for r in runs]), abs=tol)
+    assert out["seed_interval"] == seed_interval(out["miou_per_seed"]).as_dict()
+    assert out["miou_per_scene"] == pytest.approx(mean_over_seeds(np.eye(n_scenes)), abs=tol)
+    reference = cluster_bootstrap(mean_over_seeds, n_scenes, 200, seed=0).as_dict()
+    assert out["interval_refused"] is None
+    for key in ("value", "low", "high", "stderr"):
+        assert out["miou_interval"][key] == pytest.approx(reference[key], abs=tol), key
+    draws = resample_multiplicities(n_scenes, 200, 0)
+    replicates = np.array([[_miou_at(pf, frame_scene, m, classes) for m in draws] for pf in per_frame])
+    two = two_stage_bootstrap(out["miou_per_seed"], replicates).as_dict()
+    for key in ("value", "low", "high", "stderr", "p"):
+        assert out["two_stage"][key] == pytest.approx(two[key], abs=tol), key
+    assert out["replicates"]["seed"] == 0 and out["replicates"]["n"] == 50
+    assert out["replicates"]["values"]["miou"] == pytest.approx(
+        mean_over_seeds(resample_multiplicities(n_scenes, 50, 0)), abs=tol)
+    # pooled counts and summed times; each seed's result kept
+    assert out["confusion_per_frame"] == sum(per_frame).tolist() and out["wall_s"] == {"train": 3.0, "evaluate": 1.5}
+    assert out["seed_runs"] == runs

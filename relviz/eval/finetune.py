@@ -29,7 +29,12 @@ As in SLidR (valeoai/SLidR at 14729d0, ``config/semseg_nuscenes.yaml``, ``downst
 :func:`finetune_seeds` repeats the fine-tuning over seeds (head initialisation, frame order,
 augmentation; at least 2, 3 by default) for each batch-norm mode and reports per-seed mIoU, their
 mean and a t interval over the seeds (:func:`relviz.stats.seed_interval`), and the frozen-minus-
-trained difference paired by seed.
+trained difference paired by seed. :func:`label_efficiency` fine-tunes every fraction with
+``finetune_seeds`` seeds (:data:`FINETUNE_SEEDS` by default) and reports, per fraction, the mean over
+them, each seed's mIoU and the intervals of :func:`finetune_over_seeds`: over the val scenes
+(conditional on the seeds, as the probe's), over the seeds, and the two-stage bootstrap over seeds and
+scenes that carries both sources of variance (one seed of fine-tuning cannot separate the student's
+effect from the fine-tuning's noise).
 
 Still different from SLidR: its head replaces the network's last 1x1 layer and has 17 outputs (the
 softmax of its Lovász term includes the ignored class 0); here the head sits on top of the
@@ -63,7 +68,8 @@ from relviz.eval.fewshot import (NUM_CLASSES, Progress, check_number, class_coun
                                  frame_scenes, score_on,
                                  segmentation_scores, selection)
 from relviz.losses import lovasz_softmax
-from relviz.stats import paired_difference, refusal, scene_statistic, seed_interval
+from relviz.stats import (cluster_bootstrap, paired_difference, refusal, resample_multiplicities, scene_statistic,
+                           seed_interval, two_stage_bootstrap)
 
 LOSSES = ("cross_entropy+lovasz", "cross_entropy")  # SLidR's downstream loss; the earlier one, for comparison
 BN_MODES = ("train", "frozen")  # running statistics updated (SLidR) or kept from pretraining
@@ -75,6 +81,11 @@ SLIDR_FINETUNE = dict(epochs=100, batch=16, lr=0.02, lr_head=2.0, momentum=0.9, 
 # voxel labels and BN momentum 0.02, 0.247 (100 epochs not re-measured); not for numbers.
 CPU_FINETUNE = dict(SLIDR_FINETUNE, epochs=20)
 FRACTIONS = (0.01, 0.05, 0.1, 0.25, 1.0)  # SLidR's label fractions
+# Fine-tuning seeds per fraction by default: the audit's minimum. relviz.stats.MIN_SEEDS (5) is the rule for
+# the unit of a claim, the student seed; fine-tuning seeds are averaged inside it (they shrink its
+# fine-tuning noise by their count, and 2 df give an interval over them). 5 would cost 5 fine-tunings per
+# fraction: SLidR's schedule on 8 labelled keyframes takes 9-12 min a seed on a CPU (bench/finetune_bench.py).
+FINETUNE_SEEDS = 3
 
 
 def voxel_labels(labels: torch.Tensor, inverse: torch.Tensor, n_voxels: int, num_classes: int = NUM_CLASSES
@@ -278,32 +289,141 @@ def _prefixed(progress: Progress | None, label: str) -> Progress | None:
     return None if progress is None else (lambda phase, done, total: progress(f"{label}: {phase}", done, total))
 
 
+def seed_list(seeds: int | Sequence[int], first: int = 0) -> list[int]:
+    """Fine-tuning seeds from a count (``first``, ``first`` + 1, ...) or a list of distinct whole numbers."""
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise InputError(f"finetune_seeds: expected a whole number >= 1 or a list of seeds, got {seeds!r}")
+        return list(range(first, first + int(seeds)))
+    values = list(seeds) if isinstance(seeds, (list, tuple)) else None
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in values) \
+            or len(set(values)) != len(values):
+        raise InputError(f"finetune_seeds: expected a whole number >= 1 or a list of distinct whole-number seeds, "
+                         f"got {seeds!r}")
+    return [int(v) for v in values]
+
+
+def _mean_miou(results: Sequence[dict]) -> tuple[Callable[[np.ndarray], np.ndarray], list[Callable], list[int]]:
+    """The mean over ``results`` (runs scored on the same val frames) of their mIoU, each over the fixed
+    class list of the frames' ground truth (the same for every run), as a statistic of keyframe
+    multiplicities [..., K] -> [...]; each run's own statistic [R]; the frames' scene ids [K] (None when
+    a run does not know them)."""
+    sums = [ConfusionSums(np.asarray(r["confusion_per_frame"], dtype=np.int64)) for r in results]
+    if len({s.per_keyframe.shape for s in sums}) != 1:
+        raise InputError(f"the runs were scored on different val frames ({[len(s.per_keyframe) for s in sums]})")
+    if len({tuple(r.get("frame_scenes") or ()) for r in results}) != 1:
+        raise InputError("the runs were scored on frames of different scenes")
+    classes = sums[0].classes  # the ground truth decides it: the same for every run on these frames
+    each = [lambda m, s=s: s.miou(m, classes) for s in sums]
+    return (lambda m: np.mean([f(m) for f in each], axis=0)), each, results[0].get("frame_scenes")
+
+
+def _finite_or_none(values: np.ndarray) -> list[float | None]:
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]
+
+
+def finetune_over_seeds(runs: Sequence[dict], n_resamples: int = 1000, bootstrap_seed: int = 0,
+                        replicates: int = 0) -> dict:
+    """One fine-tuned few-shot result from :func:`finetune`'s results with different seeds (``runs``
+    [R]) on the same labelled and val frames. JSON-ready (the caller adds the :func:`selection`):
+
+    * ``method`` "finetune", ``seeds`` [R], ``miou`` (the mean over the seeds; None when a seed's is
+      undefined), ``miou_per_seed`` [R], ``miou_devkit`` (mean over the seeds), ``classes``;
+    * ``seed_interval``: 95% t interval over the seeds (:func:`relviz.stats.seed_interval`; None with
+      one seed or an undefined mIoU);
+    * ``miou_per_scene`` [S] (each val scene alone, mean over the seeds) and ``miou_interval``: 95%
+      percentile bootstrap over the val scenes of the mean over the seeds (conditional on the seeds,
+      like the probe's on its one seed); None, with ``interval_refused``, under
+      :data:`relviz.stats.MIN_SCENES` scenes;
+    * ``two_stage``: the two-stage bootstrap over seeds and scenes on ``n_resamples`` shared scene
+      resamples (:func:`relviz.stats.two_stage_bootstrap`: both sources of variance, t with R - 1 df,
+      and the p of "mIoU = 0"); None with one seed or under MIN_SCENES scenes;
+    * ``replicates`` (with ``replicates`` > 0 and enough scenes): the mean over the seeds on that many
+      scene resamples drawn by :func:`relviz.stats.resample_multiplicities` with ``bootstrap_seed``, as
+      ``{"seed", "n", "values": {"miou": [B]}}`` (the structure results' layout): an experiment's
+      claims pair students on them;
+    * ``frame_scenes``, ``confusion`` and ``confusion_per_frame`` summed over the seeds (pooled counts:
+      the frame count and the classes' totals; ``miou`` is the mean of the seeds' mIoUs, not this
+      sum's), ``schedule``, ``device``, ``wall_s`` summed, and ``seed_runs`` (each seed's result)."""
+    if not runs:
+        raise InputError("finetune_over_seeds: give at least one fine-tuning result")
+    per_seed = [r["miou"] for r in runs]
+    mean_of, each, scenes = _mean_miou(runs)
+    defined = all(v is not None for v in per_seed)
+    out = {"method": "finetune", "seeds": [r["seed"] for r in runs],
+           "miou": float(np.mean(per_seed)) if defined else None, "miou_per_seed": per_seed,
+           "miou_devkit": None if any(r["miou_devkit"] is None for r in runs)
+           else float(np.mean([r["miou_devkit"] for r in runs])),
+           "classes": runs[0]["classes"], "seed_interval": _over_seeds(per_seed)["seed_interval"]
+           if len(runs) > 1 else None,
+           "miou_per_scene": None, "miou_interval": None, "interval_refused": "the frames' scenes are not known",
+           "two_stage": None, "frame_scenes": scenes,
+           "confusion": np.sum([r["confusion"] for r in runs], axis=0).tolist(),
+           "confusion_per_frame": np.sum([r["confusion_per_frame"] for r in runs], axis=0).tolist(),
+           "schedule": runs[0]["schedule"], "device": runs[0]["device"],
+           "wall_s": {k: float(sum(r["wall_s"][k] for r in runs)) for k in runs[0]["wall_s"]}, "seed_runs": list(runs)}
+    if scenes is None:
+        return out
+    ids = np.asarray(scenes, dtype=np.int64)
+    n_scenes = int(ids.max()) + 1
+    statistic = scene_statistic(mean_of, ids)
+    out["miou_per_scene"] = _finite_or_none(statistic(np.eye(n_scenes)))  # each scene alone
+    out["interval_refused"] = why = refusal(n_scenes) or (None if defined else "a seed's mIoU is undefined")
+    if why:
+        return out
+    out["miou_interval"] = cluster_bootstrap(statistic, n_scenes, n_resamples, seed=bootstrap_seed).as_dict()
+    draws = {n: resample_multiplicities(n_scenes, n, bootstrap_seed) for n in {n_resamples, replicates} if n}
+    if len(runs) > 1:  # each seed on the same scene resamples: what the seeds share stays paired
+        reps = np.stack([scene_statistic(f, ids)(draws[n_resamples]) for f in each])
+        out["two_stage"] = two_stage_bootstrap(per_seed, reps, seed=bootstrap_seed).as_dict()
+    if replicates:
+        out["replicates"] = {"seed": bootstrap_seed, "n": replicates,
+                             "values": {"miou": _finite_or_none(statistic(draws[replicates]))}}
+    return out
+
+
 def label_efficiency(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarSeg,
-                     fractions: Sequence[float] = FRACTIONS, seed: int = 0, device="cpu",
+                     fractions: Sequence[float] = FRACTIONS, seed: int = 0,
+                     finetune_seeds: int | Sequence[int] = FINETUNE_SEEDS, device="cpu",
                      progress: Progress | None = None, probe: dict | None = None,
                      finished: Mapping[tuple[str, ...], dict] | None = None,
-                     on_finished: Callable[[tuple[str, ...], dict], None] | None = None, **schedule) -> dict:
+                     on_finished: Callable[[tuple[str, ...], dict], None] | None = None, replicates: int = 0,
+                     **schedule) -> dict:
     """mIoU against the labelled fraction, for fine-tuning (:func:`finetune`, with ``schedule``'s
-    keyword arguments) and for linear probing (:func:`relviz.eval.fewshot.evaluate_fewshot`, with
-    ``probe``'s: ``epochs``, ``lr``, ``max_per_class``, ``balance``).
+    keyword arguments, once per fine-tuning seed, :func:`finetune_over_seeds`) and for linear probing
+    (:func:`relviz.eval.fewshot.evaluate_fewshot` with ``seed``, with ``probe``'s: ``epochs``, ``lr``,
+    ``max_per_class``, ``balance``). ``finetune_seeds``: a count (seeds ``seed``, ``seed`` + 1, ...) or
+    the seeds; ``replicates``: scene resamples kept per fraction (:func:`finetune_over_seeds`).
     Fractions whose rule picks the same frames (1, 5 and 10% of a split under 100 scenes) are run
-    once. Phases of ``progress`` are prefixed with the method and percentage ("finetune 10%: train").
-    ``finished``: results of frame selections computed before (the frames' sample tokens -> the
-    dict ``on_finished`` was given), which are not run again; ``on_finished(frames, result)`` is
-    called as each selection ends (a job saves it, so a resumed job continues with the next).
+    once. Phases of ``progress`` are prefixed with the method, percentage and fine-tuning seed
+    ("finetune 10%, seed 1: train", "probe 10%: features"). ``finished``: results of frame
+    selections computed before (the frames' sample tokens -> the dict ``on_finished`` was given),
+    which are not run again unless their fine-tuning seeds differ; ``on_finished(frames, result)``
+    is called as each selection ends (a job saves it, so a resumed job continues with the next).
 
-    Returns ``fractions``, ``frame_fraction``, ``finetune`` and ``linear_probe`` (mIoU lists in the
-    order of ``fractions``), ``finetune_minus_probe`` (paired intervals, :func:`finetune_minus_probe`)
-    and ``runs`` (each fraction's two full results)."""
+    Returns ``fractions``, ``frame_fraction``, ``finetune_seeds``, ``finetune`` (the mean over the
+    fine-tuning seeds) and ``linear_probe`` (mIoU lists in the order of ``fractions``),
+    ``finetune_per_seed`` (per fraction, each seed's mIoU), ``finetune_interval`` (per fraction, the
+    two-stage interval over seeds and scenes, or None with the reason in that run's
+    ``interval_refused``), ``finetune_minus_probe`` (paired intervals over scenes of the mean over
+    the seeds minus the probe, :func:`finetune_minus_probe`), ``seed`` and ``runs`` (each fraction's
+    two full results)."""
     if not fractions:
         raise InputError("give at least one label fraction, e.g. 0.01, 0.1, 1.0")
+    seeds = seed_list(finetune_seeds, seed)
+    check_number("replicates", replicates, integer=True, strict=False)
     done: dict[tuple[str, ...], dict] = {tuple(k): v for k, v in (finished or {}).items()}
     runs = []
     for fraction in fractions:
-        frames = tuple(selection(train_set, fraction)[1]["frames"])
-        if frames not in done:
-            tuned = finetune(model, train_set, val_set, fraction, seed=seed, device=device,
-                             progress=_prefixed(progress, f"finetune {fraction * 100:g}%"), **schedule)
+        _, chosen = selection(train_set, fraction)
+        frames = tuple(chosen["frames"])
+        if frames not in done or done[frames]["finetune"].get("seeds") != seeds:
+            label = f"finetune {fraction * 100:g}%"
+            tuned = finetune_over_seeds(
+                [finetune(model, train_set, val_set, fraction, seed=s, device=device,
+                          progress=_prefixed(progress, f"{label}, seed {s}"), **schedule) for s in seeds],
+                replicates=replicates)
+            tuned = {**chosen, **tuned}
             probed = evaluate_fewshot(model, train_set, val_set, fraction, device, seed,
                                       _prefixed(progress, f"probe {fraction * 100:g}%"), **(probe or {}))
             done[frames] = {"finetune": tuned, "linear_probe": probed,
@@ -315,34 +435,38 @@ def label_efficiency(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarS
                      **{m: {**first[m], "fraction": float(fraction)} for m in ("finetune", "linear_probe")}})
     return {"fractions": [r["fraction"] for r in runs],
             "frame_fraction": [r["finetune"]["frame_fraction"] for r in runs],
-            "finetune": [r["finetune"]["miou"] for r in runs],
+            "finetune_seeds": seeds, "finetune": [r["finetune"]["miou"] for r in runs],
+            "finetune_per_seed": [r["finetune"]["miou_per_seed"] for r in runs],
+            "finetune_interval": [r["finetune"]["two_stage"] for r in runs],
             "linear_probe": [r["linear_probe"]["miou"] for r in runs],
             "finetune_minus_probe": [r["finetune_minus_probe"] for r in runs], "seed": seed, "runs": runs}
 
 
 def finetune_minus_probe(tuned: dict, probed: dict, n_resamples: int = 1000, seed: int = 0) -> dict | None:
-    """mIoU of fine-tuning minus linear probing scored on the same val frames (each over its own
-    fixed class list, the same here), with a paired 95% bootstrap interval over the frames' scenes and
-    ``significant`` (:func:`relviz.stats.paired_difference`); under :data:`relviz.stats.MIN_SCENES`
-    scenes (or scenes unknown) the difference alone with ``interval_refused`` and ``per_scene``. Takes
-    the two results' ``confusion_per_frame`` and ``frame_scenes``."""
-    a, b = (np.asarray(r["confusion_per_frame"], dtype=np.int64) for r in (tuned, probed))
-    if a.shape != b.shape:
-        raise InputError(f"the two results were scored on different val frames ({len(a)} and {len(b)})")
-    if not len(a):
+    """mIoU of fine-tuning (the mean over its seeds for a :func:`finetune_over_seeds` result) minus
+    linear probing scored on the same val frames (each over its own fixed class list, the same here),
+    with a paired 95% bootstrap interval over the frames' scenes and ``significant``
+    (:func:`relviz.stats.paired_difference`; conditional on the fine-tuning seeds); under
+    :data:`relviz.stats.MIN_SCENES` scenes (or scenes unknown) the difference alone with
+    ``interval_refused`` and ``per_scene``. Takes the results' ``confusion_per_frame`` and
+    ``frame_scenes``."""
+    n_frames = len(probed["confusion_per_frame"])
+    if len(tuned["confusion_per_frame"]) != n_frames:
+        raise InputError(f"the two results were scored on different val frames ({len(tuned['confusion_per_frame'])} "
+                         f"and {n_frames})")
+    if not n_frames:
         return None
-    sa, sb = ConfusionSums(a), ConfusionSums(b)
-    ca, cb = sa.classes, sb.classes
-    value = float(sa.miou(np.ones(len(a)), ca) - sb.miou(np.ones(len(b)), cb))
-    scenes = tuned.get("frame_scenes")
-    if scenes is not None and probed.get("frame_scenes") not in (None, scenes):
+    tuned_miou, _, scenes = _mean_miou(tuned.get("seed_runs") or [tuned])
+    probed_miou, _, probed_scenes = _mean_miou([probed])
+    value = float(tuned_miou(np.ones(n_frames)) - probed_miou(np.ones(n_frames)))
+    if scenes is not None and probed_scenes not in (None, scenes):
         raise InputError("the two results were scored on frames of different scenes")
     if scenes is None:
         return {"value": value, "low": None, "high": None, "significant": None, "per_scene": None,
                 "interval_refused": "the frames' scenes are not known"}
     ids = np.asarray(scenes, dtype=np.int64)
     n_scenes = int(ids.max()) + 1
-    tuned_miou, probed_miou = (scene_statistic(lambda m, s=s, c=c: s.miou(m, c), ids) for s, c in ((sa, ca), (sb, cb)))
+    tuned_miou, probed_miou = scene_statistic(tuned_miou, ids), scene_statistic(probed_miou, ids)
     alone = np.eye(n_scenes)  # each scene alone
     per_scene = [None if math.isnan(d) else float(d) for d in tuned_miou(alone) - probed_miou(alone)]
     why = refusal(n_scenes)

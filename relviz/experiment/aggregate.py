@@ -24,7 +24,8 @@ STRUCTURE_METRICS = {"uniformity": "U", "tolerance": "T", "gap": "G", "zeroshot_
 
 def run_metrics(evaluation: dict) -> dict[str, float]:
     """A run's evaluation (its ``evaluation.json``) as metric -> value: the structure metrics and
-    ``linear_probe@<fraction>`` / ``finetune@<fraction>`` few-shot mIoU."""
+    ``linear_probe@<fraction>`` / ``finetune@<fraction>`` few-shot mIoU (fine-tuning's: the mean over
+    its fine-tuning seeds, so the run, a student seed, stays the unit of every interval and claim)."""
     out = {k: evaluation["structure"][k] for k in STRUCTURE_METRICS if k in evaluation.get("structure", {})}
     for method in FEWSHOT_METHODS:
         for fraction, result in (evaluation.get(method) or {}).items():
@@ -36,12 +37,18 @@ REPLICATED = ("uniformity", "tolerance", "gap", "zeroshot_miou", "zeroshot_miou_
 
 
 def run_replicates(evaluation: dict) -> dict | None:
-    """The run's structure metrics on the shared scene resamples (``{"seed", "n", "values": {metric:
-    [B]}}``), None when its evaluation set had too few scenes to store them."""
+    """The run's metrics on the shared scene resamples (``{"seed", "n", "values": {metric: [B]}}``):
+    the structure metrics, and ``finetune@<fraction>`` (the mean over the fine-tuning seeds, on the
+    val split's scenes) where the fine-tuning stored resamples drawn alike (same seed and count); None
+    when neither had enough scenes to store them."""
     stored = (evaluation.get("structure") or {}).get("replicates")
-    if not stored:
-        return None
-    return {**stored, "values": {m: v for m, v in stored["values"].items() if m in REPLICATED}}
+    values = {m: v for m, v in stored["values"].items() if m in REPLICATED} if stored else {}
+    for fraction, result in (evaluation.get("finetune") or {}).items():
+        tuned = result.get("replicates")
+        if tuned and (stored is None or (tuned["seed"], tuned["n"]) == (stored["seed"], stored["n"])):
+            stored = stored or {"seed": tuned["seed"], "n": tuned["n"]}
+            values[f"finetune@{fraction}"] = tuned["values"]["miou"]
+    return None if stored is None else {**stored, "values": values}
 
 
 def metric_heading(metric: str) -> str:
@@ -281,9 +288,11 @@ def to_markdown(report: dict, title: str) -> str:
     lines += _correlation_lines(report["gap_vs_performance"])
     p = report.get("protocol")
     if p:
+        tuned = "" if not p.get("finetune_seeds") else \
+            f" A run's fine-tuned mIoU is its mean over {p['finetune_seeds']} fine-tuning seeds."
         lines += ["", f"Evaluation: {evaluation_set_words(p, report.get('teacher'))} of {p['split']} for U, T, G "
                       f"and zero-shot (up to {p['per_class']} points per class, sample seed {p['seed']}); few-shot on "
-                      f"{p['train_split']} frames, scored on every {p['split']} frame."]
+                      f"{p['train_split']} frames, scored on every {p['split']} frame.{tuned}"]
     if report["missing"]:
         lines += ["", "Not in the table (no evaluation yet): "
                   + ", ".join(f"{m['key']} ({m['status']})" for m in report["missing"]) + "."]

@@ -15,10 +15,17 @@ correlation claims included): "holds" or "reversed" by the estimate's sign when 
 "cannot be told from noise"; with fewer than :data:`relviz.stats.MIN_SEEDS` seeds "too few seeds"
 (a distribution-free test over seeds needs 6 to reach 5%: the smallest two-sided sign-flip p is
 0.0625 with 5), with an evaluation set of fewer than :data:`relviz.stats.MIN_SCENES` scenes "too few
-scenes", and without the runs' scene resamples (few-shot results, or ``replicates = 0``)
-:data:`NO_SCENE_VARIANCE`, whatever the p: a verdict needs seed and scene variance together. The gap-vs-performance claims
-are over configurations (the cells), with "too few configurations" below
-:data:`relviz.eval.evidence.MIN_FOR_INFERENCE`.
+scenes", and without the runs' scene resamples (linear-probe results, fine-tuning scored on fewer
+than MIN_SCENES val scenes, or ``replicates = 0``) :data:`NO_SCENE_VARIANCE`, whatever the p: a
+verdict needs seed and scene variance together.
+
+Fine-tuned few-shot claims use the seeds of both the student and the fine-tuning: the unit is the
+student seed (the run), its value the mean over its fine-tuning seeds (and on each shared scene
+resample, the mean of theirs), so an interval over student seeds carries the fine-tuning's noise
+(divided by their count) with the student's; the claim's text names that unit.
+
+The gap-vs-performance claims are over configurations (the cells), with "too few configurations"
+below :data:`relviz.eval.evidence.MIN_FOR_INFERENCE`.
 """
 
 from __future__ import annotations
@@ -75,9 +82,10 @@ def _scenes(report: Mapping) -> int | None:
 
 
 def _test(report: Mapping, claim: str, sign: int, diffs: list[float], replicates: list[np.ndarray] | None,
-          what: str) -> dict[str, Any]:
+          what: str, unit: str = "seeds") -> dict[str, Any]:
     """A claim row from per-seed differences (and their scene replicates [R][B], when every seed has
-    them): the estimate, the t interval and p over seeds, the sign-flip p, the two-stage bootstrap."""
+    them): the estimate, the t interval and p over seeds, the sign-flip p, the two-stage bootstrap.
+    ``unit`` names the seeds in the evidence ("student seeds, each the mean over 3 fine-tuning seeds")."""
     iv = interval_over_seeds(diffs, CONFIDENCE)
     if iv["mean"] is None:
         return {"claim": claim, "verdict": MISSING, "evidence": f"{what}: a value is not finite"}
@@ -94,7 +102,7 @@ def _test(report: Mapping, claim: str, sign: int, diffs: list[float], replicates
         "t test over seeds (conditional on the evaluation scenes)"
     interval = row["two_stage"] or (None if iv["low"] is None else {"low": iv["low"], "high": iv["high"]})
     bounds = "" if interval is None else f" [{interval['low']:+.3f}, {interval['high']:+.3f}]"
-    row["evidence"] = f"{what}: {iv['mean']:+.3f}{bounds} over {len(diffs)} seeds"
+    row["evidence"] = f"{what}: {iv['mean']:+.3f}{bounds} over {len(diffs)} {unit}"
     return row
 
 
@@ -114,7 +122,7 @@ def _versus_teacher(report: Mapping, loss: str, metric: str, sign: int, claim: s
 
 
 def _paired(report: Mapping, a: str, b: str, metric: str, sign: int, claim: str,
-            distance_to_teacher: bool = False) -> dict[str, Any]:
+            distance_to_teacher: bool = False, unit: str = "seeds") -> dict[str, Any]:
     cells = _cells_by_loss(report)
     teacher = _teacher(report).get(metric)
     if a not in cells or b not in cells or (distance_to_teacher and teacher is None):
@@ -131,7 +139,16 @@ def _paired(report: Mapping, a: str, b: str, metric: str, sign: int, claim: str,
     if set(seeds) <= set(ra) & set(rb) and t_reps is not None:
         replicates = [f(ra[s], t_reps) - f(rb[s], t_reps) for s in seeds]
     what = f"{a} - {b} |{metric} - teacher|" if distance_to_teacher else f"{a} - {b} {metric}"
-    return _test(report, claim, sign, diffs, replicates, what)
+    return _test(report, claim, sign, diffs, replicates, what, unit)
+
+
+def _fewshot_unit(report: Mapping, metric: str) -> str:
+    """The unit of a few-shot claim's seeds: student seeds, for fine-tuning each the mean over its
+    fine-tuning seeds (their count from the report's protocol when it records it)."""
+    if parse_fewshot_metric(metric)[0] != "finetune":
+        return "student seeds"
+    count = (report.get("protocol") or {}).get("finetune_seeds")
+    return f"student seeds, each the mean over {count or 'its'} fine-tuning seed{'' if count == 1 else 's'}"
 
 
 def _correlation_claims(report: Mapping) -> list[dict[str, Any]]:
@@ -203,7 +220,8 @@ def paper_claims(report: Mapping) -> list[dict[str, Any]]:
             _paired(report, "relational", other, "gap", -1, f"relational: smaller G than {other}"),
             _paired(report, "relational", other, "zeroshot_miou", +1, f"relational: better zero-shot than {other}"),
         ]
-    rows += [_paired(report, "relational", other, m, +1, f"few-shot ({report['headings'][m]}): relational above {other}")
+    rows += [_paired(report, "relational", other, m, +1, f"few-shot ({report['headings'][m]}): relational above "
+                     f"{other} (unit: {_fewshot_unit(report, m)})", unit=_fewshot_unit(report, m))
              for other in ("similarity", "contrastive") for m in fewshot]
     rows += _correlation_claims(report)
     tested = [r.get("p") if r.get("verdict") != MISSING else None for r in rows]

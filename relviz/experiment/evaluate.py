@@ -77,13 +77,21 @@ def _linear_probe(model, train, val, fraction: float, seed: int, device) -> dict
 
 
 def _finetune(model, train, val, fraction: float, evaluation: EvaluationSpec, device) -> dict:
-    """Fine-tuned few-shot: the whole student with a head on ``fraction`` of ``train``'s frames."""
-    from relviz.eval.finetune import finetune
+    """Fine-tuned few-shot: the whole student with a head on ``fraction`` of ``train``'s frames, once
+    per fine-tuning seed (``evaluation.seed``, + 1, ...: ``finetune_seeds`` of them); ``miou`` is the
+    mean over them, each seed's value beside it, with the mean on ``evaluation.replicates`` shared
+    scene resamples for the claims (:func:`relviz.eval.finetune.finetune_over_seeds`)."""
+    from relviz.eval.fewshot import selection
+    from relviz.eval.finetune import finetune, finetune_over_seeds, seed_list
 
     schedule = {"batch": evaluation.finetune_batch}
     if evaluation.finetune_steps is not None:
         schedule["steps"] = evaluation.finetune_steps
-    return finetune(model, train, val, fraction, seed=evaluation.seed, device=device, **schedule)
+    runs = [finetune(model, train, val, fraction, seed=seed, device=device, **schedule)
+            for seed in seed_list(evaluation.finetune_seeds, evaluation.seed)]
+    # resample seed 0: the structure's (structure_metrics' bootstrap_seed), so a run keeps one set of draws
+    return {**selection(train, fraction)[1],
+            **finetune_over_seeds(runs, bootstrap_seed=0, replicates=evaluation.replicates)}
 
 
 def _fewshot(method: str, model, train, val, fraction: float, evaluation: EvaluationSpec, device) -> dict:
@@ -114,8 +122,8 @@ def evaluate_run(run_dir: str | Path, config: TrainConfig, evaluation: Evaluatio
                  log: Callable[[str], None] | None = None) -> dict:
     """Every evaluation of ``evaluation`` for the finished run in ``run_dir`` (trained with ``config``):
     ``structure`` (U, T, G, zero-shot mIoU), ``linear_probe`` and ``finetune`` (fraction -> few-shot
-    result), as stored in the run's ``evaluation.json`` (pieces already there for this checkpoint and
-    protocol are kept)."""
+    result; fine-tuning's over ``finetune_seeds`` seeds), as stored in the run's ``evaluation.json``
+    (pieces already there for this checkpoint and protocol are kept)."""
     from relviz.models.checkpoint import file_sha256, load_student
     from relviz.train.trainer import resolve_device
 

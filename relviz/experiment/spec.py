@@ -25,6 +25,7 @@ linear_probe = [0.01]    # few-shot by a linear probe on frozen features, at the
 finetune = [0.01, 0.1]   # few-shot by fine-tuning the whole student, at these fractions (default none)
 finetune_steps = 30      # its optimizer steps (default: SLidR's 100 epochs)
 finetune_batch = 2       # frames per step (default: SLidR's 16)
+finetune_seeds = 3       # fine-tuning seeds per run and fraction, seed, seed + 1, ...; each run's mIoU is their mean
 split = "mini_val"       # default: each run's val_split
 train_split = "mini_val" # frames the probe learns from (default: each run's split)
 ```
@@ -66,18 +67,21 @@ class EvaluationSpec:
     finetune: tuple[float, ...] = ()
     finetune_steps: int | None = None
     finetune_batch: int = 16
+    finetune_seeds: int = 3  # relviz.eval.finetune.FINETUNE_SEEDS (not imported: it would load torch to read a file)
     split: str | None = None
     train_split: str | None = None
 
     def protocol(self, config: TrainConfig) -> dict[str, Any]:
         """Everything that decides a run's evaluation results besides its weights and the fraction
-        (results are kept per fraction, so fractions can be added later)."""
+        (results are kept per fraction, so fractions can be added later). ``finetune_seeds`` only
+        when the runs are fine-tuned: the other evaluations do not depend on it."""
+        tuned = {"finetune_seeds": self.finetune_seeds} if self.finetune else {}
         return {"dataset": config.dataset, "version": config.version, "split": self.split or config.val_split,
                 "train_split": self.train_split or config.split, "val_scenes": self.val_scenes,
                 "val_per_scene": self.val_per_scene, "replicates": self.replicates,
                 "prompt_aggregation": self.prompt_aggregation,
                 "per_class": self.per_class, "seed": self.seed, "finetune_steps": self.finetune_steps,
-                "finetune_batch": self.finetune_batch}
+                "finetune_batch": self.finetune_batch, **tuned}
 
     @property
     def eval_set(self):
@@ -207,6 +211,7 @@ def _evaluation(table: dict, source: str) -> EvaluationSpec:
         finetune_steps=None if table.get("finetune_steps") is None else
         _int(table["finetune_steps"], source, "[evaluate] 'finetune_steps'", 1),
         finetune_batch=_int(table.get("finetune_batch", d.finetune_batch), source, "[evaluate] 'finetune_batch'", 1),
+        finetune_seeds=_int(table.get("finetune_seeds", d.finetune_seeds), source, "[evaluate] 'finetune_seeds'", 1),
         split=_split(table.get("split"), source, "[evaluate] 'split'"),
         train_split=_split(table.get("train_split"), source, "[evaluate] 'train_split'"))
 

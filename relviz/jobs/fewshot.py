@@ -8,12 +8,15 @@ Its run folder (:class:`relviz.train.rundir.RunDir`'s layout where they share a 
     <run>/events.jsonl             priority, phase(prepare), fewshot(task, done, total, part, parts),
                                    heartbeat, then done / failed / cancelled
     <run>/train.log                stdout and stderr
-    <run>/fewshot/<frames>.json    one finished selection of frames (fine-tuning, probe, their paired
-                                   difference), so a cancelled or lost job resumes with the next one
+    <run>/fewshot/<frames>.json    one finished selection of frames (fine-tuning with every seed, probe,
+                                   their paired difference), so a cancelled or lost job resumes with the
+                                   next one
     <run>/label_efficiency.json    the curve, once every fraction is done
 
-A SIGTERM (the store's cancel) or SIGINT stops the job at the next progress call: what is finished
-stays, and the job ends with a ``cancelled`` event.
+Progress counts parts: each fine-tuning seed of a selection is one ("finetune 10%, seed 1"), its
+probe another, so a selection is ``finetune_seeds`` + 1 parts. A SIGTERM (the store's cancel) or
+SIGINT stops the job at the next progress call: what is finished stays, and the job ends with a
+``cancelled`` event.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from relviz.errors import InputError, RelvizError
-from relviz.eval.finetune import FRACTIONS, SLIDR_FINETUNE
+from relviz.eval.finetune import FINETUNE_SEEDS, FRACTIONS, SLIDR_FINETUNE
 from relviz.files import file_version, read_json, write_json
 from relviz.train.rundir import EventLog, Heartbeat, RunDir
 
@@ -41,7 +44,9 @@ class FewshotJob:
     """What a few-shot job runs: ``checkpoint`` (a student file) scored on ``dataroot``'s
     ``version``/``split`` after fine-tuning (``epochs`` or ``steps`` of ``batch`` frames, SLidR's
     other values) and linear probing (``probe_epochs``, ``probe_per_class``) on each of ``fractions``
-    of ``train_split`` (SLidR's scene rule), with ``seed``, the sparse ``backend`` and ``device``."""
+    of ``train_split`` (SLidR's scene rule), with ``seed`` (the probe's, and the first of the
+    ``finetune_seeds`` fine-tuning seeds ``seed``, ``seed`` + 1, ...), the sparse ``backend`` and
+    ``device``."""
 
     checkpoint: str
     dataroot: str
@@ -55,6 +60,7 @@ class FewshotJob:
     probe_epochs: int = 300
     probe_per_class: int = 20_000
     seed: int = 0
+    finetune_seeds: int = FINETUNE_SEEDS
     backend: str = "torch"
     device: str = "cpu"
 
@@ -69,8 +75,8 @@ class FewshotJob:
         for f in self.fractions:
             if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or not 0 < f <= 1:
                 raise InputError(f"fractions: {f!r} is not a fraction in (0, 1]")
-        for name in ("epochs", "batch", "probe_epochs", "probe_per_class") + (("steps",) if self.steps is not None
-                                                                               else ()):
+        for name in ("epochs", "batch", "probe_epochs", "probe_per_class", "finetune_seeds") + (
+                ("steps",) if self.steps is not None else ()):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}: expected a whole number >= 1, got {value!r}")
@@ -97,6 +103,11 @@ class FewshotJob:
         return cls(**values).validate()
 
     @property
+    def seeds(self) -> list[int]:
+        """The fine-tuning seeds: ``seed``, ``seed`` + 1, ... (``finetune_seeds`` of them)."""
+        return list(range(self.seed, self.seed + self.finetune_seeds))
+
+    @property
     def name(self) -> str:
         return f"few-shot {Path(self.checkpoint).stem}"
 
@@ -116,10 +127,13 @@ def finished_selections(run: Path, job: FewshotJob, events: EventLog | None = No
     out = {}
     for path in sorted((run / "fewshot").glob("*.json")):
         saved = read_json(path)  # None when damaged
-        if not isinstance(saved, dict) or not isinstance(saved.get("frames"), list) or "result" not in saved:
+        if not isinstance(saved, dict) or not isinstance(saved.get("frames"), list) \
+                or not isinstance(saved.get("result"), dict):
             reason = "the file is damaged"
         elif saved.get("checkpoint_version") != version:
             reason = "computed with another version of the checkpoint file"
+        elif (saved["result"].get("finetune") or {}).get("seeds") != job.seeds:
+            reason = f"computed with other fine-tuning seeds than {job.seeds}"
         else:
             out[tuple(saved["frames"])] = saved["result"]
             continue
@@ -182,14 +196,15 @@ def run_fewshot_job(job: FewshotJob, run_dir: str | Path) -> dict:
             raise Cancelled()
 
         schedule = {"steps": job.steps} if job.steps is not None else {"epochs": job.epochs}
-        curve = label_efficiency(model, train, val, job.fractions, seed=job.seed, device=job.device,
-                                 progress=_Progress(events, stop, 2 * len(to_run)),
+        parts = (len(job.seeds) + 1) * len(to_run)  # each fine-tuning seed, then the probe
+        curve = label_efficiency(model, train, val, job.fractions, seed=job.seed, finetune_seeds=job.seeds,
+                                 device=job.device, progress=_Progress(events, stop, parts),
                                  probe={"epochs": job.probe_epochs, "max_per_class": job.probe_per_class},
                                  finished=finished, on_finished=save, batch=job.batch, **schedule)
         write_json(run / RESULT, {"job": job.to_dict(), "val_frames": len(val), **curve})
         heartbeat.stop()
         events.write("done", result=RESULT, fractions=curve["fractions"], finetune=curve["finetune"],
-                     linear_probe=curve["linear_probe"])
+                     finetune_seeds=curve["finetune_seeds"], linear_probe=curve["linear_probe"])
         return {"status": "succeeded"}
     except Cancelled:
         heartbeat.stop()
