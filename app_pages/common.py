@@ -65,15 +65,14 @@ def error_panel(what: str, exc: BaseException) -> None:
 
 
 @st.cache_resource(max_entries=4, show_spinner="loading the student")
-def load_student(path: str, mtime: float):
-    """A student in eval mode, cached per (path, modification time)."""
-    from relviz.models.checkpoint import load_student as _load
-
-    return _load(path, backend="torch")
+def load_student(info: CheckpointInfo, mtime: float):
+    """(student model in eval mode or imported feature set, metadata), cached per (student, modification
+    time): :func:`relviz.workspace.load_source`."""
+    return workspace.load_source(info, backend="torch")
 
 
 def student(info: CheckpointInfo):
-    return load_student(str(info.path), info.path.stat().st_mtime)
+    return load_student(info, info.path.stat().st_mtime)
 
 
 def prefetch_teacher(s: Settings) -> None:

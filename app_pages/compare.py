@@ -45,8 +45,8 @@ except Exception as e:
     st.stop()
 
 few = {label: common.fewshot(ckpts[label], root) for label in chosen}
-rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "structure": results[x], "fewshot": few[x]}
-                        for x in chosen], results["teacher"])
+rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "source": ckpts[x].provenance,
+                         "structure": results[x], "fewshot": few[x]} for x in chosen], results["teacher"])
 st.dataframe(comparison_frame(rows), hide_index=True, width="stretch",
              column_config={k: st.column_config.TextColumn(label, help=explain.help_text(k))
                             for k, (label, _) in explain.METRICS.items()})

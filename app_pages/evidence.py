@@ -35,7 +35,7 @@ try:
 except Exception as e:
     common.error_panel("Cannot compute the metrics", e)
     st.stop()
-rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "structure": results[x],
+rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "source": ckpts[x].provenance, "structure": results[x],
                          "fewshot": common.fewshot(ckpts[x], root), "configuration": configuration_of(ckpts[x])}
                         for x in ckpts], results["teacher"])
 evidence = gap_vs_performance(rows[:-1], rows[-1])

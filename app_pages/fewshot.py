@@ -8,12 +8,14 @@ from app_pages import common
 from relviz.errors import RelvizError
 from relviz.eval.finetune import FINETUNE_SEEDS, FRACTIONS, SLIDR_FINETUNE
 from relviz.jobs.fewshot import FewshotJob
-from relviz.viz.fewshot import checkpoint_label_efficiency, finetune_minus_probe_frame, label_efficiency_curves
+from relviz.viz.fewshot import (checkpoint_label_efficiency, finetune_minus_probe_frame, finetune_seed_row,
+                                label_efficiency_curves)
 
 st.title("Label efficiency")
 s = common.settings()
 store = common.job_store(s)
-ckpts = {c.label: c for c in common.student_checkpoints(s) if c.error is None}
+# fine-tuning needs the weights: an imported feature set's linear probe is on the Compare page
+ckpts = {c.label: c for c in common.student_checkpoints(s) if c.error is None and c.kind != "features"}
 label_of = {str(c.path): label for label, c in ckpts.items()}
 
 with st.form("fewshot_launch"):
@@ -22,17 +24,20 @@ with st.form("fewshot_launch"):
     choice = a.selectbox("student", list(ckpts), key="fs_ckpt")
     fractions = b.multiselect("label fractions", FRACTIONS, default=[0.01, 0.1, 1.0], key="fs_fractions",
                               format_func=lambda f: f"{f:.0%}")
-    c = st.columns(5)
-    steps = int(c[0].number_input("fine-tuning steps (0: SLidR's 100 epochs)", 0, 100_000, 0, key="fs_steps"))
-    batch = int(c[1].number_input("frames per step", 1, 64, SLIDR_FINETUNE["batch"], key="fs_batch"))
-    n_seeds = int(c[2].number_input("fine-tuning seeds", 1, 20, FINETUNE_SEEDS, key="fs_finetune_seeds"))
-    probe_epochs = int(c[3].number_input("linear probe epochs", 1, 10_000, 300, key="fs_probe_epochs"))
-    seed = int(c[4].number_input("seed", 0, 1_000_000, 0, key="fs_seed"))
+    numbers = [common.number(col, *box, step=1) for col, box in zip(st.columns(5), [
+        ("fine-tuning steps (0: SLidR's 100 epochs)", 0, 100_000, 0, "fs_steps"),
+        ("frames per step", 1, 64, SLIDR_FINETUNE["batch"], "fs_batch"),
+        ("fine-tuning seeds", 1, 20, FINETUNE_SEEDS, "fs_finetune_seeds"),
+        ("linear probe epochs", 1, 10_000, 300, "fs_probe_epochs"), ("seed", 0, 1_000_000, 0, "fs_seed")])]
+    steps, batch, n_seeds, probe_epochs, seed = numbers
     st.caption("Frames: SLidR's rule (every k-th scene of the training split). Fine-tuning runs once per seed "
                "(seed, seed + 1, ...; one seed cannot tell the student from the fine-tuning's noise). SLidR's "
                "schedule on a CPU costs about 0.7-0.9 s per frame and step with the demo student: 100 epochs of "
                "8 frames take 10-12 min per seed.")
-    if st.form_submit_button("Launch", type="primary", disabled=not ckpts):
+    launch = st.form_submit_button("Launch", type="primary", disabled=not ckpts)
+    if launch and None in numbers:
+        st.error("Not launched: a number is out of range (see the field)")
+    elif launch:
         try:
             job = FewshotJob(str(ckpts[choice].path), str(common.dataset_root(s)), fractions=tuple(fractions),
                              steps=steps or None, batch=batch, probe_epochs=probe_epochs, seed=seed,
@@ -40,16 +45,6 @@ with st.form("fewshot_launch"):
             st.success(f"job {store.submit_fewshot(job, f'few-shot {choice}').id} started")
         except RelvizError as e:
             st.error(str(e))
-
-
-def seed_row(checkpoint: str, fraction: float, tuned: dict) -> dict:
-    """One fraction's fine-tuning: each seed's mIoU, their mean, the two-stage interval or why none."""
-    two, seeds = tuned.get("two_stage"), tuned.get("seeds", [tuned.get("seed")])
-    per_seed = tuned.get("miou_per_seed", [tuned["miou"]])  # a result from before several seeds: its one
-    return {"checkpoint": checkpoint, "fraction": f"{fraction:.0%}", "seeds": ", ".join(map(str, seeds)),
-            "mIoU per seed": ", ".join("-" if v is None else f"{v:.3f}" for v in per_seed), "mean": tuned["miou"],
-            "95% interval (seeds and scenes)": "-" if two is None else f"[{two['low']:.3f}, {two['high']:.3f}]",
-            "why no interval": None if two else "one seed" if len(seeds) < 2 else tuned.get("interval_refused")}
 
 
 @st.fragment(run_every="3s")
@@ -89,7 +84,7 @@ def curves():
     st.caption("Paired on the same val keyframes, resampled by scene; significant: the 95% interval excludes 0; "
                "under 10 scenes each scene's difference instead (docs/results.md has the demo students' figures).")
     st.subheader("Fine-tuning seeds")
-    st.dataframe(pd.DataFrame([seed_row(label, run["fraction"], run["finetune"]) for label, r in results.items()
+    st.dataframe(pd.DataFrame([finetune_seed_row(label, run["fraction"], run["finetune"]) for label, r in results.items()
                                for run in r["runs"]]), hide_index=True, width="stretch", key="fs_seeds")
     st.caption("Interval: two-stage bootstrap over fine-tuning seeds and val scenes (both sources of variance).")
 

@@ -54,8 +54,9 @@ from app_pages import common  # noqa: E402
 
 rows = []
 for c in common.student_checkpoints(settings):
-    row = {"checkpoint": c.label, "loss": c.loss or "-", "path": str(c.path), "status": c.error or (f"partial: {c.partial}" if c.partial else "ok")}
-    if c.error is None:
+    row = {"checkpoint": c.label, "loss": c.loss or "-", "source": c.provenance,
+           "status": c.error or (f"partial: {c.partial}" if c.partial else "ok")}
+    if c.error is None and c.kind == "checkpoint":
         from relviz.models.checkpoint import read_metadata
 
         metrics = read_metadata(c.path).get("metrics") or {}

@@ -70,6 +70,16 @@ class Settings:
         return self.home / "runs"
 
     @property
+    def features_dir(self) -> Path:
+        """Registered feature sets, one folder each (``relviz features import``)."""
+        return self.home / "features"
+
+    @property
+    def imported_dir(self) -> Path:
+        """Published checkpoints put here (OpenScene's, SLidR's) are listed beside relviz's students."""
+        return self.home / "imported"
+
+    @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
 

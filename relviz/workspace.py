@@ -10,7 +10,7 @@ them ahead for every checkpoint (``relviz warm``; ``make app`` runs it).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -31,23 +31,80 @@ DEFAULT_PER_CLASS = 500  # and points per class of their stratified sample
 BOOTSTRAP_RESAMPLES = 1000  # resamples of scenes behind every interval the app shows
 
 
+# where a student's features come from: said on every row, legend and export that shows them
+PROVENANCE = {"checkpoint": "relviz checkpoint", "features": "imported feature set",
+              "published": "imported published checkpoint"}
+PUBLISHED_SUFFIXES = (".pth", ".pt", ".ckpt", ".tar", ".safetensors")
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     label: str
-    path: Path
+    path: Path  # the checkpoint file; for a feature set its manifest.json
     loss: str | None
     error: str | None = None
     partial: str | None = None  # why this student is not a finished run's ("stopped at step 689 of 2500")
+    kind: str = "checkpoint"  # a key of PROVENANCE
+    shown_path: str = ""  # the path as the pages show it (relative to the workspace or the repository)
 
     @property
     def key(self) -> str:
         """A cache key that changes whenever the file does (:func:`relviz.files.file_version`)."""
-        return f"{self.path.stem}-{file_version(self.path)}"
+        stem = f"features-{self.path.parent.name}" if self.kind == "features" else self.path.stem
+        return f"{stem}-{file_version(self.path)}"
+
+    @property
+    def provenance(self) -> str:
+        """Where the features come from, and which file: "relviz checkpoint runs/x/.../final.safetensors"."""
+        return f"{PROVENANCE[self.kind]} {self.shown_path or self.path}"
+
+    @property
+    def source_path(self) -> Path:
+        """What a loader opens: the checkpoint file, or the feature set's folder."""
+        return self.path.parent if self.kind == "features" else self.path
+
+
+def _shown(path: Path, settings: Settings) -> str:
+    for base in (settings.home, REPO_CHECKPOINTS.parents[1]):
+        try:
+            return path.resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
+def imported_students(settings: Settings) -> list[CheckpointInfo]:
+    """The registered feature sets (``features/<name>/``, labelled "<name> [features]") and the published
+    checkpoints put in ``imported/`` ("<file stem> [published]"); a set whose manifest cannot be read is
+    listed with its error. Published files are not opened here (a 200 MB torch.load per listing): a file
+    relviz cannot rebuild says so when a page loads it."""
+    from relviz.models.featureset import MANIFEST, read_manifest
+
+    out = []
+    folder = settings.features_dir
+    for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not sub.is_dir() or sub.name.startswith("."):
+            continue
+        path = sub / MANIFEST
+        info = CheckpointInfo(f"{sub.name} [features]", path, None, kind="features", shown_path=_shown(sub, settings))
+        try:
+            read_manifest(sub)
+        except RelvizError as e:
+            info = replace(info, error=str(e))
+        out.append(info)
+    folder = settings.imported_dir
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.is_file() and path.suffix in PUBLISHED_SUFFIXES and not path.name.startswith("."):
+            stem = path.name.removesuffix(".tar").rsplit(".", 1)[0]
+            out.append(CheckpointInfo(f"{stem} [published]", path, None, kind="published",
+                                      shown_path=_shown(path, settings)))
+    return out
 
 
 def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
-    """Student checkpoints: the committed demo students, and every run's final (else last)
-    checkpoint; an unreadable file is listed with its error instead of its loss."""
+    """Student checkpoints: the committed demo students, every run's final (else last) checkpoint, and
+    what was imported (:func:`imported_students`); an unreadable file is listed with its error instead of
+    its loss."""
     from relviz.models.checkpoint import CheckpointError, read_metadata
     from relviz.train.rundir import RunDir
 
@@ -63,7 +120,7 @@ def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
         try:
             meta = read_metadata(p)
         except CheckpointError as e:
-            out.append(CheckpointInfo(label, p, None, str(e)))
+            out.append(CheckpointInfo(label, p, None, str(e), shown_path=_shown(p, settings)))
             continue
         partial = None
         if not finished:  # a run cancelled, failed or still training: its last checkpoint, marked as such
@@ -71,8 +128,36 @@ def student_checkpoints(settings: Settings) -> list[CheckpointInfo]:
             partial = f"stopped at step {meta.get('step', '?')}" + (f" of {total}" if total else "") + \
                 " (the run did not finish)"
             label = f"{label} (partial, step {meta.get('step', '?')}" + (f"/{total})" if total else ")")
-        out.append(CheckpointInfo(label, p, meta.get("loss"), partial=partial))
-    return out
+        out.append(CheckpointInfo(label, p, meta.get("loss"), partial=partial, shown_path=_shown(p, settings)))
+    return out + imported_students(settings)
+
+
+def load_source(info: CheckpointInfo, backend: str = "torch", device: str | torch.device = "cpu"):
+    """(what the analysis reads features from, its metadata): a student model in eval mode (relviz's
+    checkpoint, or a published one relviz can rebuild) or an opened feature set (its manifest as the
+    metadata)."""
+    if info.kind == "features":
+        from relviz.models.featureset import open_feature_set
+
+        fs = open_feature_set(info.source_path)
+        return fs, {**fs.manifest.to_dict(), "provenance": info.provenance}
+    from relviz.models.checkpoint import load_student
+
+    model, meta = load_student(info.source_path, backend=backend, device=device)
+    return model, {**meta, "provenance": info.provenance}
+
+
+def text_applies(settings: Settings, info: CheckpointInfo | None) -> bool:
+    """Whether a student's features live in the workspace teacher's text space (zero-shot, G to text):
+    relviz's students always; a feature set when its manifest's ``text_space`` names this teacher; a
+    published checkpoint when its metadata's text space does."""
+    if info is None or info.kind == "checkpoint":
+        return True
+    from relviz.models.featureset import read_manifest, text_space_matches
+
+    if info.kind == "features":
+        return text_space_matches(read_manifest(info.source_path).text_space, teacher_identity(settings))
+    return False  # published: said by load_source's metadata (see zero-shot page); not assumed here
 
 
 def configuration_of(info: CheckpointInfo) -> str:
@@ -84,6 +169,8 @@ def configuration_of(info: CheckpointInfo) -> str:
 
     from relviz.models.checkpoint import read_metadata
 
+    if info.kind != "checkpoint":
+        return info.label  # an imported model records no relviz training config: its own configuration
     training = dict(read_metadata(info.path).get("training") or {})
     if not training:
         return info.label
@@ -136,7 +223,8 @@ def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInf
         if checkpoint is None:
             return gather_teacher_val_features(teacher, cache, ds, eval_set)
         model = model_fn()
-        return gather_val_features(model, teacher, cache, ds, eval_set, next(model.parameters()).device)
+        device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"  # a feature set: cpu
+        return gather_val_features(model, teacher, cache, ds, eval_set, device)
 
     name = "teacher" if checkpoint is None else checkpoint.key
     return cached_val_features(_val_dir(settings, root) / f"{name}-{eval_set.key()}.safetensors", compute)
@@ -155,7 +243,8 @@ def structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo |
     if isinstance(stored, dict):
         return from_json(stored)
     val = val_features(settings, root, checkpoint, eval_set, teacher_fn, model_fn)
-    text = class_embeddings(settings, teacher_fn)
+    # zero-shot and G to text only for features in this teacher's text space (an imported set may not be)
+    text = class_embeddings(settings, teacher_fn) if text_applies(settings, checkpoint) else None
     out = structure_metrics(val, text, per_class, seed, n_resamples=BOOTSTRAP_RESAMPLES, replicates=BOOTSTRAP_RESAMPLES)
     write_json(path, out)
     return out
@@ -188,6 +277,13 @@ def fewshot(settings: Settings, root: str | Path, checkpoint: CheckpointInfo, fr
         return stored
     train = NuScenesLidarSeg(root, version=VERSION, split="mini_train", load_images=False,
                              index_cache=settings.cache_dir)
+    if checkpoint.kind == "features":
+        from relviz.models.featureset import read_manifest
+
+        if "mini_train" not in read_manifest(checkpoint.source_path).splits:
+            raise RelvizError(f"{checkpoint.provenance}: the linear probe trains on mini_train's features, and this "
+                              f"set holds only {', '.join(read_manifest(checkpoint.source_path).splits)}; export or "
+                              f"write it with mini_train too")
     result = evaluate_fewshot(model_fn(), train, open_val_dataset(settings, root), fraction, seed=seed)
     write_json(path, result)
     return result
@@ -232,7 +328,6 @@ def warm_caches(settings: Settings, root: str | Path, eval_set: EvalSet = DEFAUL
     default) and the default toy run. Returns seconds per step; a second call finds everything.
     A step that fails is logged and the others still run; then :class:`WarmError` is raised."""
     from relviz.eval.features import point_features_cached
-    from relviz.models.checkpoint import load_student
     from relviz.teacher import load_teacher
     from relviz.toy import ToyConfig, run_toy_cached, view_snapshots
 
@@ -274,7 +369,7 @@ def warm_caches(settings: Settings, root: str | Path, eval_set: EvalSet = DEFAUL
             continue
 
         def student(info=info):
-            model = load_student(info.path, backend="torch")[0]
+            model = load_source(info)[0]
             structure(settings, root, info, eval_set, DEFAULT_PER_CLASS, 0, teacher_fn, lambda: model)
             point_features_cached(model, info.key, dataset or open_val_dataset(settings, root), 0, settings.cache_dir)
 

@@ -68,6 +68,7 @@ from relviz.eval.fewshot import (NUM_CLASSES, Progress, check_number, class_coun
                                  frame_scenes, score_on,
                                  segmentation_scores, selection)
 from relviz.losses import lovasz_softmax
+from relviz.models.featureset import refuse_feature_set
 from relviz.stats import (cluster_bootstrap, paired_difference, refusal, resample_multiplicities, scene_statistic,
                            seed_interval, two_stage_bootstrap)
 
@@ -144,6 +145,7 @@ def train_finetune(model, train_set: NuScenesLidarSeg, fraction: float = 0.01, e
     Returns the trained copy (in training mode as ``bn`` sets it), the head and a dict of the
     :func:`selection`, ``seed``, ``schedule``, ``loss`` (per step; None for a step without a
     labelled voxel), ``device`` and ``wall_s`` (``train``)."""
+    refuse_feature_set(model, "fine-tuning")
     if steps is None:
         if epochs is None:
             raise InputError("give epochs or steps for the fine-tuning schedule")
@@ -408,6 +410,7 @@ def label_efficiency(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarS
     ``interval_refused``), ``finetune_minus_probe`` (paired intervals over scenes of the mean over
     the seeds minus the probe, :func:`finetune_minus_probe`), ``seed`` and ``runs`` (each fraction's
     two full results)."""
+    refuse_feature_set(model, "the label-efficiency curve (it fine-tunes)")  # before the probe spends minutes
     if not fractions:
         raise InputError("give at least one label fraction, e.g. 0.01, 0.1, 1.0")
     seeds = seed_list(finetune_seeds, seed)

@@ -22,6 +22,7 @@ from relviz.eval.structure import (gather_val_features, paired_comparison, proto
                                    teacher_view)
 from relviz.files import atomic_path
 from relviz.models.checkpoint import file_sha256, load_student
+from relviz.models.featureset import FeatureSet, open_feature_set, text_space_matches
 from relviz.teacher.cache import FeatureCache
 from relviz.teacher.prompts import DEFAULT_AGGREGATION
 from relviz.teacher.text import text_classifier
@@ -70,12 +71,12 @@ def _labelled(fewshot: Mapping) -> str:
 
 
 def _row(label: str, loss, structure: Mapping, fewshot: Mapping | None, teacher: bool = False,
-         configuration: str | None = None) -> dict:
+         configuration: str | None = None, source: str | None = None) -> dict:
     if "sample" not in structure:
         raise InputError(f"the structure result of {label!r} has no sample description: it was computed before "
                          f"the analysis protocol (docs/protocol.md); compute it again")
     intervals = structure.get("intervals") or {}
-    row = {"checkpoint": label, "loss": loss}
+    row = {"checkpoint": label, "loss": loss, "source": source}
     for m in METRICS:
         if teacher and m in NOT_FOR_TEACHER:
             row.update({m: None, f"{m}_low": None, f"{m}_high": None})
@@ -101,10 +102,20 @@ def comparison_rows(entries: Sequence[Mapping], teacher: Mapping | None = None) 
     ``<metric>_high`` (None without an interval) and ``sample`` (metric -> what it was measured on).
     Needs no model or dataset."""
     rows = [_row(e["checkpoint"], e.get("loss"), e["structure"], e.get("fewshot"),
-                 configuration=e.get("configuration")) for e in entries]
+                 configuration=e.get("configuration"), source=e.get("source")) for e in entries]
     if teacher is not None:
-        rows.append(_row(TEACHER, "-", teacher, None, teacher=True))
+        rows.append(_row(TEACHER, "-", teacher, None, teacher=True, source="the workspace teacher"))
     return rows
+
+
+def _open_source(path: Path, backend: str, device) -> tuple[object, dict, str]:
+    """(model or feature set, metadata, provenance) of a checkpoint file or a feature set folder."""
+    if path.is_dir():
+        fs = open_feature_set(path)
+        return fs, fs.manifest.to_dict(), f"imported feature set {path}"
+    model, meta = load_student(path, backend=backend, device=device)
+    kind = "imported published checkpoint" if meta.get("source_format") else "relviz checkpoint"
+    return model, meta, f"{kind} {path}"
 
 
 def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_root: str | Path,
@@ -124,14 +135,17 @@ def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_
     entries, sums, details, teacher_structure = [], {}, {}, None
     for i, path in enumerate(checkpoints):
         path = Path(path)
-        model, meta = load_student(path, backend=backend, device=device)
+        model, meta, source = _open_source(path, backend, device)
         feats = gather_val_features(model, teacher, cache, val, eval_set, device)
         label = path.stem if path.stem != "student" else path.parent.name
-        sums[label] = protocol_sums(feats, text, per_class, seed)
+        in_text_space = not isinstance(model, FeatureSet) or text_space_matches(model.text_space, teacher.identity)
+        sums[label] = protocol_sums(feats, text if in_text_space else None, per_class, seed)
         structure = structure_result(sums[label], n_resamples, confidence)
         few = evaluate_fewshot(model, train, val, fewshot_fraction, device, seed)
-        entries.append({"checkpoint": label, "loss": meta.get("loss"), "structure": structure, "fewshot": few})
-        details[label] = {"checkpoint": str(path), "sha256": file_sha256(path), "structure": structure, "fewshot": few}
+        entries.append({"checkpoint": label, "loss": meta.get("loss"), "structure": structure, "fewshot": few,
+                        "source": source})
+        details[label] = {"checkpoint": str(path), "source": source, "structure": structure, "fewshot": few,
+                          "sha256": None if path.is_dir() else file_sha256(path)}
         if teacher_structure is None:  # the teacher at the same paired points: its own structure, G = 0
             teacher_structure = structure_result(protocol_sums(teacher_view(feats), text, per_class, seed),
                                                  n_resamples, confidence)

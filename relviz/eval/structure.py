@@ -150,7 +150,7 @@ class ProtocolSums:
     of the data and of any bootstrap resample of its keyframes follows (one O(S^2) pass, for U)."""
 
     sample: FeatureSums  # the protocol sample, G against the teacher's features there
-    all_pairs: GapSums  # every labelled paired point
+    all_pairs: GapSums | None  # every labelled paired point (None: features not in the teacher's space)
     zeroshot: ConfusionSums | None  # every labelled point of the features (None: a teacher without text)
     zeroshot_paired: ConfusionSums | None  # the labelled paired points
     text_mean: np.ndarray | None  # [D] mean of the normalised class text embeddings
@@ -171,7 +171,9 @@ class ProtocolSums:
         labelled points; the paired ones for ``zeroshot_miou_paired``, the teacher's points), fixed at
         the data's list in every resample."""
         out = {"uniformity": self.sample.uniformity, "uniformity_pooled": self.sample.uniformity_pooled,
-               "tolerance": self.sample.tolerance, "gap": self.sample.gap, "gap_all_pairs": self.all_pairs.gap}
+               "tolerance": self.sample.tolerance}
+        if self.all_pairs is not None:  # G compares with the teacher's features: the same dimension only
+            out.update(gap=self.sample.gap, gap_all_pairs=self.all_pairs.gap)
         if self.zeroshot is None:  # a teacher without a text tower (DINOv2): no text, no zero-shot
             return out
         classes, paired = self.zeroshot.classes, self.zeroshot_paired.classes
@@ -215,6 +217,8 @@ def protocol_sums(val: dict, text, per_class: int = 5000, seed: int = 0) -> Prot
     embeddings [16, D]: the mean-prototype rule; None for a teacher without text: U, T and G only);
     its aggregation is named in the description."""
     classifier = as_classifier(text)
+    # an imported feature set of another dimension (PTv3's 64 against CLIP's 512): U and T, no G
+    same_space = val["pair_student"].shape[1] == val["pair_teacher"].shape[1]
     missing = [k for k in ("keyframe", "keyframe_scene", "keyframe_index", "pair_keyframe", "pair_labels",
                            "pair_student") if k not in val]
     if missing:
@@ -239,9 +243,10 @@ def protocol_sums(val: dict, text, per_class: int = 5000, seed: int = 0) -> Prot
                    "zeroshot_scope": "all labelled points" if len(val["pair_index"]) < len(val["features"])
                    else PAIRED, "id": _sample_id(val, idx, k, per_class, seed)}
     return ProtocolSums(
-        sample=feature_sums(val["pair_student"][idx], y, kf, k, paired=val["pair_teacher"][idx]),
+        sample=feature_sums(val["pair_student"][idx], y, kf, k, paired=val["pair_teacher"][idx] if same_space else None),
         all_pairs=gap_sums(*(x if len(labelled) == len(x) else x[labelled]
-                             for x in (val["pair_student"], val["pair_teacher"], val["pair_keyframe"])), k),
+                             for x in (val["pair_student"], val["pair_teacher"], val["pair_keyframe"])), k)
+        if same_space else None,
         zeroshot=None if pred is None else confusion_sums(pred, val["labels"], val["keyframe"], k),
         zeroshot_paired=None if pred is None else
         confusion_sums(pred[val["pair_index"]], val["pair_labels"], val["pair_keyframe"], k),
@@ -285,6 +290,8 @@ def structure_result(sums: ProtocolSums, n_resamples: int = 0, confidence: float
     ones = np.ones(sums.n_keyframes)
     stats = sums.statistics()
     out = {name: _finite(f(ones)) for name, f in stats.items()}
+    if sums.all_pairs is None:  # undefined, not zero: the features are not in the teacher's space
+        out.update(gap=None, gap_all_pairs=None)
     per_class = sums.sample.tolerance_per_class(ones)
     out["tolerance_per_class"] = {c: float(v) for c, v in zip(sums.sample.classes, per_class) if np.isfinite(v)}
     if sums.zeroshot is not None:
@@ -340,7 +347,8 @@ def paired_comparison(a: ProtocolSums, b: ProtocolSums, n_resamples: int = 1000,
     (the interval excludes 0): ``{"differences": {metric: Interval.as_dict()}, "per_scene", "sample",
     "bootstrap"}``; with fewer than :data:`relviz.stats.MIN_SCENES` scenes ``differences`` is None,
     ``per_scene`` holds each scene's difference and ``bootstrap["skipped"]`` says why."""
-    if a.description.get("prompt_aggregation") != b.description.get("prompt_aggregation"):
+    aggregations = {a.description.get("prompt_aggregation"), b.description.get("prompt_aggregation")} - {None}
+    if len(aggregations) > 1:  # None: features without text (a text-less teacher, an imported set): no zero-shot
         raise InputError(f"a paired comparison needs one prompt aggregation; got "
                          f"{a.description.get('prompt_aggregation')} and {b.description.get('prompt_aggregation')}")
     if a.description["id"] != b.description["id"]:

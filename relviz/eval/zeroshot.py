@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from relviz.data.classes import CLASSES
 from relviz.data.dataset import collate
 from relviz.errors import InputError, shorten
-from relviz.eval.features import dataset_for, student_voxel_features
+from relviz.eval.features import dataset_for, point_features_of
 from relviz.files import atomic_path
 from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
 from relviz.teacher.prompts import DEFAULT_AGGREGATION, TEMPLATES, check_aggregation, class_named
@@ -289,7 +289,7 @@ def _point_features(model, dataset, device):
     with torch.inference_mode():
         for i in range(len(dataset)):
             batch = collate([dataset[i]])
-            feats = student_voxel_features(model, batch, device)[batch["inverse"].to(device)]
+            feats = point_features_of(model, batch, device)
             yield i, batch["lidar_tokens"][0], feats, batch.get("labels")
 
 

@@ -15,10 +15,11 @@ from relviz.eval.report import METRICS, format_p, format_value, stored_differenc
 
 
 def comparison_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
-    """One line per row: checkpoint, loss, and each metric with its 95% interval (as text)."""
+    """One line per row: checkpoint, loss, each metric with its 95% interval (as text), and the source:
+    relviz checkpoint, imported feature set or imported published checkpoint, and which file."""
     return pd.DataFrame([{"checkpoint": r["checkpoint"], "loss": r["loss"],
-                          **{m: format_value(r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS}}
-                         for r in rows])
+                          **{m: format_value(r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS},
+                          "source": r.get("source") or ""} for r in rows])
 
 
 def difference_frame(results: Mapping[str, Mapping]) -> pd.DataFrame:
@@ -35,9 +36,11 @@ def difference_frame(results: Mapping[str, Mapping]) -> pd.DataFrame:
 
 
 def per_class_figure(results: Mapping[str, Mapping], key: str, title: str, y: str) -> go.Figure:
-    """Grouped bars of a per-class result (``results[label][key]``: class index -> value)."""
+    """Grouped bars of a per-class result (``results[label][key]``: class index -> value); a result
+    without it (zero-shot of features outside the teacher's text space) has no bars."""
     frame = pd.DataFrame([{"checkpoint": label, "class": CLASSES[int(c)], y: v}
-                          for label, r in results.items() for c, v in sorted(r[key].items())])
+                          for label, r in results.items() for c, v in sorted((r.get(key) or {}).items())],
+                         columns=["checkpoint", "class", y])
     return px.bar(frame, x="class", y=y, color="checkpoint", barmode="group", title=title)
 
 

@@ -77,3 +77,13 @@ def finetune_minus_probe_frame(results: Mapping[str, Mapping]) -> pd.DataFrame:
                          "no_interval": d.get("interval_refused")})
     return pd.DataFrame(rows, columns=["checkpoint", "fraction", "difference", "low", "high", "significant",
                                        "per_scene", "no_interval"])
+
+
+def finetune_seed_row(checkpoint: str, fraction: float, tuned: dict) -> dict:
+    """One fraction's fine-tuning: each seed's mIoU, their mean, the two-stage interval or why none."""
+    two, seeds = tuned.get("two_stage"), tuned.get("seeds", [tuned.get("seed")])
+    per_seed = tuned.get("miou_per_seed", [tuned["miou"]])  # a result from before several seeds: its one
+    return {"checkpoint": checkpoint, "fraction": f"{fraction:.0%}", "seeds": ", ".join(map(str, seeds)),
+            "mIoU per seed": ", ".join("-" if v is None else f"{v:.3f}" for v in per_seed), "mean": tuned["miou"],
+            "95% interval (seeds and scenes)": "-" if two is None else f"[{two['low']:.3f}, {two['high']:.3f}]",
+            "why no interval": None if two else "one seed" if len(seeds) < 2 else tuned.get("interval_refused")}

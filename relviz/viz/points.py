@@ -33,8 +33,10 @@ def projected_points_figure(image: np.ndarray, pixels: np.ndarray, colors: np.nd
     return fig
 
 
-def to_ply_bytes(xyz: np.ndarray, colors: np.ndarray) -> bytes:
-    """A coloured point cloud as .ply bytes, written by open3d."""
+def to_ply_bytes(xyz: np.ndarray, colors: np.ndarray, comment: str | None = None) -> bytes:
+    """A coloured point cloud [N, 3] with colours [N, 3] uint8 as .ply bytes, written by open3d;
+    ``comment`` (e.g. where the features that coloured it come from) goes into the header as a
+    ``comment`` line (one line, ASCII)."""
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz.astype(np.float64)))
@@ -45,6 +47,12 @@ def to_ply_bytes(xyz: np.ndarray, colors: np.ndarray) -> bytes:
         if not o3d.io.write_point_cloud(path, pcd, write_ascii=False):
             raise OutputError(f"open3d could not write {path}")
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read()
     finally:
         os.unlink(path)
+    if comment is None:
+        return data
+    line = " ".join(comment.encode("ascii", "replace").decode().split())
+    head, sep, rest = data.partition(b"\n")  # "ply", then the format line: the comment goes after it
+    fmt, sep2, body = rest.partition(b"\n")
+    return head + sep + fmt + sep2 + f"comment {line}\n".encode() + body
