@@ -80,10 +80,10 @@ def compare_teacher_features(features: Mapping[str, torch.Tensor], labels: torch
 
 
 def has_random_weights(teacher) -> bool:
-    """Whether a registry teacher holds weights read from no file or tag: one built with
-    ``random_init=True`` (or handed a model in memory). The demo teacher's come from its checkpoint."""
-    entry = getattr(teacher, "entry", None)
-    return entry is not None and entry.family != "demo" and getattr(teacher, "pretrained", None) is None
+    """Whether a teacher holds weights read from no file or tag: one built with ``random_init=True``
+    (its ``random_init``, set by the teacher itself; a model handed in memory is not random). The demo
+    teacher's come from its checkpoint."""
+    return bool(getattr(teacher, "random_init", False))
 
 
 def teacher_protocol(val: dict, text: torch.Tensor | None, per_class: int = 5000, seed: int = 0,

@@ -79,6 +79,7 @@ class ImageTeacher(ABC):
             raise TeacherWeightsError(f"teacher {entry.name} has no weights: set teacher_pretrained to {weights} "
                                       f"(random weights only with random_init=True)")
         self.entry, self.name, self.model_name, self.pretrained = entry, entry.name, model_name, pretrained
+        self.random_init = model is None and pretrained is None  # said wherever its figures are shown
         self.dense_path = entry.dense_path
         self.patch_size = (entry.patch, entry.patch)
         self.input_size = check_input_size(input_size or entry.input_size, self.patch_size, entry.name)

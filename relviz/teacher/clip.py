@@ -48,6 +48,7 @@ class ClipTeacher(ImageTeacher):
 
         self.model_name = self.name = model_name
         self.pretrained = pretrained
+        self.random_init = model is None and pretrained is None  # said wherever its figures are shown
         self.input_size = _as_tuple(input_size)
         self.device = torch.device(device)
         if model is None:
