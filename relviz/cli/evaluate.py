@@ -96,18 +96,41 @@ def eval_export(checkpoint: str = typer.Option(...), out: str = typer.Option(...
     typer.echo(str(export_submission(model, text_teacher, _dataset(dataset, version, split), out, split)))
 
 
+FORMAT = typer.Option("auto", "--format", help="Dataset layout: auto (detected from the folder), nuscenes or "
+                                                "semantickitti.")
+
+
 @eval_app.command("fewshot")
 def eval_fewshot(checkpoint: str = typer.Option(...), dataset: str = DATASET, version: str = VERSION,
-                 split: str = SPLIT, train_split: str = TRAIN_SPLIT, fraction: float = typer.Option(0.01),
-                 seed: int = typer.Option(0)) -> None:
-    """Linear probe on frozen features with labels from a fraction of training frames; mIoU on val."""
+                 split: str = typer.Option(None, help="Split evaluated (default: mini_val for nuScenes, val = "
+                                                      "sequence 08 for SemanticKITTI)."),
+                 train_split: str = typer.Option(None, "--train-split", help="Split the probe trains on (default: "
+                                                 "mini_train for nuScenes, train = 00-07, 09, 10 for "
+                                                 "SemanticKITTI)."),
+                 fraction: float = typer.Option(0.01), seed: int = typer.Option(0), fmt: str = FORMAT,
+                 epochs: int = typer.Option(300, help="Passes of the probe's full-batch Adam."),
+                 max_per_class: int = typer.Option(20_000, help="Labelled points per class the probe trains on.")
+                 ) -> None:
+    """Linear probe on frozen features with labels from a fraction of training frames; mIoU on val.
+    nuScenes takes whole scenes (SLidR's scene rule); SemanticKITTI every k-th scan of the sorted
+    training scans (SLidR's and ScaLR's rule), with its 19 classes. The JSON names the format, the
+    class list and the frame rule."""
     from relviz.data import NuScenesLidarSeg
-    from relviz.eval.fewshot import evaluate_fewshot
+    from relviz.data.kitti import SemanticKitti, resolve_format
+    from relviz.eval.fewshot import class_names, evaluate_fewshot
 
+    root = dataset_path(dataset)
+    layout = resolve_format(root, fmt)  # before the student loads: a wrong folder fails at once
+    if layout == "semantickitti":
+        val, train = SemanticKitti(root, split or "val"), SemanticKitti(root, train_split or "train")
+    else:
+        val = _dataset(dataset, version, split or "mini_val")
+        train = NuScenesLidarSeg(None, version=version, split=train_split or "mini_train", load_images=False,
+                                 nusc=val.nusc)
     model, _ = _student(checkpoint)
-    val = _dataset(dataset, version, split)
-    train = NuScenesLidarSeg(None, version=version, split=train_split, load_images=False, nusc=val.nusc)
-    typer.echo(json.dumps(evaluate_fewshot(model, train, val, fraction, seed=seed), indent=2))
+    result = evaluate_fewshot(model, train, val, fraction, seed=seed, epochs=epochs, max_per_class=max_per_class)
+    header = {"format": layout, "class_list": list(class_names(val)[1:]), "frame_rule": result["frame_rule"]}
+    typer.echo(json.dumps({**header, **result}, indent=2))
 
 
 @eval_app.command("compare")
