@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages import common
+from app_pages.background import structure_or_last
 from app_pages.teachers_section import teachers_side_by_side
 from relviz.errors import RelvizError
 from relviz.viz import explain
@@ -29,11 +30,9 @@ if (seed := common.number(c5, "seed", 0, 10_000, common.int_param("seed", 0, 0, 
     st.stop()  # the box says why: nothing below is computed with a seed other than the one shown
 common.set_query_params(ckpt=choice, k=n_samples.per_scene, seed=seed)
 root = str(common.dataset_root(s))
-try:
-    with st.status("computing features, sample and metrics", expanded=False) as status:
-        metrics = common.structure(ckpts.get(choice), root, n_samples, per_class, seed)
-        z, y = common.structure_points(ckpts.get(choice), root, n_samples, per_class, seed)
-        status.update(label="computed", state="complete")
+try:  # computed in the background when not on disk, the last result shown meanwhile
+    metrics, (z, y), (_, choice, n_samples, per_class, seed) = structure_or_last(
+        ckpts.get(choice), choice, root, n_samples, per_class, seed)
 except Exception as e:  # a broken checkpoint or dataset: an error panel, not a crash
     common.error_panel("Cannot compute the feature structure", e)
     st.stop()

@@ -207,11 +207,45 @@ def _val_dir(settings: Settings, root: str | Path) -> Path:
     return settings.cache_dir / "valfeatures" / teacher_identity(settings) / index_key(Path(root), VERSION, VAL_SPLIT)
 
 
+def _val_path(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, eval_set: EvalSet) -> Path:
+    name = "teacher" if checkpoint is None else checkpoint.key
+    return _val_dir(settings, root) / f"{name}-{eval_set.key()}.safetensors"
+
+
+def _metrics_path(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, eval_set: EvalSet,
+                  per_class: int, seed: int) -> Path:
+    name = "teacher" if checkpoint is None else checkpoint.key
+    return (_val_dir(settings, root) / f"{name}-{eval_set.key()}-metrics-pc{per_class}-s{seed}"
+            f"-b{BOOTSTRAP_RESAMPLES}.json")
+
+
+def seconds_per_keyframe(settings: Settings) -> float | None:
+    """The last measured time to gather one keyframe's validation features in this workspace (student
+    and teacher features at its points), for the estimate a page shows before it computes; None before
+    the first."""
+    stored = read_json(settings.cache_dir / "valfeatures" / "timing.json")
+    return stored.get("seconds_per_keyframe") if isinstance(stored, dict) else None
+
+
+def stored_structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, eval_set: EvalSet,
+                     per_class: int, seed: int) -> dict | None:
+    """:func:`structure`'s result when both its features and its metrics are on disk, else None: nothing is
+    computed (a page asks this on every render, and computes the rest in the background)."""
+    from relviz.eval.structure import from_json
+
+    if not _val_path(settings, root, checkpoint, eval_set).is_file():
+        return None
+    stored = read_json(_metrics_path(settings, root, checkpoint, eval_set, per_class, seed))
+    return from_json(stored) if isinstance(stored, dict) else None
+
+
 def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, eval_set: EvalSet,
-                 teacher_fn: Callable, model_fn: Callable | None = None) -> dict:
+                 teacher_fn: Callable, model_fn: Callable | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
     """Validation features of a student (``checkpoint``; ``model_fn`` loads it) or of the teacher
     (``checkpoint`` None: its features at the paired points), over the keyframes ``eval_set`` selects,
-    from the disk cache; computing them on a miss opens the dataset and calls the loaders."""
+    from the disk cache; computing them on a miss opens the dataset and calls the loaders (``progress``
+    after each keyframe; the time per keyframe is recorded for :func:`seconds_per_keyframe`)."""
     from relviz.eval.features import cached_val_features
     from relviz.eval.structure import gather_teacher_val_features, gather_val_features
     from relviz.teacher.cache import FeatureCache
@@ -220,29 +254,33 @@ def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInf
         teacher = teacher_fn()
         cache = FeatureCache(settings.cache_dir, teacher_identity(settings))
         ds = open_val_dataset(settings, root)
+        start = time.perf_counter()
         if checkpoint is None:
-            return gather_teacher_val_features(teacher, cache, ds, eval_set)
-        model = model_fn()
-        device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"  # a feature set: cpu
-        return gather_val_features(model, teacher, cache, ds, eval_set, device)
+            val = gather_teacher_val_features(teacher, cache, ds, eval_set, progress)
+        else:
+            model = model_fn()
+            device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"  # a feature set
+            val = gather_val_features(model, teacher, cache, ds, eval_set, device, progress)
+        if checkpoint is not None and len(val["keyframe_index"]):  # a student's: the slow kind a page waits for
+            write_json(settings.cache_dir / "valfeatures" / "timing.json",
+                       {"seconds_per_keyframe": (time.perf_counter() - start) / len(val["keyframe_index"])})
+        return val
 
-    name = "teacher" if checkpoint is None else checkpoint.key
-    return cached_val_features(_val_dir(settings, root) / f"{name}-{eval_set.key()}.safetensors", compute)
+    return cached_val_features(_val_path(settings, root, checkpoint, eval_set), compute)
 
 
 def structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, eval_set: EvalSet,
-              per_class: int, seed: int, teacher_fn: Callable, model_fn: Callable | None = None) -> dict:
+              per_class: int, seed: int, teacher_fn: Callable, model_fn: Callable | None = None,
+              progress: Callable[[int, int], None] | None = None) -> dict:
     """:func:`relviz.eval.structure.structure_metrics` (U, T and per class, G, zero-shot IoU) of
     :func:`val_features` (for the teacher G is 0), stored as JSON next to the features."""
     from relviz.eval.structure import from_json, structure_metrics
 
-    name = "teacher" if checkpoint is None else checkpoint.key
-    path = (_val_dir(settings, root) / f"{name}-{eval_set.key()}-metrics-pc{per_class}-s{seed}"
-            f"-b{BOOTSTRAP_RESAMPLES}.json")
+    path = _metrics_path(settings, root, checkpoint, eval_set, per_class, seed)
     stored = read_json(path)
     if isinstance(stored, dict):
         return from_json(stored)
-    val = val_features(settings, root, checkpoint, eval_set, teacher_fn, model_fn)
+    val = val_features(settings, root, checkpoint, eval_set, teacher_fn, model_fn, progress)
     # zero-shot and G to text only for features in this teacher's text space (an imported set may not be)
     text = class_embeddings(settings, teacher_fn) if text_applies(settings, checkpoint) else None
     out = structure_metrics(val, text, per_class, seed, n_resamples=BOOTSTRAP_RESAMPLES, replicates=BOOTSTRAP_RESAMPLES)
@@ -296,10 +334,9 @@ def pending_caches(settings: Settings, root: str | Path, eval_set: EvalSet = DEF
     root = Path(root)
     if not (root / VERSION).is_dir():
         return [f"the dataset {root.name} (`relviz demo --dataset-only` generates it)"]
-    val_dir = _val_dir(settings, root)
-    pending = [] if (val_dir / f"teacher-{eval_set.key()}.safetensors").is_file() else ["the teacher's validation features"]
+    pending = [] if _val_path(settings, root, None, eval_set).is_file() else ["the teacher's validation features"]
     pending += [f"validation features of {info.label}" for info in student_checkpoints(settings)
-                if info.error is None and not (val_dir / f"{info.key}-{eval_set.key()}.safetensors").is_file()]
+                if info.error is None and not _val_path(settings, root, info, eval_set).is_file()]
     return pending
 
 

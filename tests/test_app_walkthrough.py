@@ -165,3 +165,61 @@ def test_out_of_range_numbers_are_said_and_launch_says_why_it_did_not(cold_app_w
     assert not at.exception, at.exception
     assert "seed: -5 is outside 0 to 1000; not used" in [e.value for e in at.error]
     assert not at.get("plotly_chart")  # the page stops: nothing is drawn for a seed other than the one shown
+
+
+def test_a_structure_control_that_needs_new_features_computes_them_in_the_background(app_workspace, monkeypatch):
+    """4 -> 8 keyframes froze the page for 80 s. Now the page keeps the last result on screen, says what is
+    being computed with a count, and shows the new result when the background thread has stored it; a
+    cancelled computation is said and not restarted for the same settings."""
+    import time
+
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("app_pages/structure.py")
+    at.query_params["ckpt"] = "teacher"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.slider(key="st_k").value == 2 and not [i for i in at.info if "Showing" in i.value]  # warm: at once
+    before = {m.label: m.value for m in at.metric}
+
+    at.query_params["k"] = "3"  # as the browser's URL follows the slider (AppTest keeps its own)
+    at.slider(key="st_k").set_value(3).run()
+    assert not at.exception, at.exception
+    assert any("Showing teacher on every scene x 2 keyframes per scene" in i.value for i in at.info)
+    assert {m.label: m.value for m in at.metric} == before  # the last result stays on screen meanwhile
+    deadline = time.time() + 240
+    while time.time() < deadline and any("Showing teacher" in i.value for i in at.info):
+        time.sleep(1)
+        at.run()
+    assert not any("Showing teacher" in i.value for i in at.info), "the background result never arrived"
+    # the new sample's result, computed without blocking the page, is the one the library gives
+    from relviz.config import load_settings
+    from relviz.eval.selection import EvalSet
+    from relviz.workspace import stored_structure
+
+    s = load_settings()
+    stored = stored_structure(s, s.dataset_root(), None, EvalSet(None, 3, 0), 500, 0)
+    assert stored is not None and stored["sample"]["keyframe_index"] is not None
+    assert any(f"from {stored['sample']['keyframes']} mini_val keyframes" in c.value for c in at.caption)
+
+    # Cancel: a computation that runs until it is cancelled (the real one may end before the click)
+    from relviz import workspace
+
+    def endless(*args, progress=None, **kwargs):
+        for i in range(600):
+            progress(i, 600)
+            time.sleep(0.1)
+        raise AssertionError("never cancelled")
+
+    monkeypatch.setattr(workspace, "structure", endless)
+    at.query_params["k"] = "5"
+    at.slider(key="st_k").set_value(5).run()
+    assert at.get("progress") and "computing teacher on every scene x 5 keyframes" in at.get("progress")[0].proto.text
+    at.button(key="background_cancel").click().run()
+    deadline = time.time() + 60
+    while time.time() < deadline and not at.error:
+        time.sleep(0.5)
+        at.run()
+    assert any("was not computed" in e.value and "cancelled at keyframe" in e.value for e in at.error)
+    at.run()  # not restarted: still the reason, and the last result
+    assert any("cancelled at keyframe" in e.value for e in at.error) and not at.get("progress")
+    assert any("Showing teacher on every scene x 3 keyframes per scene" in i.value for i in at.info)

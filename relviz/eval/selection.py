@@ -63,7 +63,7 @@ class EvalSet:
 
     def describe(self, scene_of: Sequence[str] | None = None) -> str:
         """In words; with the split's ``scene_of``, the actual counts."""
-        want = (f"{'every' if self.scenes is None else self.scenes} scene{'s' if self.scenes != 1 else ''} x "
+        want = (f"{'every' if self.scenes is None else self.scenes} scene{'s' if self.scenes not in (1, None) else ''} x "
                 f"{'every' if self.per_scene is None else self.per_scene} keyframe"
                 f"{'s' if self.per_scene != 1 else ''} per scene (spread, seed {self.seed})")
         if scene_of is None:

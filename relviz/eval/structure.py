@@ -53,14 +53,16 @@ def _selection(chosen: list[int], scenes: torch.Tensor) -> dict:
     return {"keyframe_scene": scenes.long(), "keyframe_index": torch.as_tensor(chosen, dtype=torch.long)}
 
 
-def gather_val_features(model, teacher, cache, dataset, eval_set: EvalSet, device) -> dict:
+def gather_val_features(model, teacher, cache, dataset, eval_set: EvalSet, device,
+                        progress: Callable[[int, int], None] | None = None) -> dict:
     """Over the keyframes of ``dataset`` that ``eval_set`` selects (K of them, spread over scenes):
     student point features ``features`` [N, D] (``model``: a student, or a feature set read by
     :func:`~relviz.eval.features.point_features_of`), ``labels`` [N] and ``keyframe`` [N] (the keyframe's
     position 0..K-1 in the selection); ``keyframe_scene`` [K] and ``keyframe_index`` [K] (its index in
     ``dataset``); ``pair_index`` [M] (into the points) of the points a camera sees, one pair per point
     (:func:`first_pair_per_point`), and the teacher's features there, ``pair_teacher`` [M, D]; and, by
-    :func:`with_pairs`, ``pair_student``, ``pair_labels`` and ``pair_keyframe`` [M]."""
+    :func:`with_pairs`, ``pair_student``, ``pair_labels`` and ``pair_keyframe`` [M]. ``progress(done,
+    total)`` after each keyframe (an exception it raises stops the gathering: the app's Cancel)."""
     dataset = dataset_for(model, dataset)
     chosen, scenes = evaluation_keyframes(dataset, eval_set)
     feats, labels, keyframe, pair_index, pair_teacher = [], [], [], [], []
@@ -76,6 +78,8 @@ def gather_val_features(model, teacher, cache, dataset, eval_set: EvalSet, devic
             pair_index.append(batch["pair_points"][first] + offset)
             pair_teacher.append(teacher_pair_features(teacher, cache, dataset, batch, first).float().cpu())
             offset += len(point)
+            if progress is not None:
+                progress(position + 1, len(chosen))
     return with_pairs({"features": torch.cat(feats), "labels": torch.cat(labels), "keyframe": torch.cat(keyframe),
                        "pair_index": torch.cat(pair_index), "pair_teacher": torch.cat(pair_teacher),
                        **_selection(chosen, scenes)})
@@ -86,9 +90,11 @@ def _teacher_val(features: torch.Tensor, labels: torch.Tensor, keyframe: torch.T
                        "pair_index": torch.arange(len(features)), "pair_teacher": features, **selection})
 
 
-def gather_teacher_val_features(teacher, cache, dataset, eval_set: EvalSet) -> dict:
+def gather_teacher_val_features(teacher, cache, dataset, eval_set: EvalSet,
+                                progress: Callable[[int, int], None] | None = None) -> dict:
     """The teacher's side of :func:`gather_val_features`: its features at the same paired points
-    (``features`` = ``pair_teacher``, every point paired, so G = 0), with their labels and keyframes."""
+    (``features`` = ``pair_teacher``, every point paired, so G = 0), with their labels and keyframes;
+    ``progress`` as there."""
     chosen, scenes = evaluation_keyframes(dataset, eval_set)
     feats, labels, keyframe = [], [], []
     for position, i in enumerate(chosen):
@@ -97,6 +103,8 @@ def gather_teacher_val_features(teacher, cache, dataset, eval_set: EvalSet) -> d
         feats.append(teacher_pair_features(teacher, cache, dataset, batch, first).float().cpu())
         labels.append(batch["labels"][batch["pair_points"][first]])
         keyframe.append(torch.full((len(first),), position, dtype=torch.long))
+        if progress is not None:
+            progress(position + 1, len(chosen))
     return _teacher_val(torch.cat(feats), torch.cat(labels), torch.cat(keyframe), _selection(chosen, scenes))
 
 
