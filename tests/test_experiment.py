@@ -141,6 +141,12 @@ def test_experiment_runs_is_interrupted_resumes_and_aggregates(synthetic_root, t
     (lambda t: t.replace("linear_probe = []", "linear_probe = []\nfinetune_seeds = \"3\""),
      r"\[evaluate\] 'finetune_seeds': must be a whole number >= 1, got '3'"),
     (lambda t: t.replace("linear_probe = []", "linear_probe = [2]"), r"'linear_probe': must be a list of fractions"),
+    (lambda t: t.replace("linear_probe = []", 'linear_probe = []\nood_datasets = "synthetic-kitti"'),
+     r"\[evaluate\] 'ood_datasets': must be a list of dataset folders .*got 'synthetic-kitti'"),
+    (lambda t: t.replace("linear_probe = []", 'linear_probe = []\nood_datasets = ["kitti@2"]'),
+     r"\[evaluate\] 'ood_datasets': must be a list of dataset folders .*without '@'"),
+    (lambda t: t.replace("linear_probe = []", 'linear_probe = []\nood_datasets = ["k", "k"]'),
+     r"\[evaluate\] 'ood_datasets': lists a dataset twice"),
     (lambda t: t.replace("[evaluate]", "[evaluate]\nvalsamples = 1"), r"\[evaluate\]: unknown key\(s\) 'valsamples'"),
     (lambda t: t.replace('name = "tiny"', 'name = "../x"'), r"\[experiment\] 'name': must be"),
     (lambda t: t + "[[", r"not valid TOML"),
@@ -389,3 +395,36 @@ def test_fine_tuned_few_shot_claims_use_student_and_fine_tuning_seeds_and_name_t
     bare = {k: {**e, "finetune": {"0.1": {"miou": e["finetune"]["0.1"]["miou"]}}} for k, e in evaluations.items()}
     row = claims_with(bare)[0][f"few-shot (fine-tuned 10% mIoU): relational above similarity (unit: {unit})"]
     assert row["verdict"] == NO_SCENE_VARIANCE and row["test"].startswith("t test")
+
+
+def test_out_of_distribution_metrics_are_named_by_dataset_and_old_reports_rederive(tmp_path):
+    """``<method>@<fraction>@<dataset>`` beside the in-distribution names: its own heading, kept out of the
+    claims and of the correlation's few-shot metric; the published demo report still rederives alike."""
+    import shutil
+
+    from relviz.eval.report import parse_fewshot_metric, split_fewshot_metric
+    from relviz.experiment import aggregate, run_metrics
+    from relviz.experiment.claims import paper_claims
+
+    evaluation = {"structure": {"uniformity": 1.5}, "linear_probe": {"0.01": {"miou": 0.4}},
+                  "ood": {"synthetic-kitti": {"format": "semantickitti", "linear_probe": {"0.01": {"miou": 0.2}},
+                                              "finetune": {"0.1": {"miou": 0.25}}}}}
+    assert run_metrics(evaluation) == {"uniformity": 1.5, "linear_probe@0.01": 0.4,
+                                       "linear_probe@0.01@synthetic-kitti": 0.2, "finetune@0.1@synthetic-kitti": 0.25}
+    assert split_fewshot_metric("finetune@0.1@synthetic-kitti") == ("finetune", 0.1, "synthetic-kitti")
+    assert parse_fewshot_metric("finetune@0.1@synthetic-kitti") is None
+    assert parse_fewshot_metric("finetune@0.1") == ("finetune", 0.1) and split_fewshot_metric("U@x") is None
+    runs = [{"key": f"r{s}", "cell": "loss=relational", "seed": s, "status": "succeeded",
+             "metrics": run_metrics(evaluation)} for s in (0, 1)]
+    report = aggregate([{"cell": "loss=relational", "values": {"loss": "relational"}}], runs)
+    assert report["headings"]["linear_probe@0.01@synthetic-kitti"] == "linear probe 1% mIoU on synthetic-kitti"
+    assert report["gap_vs_performance"].get("fewshot_metric") in (None, "linear_probe@0.01")
+    assert not any("synthetic-kitti" in c["claim"] for c in paper_claims({**report, "claims": None}))
+
+    shutil.copy("checkpoints/demo/experiment/report.json", tmp_path / "report.json")
+    stored = json.loads((tmp_path / "report.json").read_text())
+    res = CliRunner().invoke(cli_app, ["experiment", "rederive", str(tmp_path / "report.json"), "--json"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "report.json").read_text())
+    assert again["metrics"] == stored["metrics"] and again["headings"] == stored["headings"]
+    assert [c["verdict"] for c in again["claims"]] == [c["verdict"] for c in stored["claims"]]

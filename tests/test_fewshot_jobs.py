@@ -18,7 +18,7 @@ from relviz.errors import InputError
 from relviz.jobs import JobPriority, JobStore, job_progress
 from relviz.jobs.fewshot import Cancelled, FewshotJob, _Progress, read_result, run_fewshot_job
 from relviz.train.rundir import EventLog, read_events
-from relviz.viz.fewshot import checkpoint_label_efficiency, finetune_minus_probe_frame
+from relviz.viz.fewshot import checkpoint_label_efficiency, curve_label, finetune_minus_probe_frame
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 # tiny schedules: 2 fine-tuning steps of 1 frame with 2 seeds, a 5-epoch probe on at most 100 points per
@@ -100,8 +100,9 @@ def test_a_background_fewshot_job_gives_the_librarys_curve_and_the_pages_show_it
 
     # the same computation in this process, on the same thread count: the same numbers, exactly
     model, _ = load_student(job.checkpoint)
-    val = NuScenesLidarSeg(job.dataroot, version=job.version, split=job.split, load_images=False)
-    train = NuScenesLidarSeg(None, version=job.version, split=job.train_split, load_images=False, nusc=val.nusc)
+    assert job.splits == ("mini_val", "mini_train")  # a nuScenes dataroot's defaults
+    val = NuScenesLidarSeg(job.dataroot, version=job.version, split="mini_val", load_images=False)
+    train = NuScenesLidarSeg(None, version=job.version, split="mini_train", load_images=False, nusc=val.nusc)
     direct = label_efficiency(model, train, val, job.fractions, seed=0, finetune_seeds=[0, 1], steps=2, batch=1,
                               probe={"epochs": 5, "max_per_class": 100})
     for key in ("fractions", "frame_fraction", "finetune", "finetune_per_seed", "linear_probe"):
@@ -115,7 +116,8 @@ def test_a_background_fewshot_job_gives_the_librarys_curve_and_the_pages_show_it
     at.switch_page("app_pages/fewshot.py")
     at.run()
     assert not at.exception, at.exception
-    expected = checkpoint_label_efficiency({"test-relational": result})
+    expected = checkpoint_label_efficiency({curve_label("test-relational", result): result})
+    assert expected["curve"].iloc[0] == "test-relational · synthetic-mini (nuScenes, 16 classes)"
     table = at.dataframe[0].value  # the curves' table, then the differences'
     assert list(table["checkpoint"]) == list(expected["curve"])
     assert list(table["mIoU"]) == list(expected["mean"])
@@ -186,3 +188,33 @@ def test_a_cancelled_fewshot_job_resumes_with_the_next_selection(cold_app_worksp
                  if e["event"] == "fewshot_discarded"}
     assert discarded == {saved[0].name: "the file is damaged",
                          saved[1].name: "computed with another version of the checkpoint file"}
+
+
+def test_the_page_lists_both_layouts_and_labels_a_kitti_curve_with_its_format(cold_app_workspace, one_thread):
+    """A few-shot job on a SemanticKITTI folder of the workspace: the launch form lists it beside the
+    nuScenes dataset, and its curve is drawn in a panel of its own named with the format and 19 classes."""
+    from relviz.data.synthetic_kitti import KittiSynthConfig, generate_kitti
+
+    kitti = generate_kitti(cold_app_workspace / "datasets" / "tiny-kitti",
+                           KittiSynthConfig(seed=3, sequences=2, scans_per_sequence=1, beams=16, azimuth_steps=512))
+    job = FewshotJob(_job(cold_app_workspace).checkpoint, str(kitti), **{**SCHEDULE, "fractions": (1.0,), "steps": 1,
+                                                                        "probe_epochs": 3, "probe_per_class": 50})
+    store = JobStore(load_settings(), priority=JobPriority(niceness=10, threads=1))
+    submitted = store.submit_fewshot(job)
+    done = wait_for(lambda: (j := store.get(submitted.id)).status not in ("running", "queued") and j, 240,
+                    what="the few-shot job to end")
+    assert done.status == "succeeded", store.log_tail(done)
+    result = read_result(done.run_dir)
+    assert (result["dataset"], result["format"], len(result["classes"])) == ("tiny-kitti", "semantickitti", 19)
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/fewshot.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="fs_dataset").options == ["synthetic-mini (nuScenes)", "tiny-kitti (SemanticKITTI)"]
+    table = at.dataframe[0].value
+    assert set(table["checkpoint"]) == {"test-relational · tiny-kitti (SemanticKITTI, 19 classes)"}
+    assert list(table["mIoU"]) == list(checkpoint_label_efficiency({"k": result})["mean"])
+    figure = at.get("plotly_chart")[0].proto.spec
+    assert "tiny-kitti (SemanticKITTI, 19 classes)" in figure  # the panel's title

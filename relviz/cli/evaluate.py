@@ -56,16 +56,21 @@ def _label_set(query: list[str] | None, queries: str | None, threshold: float | 
 
 @eval_app.command("zeroshot")
 def eval_zeroshot(checkpoint: str = typer.Option(...), dataset: str = DATASET, version: str = VERSION,
-                  split: str = SPLIT, teacher: str = TEACHER,
+                  split: str = typer.Option(None, help="Split evaluated (default: mini_val for nuScenes, val = "
+                                                       "sequence 08 for SemanticKITTI)."), teacher: str = TEACHER,
                   query: list[str] = typer.Option(None, "--query", help="A prompt, optionally `text=class` for "
                                                   "scoring or `text=background`; repeatable."),
                   queries: str = typer.Option(None, "--queries", help="A UTF-8 file of query lines (same syntax)."),
                   threshold: float = typer.Option(None, help="Cosine similarity below which a point stays "
                                                   "unassigned."),
                   prompt_aggregation: str = typer.Option("mean", help="Class prompts: 'mean' prototype per class, "
-                                                         "or 'max' over OpenScene's detail names.")) -> None:
+                                                         "or 'max' over OpenScene's detail names."),
+                  fmt: str = typer.Option("auto", "--format", help="Dataset layout: auto, nuscenes or "
+                                          "semantickitti.")) -> None:
     """Zero-shot 3D segmentation by text: the 16 class prompts (nuscenes-devkit semantics), or your
-    own queries, scored over the classes they are mapped to."""
+    own queries, scored over the classes they are mapped to. On a SemanticKITTI folder: its 19 class
+    prompts (relviz.teacher.prompts.KITTI_PROMPTS), scored over the classes with ground truth."""
+    from relviz.data.kitti import SemanticKitti, resolve_format
     from relviz.eval.zeroshot import evaluate_zeroshot
 
     from relviz.teacher.prompts import check_aggregation
@@ -74,11 +79,13 @@ def eval_zeroshot(checkpoint: str = typer.Option(...), dataset: str = DATASET, v
 
     labels = _label_set(query, queries, threshold)  # the cheap checks first
     check_aggregation(prompt_aggregation)
+    root = dataset_path(dataset)
+    data = SemanticKitti(root, split or "val") if resolve_format(root, fmt) == "semantickitti" \
+        else _dataset(dataset, version, split or "mini_val")
     text_teacher = _teacher(teacher)
     require_text(text_teacher, "zero-shot segmentation")  # before the student loads: a DINOv2 teacher has no text
     model, _ = _student(checkpoint)
-    result = evaluate_zeroshot(model, text_teacher, _dataset(dataset, version, split), queries=labels,
-                               aggregation=prompt_aggregation)
+    result = evaluate_zeroshot(model, text_teacher, data, queries=labels, aggregation=prompt_aggregation)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=2))
 
 
@@ -98,15 +105,30 @@ def eval_export(checkpoint: str = typer.Option(...), out: str = typer.Option(...
 
 FORMAT = typer.Option("auto", "--format", help="Dataset layout: auto (detected from the folder), nuscenes or "
                                                 "semantickitti.")
+FEWSHOT_SPLIT = typer.Option(None, help="Split evaluated (default: mini_val for nuScenes, val = sequence 08 for "
+                                         "SemanticKITTI).")
+FEWSHOT_TRAIN_SPLIT = typer.Option(None, "--train-split", help="Split the probe or fine-tuning trains on (default: "
+                                   "mini_train for nuScenes, train = 00-07, 09, 10 for SemanticKITTI).")
+
+
+def _fewshot_splits(dataset: str, version: str, fmt: str, split: str | None, train_split: str | None):
+    """(layout, val set, training set) of a workspace dataset or dataroot in either format, with the
+    format's default splits for those not given (:func:`relviz.jobs.fewshot.open_fewshot_splits`)."""
+    from relviz.jobs.fewshot import open_fewshot_splits
+
+    return open_fewshot_splits(dataset_path(dataset), fmt, version, split, train_split)
+
+
+def _fewshot_header(layout: str, val, frame_rule: str) -> dict:
+    """What a few-shot result printed by a command starts with: the format, the scored class list, the rule."""
+    from relviz.eval.fewshot import class_names
+
+    return {"format": layout, "class_list": list(class_names(val)[1:]), "frame_rule": frame_rule}
 
 
 @eval_app.command("fewshot")
 def eval_fewshot(checkpoint: str = typer.Option(...), dataset: str = DATASET, version: str = VERSION,
-                 split: str = typer.Option(None, help="Split evaluated (default: mini_val for nuScenes, val = "
-                                                      "sequence 08 for SemanticKITTI)."),
-                 train_split: str = typer.Option(None, "--train-split", help="Split the probe trains on (default: "
-                                                 "mini_train for nuScenes, train = 00-07, 09, 10 for "
-                                                 "SemanticKITTI)."),
+                 split: str = FEWSHOT_SPLIT, train_split: str = FEWSHOT_TRAIN_SPLIT,
                  fraction: float = typer.Option(0.01), seed: int = typer.Option(0), fmt: str = FORMAT,
                  epochs: int = typer.Option(300, help="Passes of the probe's full-batch Adam."),
                  max_per_class: int = typer.Option(20_000, help="Labelled points per class the probe trains on.")
@@ -115,22 +137,12 @@ def eval_fewshot(checkpoint: str = typer.Option(...), dataset: str = DATASET, ve
     nuScenes takes whole scenes (SLidR's scene rule); SemanticKITTI every k-th scan of the sorted
     training scans (SLidR's and ScaLR's rule), with its 19 classes. The JSON names the format, the
     class list and the frame rule."""
-    from relviz.data import NuScenesLidarSeg
-    from relviz.data.kitti import SemanticKitti, resolve_format
-    from relviz.eval.fewshot import class_names, evaluate_fewshot
+    from relviz.eval.fewshot import evaluate_fewshot
 
-    root = dataset_path(dataset)
-    layout = resolve_format(root, fmt)  # before the student loads: a wrong folder fails at once
-    if layout == "semantickitti":
-        val, train = SemanticKitti(root, split or "val"), SemanticKitti(root, train_split or "train")
-    else:
-        val = _dataset(dataset, version, split or "mini_val")
-        train = NuScenesLidarSeg(None, version=version, split=train_split or "mini_train", load_images=False,
-                                 nusc=val.nusc)
+    layout, val, train = _fewshot_splits(dataset, version, fmt, split, train_split)  # before the student loads
     model, _ = _student(checkpoint)
     result = evaluate_fewshot(model, train, val, fraction, seed=seed, epochs=epochs, max_per_class=max_per_class)
-    header = {"format": layout, "class_list": list(class_names(val)[1:]), "frame_rule": result["frame_rule"]}
-    typer.echo(json.dumps({**header, **result}, indent=2))
+    typer.echo(json.dumps({**_fewshot_header(layout, val, result["frame_rule"]), **result}, indent=2))
 
 
 @eval_app.command("compare")
@@ -166,40 +178,52 @@ def eval_compare(checkpoints: list[str] = typer.Option(..., help="Student checkp
 
 @eval_app.command("finetune")
 def eval_finetune(checkpoint: str = typer.Option(...), dataset: str = DATASET, version: str = VERSION,
-                  split: str = SPLIT, train_split: str = TRAIN_SPLIT,
+                  split: str = FEWSHOT_SPLIT, train_split: str = FEWSHOT_TRAIN_SPLIT,
                   fraction: list[float] = typer.Option([0.01], help="Labelled fraction of the training frames "
                                                        "(0.01, 0.05, 0.1, 0.25, 1.0); repeatable: a label-"
                                                        "efficiency curve beside linear probing."),
                   epochs: int = typer.Option(100, help="Passes over the labelled frames (SLidR: 100)."),
                   steps: int = typer.Option(None, help="Optimizer steps instead of epochs (for CPU budgets)."),
                   batch: int = typer.Option(16, help="Frames per step (SLidR: 16)."),
-                  seed: int = typer.Option(0),
+                  seed: int = typer.Option(0), fmt: str = FORMAT,
+                  finetune_seeds: int = typer.Option(None, "--finetune-seeds", min=1, help="Fine-tuning runs per "
+                                                     "fraction, seeds seed, seed + 1, ... (default: "
+                                                     "relviz.eval.finetune.FINETUNE_SEEDS); mIoU is their mean."),
                   background: bool = typer.Option(False, "--background", help="Run the label-efficiency curve as a "
                                                   "background job (`relviz jobs list|cancel|resume`; the Label "
                                                   "efficiency page shows it); prints the job's id.")) -> None:
     """Fine-tune the whole student with a segmentation head on a fraction of the labelled frames (the
-    SLidR protocol), scored on the val split; several fractions give mIoU against fraction for
-    fine-tuning and linear probing."""
-    from relviz.data import NuScenesLidarSeg
-    from relviz.eval.finetune import finetune, label_efficiency
+    SLidR protocol), once per fine-tuning seed, scored on the val split; several fractions give mIoU
+    against fraction for fine-tuning and linear probing. Reads nuScenes or SemanticKITTI folders (19
+    classes, every k-th training scan); the JSON names the format, the class list and the frame rule."""
+    from relviz.eval.fewshot import selection
+    from relviz.eval.finetune import FINETUNE_SEEDS, finetune, finetune_over_seeds, label_efficiency, seed_list
 
+    seeds = seed_list(FINETUNE_SEEDS if finetune_seeds is None else finetune_seeds, seed)
     if background:
         from relviz.jobs import JobStore
         from relviz.jobs.fewshot import FewshotJob
 
         job = FewshotJob(str(Path(checkpoint).resolve()), str(dataset_path(dataset)), version, split, train_split,
-                         tuple(fraction), epochs, steps, batch, seed=seed, backend=settings().sparse_backend)
+                         tuple(fraction), epochs, steps, batch, seed=seed, finetune_seeds=len(seeds),
+                         backend=settings().sparse_backend, format=fmt)
         typer.echo(JobStore(settings()).submit_fewshot(job).id)
         return
 
+    layout, val, train = _fewshot_splits(dataset, version, fmt, split, train_split)  # before the student loads
     model, _ = _student(checkpoint)
-    val = _dataset(dataset, version, split)
-    train = NuScenesLidarSeg(None, version=version, split=train_split, load_images=False, nusc=val.nusc)
-    schedule = dict(epochs=epochs, steps=steps, batch=batch, seed=seed)
+    schedule = dict(epochs=epochs, steps=steps, batch=batch)
     def progress(phase: str, done: int, total: int) -> None:  # on stderr: stdout stays the JSON result
         if done == total or done % max(1, total // 10) == 0:
             typer.echo(f"{phase} {done}/{total}", err=True)
 
-    result = finetune(model, train, val, fraction[0], progress=progress, **schedule) if len(fraction) == 1 \
-        else label_efficiency(model, train, val, fraction, progress=progress, **schedule)
-    typer.echo(json.dumps(result, indent=2, default=float))
+    _, chosen = selection(train, fraction[0])
+    if len(fraction) == 1:  # the fine-tuning part of one fraction's label efficiency: each seed, their mean
+        runs = [finetune(model, train, val, fraction[0], seed=s,
+                         progress=lambda phase, done, total, s=s: progress(f"seed {s}: {phase}", done, total),
+                         **schedule) for s in seeds]
+        result = {**chosen, **finetune_over_seeds(runs)}
+    else:
+        result = label_efficiency(model, train, val, fraction, seed=seed, finetune_seeds=seeds, progress=progress,
+                                  **schedule)
+    typer.echo(json.dumps({**_fewshot_header(layout, val, chosen["frame_rule"]), **result}, indent=2, default=float))

@@ -214,14 +214,36 @@ def stored_differences(results: Mapping[str, Mapping], confidence: float = 0.95,
     return rows
 
 
-# few-shot methods as experiment metrics are named "<method>@<fraction>" (e.g. "finetune@0.1")
+# few-shot methods as experiment metrics are named "<method>@<fraction>" (e.g. "finetune@0.1"), and out of
+# distribution "<method>@<fraction>@<dataset>" (e.g. "linear_probe@0.01@synthetic-kitti")
 FEWSHOT_METHODS = {"linear_probe": "linear probe", "finetune": "fine-tuned"}
 
 
+def fewshot_metric_name(method: str, fraction: str, dataset: str | None = None) -> str:
+    """``<method>@<fraction>`` (``fraction`` as stored, e.g. "0.01"), with ``@<dataset>`` out of distribution."""
+    return f"{method}@{fraction}" + (f"@{dataset}" if dataset else "")
+
+
+def split_fewshot_metric(metric: str) -> tuple[str, float, str | None] | None:
+    """(method, fraction, dataset) of a few-shot metric name (dataset None in distribution), None for
+    any other name."""
+    method, _, rest = metric.partition("@")
+    fraction, _, dataset = rest.partition("@")
+    if method not in FEWSHOT_METHODS:
+        return None
+    try:
+        value = float(fraction)
+    except ValueError:
+        return None
+    return method, value, dataset or None
+
+
 def parse_fewshot_metric(metric: str) -> tuple[str, float] | None:
-    """(method, fraction) of a ``<method>@<fraction>`` metric name, None for any other name."""
-    method, at, fraction = metric.partition("@")
-    return (method, float(fraction)) if at and method in FEWSHOT_METHODS else None
+    """(method, fraction) of an in-distribution ``<method>@<fraction>`` metric name, None for any other
+    name, out-of-distribution ones included (:func:`split_fewshot_metric` reads those): the claims and
+    the experiment's label-efficiency curve stay on the runs' own dataset."""
+    parsed = split_fewshot_metric(metric)
+    return parsed[:2] if parsed is not None and parsed[2] is None else None
 
 
 def format_mean_pm(summary: Mapping) -> str:

@@ -5,7 +5,12 @@ The class list is scored under a prompt aggregation (``aggregation=``, default
 :data:`~relviz.teacher.prompts.DEFAULT_AGGREGATION`, ``"max"``: argmax over OpenScene's 43 detail
 names, mapped to their class, as OpenScene's nuScenes evaluation; ``"mean"``: argmax over one mean
 prototype per class, relviz's rule before issue 26). Every result names it (``prompt_aggregation``).
-Free text is one prompt ensemble under either; only class names expand to their detail names."""
+Free text is one prompt ensemble under either; only class names expand to their detail names.
+
+On a SemanticKITTI-format dataset (``dataset.classes`` is KITTI's) the class list is KITTI's 19
+classes prompted by :data:`~relviz.teacher.prompts.KITTI_PROMPTS` (:func:`kitti_text_rows`), scored
+over the classes with ground truth (relviz's rule, docs/kitti.md); free-text queries are not scored
+there (their classes are nuScenes')."""
 
 from __future__ import annotations
 
@@ -23,8 +28,10 @@ from relviz.data.dataset import collate
 from relviz.errors import InputError, shorten
 from relviz.eval.features import dataset_for, point_features_of
 from relviz.files import atomic_path
-from relviz.segmentation import confusion_matrix, iou_per_class, mean_iou
-from relviz.teacher.prompts import DEFAULT_AGGREGATION, TEMPLATES, check_aggregation, class_named
+from relviz.segmentation import (classes_with_ground_truth, confusion_matrix, iou_per_class, mean_iou,
+                                 mean_iou_over)
+from relviz.teacher.prompts import (DEFAULT_AGGREGATION, KITTI_PROMPTS, MAX, TEMPLATES, check_aggregation,
+                                    class_named)
 from relviz.teacher.text import TextClassifier, embed_query_rows, text_classifier
 
 MAX_QUERY_CHARS = 10_000  # the whole query text
@@ -301,6 +308,40 @@ def student_point_predictions(model, dataset, text: torch.Tensor | TextClassifie
         yield i, token, predict_by_text(feats, text, class_of_prompt).cpu(), labels
 
 
+def kitti_text_rows(teacher, aggregation: str = DEFAULT_AGGREGATION, templates: tuple[str, ...] = TEMPLATES
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """SemanticKITTI's class prompts as text rows: (embeddings float32 [R, D], L2-normalised; the class
+    1..19 of each row int64 [R]). Each name of :data:`~relviz.teacher.prompts.KITTI_PROMPTS` is read
+    under every template (normalised embeddings averaged, then normalised), never expanded into
+    nuScenes' detail names (KITTI's "terrain" and "vegetation" are not nuScenes'); ``"max"``: one row per
+    name; ``"mean"``: one prototype per class, the normalised mean of its names' rows."""
+    check_aggregation(aggregation)
+    names = [(c, name) for c, details in enumerate(KITTI_PROMPTS.values(), 1) for name in details]
+    texts = [t.format(name) for _, name in names for t in templates]
+    emb = F.normalize(teacher.encode_text(texts).float().cpu(), dim=1)
+    rows = F.normalize(emb.view(len(names), len(templates), -1).mean(1), dim=1)
+    class_of_row = torch.tensor([c for c, _ in names], dtype=torch.long)
+    if aggregation == MAX:
+        return rows, class_of_row
+    classes = torch.arange(1, len(KITTI_PROMPTS) + 1)
+    return F.normalize(torch.stack([rows[class_of_row == c].mean(0) for c in classes.tolist()]), dim=1), classes
+
+
+def _evaluate_kitti_zeroshot(model, teacher, dataset, device, aggregation: str) -> dict:
+    """:func:`evaluate_zeroshot` on a SemanticKITTI-format dataset: confusion [20, 20], per-class IoU,
+    mIoU over the classes with ground truth (``classes``)."""
+    names = tuple(dataset.classes)
+    rows, class_of_row = kitti_text_rows(teacher, aggregation)
+    cm = np.zeros((len(names), len(names)), dtype=np.int64)
+    for _, _, pred, labels in student_point_predictions(model, dataset, rows, device, class_of_row):
+        cm += confusion_matrix(pred, labels, num_classes=len(names))
+    listed, iou = classes_with_ground_truth(cm), iou_per_class(cm)
+    return {"miou": mean_iou_over(cm, listed), "classes": [names[c] for c in listed],
+            "iou": {names[c]: (None if np.isnan(iou[c]) else float(iou[c])) for c in range(1, len(names))},
+            "confusion": cm.tolist(), "samples": len(dataset), "prompt_aggregation": aggregation,
+            "prompts": "semantickitti"}
+
+
 def evaluate_zeroshot(model, teacher, dataset, device="cpu", queries: LabelSet | None = None,
                       aggregation: str = DEFAULT_AGGREGATION) -> dict:
     """Zero-shot 3D segmentation over a dataset: confusion matrix, per-class IoU, mIoU (devkit rules),
@@ -316,6 +357,11 @@ def evaluate_zeroshot(model, teacher, dataset, device="cpu", queries: LabelSet |
     ``unassigned`` (the fraction of labelled points left unassigned) and ``query_points`` (points
     per query)."""
     check_aggregation(aggregation)
+    if tuple(getattr(dataset, "classes", CLASSES)) != CLASSES:  # SemanticKITTI's 19 classes
+        if queries is not None:
+            raise InputError("queries are scored against nuScenes' 16 classes; on a SemanticKITTI dataset only "
+                             "its 19 class prompts are scored (give no queries)")
+        return _evaluate_kitti_zeroshot(model, teacher, dataset, device, aggregation)
     if queries is None:
         classifier = text_classifier(teacher, aggregation)
         cm = np.zeros((17, 17), dtype=np.int64)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from relviz.errors import InputError
-from relviz.eval.report import FEWSHOT_METHODS, format_mean_pm, parse_fewshot_metric
+from relviz.eval.report import (FEWSHOT_METHODS, fewshot_metric_name, format_mean_pm, parse_fewshot_metric,
+                                split_fewshot_metric)
 from relviz.files import atomic_path, write_json
 
 CONFIDENCE = 0.95
@@ -23,13 +24,15 @@ STRUCTURE_METRICS = {"uniformity": "U", "tolerance": "T", "gap": "G", "zeroshot_
 
 
 def run_metrics(evaluation: dict) -> dict[str, float]:
-    """A run's evaluation (its ``evaluation.json``) as metric -> value: the structure metrics and
+    """A run's evaluation (its ``evaluation.json``) as metric -> value: the structure metrics,
     ``linear_probe@<fraction>`` / ``finetune@<fraction>`` few-shot mIoU (fine-tuning's: the mean over
-    its fine-tuning seeds, so the run, a student seed, stays the unit of every interval and claim)."""
+    its fine-tuning seeds, so the run, a student seed, stays the unit of every interval and claim) and
+    the same out of distribution, ``<method>@<fraction>@<dataset>``, from its ``ood`` entries."""
     out = {k: evaluation["structure"][k] for k in STRUCTURE_METRICS if k in evaluation.get("structure", {})}
-    for method in FEWSHOT_METHODS:
-        for fraction, result in (evaluation.get(method) or {}).items():
-            out[f"{method}@{fraction}"] = result["miou"]
+    for dataset, entry in [(None, evaluation), *(evaluation.get("ood") or {}).items()]:
+        for method in FEWSHOT_METHODS:
+            for fraction, result in (entry.get(method) or {}).items():
+                out[fewshot_metric_name(method, fraction, dataset)] = result["miou"]
     return out
 
 
@@ -54,11 +57,11 @@ def run_replicates(evaluation: dict) -> dict | None:
 def metric_heading(metric: str) -> str:
     if metric in STRUCTURE_METRICS:
         return STRUCTURE_METRICS[metric]
-    parsed = parse_fewshot_metric(metric)
+    parsed = split_fewshot_metric(metric)
     if parsed is None:
         raise InputError(f"unknown experiment metric {metric!r}")
-    method, fraction = parsed
-    return f"{FEWSHOT_METHODS[method]} {fraction:.0%} mIoU"
+    method, fraction, dataset = parsed
+    return f"{FEWSHOT_METHODS[method]} {fraction:.0%} mIoU" + (f" on {dataset}" if dataset else "")
 
 
 def interval_over_seeds(values: list[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
@@ -79,7 +82,8 @@ def fewshot_metric(metrics: list[str]) -> str | None:
     """The few-shot metric the correlation uses: the linear probe's at its first fraction (the review
     of docs/results.md: fine-tuning on a handful of frames is not yet credible enough to carry the
     correlation), else fine-tuning's, else None."""
-    return next((m for method in ("linear_probe", "finetune") for m in metrics if m.startswith(method + "@")), None)
+    return next((m for method in ("linear_probe", "finetune") for m in metrics
+                 if (parse_fewshot_metric(m) or ("",))[0] == method), None)  # in distribution only
 
 
 def runs_by_cell(runs: list[dict]) -> dict[str, dict[int, dict]]:
@@ -293,6 +297,11 @@ def to_markdown(report: dict, title: str) -> str:
         lines += ["", f"Evaluation: {evaluation_set_words(p, report.get('teacher'))} of {p['split']} for U, T, G "
                       f"and zero-shot (up to {p['per_class']} points per class, sample seed {p['seed']}); few-shot on "
                       f"{p['train_split']} frames, scored on every {p['split']} frame.{tuned}"]
+    ood = sorted({parsed[2] for m in metrics if (parsed := split_fewshot_metric(m)) and parsed[2]})
+    if ood:
+        lines += ["", f"Out of distribution ({', '.join(ood)}): few-shot on each dataset's own splits (nuScenes: "
+                      "mini_train / mini_val or train / val; SemanticKITTI: 00-07, 09, 10 / 08, every k-th scan), "
+                      "mIoU over its own classes; not in the claims."]
     if report["missing"]:
         lines += ["", "Not in the table (no evaluation yet): "
                   + ", ".join(f"{m['key']} ({m['status']})" for m in report["missing"]) + "."]

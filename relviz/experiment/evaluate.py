@@ -40,8 +40,9 @@ def stored_evaluation(run_dir: str | Path, config: TrainConfig, evaluation: Eval
     if not isinstance(stored, dict) or stored.get("protocol") != _plain(evaluation.protocol(config)) \
             or "structure" not in stored:
         return None
-    done = all(f"{f:g}" in (stored.get(method) or {}) for method, fractions in evaluation.wanted().items()
-               for f in fractions)
+    places = [stored, *(((stored.get("ood") or {}).get(name) or {}) for name in evaluation.ood_datasets)]
+    done = all(f"{f:g}" in (place.get(method) or {}) for place in places
+               for method, fractions in evaluation.wanted().items() for f in fractions)
     return stored if done else None
 
 
@@ -57,6 +58,43 @@ def _datasets(settings: Settings, config: TrainConfig, protocol: dict):
                                 index_cache=settings.cache_dir)
 
     return open_split(protocol["split"]), open_split(protocol["train_split"])
+
+
+OOD_KEY = "[evaluate] 'ood_datasets'"
+
+
+def ood_roots(settings: Settings, evaluation: EvaluationSpec) -> dict[str, tuple[Path, str]]:
+    """Each out-of-distribution dataset of ``evaluation`` -> (its folder, its format); an ExperimentError
+    naming the key when one is not a folder of either layout (a runner can call it before training)."""
+    from relviz.data.kitti import detect_format
+    from relviz.errors import InputError
+
+    out = {}
+    for name in evaluation.ood_datasets:
+        root = settings.dataset_root(name)
+        try:
+            out[name] = (root, detect_format(root))
+        except InputError as e:
+            raise ExperimentError(f"{OOD_KEY}: {name!r}: {e}") from None
+    return out
+
+
+def _ood_splits(root: Path, layout: str, settings: Settings, config: TrainConfig):
+    """(val, train) of an out-of-distribution dataset, voxelized as the run's own: SemanticKITTI's 08 and
+    00-07, 09, 10; nuScenes' mini_val / mini_train (v1.0-mini) or val / train (its one other version)."""
+    from relviz.data import NuScenesLidarSeg
+    from relviz.data.kitti import SemanticKitti
+
+    grid = {"voxel_size": config.voxel_size, "cylindrical": config.cylindrical}
+    if layout == "semantickitti":
+        return SemanticKitti(root, "val", **grid), SemanticKitti(root, "train", **grid)
+    versions = sorted(p.parent.name for p in root.glob("v1.0-*/scene.json"))
+    if len(versions) != 1:
+        raise ExperimentError(f"{OOD_KEY}: {root} holds {len(versions)} nuScenes versions ({', '.join(versions)}); "
+                              f"expected one")
+    prefix = "mini_" if versions[0] == "v1.0-mini" else ""
+    return tuple(NuScenesLidarSeg(root, versions[0], prefix + split, load_images=False, index_cache=settings.cache_dir,
+                                  **grid) for split in ("val", "train"))
 
 
 def _structure(model, teacher, cache, val, evaluation: EvaluationSpec, device) -> dict:
@@ -122,14 +160,16 @@ def evaluate_run(run_dir: str | Path, config: TrainConfig, evaluation: Evaluatio
                  log: Callable[[str], None] | None = None) -> dict:
     """Every evaluation of ``evaluation`` for the finished run in ``run_dir`` (trained with ``config``):
     ``structure`` (U, T, G, zero-shot mIoU), ``linear_probe`` and ``finetune`` (fraction -> few-shot
-    result; fine-tuning's over ``finetune_seeds`` seeds), as stored in the run's ``evaluation.json``
-    (pieces already there for this checkpoint and protocol are kept)."""
+    result; fine-tuning's over ``finetune_seeds`` seeds), and ``ood`` (out-of-distribution dataset ->
+    its ``dataroot``, ``format`` and the same few-shot results on its own splits), as stored in the
+    run's ``evaluation.json`` (pieces already there for this checkpoint and protocol are kept)."""
     from relviz.models.checkpoint import file_sha256, load_student
     from relviz.train.trainer import resolve_device
 
     checkpoint = RunDir(run_dir).final
     if not checkpoint.is_file():
         raise ExperimentError(f"run {run_dir} has no final student ({checkpoint.name}); it has not finished")
+    ood = ood_roots(settings, evaluation)  # a bad folder fails before anything is computed
     protocol = _plain(evaluation.protocol(config))
     sha = file_sha256(checkpoint)
     stored = read_json(evaluation_path(run_dir))
@@ -159,6 +199,20 @@ def evaluate_run(run_dir: str | Path, config: TrainConfig, evaluation: Evaluatio
                     log(f"{name}: {method.replace('_', ' ')} few-shot at {fraction:g}")
                 done[f"{fraction:g}"] = _plain(_fewshot(method, student(), train, val, fraction, evaluation, device))
                 write_json(evaluation_path(run_dir), result)
+    for dataset, (root, layout) in ood.items():
+        entry = result.setdefault("ood", {}).setdefault(dataset, {"dataroot": str(root), "format": layout})
+        splits: list = []  # opened once, and only when something is left to evaluate
+        for method, fractions in evaluation.wanted().items():
+            done = entry.setdefault(method, {})
+            for fraction in fractions:
+                if f"{fraction:g}" not in done:
+                    if log:
+                        log(f"{name}: {method.replace('_', ' ')} few-shot at {fraction:g} on {dataset} "
+                            f"(out of distribution)")
+                    splits = splits or list(_ood_splits(root, layout, settings, config))
+                    done[f"{fraction:g}"] = _plain(_fewshot(method, student(), splits[1], splits[0], fraction,
+                                                            evaluation, device))
+                    write_json(evaluation_path(run_dir), result)
     return result
 
 

@@ -28,6 +28,10 @@ finetune_batch = 2       # frames per step (default: SLidR's 16)
 finetune_seeds = 3       # fine-tuning seeds per run and fraction, seed, seed + 1, ...; each run's mIoU is their mean
 split = "mini_val"       # default: each run's val_split
 train_split = "mini_val" # frames the probe learns from (default: each run's split)
+ood_datasets = ["synthetic-kitti"]  # out of distribution: folders under <workspace>/datasets or absolute paths,
+                         # nuScenes or SemanticKITTI layout; each gets the linear probe (and the fine-tuning when
+                         # declared) at the fractions above, on its own splits, as the metrics
+                         # "linear_probe@0.01@synthetic-kitti", "finetune@0.1@synthetic-kitti" (default none)
 ```
 """
 
@@ -70,6 +74,7 @@ class EvaluationSpec:
     finetune_seeds: int = 3  # relviz.eval.finetune.FINETUNE_SEEDS (not imported: it would load torch to read a file)
     split: str | None = None
     train_split: str | None = None
+    ood_datasets: tuple[str, ...] = ()  # added later, only they are computed: not part of the protocol
 
     def protocol(self, config: TrainConfig) -> dict[str, Any]:
         """Everything that decides a run's evaluation results besides its weights and the fraction
@@ -181,6 +186,17 @@ def _aggregation(value, source: str) -> str:
     return value
 
 
+def _ood_datasets(value: Any, source: str) -> tuple[str, ...]:
+    """Dataset folder names or absolute paths, each once; no '@' (it separates a metric's parts)."""
+    where = "[evaluate] 'ood_datasets'"
+    if not isinstance(value, list) or any(not isinstance(v, str) or not v.strip() or "@" in v for v in value):
+        raise ExperimentFileError(source, where, f"must be a list of dataset folders (names under the workspace's "
+                                  f"datasets/ or absolute paths, without '@'), got {shorten(value)}")
+    if len(set(value)) != len(value):
+        raise ExperimentFileError(source, where, f"lists a dataset twice: {shorten(value)}")
+    return tuple(value)
+
+
 def _count_or_all(value, source: str, where: str) -> int | None:
     """A whole number >= 1, or "all" (None)."""
     if value is None or value == "all":
@@ -213,7 +229,8 @@ def _evaluation(table: dict, source: str) -> EvaluationSpec:
         finetune_batch=_int(table.get("finetune_batch", d.finetune_batch), source, "[evaluate] 'finetune_batch'", 1),
         finetune_seeds=_int(table.get("finetune_seeds", d.finetune_seeds), source, "[evaluate] 'finetune_seeds'", 1),
         split=_split(table.get("split"), source, "[evaluate] 'split'"),
-        train_split=_split(table.get("train_split"), source, "[evaluate] 'train_split'"))
+        train_split=_split(table.get("train_split"), source, "[evaluate] 'train_split'"),
+        ood_datasets=_ood_datasets(table.get("ood_datasets", []), source))
 
 
 def _training_fields(table: dict, source: str, where: str) -> None:

@@ -11,7 +11,9 @@ Its run folder (:class:`relviz.train.rundir.RunDir`'s layout where they share a 
     <run>/fewshot/<frames>.json    one finished selection of frames (fine-tuning with every seed, probe,
                                    their paired difference), so a cancelled or lost job resumes with the
                                    next one
-    <run>/label_efficiency.json    the curve, once every fraction is done
+    <run>/label_efficiency.json    the curve, once every fraction is done, with the dataset's folder name,
+                                   ``format`` (nuscenes / semantickitti) and ``classes`` (so a page can
+                                   tell in- from out-of-distribution curves)
 
 Progress counts parts: each fine-tuning seed of a selection is one ("finetune 10%, seed 1"), its
 probe another, so a selection is ``finetune_seeds`` + 1 parts. A SIGTERM (the store's cancel) or
@@ -29,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from relviz.data.kitti import FORMATS, SemanticKitti, resolve_format
 from relviz.errors import InputError, RelvizError
 from relviz.eval.finetune import FINETUNE_SEEDS, FRACTIONS, SLIDR_FINETUNE
 from relviz.files import file_version, read_json, write_json
@@ -37,6 +40,26 @@ from relviz.train.rundir import EventLog, Heartbeat, RunDir
 KIND = "label_efficiency"
 RESULT = "label_efficiency.json"
 PROGRESS_EVERY_S = 1.0  # a progress event at most this often (and at every task's first and last call)
+# (val, training) split per layout when a job or command names none: nuScenes-mini's; SemanticKITTI's
+# 08 and 00-07, 09, 10
+DEFAULT_SPLITS = {"nuscenes": ("mini_val", "mini_train"), "semantickitti": ("val", "train")}
+
+
+def open_fewshot_splits(dataroot: str | Path, fmt: str = "auto", version: str = "v1.0-mini", split: str | None = None,
+                        train_split: str | None = None) -> tuple[str, object, object]:
+    """(layout, val set, training set) of a nuScenes dataroot or a SemanticKITTI folder, for few-shot:
+    ``fmt`` auto / nuscenes / semantickitti; ``split`` and ``train_split`` None take the layout's
+    :data:`DEFAULT_SPLITS` (``version`` is nuScenes'; both nuScenes splits share one table load)."""
+    from relviz.data import NuScenesLidarSeg
+
+    layout = resolve_format(dataroot, fmt)
+    default_val, default_train = DEFAULT_SPLITS[layout]
+    split, train_split = split or default_val, train_split or default_train
+    if layout == "semantickitti":
+        return layout, SemanticKitti(dataroot, split), SemanticKitti(dataroot, train_split)
+    val = NuScenesLidarSeg(dataroot, version=version, split=split, load_images=False)
+    return layout, val, NuScenesLidarSeg(None, version=version, split=train_split, load_images=False, nusc=val.nusc)
+
 
 
 @dataclass(frozen=True)
@@ -44,15 +67,17 @@ class FewshotJob:
     """What a few-shot job runs: ``checkpoint`` (a student file) scored on ``dataroot``'s
     ``version``/``split`` after fine-tuning (``epochs`` or ``steps`` of ``batch`` frames, SLidR's
     other values) and linear probing (``probe_epochs``, ``probe_per_class``) on each of ``fractions``
-    of ``train_split`` (SLidR's scene rule), with ``seed`` (the probe's, and the first of the
-    ``finetune_seeds`` fine-tuning seeds ``seed``, ``seed`` + 1, ...), the sparse ``backend`` and
-    ``device``."""
+    of ``train_split`` (the format's frame rule: SLidR's scenes for nuScenes, every k-th scan for
+    SemanticKITTI), with ``seed`` (the probe's, and the first of the ``finetune_seeds`` fine-tuning
+    seeds ``seed``, ``seed`` + 1, ...), the sparse ``backend`` and ``device``. ``format``: the
+    dataroot's layout, "auto" (detected), "nuscenes" or "semantickitti"; ``split`` and
+    ``train_split`` None: the layout's defaults (:data:`DEFAULT_SPLITS`; ``version`` is nuScenes')."""
 
     checkpoint: str
     dataroot: str
     version: str = "v1.0-mini"
-    split: str = "mini_val"
-    train_split: str = "mini_train"
+    split: str | None = None
+    train_split: str | None = None
     fractions: tuple[float, ...] = FRACTIONS
     epochs: int = SLIDR_FINETUNE["epochs"]
     steps: int | None = None
@@ -63,13 +88,25 @@ class FewshotJob:
     finetune_seeds: int = FINETUNE_SEEDS
     backend: str = "torch"
     device: str = "cpu"
+    format: str = "auto"
 
     def validate(self) -> FewshotJob:
         """This job with its values checked; InputError names the field and what was expected."""
         if not Path(self.checkpoint).is_file():
             raise InputError(f"checkpoint: {self.checkpoint} is not a file (expected a student .safetensors)")
         if not Path(self.dataroot).is_dir():
-            raise InputError(f"dataroot: {self.dataroot} is not a folder (expected a nuScenes dataroot)")
+            raise InputError(f"dataroot: {self.dataroot} is not a folder (expected a nuScenes dataroot or "
+                             f"SemanticKITTI folder)")
+        if self.format not in FORMATS:
+            raise InputError(f"format: expected one of {', '.join(FORMATS)}, got {self.format!r}")
+        try:
+            self.layout
+        except InputError as e:  # neither layout, or both
+            raise InputError(f"dataroot: {e}") from None
+        for name in ("split", "train_split"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise InputError(f"{name}: expected a split name or None (the format's default), got "
+                                 f"{getattr(self, name)!r}")
         if not self.fractions:
             raise InputError("fractions: give at least one label fraction, e.g. 0.01, 0.1, 1.0")
         for f in self.fractions:
@@ -101,6 +138,17 @@ class FewshotJob:
                 raise InputError(f"{source}: fractions must be a list of numbers, got {values['fractions']!r}")
             values["fractions"] = tuple(values["fractions"])
         return cls(**values).validate()
+
+    @property
+    def layout(self) -> str:
+        """The dataroot's format: ``format``, or the detected one for "auto"."""
+        return resolve_format(self.dataroot, self.format)
+
+    @property
+    def splits(self) -> tuple[str, str]:
+        """(val split, training split): the job's, or its layout's defaults for those left None."""
+        val, train = DEFAULT_SPLITS[self.layout]
+        return self.split or val, self.train_split or train
 
     @property
     def seeds(self) -> list[int]:
@@ -165,8 +213,7 @@ class _Progress:
 def run_fewshot_job(job: FewshotJob, run_dir: str | Path) -> dict:
     """Run ``job`` in ``run_dir`` (its events, saved selections and result, the module docstring);
     returns ``{"status": "succeeded" | "cancelled"}``; a failure is recorded and raised."""
-    from relviz.data import NuScenesLidarSeg
-    from relviz.eval.fewshot import selection
+    from relviz.eval.fewshot import class_names, selection
     from relviz.eval.finetune import label_efficiency
     from relviz.models.checkpoint import load_student
 
@@ -180,8 +227,7 @@ def run_fewshot_job(job: FewshotJob, run_dir: str | Path) -> dict:
     try:
         events.write("phase", phase="prepare")
         model, _ = load_student(job.checkpoint, backend=job.backend, device=job.device)
-        val = NuScenesLidarSeg(job.dataroot, version=job.version, split=job.split, load_images=False)
-        train = NuScenesLidarSeg(None, version=job.version, split=job.train_split, load_images=False, nusc=val.nusc)
+        layout, val, train = open_fewshot_splits(job.dataroot, job.format, job.version, *job.splits)
         finished = finished_selections(run, job, events)
         to_run = {tuple(selection(train, f)[1]["frames"]) for f in job.fractions} - set(finished)
         version = file_version(job.checkpoint)
@@ -201,7 +247,9 @@ def run_fewshot_job(job: FewshotJob, run_dir: str | Path) -> dict:
                                  device=job.device, progress=_Progress(events, stop, parts),
                                  probe={"epochs": job.probe_epochs, "max_per_class": job.probe_per_class},
                                  finished=finished, on_finished=save, batch=job.batch, **schedule)
-        write_json(run / RESULT, {"job": job.to_dict(), "val_frames": len(val), **curve})
+        classes = list(class_names(val)[1:])  # the dataset, so a curve can be told in or out of distribution
+        write_json(run / RESULT, {"job": job.to_dict(), "val_frames": len(val), "dataset": Path(job.dataroot).name,
+                                  "format": layout, "classes": classes, **curve})
         heartbeat.stop()
         events.write("done", result=RESULT, fractions=curve["fractions"], finetune=curve["finetune"],
                      finetune_seeds=curve["finetune_seeds"], linear_probe=curve["linear_probe"])

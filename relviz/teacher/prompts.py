@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from relviz.data.classes import CLASSES
+from relviz.data.kitti_classes import KITTI_CLASSES
 from relviz.errors import InputError, shorten
 
 # merged class -> detail names (OpenScene's MAPPING_NUSCENES_DETAILS)
@@ -29,6 +30,20 @@ DETAIL_PROMPTS: dict[str, tuple[str, ...]] = {
     "vegetation": ("tree", "trunk", "tree trunk", "bush", "shrub", "plant", "flower", "woods"),
 }
 assert tuple(DETAIL_PROMPTS) == CLASSES[1:]
+
+# SemanticKITTI's 19 learning classes -> the names prompted for each: the raw labels the learning map sends
+# to the class, as semantic-kitti-api's config/semantic-kitti.yaml names them (`labels`, `learning_map`;
+# relviz/data/kitti_classes.py holds the table), hyphens as spaces and the "moving-" duplicates left out.
+# No published zero-shot SemanticKITTI prompt list was checked: these are the dataset's own words.
+KITTI_PROMPTS: dict[str, tuple[str, ...]] = {
+    "car": ("car",), "bicycle": ("bicycle",), "motorcycle": ("motorcycle",), "truck": ("truck",),
+    "other-vehicle": ("bus", "on rails", "other vehicle"), "person": ("person",), "bicyclist": ("bicyclist",),
+    "motorcyclist": ("motorcyclist",), "road": ("road", "lane marking"), "parking": ("parking",),
+    "sidewalk": ("sidewalk",), "other-ground": ("other ground",), "building": ("building",), "fence": ("fence",),
+    "vegetation": ("vegetation",), "trunk": ("trunk",), "terrain": ("terrain",), "pole": ("pole",),
+    "traffic-sign": ("traffic sign",),
+}
+assert tuple(KITTI_PROMPTS) == KITTI_CLASSES[1:]
 
 # OpenScene's template first; the others are MaskCLIP/CLIP2Scene-style scene templates.
 TEMPLATES: tuple[str, ...] = ("a {} in a scene", "a photo of a {}", "there is a {} in the scene",
