@@ -6,6 +6,12 @@ seeds); one student per loss (seed 0) and the experiment's report are committed 
 ``make app`` only generates the dataset (the checkpoints are in the repository), so a first start
 is quick; ``relviz demo`` rebuilds everything. The experiment's runs are background jobs in the
 workspace: an interrupted ``relviz demo`` continues where it stopped when run again.
+
+``relviz demo --evidence`` is the evidence experiment (:data:`EVIDENCE_EXPERIMENT`, docs/evidence.md):
+a larger synthetic v1.0-trainval world (:func:`evidence_world`, :data:`EVIDENCE_DATASET`, generated
+into a workspace outside the checkout) and the experiment that answers the paper's questions at 5
+seeds and 12 validation scenes. It uses the committed demo teacher and publishes nothing into
+``checkpoints/demo/``: its report stays in the workspace's experiment folder.
 """
 
 from __future__ import annotations
@@ -28,26 +34,62 @@ DEMO_EXPERIMENT = Path(__file__).parent / "experiment" / "demo.toml"
 EXPERIMENT_REPORT_DIR = REPO_CHECKPOINTS / "experiment"
 
 
+# The evidence world (docs/evidence.md has the arithmetic): 243 v1.0-trainval scenes of 4 keyframes
+# are 200 train scenes (SLidR's scene rule takes 2 at 1%, 20 at 10%, 200 at 100%) and 43 val scenes
+# (the experiment evaluates 12 of them); 972 keyframes, about 1.4 GB.
+EVIDENCE_DATASET = "synthetic-evidence"
+EVIDENCE_SCENES = 243
+EVIDENCE_KEYFRAMES = 4
+EVIDENCE_EXPERIMENT = Path(__file__).parent / "experiment" / "evidence.toml"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def evidence_world():
+    """The generator settings of the evidence world (:class:`relviz.data.synthetic.SynthConfig`)."""
+    from relviz.data.synthetic import SynthConfig
+
+    return SynthConfig(version="v1.0-trainval", scenes=EVIDENCE_SCENES, samples_per_scene=EVIDENCE_KEYFRAMES)
+
+
 def student_path(loss: str) -> Path:
     return REPO_CHECKPOINTS / f"student-{loss}.safetensors"
 
 
-def ensure_dataset(settings: Settings, log=print) -> Path:
-    """The demo dataset in the workspace, generated when missing."""
+def ensure_dataset(settings: Settings, log=print, name: str = DEMO_DATASET, world=None,
+                   workers: int | None = None) -> Path:
+    """The synthetic dataset ``name`` in the workspace, generated with ``world`` (a
+    :class:`relviz.data.synthetic.SynthConfig`; default: the demo's v1.0-mini) when missing. An
+    existing one with another number of scenes is refused: its runs would not be the declared world's."""
     from relviz.data.synthetic import SynthConfig, generate
 
-    root = settings.ensure().dataset_root(DEMO_DATASET)
-    if not (root / "v1.0-mini").is_dir():
-        log(f"generating the synthetic dataset into {root} (10 scenes) ...")
-        start = time.perf_counter()
+    world = world or SynthConfig()
+    root = settings.ensure().dataset_root(name)
+    scenes = len(world.scene_names)
+    if (root / world.version).is_dir():
+        found = _scene_count(root / world.version / "scene.json")
+        if found != scenes:
+            raise RelvizError(f"dataset {root} has {found} scenes, not the {scenes} of the {name} world; move it "
+                              f"aside and run again to generate the declared one")
+        return root
+    log(f"generating the synthetic dataset into {root} ({world.version}, {scenes} scenes of "
+        f"{world.samples_per_scene} keyframes) ...")
+    start = time.perf_counter()
 
-        def progress(done: int, total: int) -> None:
-            elapsed = time.perf_counter() - start
-            log(f"  scene {done}/{total}, {elapsed:.0f} s, about {elapsed / done * (total - done):.0f} s left")
+    def progress(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - start
+        log(f"  scene {done}/{total}, {elapsed:.0f} s, about {elapsed / done * (total - done):.0f} s left")
 
-        generate(root, SynthConfig(), progress=progress)
-        log(f"dataset ready in {time.perf_counter() - start:.0f} s")
+    generate(root, world, progress=progress, workers=workers)
+    log(f"dataset ready in {time.perf_counter() - start:.0f} s")
     return root
+
+
+def _scene_count(scene_table: Path) -> int | None:
+    """Rows of a nuScenes scene.json (None when it cannot be read)."""
+    try:
+        return len(json.loads(scene_table.read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def write_manifest(directory: Path = REPO_CHECKPOINTS) -> Path:
@@ -177,11 +219,63 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
 # linear probe 20-70 s, fine-tuning 60 steps 2-4 min). The whole experiment took 93 min.
 DEMO_SECONDS_PER_STEP = 1.0
 DEMO_SECONDS_PER_EVALUATION = 240.0
+# One evidence run's evaluation (evidence.toml's [evaluate]), built from pieces measured on 2026-12-06
+# (docs/evidence.md; one torch thread, nice 10, the machine shared at load 4-6): structure on 24
+# keyframes 19 s; the probe 15 s + 0.43 s per labelled frame (8, 80, 800) + 0.23 s per scored val frame
+# (172, every val frame), 544 s; fine-tuning 86 s per 60 steps + the 172 frames scored, x 3 seeds x 3
+# fractions, 1128 s.
+EVIDENCE_SECONDS_PER_EVALUATION = 1690.0
 
 
-def estimated_minutes(experiment, max_running: int | None = None) -> float:
+def estimated_minutes(experiment, max_running: int | None = None,
+                      seconds_per_evaluation: float = DEMO_SECONDS_PER_EVALUATION) -> float:
     """A rough duration of ``experiment`` on the demo machine (see the constants above), with
-    ``max_running`` runs at once (default: the experiment's)."""
+    ``max_running`` runs at once (default: the experiment's) and ``seconds_per_evaluation`` per
+    finished run (the supervisor evaluates one run at a time)."""
     steps = sum(p.config.max_steps or 0 for p in experiment.plans)
     parallel = max(1, max_running or experiment.spec.max_running)
-    return (steps * DEMO_SECONDS_PER_STEP / parallel + len(experiment.plans) * DEMO_SECONDS_PER_EVALUATION) / 60
+    return (steps * DEMO_SECONDS_PER_STEP / parallel + len(experiment.plans) * seconds_per_evaluation) / 60
+
+
+def check_outside_checkout(home: Path) -> None:
+    """Refuse a workspace inside the repository: the evidence world and its runs are gigabytes that
+    must never be committed or travel with the checkout."""
+    home = Path(home).resolve()
+    if home == REPO_ROOT or REPO_ROOT in home.parents:
+        raise RelvizError(f"workspace {home} is inside the checkout {REPO_ROOT}; the evidence world (about 1.4 GB) "
+                          f"and its runs go outside it: give --home DIR (or RELVIZ_HOME) elsewhere")
+
+
+def build_evidence(settings: Settings, detach: bool = True, max_running: int | None = None,
+                   workers: int | None = None, log=print) -> dict:
+    """The evidence world (generated when missing, with ``workers`` processes) and the evidence
+    experiment (:data:`EVIDENCE_EXPERIMENT`): started in the background when ``detach`` (its
+    supervisor's pid is returned; run again to continue after a stop), else supervised here to its
+    report. The workspace must be outside the checkout; the demo teacher must exist (``relviz demo``).
+    Returns ``dataset_s`` (generation seconds, 0 when it existed), ``experiment``, ``runs``,
+    ``estimated_minutes`` and ``supervisor_pid`` (detached) or ``report`` (the report's folder)."""
+    from relviz.experiment import Experiment
+    from relviz.jobs import JobStore
+
+    check_outside_checkout(settings.home)
+    if not DEMO_TEACHER_PATH.is_file():
+        raise RelvizError(f"the demo teacher {DEMO_TEACHER_PATH} is missing; train it with `relviz demo` first")
+    start = time.perf_counter()
+    ensure_dataset(settings, log, EVIDENCE_DATASET, evidence_world(), workers)
+    out = {"dataset_s": round(time.perf_counter() - start, 1)}
+    # the file names its dataset and teacher, so the detached supervisor (which reads the settings
+    # again) builds the same runs as this process
+    experiment = Experiment.from_file(settings, EVIDENCE_EXPERIMENT)
+    minutes = estimated_minutes(experiment, max_running, EVIDENCE_SECONDS_PER_EVALUATION)
+    out.update(experiment=experiment.spec.name, runs=len(experiment.plans), estimated_minutes=round(minutes))
+    log(f"experiment {experiment.spec.name}: {len(experiment.plans)} runs in {experiment.folder} (about "
+        f"{minutes / 60:.1f} h on 2 CPU cores; run again to continue an interrupted one)")
+    if detach:
+        running = experiment.supervisor_pid()
+        out["supervisor_pid"] = running if running is not None else experiment.start_in_background(max_running)
+        log(f"supervised by process {out['supervisor_pid']} (log: {experiment.folder / 'supervisor.log'}); follow "
+            f"it with `relviz experiment status {experiment.spec.name}`")
+        return out
+    experiment.supervise(JobStore(settings), max_running=max_running, log=log)
+    out["report"] = str(experiment.folder)
+    return out

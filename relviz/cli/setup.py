@@ -139,13 +139,32 @@ def demo(
     retrain_teacher: bool = typer.Option(False, help="Train the demo teacher again even if it exists."),
     max_running: int = typer.Option(None, "--max-running", min=1,
                                     help="Training jobs at once (default: the demo experiment's)."),
+    evidence: bool = typer.Option(False, "--evidence", help="The evidence experiment instead (docs/evidence.md): "
+                                  "its 243-scene v1.0-trainval world, then relviz/experiment/evidence.toml in the "
+                                  "background. Needs a workspace outside the checkout."),
+    home: str = typer.Option(None, "--home", help="Workspace folder (default: RELVIZ_HOME or the settings'); "
+                                                  "the background jobs use it too."),
+    wait: bool = typer.Option(False, "--wait", help="With --evidence: supervise here until the report instead of "
+                                                    "in the background."),
 ) -> None:
     """Build the demo from nothing: synthetic dataset, demo teacher, the demo experiment (3 losses x
     3 seeds as background jobs, evaluated), and one student per loss with the report in
-    checkpoints/demo/. Run it again to continue an interrupted one."""
-    from relviz.demo import build_demo, ensure_dataset
+    checkpoints/demo/. With --evidence: the evidence world and experiment, nothing published. Run it
+    again to continue an interrupted one."""
+    import os
 
+    from relviz.demo import build_demo, build_evidence, ensure_dataset
+
+    if home is not None:  # through the environment: the detached supervisor and its jobs read it too
+        os.environ["RELVIZ_HOME"] = str(Path(home).expanduser().resolve())
     s = settings()
+    if evidence:
+        if dataset_only:
+            raise InputError("--dataset-only is the demo's first-run dataset; --evidence generates its own world")
+        out = build_evidence(s, detach=not wait, max_running=max_running,
+                             log=lambda line: typer.echo(f"{time.strftime('%H:%M:%S')} {line}"))
+        typer.echo(json.dumps(out, indent=2))
+        return
     if dataset_only:
         typer.echo(str(ensure_dataset(s, log=typer.echo)))
         return

@@ -1,0 +1,103 @@
+"""The evidence experiment file (relviz/experiment/evidence.toml, issue #27) declares what can answer
+the paper's questions, read by the experiment's own parser: 3 losses x 5 seeds, at least 9 distinct
+configurations with at least 3 seeds, at least 12 evaluated val scenes, few-shot at 1%, 10%, 100%;
+and the evidence world gives every few-shot fraction several whole training scenes. No training."""
+
+from __future__ import annotations
+
+import tomllib
+
+from relviz.demo import EVIDENCE_DATASET, EVIDENCE_EXPERIMENT, EVIDENCE_KEYFRAMES, EVIDENCE_SCENES
+from relviz.experiment.spec import load_spec
+from relviz.stats import MIN_SCENES, MIN_SEEDS
+from relviz.train.config import TrainConfig
+
+PAPER_LOSSES = {"contrastive", "similarity", "relational"}
+FRACTIONS = (0.01, 0.1, 1.0)
+
+
+def _spec():
+    return load_spec(EVIDENCE_EXPERIMENT)
+
+
+def _effective(spec, cell) -> tuple:
+    """What a cell trains with: the config's fields that its loss reads or that every loss reads,
+    so cells differing only in an ignored knob (temperature under the similarity loss) count once."""
+    config = TrainConfig(**{**spec.train, **cell.values}).to_dict()
+    loss_options = set(TrainConfig(loss=config["loss"]).loss_function().keywords)
+    ignored = {"temperature", "intra_weight"} - loss_options
+    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in ignored))
+
+
+def test_three_losses_at_five_seeds():
+    spec = _spec()
+    assert len(spec.seeds) >= 5 and len(spec.seeds) >= MIN_SEEDS
+    assert PAPER_LOSSES <= {cell.values.get("loss", spec.train.get("loss")) for cell in spec.cells()}
+
+
+def test_nine_distinct_configurations_with_three_seeds():
+    spec = _spec()
+    cells = spec.cells()
+    assert len({_effective(spec, c) for c in cells}) == len(cells) >= 9  # no cell repeats another's training
+    assert len(spec.seeds) >= 3  # every cell is trained with every seed
+
+
+def test_evaluation_on_twelve_val_scenes_and_few_shot_fractions():
+    evaluation = _spec().evaluation
+    assert evaluation.val_scenes is not None and evaluation.val_scenes >= max(12, MIN_SCENES)
+    assert set(FRACTIONS) <= set(evaluation.linear_probe)
+    assert set(FRACTIONS) <= set(evaluation.finetune)
+    assert evaluation.finetune_seeds >= 3
+
+
+def test_file_trains_on_the_evidence_world():
+    train = tomllib.loads(EVIDENCE_EXPERIMENT.read_text())["train"]
+    assert (train["dataset"], train["version"], train["split"], train["val_split"]) == (
+        EVIDENCE_DATASET, "v1.0-trainval", "train", "val")
+
+
+def test_world_gives_whole_scenes_to_every_fraction():
+    """Against the devkit's own split lists and the few-shot scene rule: >= 12 val scenes, and
+    1%, 10% and 100% each take at least 2 whole training scenes."""
+    from nuscenes.utils.splits import create_splits_scenes
+
+    from relviz.data.synthetic.config import trainval_scene_names
+    from relviz.eval.fewshot import fewshot_scenes
+
+    names = trainval_scene_names(EVIDENCE_SCENES)
+    val = set(create_splits_scenes()["val"])
+    train = [n for n in names if n not in val]
+    assert len(names) - len(train) >= max(12, _spec().evaluation.val_scenes)
+    taken = [len(fewshot_scenes(train, f)) for f in FRACTIONS]
+    assert taken == [len(train) // 100, len(train) // 10, len(train)] and min(taken) >= 2
+    assert 2 <= EVIDENCE_KEYFRAMES <= 40
+
+
+def test_an_existing_world_of_another_size_is_refused(tmp_path):
+    """ensure_dataset never reuses a folder whose scene table has another count than the declared world."""
+    import json
+
+    import pytest
+
+    from relviz.config import load_settings
+    from relviz.demo import ensure_dataset, evidence_world
+    from relviz.errors import RelvizError
+
+    settings = load_settings(env={"RELVIZ_HOME": str(tmp_path / "home")}, cwd=tmp_path)
+    tables = settings.ensure().dataset_root(EVIDENCE_DATASET) / "v1.0-trainval"
+    tables.mkdir(parents=True)
+    (tables / "scene.json").write_text(json.dumps([{"name": f"scene-{i:04d}"} for i in range(20)]))
+    with pytest.raises(RelvizError, match=f"has 20 scenes, not the {EVIDENCE_SCENES}"):
+        ensure_dataset(settings, lambda line: None, EVIDENCE_DATASET, evidence_world())
+
+
+def test_evidence_workspace_must_be_outside_the_checkout(tmp_path):
+    import pytest
+
+    from relviz.demo import REPO_ROOT, check_outside_checkout
+    from relviz.errors import RelvizError
+
+    check_outside_checkout(tmp_path)  # outside: accepted
+    for inside in (REPO_ROOT, REPO_ROOT / "workspace", REPO_ROOT / "a" / ".." / "workspace"):
+        with pytest.raises(RelvizError, match="inside the checkout"):
+            check_outside_checkout(inside)
