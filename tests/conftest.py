@@ -122,3 +122,13 @@ def app_workspace(cold_app_workspace, warm_cache_template):
     links: some tests damage cache files on purpose)."""
     shutil.copytree(warm_cache_template, cold_app_workspace / "cache", dirs_exist_ok=True)
     return cold_app_workspace
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as a background job runs (its JobPriority): a reference computation in the test
+    process then runs alike."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -136,7 +136,7 @@ def test_students_differing_only_in_the_seed_are_one_configuration(tmp_path):
     assert configuration_of(a).startswith("relational ")
 
 
-def test_out_of_range_numbers_are_said_and_launch_says_why_it_did_not(cold_app_workspace):
+def test_out_of_range_numbers_are_said_and_launch_says_why_it_did_not(app_workspace):
     """Streamlit's min and max kept -1 or 9999 in the box while the page used the old value, and the
     form's Launch then did nothing, silently. Now the value shown is the one used: an out-of-range entry
     is named under its box, and Launch says it did not start a job and why."""

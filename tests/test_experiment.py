@@ -147,6 +147,8 @@ def test_experiment_runs_is_interrupted_resumes_and_aggregates(synthetic_root, t
      r"\[evaluate\] 'ood_datasets': must be a list of dataset folders .*without '@'"),
     (lambda t: t.replace("linear_probe = []", 'linear_probe = []\nood_datasets = ["k", "k"]'),
      r"\[evaluate\] 'ood_datasets': lists a dataset twice"),
+    (lambda t: t.replace("linear_probe = []", 'linear_probe = []\nood_datasets = ["no-such-world"]'),
+     r"\[evaluate\] 'ood_datasets': 'no-such-world': "),  # refused when declared, before any training
     (lambda t: t.replace("[evaluate]", "[evaluate]\nvalsamples = 1"), r"\[evaluate\]: unknown key\(s\) 'valsamples'"),
     (lambda t: t.replace('name = "tiny"', 'name = "../x"'), r"\[experiment\] 'name': must be"),
     (lambda t: t + "[[", r"not valid TOML"),

@@ -66,15 +66,6 @@ def test_progress_events_and_the_stop():
         progress("probe 10%: features", 2, 3)
 
 
-@pytest.fixture
-def one_thread():
-    """The job runs with one torch thread (JobPriority below): so does the reference computation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_background_fewshot_job_gives_the_librarys_curve_and_the_pages_show_it(cold_app_workspace, one_thread):
     from relviz.data import NuScenesLidarSeg
     from relviz.eval.finetune import label_efficiency

@@ -14,24 +14,33 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = {"dataset", "environment", "cuda_tests", "autocast_student_on_cpu", "sparse_timing", "slidr_step"}
 
-# one dry run, about 30 s of CPU, shared by the tests below: in one test process (xdist group), not once in each
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gpu_check")]
+pytestmark = [pytest.mark.slow]
 
 
-@pytest.fixture(scope="session")  # session: a worker that runs other modules between these tests keeps it
+@pytest.fixture(scope="session")
 def dry(tmp_path_factory):
-    """(the script's completed process, its record, its output folder)."""
-    out = tmp_path_factory.mktemp("gpu-check")
-    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry", str(out)], cwd=ROOT,
-                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
-    assert (out / "gpu_check.json").is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
-    return proc, json.loads((out / "gpu_check.json").read_text()), out
+    """(the script's return code, its record, its output folder): one dry run, about 30 s of CPU, for the
+    whole run (both test processes: the first builds it under a lock, the other waits and reads it; an
+    xdist_group did not keep these tests on one worker)."""
+    from conftest import _built_once
+
+    def build(out: Path) -> None:
+        proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry", str(out / "result")], cwd=ROOT,
+                              env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True,
+                              timeout=600)
+        (out / "returncode").write_text(f"{proc.returncode}\n")
+        (out / "output").write_text(proc.stdout[-2000:] + proc.stderr[-2000:])
+
+    folder = _built_once(tmp_path_factory, "gpu-check", build)
+    out = folder / "result"
+    assert (out / "gpu_check.json").is_file(), (folder / "output").read_text()
+    return int((folder / "returncode").read_text()), json.loads((out / "gpu_check.json").read_text()), out
 
 
 def test_every_check_passes_and_the_folder_holds_three_files(dry):
-    proc, record, out = dry
+    returncode, record, out = dry
     failed = {k: c.get("error") for k, c in record["checks"].items() if not c["ok"]}
-    assert proc.returncode == 0 and record["ok"] and not failed, failed
+    assert returncode == 0 and record["ok"] and not failed, failed
     assert set(record["checks"]) == CHECKS and all(c["seconds"] >= 0 for c in record["checks"].values())
     assert record["mode"] == "dry" and record["environment"]["cuda_available"] is False
     # the device tool brings back at most 8 files from its output folder

@@ -28,15 +28,6 @@ def tiny_kitti(tmp_path_factory):
                           KittiSynthConfig(seed=3, sequences=2, scans_per_sequence=1, beams=16, azimuth_steps=512))
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread here, as in a job: the reference computation runs alike."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_eval_finetune_on_a_kitti_folder_runs_each_seed_with_19_classes(tiny_kitti, one_thread):
     from relviz.eval.finetune import finetune
     from relviz.models.checkpoint import load_student

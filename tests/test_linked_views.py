@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from support import trace_values
+from support import trace_values, wait_for
 from relviz.eval.features import with_pairs
 from relviz.eval.structure import sample_indices, sample_locations
 from relviz.viz.linked import scene_figure, selected_sample
@@ -63,6 +63,9 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     at.switch_page("app_pages/structure.py").run()
     at.selectbox(key="ckpt").set_value("test-relational").run()
     assert not at.exception, at.exception
+    # not in the warm caches: computed in the background, the page showing the last result meanwhile
+    wait_for(lambda: not any("Showing" in i.value for i in at.run().info), timeout=180,
+             what="the background structure of test-relational")
     s = load_settings()
     info = {c.label: c for c in student_checkpoints(s)}["test-relational"]
     root = s.dataset_root("synthetic-mini")
@@ -125,6 +128,8 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     # another student: the selection (indices into the old sample) is dropped, the query stays
     at.text_input(key="link_query").set_value("").run()
     at.selectbox(key="ckpt").set_value("test-contrastive").run()
+    wait_for(lambda: not any("Showing" in i.value for i in at.run().info), timeout=180,
+             what="the background structure of test-contrastive")
     pca = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert not [t for t in pca["data"] if t["name"].startswith("ringed")]
 

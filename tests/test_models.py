@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fp_bounds import U32
+from support import minkowski_unet_layout
 from relviz.errors import RelvizError
 from relviz.models import build_minkunet, count_parameters
 from relviz.models.checkpoint import CheckpointError, load_into, load_state_dict, load_student, save_checkpoint
@@ -16,40 +17,7 @@ from relviz.sparse import SparseTensor
 
 def slidr_res16unet34c_keys(in_ch=1, out_ch=64):
     """Expected state-dict keys and shapes, enumerated from SLidR's res16unet.py / resnet_block.py."""
-    layers, planes, init = (2, 3, 4, 6, 2, 2, 2, 2), (32, 64, 128, 256, 256, 128, 96, 96), 32
-    keys = {}
-
-    def bn(name, c):
-        keys.update({f"{name}.bn.weight": (c,), f"{name}.bn.bias": (c,), f"{name}.bn.running_mean": (c,),
-                     f"{name}.bn.running_var": (c,), f"{name}.bn.num_batches_tracked": ()})
-
-    def layer(name, inplanes, p, n):
-        for b in range(n):
-            cin = inplanes if b == 0 else p
-            keys[f"{name}.{b}.conv1.kernel"] = (27, cin, p)
-            bn(f"{name}.{b}.norm1", p)
-            keys[f"{name}.{b}.conv2.kernel"] = (27, p, p)
-            bn(f"{name}.{b}.norm2", p)
-            if b == 0 and cin != p:
-                keys[f"{name}.{b}.downsample.0.kernel"] = (cin, p)
-                bn(f"{name}.{b}.downsample.1", p)
-        return p
-
-    keys["conv0p1s1.kernel"] = (27, in_ch, init)
-    bn("bn0", init)
-    inplanes = init
-    for i, name in enumerate(["conv1p1s2", "conv2p2s2", "conv3p4s2", "conv4p8s2"]):
-        keys[f"{name}.kernel"] = (8, inplanes, inplanes)
-        bn(f"bn{i + 1}", inplanes)
-        inplanes = layer(f"block{i + 1}", inplanes, planes[i], layers[i])
-    skips = [planes[2], planes[1], planes[0], init]
-    for i, name in enumerate(["convtr4p16s2", "convtr5p8s2", "convtr6p4s2", "convtr7p2s2"]):
-        keys[f"{name}.kernel"] = (8, inplanes, planes[4 + i])
-        bn(f"bntr{4 + i}", planes[4 + i])
-        inplanes = layer(f"block{5 + i}", planes[4 + i] + skips[i], planes[4 + i], layers[4 + i])
-    keys["final.kernel"] = (planes[7], out_ch)
-    keys["final.bias"] = (1, out_ch)
-    return keys
+    return minkowski_unet_layout((2, 3, 4, 6, 2, 2, 2, 2), (32, 64, 128, 256, 256, 128, 96, 96), 32, in_ch, out_ch)
 
 
 def test_minkunet34_matches_slidr_layout():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fp_bounds import U32
+from support import minkowski_unet_layout
 from relviz.models import count_parameters
 from relviz.models.checkpoint import (CheckpointError, is_openscene_state, load_openscene, load_student,
                                       openscene_state_to_relviz, save_checkpoint)
@@ -25,38 +26,7 @@ def openscene_layout(in_ch: int = IN_CH, out_ch: int = OUT_CH) -> dict[str, tupl
     """Every key of OpenScene's net3d and its shape, as MinkowskiEngine 0.5 creates them: convolution
     ``kernel`` [K^3, C_in, C_out] ([C_in, C_out] at K=1), no convolution bias (ME's default, and
     OpenScene's ``final`` has ``has_bias=True`` commented out), MinkowskiBatchNorm as ``.bn``."""
-    keys: dict[str, tuple[int, ...]] = {}
-
-    def bn(name, c):
-        keys.update({f"{name}.bn.weight": (c,), f"{name}.bn.bias": (c,), f"{name}.bn.running_mean": (c,),
-                     f"{name}.bn.running_var": (c,), f"{name}.bn.num_batches_tracked": ()})
-
-    def make_layer(name, inplanes, planes, blocks):  # ResNetBase._make_layer with ME's BasicBlock
-        for b in range(blocks):
-            cin = inplanes if b == 0 else planes
-            keys[f"{name}.{b}.conv1.kernel"] = (27, cin, planes)
-            bn(f"{name}.{b}.norm1", planes)
-            keys[f"{name}.{b}.conv2.kernel"] = (27, planes, planes)
-            bn(f"{name}.{b}.norm2", planes)
-            if b == 0 and cin != planes:
-                keys[f"{name}.{b}.downsample.0.kernel"] = (cin, planes)
-                bn(f"{name}.{b}.downsample.1", planes)
-        return planes
-
-    keys["conv0p1s1.kernel"] = (STEM_K ** 3, in_ch, INIT_DIM)
-    bn("bn0", INIT_DIM)
-    inplanes = INIT_DIM
-    for i, name in enumerate(("conv1p1s2", "conv2p2s2", "conv3p4s2", "conv4p8s2")):
-        keys[f"{name}.kernel"] = (8, inplanes, inplanes)
-        bn(f"bn{i + 1}", inplanes)
-        inplanes = make_layer(f"block{i + 1}", inplanes, PLANES[i], LAYERS[i])
-    skips = (PLANES[2], PLANES[1], PLANES[0], INIT_DIM)
-    for i, name in enumerate(("convtr4p16s2", "convtr5p8s2", "convtr6p4s2", "convtr7p2s2")):
-        keys[f"{name}.kernel"] = (8, inplanes, PLANES[4 + i])
-        bn(f"bntr{4 + i}", PLANES[4 + i])
-        inplanes = make_layer(f"block{5 + i}", PLANES[4 + i] + skips[i], PLANES[4 + i], LAYERS[4 + i])
-    keys["final.kernel"] = (PLANES[7], out_ch)
-    return keys
+    return minkowski_unet_layout(LAYERS, PLANES, INIT_DIM, in_ch, out_ch, stem_kernel=STEM_K, final_bias=False)
 
 
 def openscene_parameter_count(in_ch: int = IN_CH, out_ch: int = OUT_CH) -> int:

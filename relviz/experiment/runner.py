@@ -29,7 +29,7 @@ from relviz.config import Settings
 from relviz.errors import InputError, RelvizError
 from relviz.experiment.aggregate import aggregate, run_metrics, run_replicates, write_report
 from relviz.experiment.claims import paper_claims
-from relviz.experiment.evaluate import evaluate_run, stored_evaluation, teacher_key, teacher_reference
+from relviz.experiment.evaluate import evaluate_run, ood_roots, stored_evaluation, teacher_key, teacher_reference
 from relviz.experiment.spec import Cell, ExperimentError, ExperimentSpec, read_spec_text, spec_from_text
 from relviz.files import atomic_path, read_json, write_json
 from relviz.jobs import Job, JobStore
@@ -71,6 +71,10 @@ class Experiment:
         self.settings, self.spec, self.text, self.source = settings, spec, text, str(source)
         self.folder = experiments_dir(settings) / spec.name
         self.plans = [self._plan(cell, seed) for cell in spec.cells() for seed in spec.seeds]
+        try:  # an out-of-distribution dataset that is not there fails now, not after hours of training
+            ood_roots(settings, spec.evaluation)
+        except ExperimentError as e:
+            raise ExperimentError(f"experiment file {self.source}: {e}") from None
 
     def _plan(self, cell: Cell, seed: int) -> RunPlan:
         try:  # the one way a config is built: defaults < preset < settings < [train] < the cell
