@@ -54,7 +54,12 @@ class Computation:
 
 @st.cache_resource
 def _running() -> dict[tuple, Computation]:
-    return {}  # one per result, for every session of this server
+    return {}  # one per result, for every session of this server; a finished one stays until its result is read
+
+
+@st.cache_resource
+def _lock() -> threading.Lock:
+    return threading.Lock()  # two sessions asking at once start one thread
 
 
 def keyframe_count(root: str, n: EvalSet) -> int:
@@ -91,13 +96,10 @@ def _start(info: CheckpointInfo | None, label: str, root: str, n: EvalSet, per_c
 
 @st.fragment(run_every="1s")
 def _watch(key: tuple) -> None:
+    """The progress of one computation, and a rerun of the page when it has ended (with its result, or
+    with the reason there is none), in every session waiting on it."""
     job = _running().get(key)
-    if job is None:
-        return
-    if job.finished:  # the page reruns: with the result, or with the reason there is none
-        _running().pop(key, None)
-        if job.error is not None:
-            st.session_state.setdefault("background_failed", {})[key] = job.error
+    if job is None or job.finished:
         st.rerun(scope="app")
     st.progress(job.done / max(job.total, 1), text=job.text())
     if st.button("Cancel", key="background_cancel"):
@@ -108,17 +110,21 @@ def structure_or_last(info: CheckpointInfo | None, label: str, root: str, n: Eva
     """(structure result, (features [S, D], labels [S]) of its sample, (info, label, eval set, per_class,
     seed) it is of) for ``label`` on ``n``: at once when stored; else computed in the background while the
     last result this session showed stays on screen with a note (before any, the page stops under the
-    progress bar). A cancelled or failed computation is said, and not started again for the same settings
-    in this session: changing a control asks for another."""
+    progress bar). A cancelled or failed computation is said, server-wide, and started again only when
+    asked ("Compute again")."""
     s = common.settings()
     key = (label, info.key if info else "teacher", root, n, per_class, seed)
     if workspace.stored_structure(s, root, info, n, per_class, seed) is None:
-        failed = st.session_state.get("background_failed", {}).get(key)
-        if failed:
-            st.error(f"{describe(label, n)} was not computed: {failed}")
+        with _lock():
+            job = _running().get(key)
+            if job is None:
+                job = _running()[key] = _start(info, label, root, n, per_class, seed)
+        if job.finished:  # with an error (a finished job with its result on disk is not here)
+            st.error(f"{describe(label, n)} was not computed: {job.error or 'it ended without storing a result'}")
+            if st.button("Compute again", key="background_again"):
+                _running().pop(key, None)
+                st.rerun()
         else:
-            if key not in _running():
-                _running()[key] = _start(info, label, root, n, per_class, seed)
             _watch(key)
         last = st.session_state.get("structure_shown")
         if last is None:
@@ -127,7 +133,7 @@ def structure_or_last(info: CheckpointInfo | None, label: str, root: str, n: Eva
         st.info(f"Showing {describe(label, n)} (points per class {per_class}, seed {seed}) until what the "
                 f"controls above ask for is ready.")
     else:
-        _running().pop(key, None)  # done: its watcher may not have run since (another page, a closed tab)
+        _running().pop(key, None)  # its result is on disk: nothing to watch any more
     shown = (info, label, n, per_class, seed)
     metrics = common.structure(info, root, n, per_class, seed)
     st.session_state["structure_shown"] = shown

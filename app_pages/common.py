@@ -72,7 +72,7 @@ def load_student(info: CheckpointInfo, mtime: float):
 
 
 def student(info: CheckpointInfo):
-    return load_student(info, info.path.stat().st_mtime)
+    return load_student(info, _mtime(info))
 
 
 def prefetch_teacher(s: Settings) -> None:
@@ -141,13 +141,16 @@ def in_range(value, low: float, high: float):
     return value if value is None or low <= value <= high else None
 
 
-def number(container, label: str, low: float, high: float, value, key: str, **kwargs):
+def number(container, label: str, low: float, high: float, value, key: str, optional: bool = False, **kwargs):
     """A number box whose shown value is the used one. Streamlit's own min and max keep an out-of-range
     entry on screen while the page goes on with the previous value (a form's submit then does nothing,
     silently); here the box takes any number and one outside [low, high] is said under it, naming the
-    range, and None is returned: the caller does not use it (and a form says why it did not submit)."""
+    range, and None is returned: the caller does not use it (and a form says why it did not submit).
+    An empty box is None too, said unless ``optional`` (empty means "off")."""
     v = container.number_input(label, value=value, key=key, **kwargs)
-    if in_range(v, low, high) is None and v is not None:
+    if v is None and not optional:
+        container.error(f"{label}: empty; not used")
+    elif in_range(v, low, high) is None:
         container.error(f"{label}: {v:g} is outside {low:g} to {high:g}; not used")
     return in_range(v, low, high)
 
@@ -178,7 +181,7 @@ def set_active_checkpoints(labels: list[str]) -> None:
 
 
 def _mtime(info: CheckpointInfo | None) -> float:
-    return 0.0 if info is None else info.path.stat().st_mtime
+    return 0.0 if info is None else info.source_path.stat().st_mtime  # a feature set: its folder's
 
 
 def _loaders(info: CheckpointInfo | None):

@@ -41,7 +41,7 @@ with st.form("fewshot_launch"):
                "8 frames take 10-12 min per seed.")
     launch = st.form_submit_button("Launch", type="primary", disabled=not ckpts)
     if launch and None in numbers:
-        st.error("Not launched: a number is out of range (see the field)")
+        st.error("Not launched: a number is empty or out of range (see the field)")
     elif launch:
         try:
             job = FewshotJob(str(ckpts[choice].path), str(datasets[dataset]), fractions=tuple(fractions),

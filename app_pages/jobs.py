@@ -36,7 +36,7 @@ with st.form("launch"):
                     help="from the settings (RELVIZ_TEACHER, RELVIZ_TEACHER_PRETRAINED or relviz.toml)")
     if st.form_submit_button("Launch", type="primary"):
         if invalid := [k for k, v in options.items() if v is None]:
-            st.error(f"Not launched: {', '.join(invalid)} out of range (see the field)")
+            st.error(f"Not launched: {', '.join(invalid)} empty or out of range (see the field)")
         else:
             try:
                 st.success(f"job {store.submit(TrainConfig.from_settings(s, **options)).id} started")

@@ -59,7 +59,7 @@ if "zs_mode_wanted" in st.session_state:
     st.session_state["zs_mode"] = st.session_state.pop("zs_mode_wanted")
 a, b = st.columns([3, 1])
 a.radio("Colour by", zv.MODES, horizontal=True, key="zs_mode")
-common.number(b, "unassigned below similarity", -1.0, 1.0, None, "zs_threshold", step=0.05,
+common.number(b, "unassigned below similarity", -1.0, 1.0, None, "zs_threshold", optional=True, step=0.05,
               help="points whose best cosine similarity is lower stay unassigned (grey); empty: off")
 
 

@@ -50,8 +50,9 @@ class CheckpointInfo:
     @property
     def key(self) -> str:
         """A cache key that changes whenever the file does (:func:`relviz.files.file_version`)."""
-        stem = f"features-{self.path.parent.name}" if self.kind == "features" else self.path.stem
-        return f"{stem}-{file_version(self.path)}"
+        if self.kind == "features":  # the folder: a new registration is a new folder (its manifest may be a copy)
+            return f"features-{self.path.parent.name}-{file_version(self.path.parent)}"
+        return f"{self.path.stem}-{file_version(self.path)}"
 
     @property
     def provenance(self) -> str:
@@ -148,16 +149,17 @@ def load_source(info: CheckpointInfo, backend: str = "torch", device: str | torc
 
 
 def text_applies(settings: Settings, info: CheckpointInfo | None) -> bool:
-    """Whether a student's features live in the workspace teacher's text space (zero-shot, G to text):
-    relviz's students always; a feature set when its manifest's ``text_space`` names this teacher; a
-    published checkpoint when its metadata's text space does."""
+    """Whether a student's features live in the workspace teacher's space (zero-shot, G to text, and G to
+    the teacher's features): relviz's students always; a feature set when its manifest's ``text_space``
+    names this teacher; a published checkpoint never here (the teacher's identity is a hash of its weights,
+    which a published text space cannot be matched to without them: the Zero-shot page leaves it out)."""
     if info is None or info.kind == "checkpoint":
         return True
     from relviz.models.featureset import read_manifest, text_space_matches
 
     if info.kind == "features":
         return text_space_matches(read_manifest(info.source_path).text_space, teacher_identity(settings))
-    return False  # published: said by load_source's metadata (see zero-shot page); not assumed here
+    return False
 
 
 def configuration_of(info: CheckpointInfo) -> str:
@@ -281,9 +283,11 @@ def structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo |
     if isinstance(stored, dict):
         return from_json(stored)
     val = val_features(settings, root, checkpoint, eval_set, teacher_fn, model_fn, progress)
-    # zero-shot and G to text only for features in this teacher's text space (an imported set may not be)
-    text = class_embeddings(settings, teacher_fn) if text_applies(settings, checkpoint) else None
-    out = structure_metrics(val, text, per_class, seed, n_resamples=BOOTSTRAP_RESAMPLES, replicates=BOOTSTRAP_RESAMPLES)
+    # zero-shot and G only for features in this teacher's space (an imported set or model may not be)
+    in_space = text_applies(settings, checkpoint)
+    text = class_embeddings(settings, teacher_fn) if in_space else None
+    out = structure_metrics(val, text, per_class, seed, n_resamples=BOOTSTRAP_RESAMPLES, replicates=BOOTSTRAP_RESAMPLES,
+                            teacher_space=in_space)
     write_json(path, out)
     return out
 

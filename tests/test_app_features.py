@@ -55,9 +55,10 @@ def test_a_feature_set_is_a_student_with_its_provenance(app_workspace):
                          lambda: load_source(info)[0])
 
     a, b, c = measured(same), measured(other), measured(text)
-    assert a["uniformity"] is not None and a["gap"] is not None and "zeroshot_miou" not in a  # no text space
-    assert b["uniformity"] is not None and b["gap"] is None and b["gap_all_pairs"] is None  # another space: no G
-    assert c["zeroshot_miou"] is not None  # declared in the teacher's text space: zero-shot
+    # no declared space: U and T, no zero-shot, and no G even in the teacher's dimension (not its space)
+    assert a["uniformity"] is not None and a["gap"] is None and "zeroshot_miou" not in a
+    assert b["uniformity"] is not None and b["gap"] is None and b["gap_all_pairs"] is None  # another dimension
+    assert c["zeroshot_miou"] is not None and c["gap"] is not None  # declared in the teacher's space: both
 
 
 def test_an_imported_set_is_compared_beside_the_students_on_compare_and_evidence(app_workspace):
@@ -109,3 +110,16 @@ def test_a_ply_export_names_where_its_features_come_from():
     header = named.split(b"end_header\n")[0].decode().splitlines()
     assert header[:3] == ["ply", plain.split(b"\n")[1].decode(), "comment features: imported feature set features/x"]
     assert named.split(b"end_header\n")[1] == plain.split(b"end_header\n")[1]  # the points are untouched
+
+
+def test_a_published_checkpoint_is_in_a_teachers_space_only_when_its_metadata_names_that_teacher():
+    from types import SimpleNamespace
+
+    from relviz.eval.report import in_teacher_space
+
+    openscene = {"source_format": "openscene", "text_space": {"name": "ViT-L-14-336", "pretrained": "openai"}}
+    clip_l, clip_b = (SimpleNamespace(model_name=m, pretrained="openai", identity=m) for m in ("ViT-L-14-336", "ViT-B-16"))
+    model = object()  # neither a feature set nor asked for anything else
+    assert in_teacher_space(model, openscene, clip_l) and not in_teacher_space(model, openscene, clip_b)
+    assert not in_teacher_space(model, {"source_format": "slidr"}, clip_l)  # declares no text space
+    assert in_teacher_space(model, {"format": "relviz-checkpoint/1"}, clip_b)  # relviz's own student

@@ -152,7 +152,7 @@ def test_out_of_range_numbers_are_said_and_launch_says_why_it_did_not(app_worksp
     errors = [e.value for e in at.error]
     assert "learning rate: -1 is outside 1e-05 to 10; not used" in errors
     assert "batch: 9999 is outside 1 to 64; not used" in errors
-    assert "Not launched: lr, batch out of range (see the field)" in errors
+    assert "Not launched: lr, batch empty or out of range (see the field)" in errors
     assert not at.success and JobStore(load_settings()).list() == []
 
     at.switch_page("app_pages/zeroshot.py").run()

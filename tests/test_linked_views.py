@@ -54,8 +54,8 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
 
     from relviz.config import load_settings
     from relviz.data.classes import CLASSES
-    from relviz.workspace import (DEFAULT_EVAL_SET, class_embeddings, metric_sample, structure, student_checkpoints,
-                                  val_features)
+    from relviz.workspace import (DEFAULT_EVAL_SET, class_embeddings, metric_sample, stored_structure, structure,
+                                  student_checkpoints, val_features)
 
     from test_app import APP
 
@@ -63,12 +63,13 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     at.switch_page("app_pages/structure.py").run()
     at.selectbox(key="ckpt").set_value("test-relational").run()
     assert not at.exception, at.exception
-    # not in the warm caches: computed in the background, the page showing the last result meanwhile
-    wait_for(lambda: not any("Showing" in i.value for i in at.run().info), timeout=180,
-             what="the background structure of test-relational")
     s = load_settings()
     info = {c.label: c for c in student_checkpoints(s)}["test-relational"]
     root = s.dataset_root("synthetic-mini")
+    # not in the warm caches: computed in the background, the page showing the last result meanwhile
+    wait_for(lambda: stored_structure(s, root, info, DEFAULT_EVAL_SET, 500, 0), timeout=240,
+             what="the background structure of test-relational")
+    at.run()
     # the page has stored all of these: no loader is called
     # the default evaluation set: 2 keyframes of each of the 2 scenes, every keyframe of this small split, so
     # the positions in the selection are the split's indices
@@ -128,8 +129,10 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     # another student: the selection (indices into the old sample) is dropped, the query stays
     at.text_input(key="link_query").set_value("").run()
     at.selectbox(key="ckpt").set_value("test-contrastive").run()
-    wait_for(lambda: not any("Showing" in i.value for i in at.run().info), timeout=180,
+    other = {c.label: c for c in student_checkpoints(s)}["test-contrastive"]
+    wait_for(lambda: stored_structure(s, root, other, DEFAULT_EVAL_SET, 500, 0), timeout=240,
              what="the background structure of test-contrastive")
+    at.run()
     pca = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert not [t for t in pca["data"] if t["name"].startswith("ringed")]
 

@@ -118,6 +118,20 @@ def _open_source(path: Path, backend: str, device) -> tuple[object, dict, str]:
     return model, meta, f"{kind} {path}"
 
 
+def in_teacher_space(model, meta: Mapping, teacher) -> bool:
+    """Whether a source's features live in ``teacher``'s space (its zero-shot and G mean something): a
+    relviz student always; a feature set when its ``text_space`` names the teacher; a published checkpoint
+    when its metadata's text space is the teacher's model and weights tag (OpenScene's: ViT-L-14-336,
+    openai)."""
+    if isinstance(model, FeatureSet):
+        return text_space_matches(model.text_space, teacher.identity)
+    if not meta.get("source_format"):
+        return True
+    space = meta.get("text_space") or {}
+    return bool(space) and (space.get("name"), space.get("pretrained")) == \
+        (getattr(teacher, "model_name", None), getattr(teacher, "pretrained", None))
+
+
 def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_root: str | Path,
             split: str = "mini_val", train_split: str = "mini_train", per_class: int = 5000, seed: int = 0,
             fewshot_fraction: float = 0.01, eval_set: EvalSet = EvalSet(per_scene=None), device="cpu",
@@ -138,8 +152,8 @@ def compare(checkpoints: list[str | Path], dataroot: str | Path, teacher, cache_
         model, meta, source = _open_source(path, backend, device)
         feats = gather_val_features(model, teacher, cache, val, eval_set, device)
         label = path.stem if path.stem != "student" else path.parent.name
-        in_text_space = not isinstance(model, FeatureSet) or text_space_matches(model.text_space, teacher.identity)
-        sums[label] = protocol_sums(feats, text if in_text_space else None, per_class, seed)
+        in_space = in_teacher_space(model, meta, teacher)
+        sums[label] = protocol_sums(feats, text if in_space else None, per_class, seed, teacher_space=in_space)
         structure = structure_result(sums[label], n_resamples, confidence)
         few = evaluate_fewshot(model, train, val, fewshot_fraction, device, seed)
         entries.append({"checkpoint": label, "loss": meta.get("loss"), "structure": structure, "fewshot": few,

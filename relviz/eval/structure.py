@@ -219,14 +219,15 @@ def as_classifier(text) -> TextClassifier:
     return build_text_classifier(MEAN, text)
 
 
-def protocol_sums(val: dict, text, per_class: int = 5000, seed: int = 0) -> ProtocolSums:
+def protocol_sums(val: dict, text, per_class: int = 5000, seed: int = 0, teacher_space: bool = True) -> ProtocolSums:
     """:class:`ProtocolSums` of a val dict (:func:`gather_val_features`, :func:`teacher_view` or
     the cached form) with the zero-shot text classifier ``text`` (a TextClassifier, or the class text
     embeddings [16, D]: the mean-prototype rule; None for a teacher without text: U, T and G only);
     its aggregation is named in the description."""
     classifier = as_classifier(text)
-    # an imported feature set of another dimension (PTv3's 64 against CLIP's 512): U and T, no G
-    same_space = val["pair_student"].shape[1] == val["pair_teacher"].shape[1]
+    # G compares with the teacher's features: only for features distilled into its space (``teacher_space``,
+    # False for an imported set or model that does not declare it) and of its dimension: else U and T only
+    same_space = teacher_space and val["pair_student"].shape[1] == val["pair_teacher"].shape[1]
     missing = [k for k in ("keyframe", "keyframe_scene", "keyframe_index", "pair_keyframe", "pair_labels",
                            "pair_student") if k not in val]
     if missing:
@@ -331,7 +332,7 @@ def structure_result(sums: ProtocolSums, n_resamples: int = 0, confidence: float
 
 def structure_metrics(val: dict, text, per_class: int = 5000, seed: int = 0, n_resamples: int = 0,
                       confidence: float = 0.95, method: str = "percentile", bootstrap_seed: int = 0,
-                      replicates: int = 0) -> dict:
+                      replicates: int = 0, teacher_space: bool = True) -> dict:
     """The protocol's metrics of a val dict: ``uniformity`` (cross-keyframe pairs; ``uniformity_pooled``
     over all pairs), ``tolerance`` (and ``tolerance_per_class``), ``gap`` (to the teacher), ``gap_text``
     (to the mean class text embedding) on the protocol sample; ``gap_all_pairs`` on every labelled
@@ -344,8 +345,8 @@ def structure_metrics(val: dict, text, per_class: int = 5000, seed: int = 0, n_r
     :data:`relviz.stats.MIN_SCENES` scenes, ``intervals`` None and ``bootstrap["skipped"]`` saying why.
     With ``replicates`` > 0 (and enough scenes) ``replicates``: every metric on that many shared scene
     resamples (:func:`scene_replicates`), for the two-stage bootstrap of an experiment's claims."""
-    return structure_result(protocol_sums(val, text, per_class, seed), n_resamples, confidence, method, bootstrap_seed,
-                            replicates)
+    return structure_result(protocol_sums(val, text, per_class, seed, teacher_space), n_resamples, confidence, method,
+                            bootstrap_seed, replicates)
 
 
 def paired_comparison(a: ProtocolSums, b: ProtocolSums, n_resamples: int = 1000, confidence: float = 0.95,

@@ -45,6 +45,19 @@ PROGRESS_EVERY_S = 1.0  # a progress event at most this often (and at every task
 DEFAULT_SPLITS = {"nuscenes": ("mini_val", "mini_train"), "semantickitti": ("val", "train")}
 
 
+def layout_defaults(dataroot: str | Path, layout: str, version: str = "v1.0-mini") -> tuple[str, str, str]:
+    """(nuScenes version, val split, training split) a folder of ``layout`` is read with by default: a
+    nuScenes folder holding one version other than ``version`` (a v1.0-trainval world) is read in that one,
+    with val/train; SemanticKITTI: val (08) / train."""
+    default_val, default_train = DEFAULT_SPLITS[layout]
+    if layout == "nuscenes" and not (Path(dataroot) / version).is_dir():
+        found = sorted(p.name for p in Path(dataroot).glob("v1.0-*") if p.is_dir())
+        version = found[0] if len(found) == 1 else version
+    if layout == "nuscenes" and version != "v1.0-mini":
+        default_val, default_train = "val", "train"
+    return version, default_val, default_train
+
+
 def open_fewshot_splits(dataroot: str | Path, fmt: str = "auto", version: str = "v1.0-mini", split: str | None = None,
                         train_split: str | None = None) -> tuple[str, object, object]:
     """(layout, val set, training set) of a nuScenes dataroot or a SemanticKITTI folder, for few-shot:
@@ -53,7 +66,7 @@ def open_fewshot_splits(dataroot: str | Path, fmt: str = "auto", version: str = 
     from relviz.data import NuScenesLidarSeg
 
     layout = resolve_format(dataroot, fmt)
-    default_val, default_train = DEFAULT_SPLITS[layout]
+    version, default_val, default_train = layout_defaults(dataroot, layout, version)
     split, train_split = split or default_val, train_split or default_train
     if layout == "semantickitti":
         return layout, SemanticKitti(dataroot, split), SemanticKitti(dataroot, train_split)
@@ -146,8 +159,9 @@ class FewshotJob:
 
     @property
     def splits(self) -> tuple[str, str]:
-        """(val split, training split): the job's, or its layout's defaults for those left None."""
-        val, train = DEFAULT_SPLITS[self.layout]
+        """(val split, training split): the job's, or its layout's defaults for those left None (for a
+        nuScenes folder of another version than v1.0-mini, :func:`open_fewshot_splits` takes val/train)."""
+        _, val, train = layout_defaults(self.dataroot, self.layout, self.version)
         return self.split or val, self.train_split or train
 
     @property
@@ -227,7 +241,7 @@ def run_fewshot_job(job: FewshotJob, run_dir: str | Path) -> dict:
     try:
         events.write("phase", phase="prepare")
         model, _ = load_student(job.checkpoint, backend=job.backend, device=job.device)
-        layout, val, train = open_fewshot_splits(job.dataroot, job.format, job.version, *job.splits)
+        layout, val, train = open_fewshot_splits(job.dataroot, job.format, job.version, job.split, job.train_split)
         finished = finished_selections(run, job, events)
         to_run = {tuple(selection(train, f)[1]["frames"]) for f in job.fractions} - set(finished)
         version = file_version(job.checkpoint)

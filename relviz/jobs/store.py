@@ -360,8 +360,9 @@ class JobStore:
             except psutil.NoSuchProcess:
                 return False
 
-        try:
-            os.killpg(job.pgid, signal.SIGTERM)
+        try:  # only the job's own group: a job that ended was reaped at once, and its pgid may be reused
+            if self._alive(job):
+                os.killpg(job.pgid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         deadline = time.time() + grace_s
