@@ -148,8 +148,9 @@ def number(container, label: str, low: float, high: float, value, key: str, opti
     range, and None is returned: the caller does not use it (and a form says why it did not submit).
     An empty box is None too, said unless ``optional`` (empty means "off")."""
     v = container.number_input(label, value=value, key=key, **kwargs)
-    if v is None and not optional:
-        container.error(f"{label}: empty; not used")
+    if v is None:
+        if not optional:
+            container.error(f"{label}: empty; not used")
     elif in_range(v, low, high) is None:
         container.error(f"{label}: {v:g} is outside {low:g} to {high:g}; not used")
     return in_range(v, low, high)

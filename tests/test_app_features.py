@@ -77,7 +77,10 @@ def test_an_imported_set_is_compared_beside_the_students_on_compare_and_evidence
 
     at.switch_page("app_pages/evidence.py").run()
     assert not at.exception, at.exception
-    assert "imported [features]" in at.selectbox(key="ev_student").options
+    assert "imported [features]" in at.selectbox(key="ev_student").options  # its class relations
+    # no declared space, so no G: said, and left out of the gap-vs-performance correlation
+    assert any("Left out of the correlation (no G: not in the teacher's space): imported [features]" in c.value
+               for c in at.caption)
 
     at.switch_page("app_pages/zeroshot.py").run()
     assert not at.exception, at.exception
