@@ -85,7 +85,7 @@ def _start(info: CheckpointInfo | None, label: str, root: str, n: EvalSet, per_c
     def run() -> None:
         try:
             workspace.structure(s, root, info, n, per_class, seed, lambda: teacher, lambda: model, progress=job.progress)
-        except Exception as e:  # said on the page; the next visit starts again
+        except Exception as e:  # said on every page waiting on it; "Compute again" starts another
             job.error = str(e) if isinstance(e, RelvizError) else f"{type(e).__name__}: {e}"
         finally:
             job.finished = True
