@@ -114,7 +114,7 @@ def structure_or_last(info: CheckpointInfo | None, label: str, root: str, n: Eva
     asked ("Compute again")."""
     s = common.settings()
     key = (label, info.key if info else "teacher", root, n, per_class, seed)
-    if workspace.stored_structure(s, root, info, n, per_class, seed) is None:
+    if not workspace.structure_on_disk(s, root, info, n, per_class, seed):  # common.structure reads it below
         with _lock():
             job = _running().get(key)
             if job is None:

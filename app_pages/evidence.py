@@ -42,13 +42,14 @@ rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "source": ckpts
 usable, outside = [r for r in rows[:-1] if r["gap"] is not None], [r["checkpoint"] for r in rows[:-1] if r["gap"] is None]
 if outside:
     st.caption(f"Left out of the correlation (no G: not in the teacher's space): {', '.join(outside)}.")
-if len({r["configuration"] for r in usable}) < MIN_CHECKPOINTS:
+configurations = {r["configuration"] for r in usable}
+if len(configurations) < MIN_CHECKPOINTS:
     st.info(f"The correlation needs {MIN_CHECKPOINTS} or more configurations with a G; there are "
-            f"{len({r['configuration'] for r in usable})}.")
+            f"{len(configurations)}.")
     st.stop()
 evidence = gap_vs_performance(usable, rows[-1])
 st.dataframe(correlation_frame(evidence), hide_index=True, width="stretch", key="ev_table")
-st.caption(f"{len(usable)} checkpoints of {len({r['configuration'] for r in usable})} configurations (students "
+st.caption(f"{len(usable)} checkpoints of {len(configurations)} configurations (students "
            f"whose training differs only in the seed are one configuration: n counts configurations); U, T, G "
            f"and zero-shot on up to {per_class:,} points per class (seed 0) of {n_samples.describe()}; few-shot "
            f"where it was computed (Compare page). An interval or p is printed only where it can exist at that n. "

@@ -20,6 +20,7 @@ from relviz.config import Settings
 from relviz.errors import RelvizError
 from relviz.eval.selection import EvalSet
 from relviz.files import file_version, read_json, write_json
+from relviz.models.checkpoint import PROVENANCE
 from relviz.teacher.demo import REPO_CHECKPOINTS
 
 VAL_SPLIT = "mini_val"
@@ -29,12 +30,7 @@ VERSION = "v1.0-mini"
 DEFAULT_EVAL_SET = EvalSet(scenes=None, per_scene=2, seed=0)
 DEFAULT_PER_CLASS = 500  # and points per class of their stratified sample
 BOOTSTRAP_RESAMPLES = 1000  # resamples of scenes behind every interval the app shows
-
-
-# where a student's features come from: said on every row, legend and export that shows them
-PROVENANCE = {"checkpoint": "relviz checkpoint", "features": "imported feature set",
-              "published": "imported published checkpoint"}
-PUBLISHED_SUFFIXES = (".pth", ".pt", ".ckpt", ".tar", ".safetensors")
+PUBLISHED_SUFFIXES = (".pth", ".pt", ".ckpt", ".tar", ".safetensors")  # files in imported/ listed as students
 
 
 @dataclass(frozen=True)
@@ -79,13 +75,10 @@ def imported_students(settings: Settings) -> list[CheckpointInfo]:
     checkpoints put in ``imported/`` ("<file stem> [published]"); a set whose manifest cannot be read is
     listed with its error. Published files are not opened here (a 200 MB torch.load per listing): a file
     relviz cannot rebuild says so when a page loads it."""
-    from relviz.models.featureset import MANIFEST, read_manifest
+    from relviz.models.featureset import MANIFEST, feature_set_folders, read_manifest
 
     out = []
-    folder = settings.features_dir
-    for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if not sub.is_dir() or sub.name.startswith("."):
-            continue
+    for sub in feature_set_folders(settings.features_dir):
         path = sub / MANIFEST
         info = CheckpointInfo(f"{sub.name} [features]", path, None, kind="features", shown_path=_shown(sub, settings))
         try:
@@ -229,16 +222,12 @@ def seconds_per_keyframe(settings: Settings) -> float | None:
     return stored.get("seconds_per_keyframe") if isinstance(stored, dict) else None
 
 
-def stored_structure(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, eval_set: EvalSet,
-                     per_class: int, seed: int) -> dict | None:
-    """:func:`structure`'s result when both its features and its metrics are on disk, else None: nothing is
-    computed (a page asks this on every render, and computes the rest in the background)."""
-    from relviz.eval.structure import from_json
-
-    if not _val_path(settings, root, checkpoint, eval_set).is_file():
-        return None
-    stored = read_json(_metrics_path(settings, root, checkpoint, eval_set, per_class, seed))
-    return from_json(stored) if isinstance(stored, dict) else None
+def structure_on_disk(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, eval_set: EvalSet,
+                      per_class: int, seed: int) -> bool:
+    """Whether :func:`structure`'s features and metrics files exist (two stats, nothing read: a page asks on
+    every render)."""
+    return (_val_path(settings, root, checkpoint, eval_set).is_file()
+            and _metrics_path(settings, root, checkpoint, eval_set, per_class, seed).is_file())
 
 
 def val_features(settings: Settings, root: str | Path, checkpoint: CheckpointInfo | None, eval_set: EvalSet,

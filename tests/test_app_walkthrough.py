@@ -194,10 +194,11 @@ def test_a_structure_control_that_needs_new_features_computes_them_in_the_backgr
     # the new sample's result, computed without blocking the page, is the one the library gives
     from relviz.config import load_settings
     from relviz.eval.selection import EvalSet
-    from relviz.workspace import stored_structure
+    from relviz.workspace import structure, structure_on_disk
 
     s = load_settings()
-    stored = stored_structure(s, s.dataset_root(), None, EvalSet(None, 3, 0), 500, 0)
+    assert structure_on_disk(s, s.dataset_root(), None, EvalSet(None, 3, 0), 500, 0)
+    stored = structure(s, s.dataset_root(), None, EvalSet(None, 3, 0), 500, 0, teacher_fn=None)  # read, not computed
     assert stored is not None and stored["sample"]["keyframe_index"] is not None
     assert any(f"from {stored['sample']['keyframes']} mini_val keyframes" in c.value for c in at.caption)
 

@@ -214,8 +214,9 @@ def test_the_page_lists_both_layouts_and_labels_a_kitti_curve_with_its_format(co
 def test_a_folder_of_another_nuscenes_version_is_read_in_that_version_with_its_splits(tmp_path):
     from relviz.jobs.fewshot import layout_defaults
 
-    (tmp_path / "trainval" / "v1.0-trainval").mkdir(parents=True)  # the evidence world's or the OOD bench's
-    (tmp_path / "mini" / "v1.0-mini").mkdir(parents=True)
+    for folder in ("trainval/v1.0-trainval", "mini/v1.0-mini"):  # the evidence world's or the OOD bench's
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "scene.json").write_text("[]")  # what makes a folder a nuScenes version
     assert layout_defaults(tmp_path / "trainval", "nuscenes") == ("v1.0-trainval", "val", "train")
     assert layout_defaults(tmp_path / "mini", "nuscenes") == ("v1.0-mini", "mini_val", "mini_train")
     assert layout_defaults(tmp_path / "any", "semantickitti")[1:] == ("val", "train")

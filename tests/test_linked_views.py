@@ -54,7 +54,7 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
 
     from relviz.config import load_settings
     from relviz.data.classes import CLASSES
-    from relviz.workspace import (DEFAULT_EVAL_SET, class_embeddings, metric_sample, stored_structure, structure,
+    from relviz.workspace import (DEFAULT_EVAL_SET, class_embeddings, metric_sample, structure, structure_on_disk,
                                   student_checkpoints, val_features)
 
     from test_app import APP
@@ -67,7 +67,7 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     info = {c.label: c for c in student_checkpoints(s)}["test-relational"]
     root = s.dataset_root("synthetic-mini")
     # not in the warm caches: computed in the background, the page showing the last result meanwhile
-    wait_for(lambda: stored_structure(s, root, info, DEFAULT_EVAL_SET, 500, 0), timeout=240,
+    wait_for(lambda: structure_on_disk(s, root, info, DEFAULT_EVAL_SET, 500, 0), timeout=240,
              what="the background structure of test-relational")
     at.run()
     # the page has stored all of these: no loader is called
@@ -130,7 +130,7 @@ def test_structure_page_rings_selected_and_matching_points_in_both_views(app_wor
     at.text_input(key="link_query").set_value("").run()
     at.selectbox(key="ckpt").set_value("test-contrastive").run()
     other = {c.label: c for c in student_checkpoints(s)}["test-contrastive"]
-    wait_for(lambda: stored_structure(s, root, other, DEFAULT_EVAL_SET, 500, 0), timeout=240,
+    wait_for(lambda: structure_on_disk(s, root, other, DEFAULT_EVAL_SET, 500, 0), timeout=240,
              what="the background structure of test-contrastive")
     at.run()
     pca = json.loads(at.get("plotly_chart")[0].proto.spec)

@@ -14,14 +14,6 @@ features_app = typer.Typer(help="Feature sets: any model's per-point features, i
                            no_args_is_help=True)
 app.add_typer(features_app, name="features")
 
-FEATURES_FOLDER = "features"  # <workspace>/features/<name>/: the registered feature sets
-
-
-def features_dir() -> Path:
-    """The workspace folder of registered feature sets."""
-    return settings().home / FEATURES_FOLDER
-
-
 def _root(root: str | None) -> Path:
     from relviz.errors import InputError
 
@@ -47,7 +39,7 @@ def import_features(
     from relviz.models.featureset import check_name, open_declared_datasets, read_manifest, register_feature_set
 
     manifest = read_manifest(directory)
-    target = features_dir() / check_name(name or manifest.model)
+    target = settings().features_dir / check_name(name or manifest.model)
     datasets = open_declared_datasets(manifest, _root(root))
     fs = register_feature_set(directory, datasets, target, link=link)
     facts = {"registered": str(fs.directory), "model": fs.name, "keyframes": len(fs.tokens), "dim": fs.dim,

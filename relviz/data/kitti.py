@@ -280,6 +280,19 @@ class SemanticKitti(LidarFrames):
                 "voxels": voxels, "voxel_features": points[first, 3:4].astype(np.float32), "inverse": inverse}
 
 
+def nuscenes_versions(root: str | Path) -> list[str]:
+    """The nuScenes versions a folder holds (its ``v1.0-*`` folders with a ``scene.json``), sorted."""
+    return sorted(p.parent.name for p in Path(root).glob("v1.0-*/scene.json"))
+
+
+def default_splits(layout: str, version: str | None = None) -> tuple[str, str]:
+    """(val, training) split a folder is read with when none is named: SemanticKITTI's 08 and 00-07, 09,
+    10; nuScenes v1.0-mini's mini_val / mini_train, any other version's val / train."""
+    if layout == "semantickitti":
+        return "val", "train"
+    return ("mini_val", "mini_train") if version in (None, "v1.0-mini") else ("val", "train")
+
+
 def open_lidarseg(root: str | Path, split: str, fmt: str = "auto", version: str | None = None, **options):
     """A lidar-segmentation dataset of either layout: :class:`SemanticKitti` (``split`` train / val /
     test / trainval) or :class:`~relviz.data.dataset.NuScenesLidarSeg` (``version``: default the one
@@ -289,7 +302,7 @@ def open_lidarseg(root: str | Path, split: str, fmt: str = "auto", version: str 
     if fmt == "semantickitti":
         return SemanticKitti(root, split, **options)
     if version is None:
-        versions = sorted(p.parent.name for p in Path(root).glob("v1.0-*/scene.json"))
+        versions = nuscenes_versions(root)
         if len(versions) != 1:
             raise InputError(f"{root}: name the nuScenes version (found {', '.join(versions) or 'none'})")
         version = versions[0]

@@ -21,7 +21,7 @@ from relviz.eval.selection import EvalSet
 from relviz.eval.structure import (gather_val_features, paired_comparison, protocol_sums, structure_result,
                                    teacher_view)
 from relviz.files import atomic_path
-from relviz.models.checkpoint import file_sha256, load_student
+from relviz.models.checkpoint import PROVENANCE, file_sha256, load_student
 from relviz.models.featureset import FeatureSet, open_feature_set, text_space_matches
 from relviz.teacher.cache import FeatureCache
 from relviz.teacher.prompts import DEFAULT_AGGREGATION
@@ -112,10 +112,9 @@ def _open_source(path: Path, backend: str, device) -> tuple[object, dict, str]:
     """(model or feature set, metadata, provenance) of a checkpoint file or a feature set folder."""
     if path.is_dir():
         fs = open_feature_set(path)
-        return fs, fs.manifest.to_dict(), f"imported feature set {path}"
+        return fs, fs.manifest.to_dict(), f"{PROVENANCE['features']} {path}"
     model, meta = load_student(path, backend=backend, device=device)
-    kind = "imported published checkpoint" if meta.get("source_format") else "relviz checkpoint"
-    return model, meta, f"{kind} {path}"
+    return model, meta, f"{PROVENANCE['published' if meta.get('source_format') else 'checkpoint']} {path}"
 
 
 def in_teacher_space(model, meta: Mapping, teacher) -> bool:

@@ -83,18 +83,17 @@ def _ood_splits(root: Path, layout: str, settings: Settings, config: TrainConfig
     """(val, train) of an out-of-distribution dataset, voxelized as the run's own: SemanticKITTI's 08 and
     00-07, 09, 10; nuScenes' mini_val / mini_train (v1.0-mini) or val / train (its one other version)."""
     from relviz.data import NuScenesLidarSeg
-    from relviz.data.kitti import SemanticKitti
+    from relviz.data.kitti import SemanticKitti, default_splits, nuscenes_versions
 
     grid = {"voxel_size": config.voxel_size, "cylindrical": config.cylindrical}
     if layout == "semantickitti":
-        return SemanticKitti(root, "val", **grid), SemanticKitti(root, "train", **grid)
-    versions = sorted(p.parent.name for p in root.glob("v1.0-*/scene.json"))
+        return tuple(SemanticKitti(root, split, **grid) for split in default_splits(layout))
+    versions = nuscenes_versions(root)
     if len(versions) != 1:
         raise ExperimentError(f"{OOD_KEY}: {root} holds {len(versions)} nuScenes versions ({', '.join(versions)}); "
                               f"expected one")
-    prefix = "mini_" if versions[0] == "v1.0-mini" else ""
-    return tuple(NuScenesLidarSeg(root, versions[0], prefix + split, load_images=False, index_cache=settings.cache_dir,
-                                  **grid) for split in ("val", "train"))
+    return tuple(NuScenesLidarSeg(root, versions[0], split, load_images=False, index_cache=settings.cache_dir, **grid)
+                 for split in default_splits(layout, versions[0]))
 
 
 def _structure(model, teacher, cache, val, evaluation: EvaluationSpec, device) -> dict:

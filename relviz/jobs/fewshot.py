@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from relviz.data.kitti import FORMATS, SemanticKitti, resolve_format
+from relviz.data.kitti import FORMATS, SemanticKitti, default_splits, nuscenes_versions, resolve_format
 from relviz.errors import InputError, RelvizError
 from relviz.eval.finetune import FINETUNE_SEEDS, FRACTIONS, SLIDR_FINETUNE
 from relviz.files import file_version, read_json, write_json
@@ -40,29 +40,21 @@ from relviz.train.rundir import EventLog, Heartbeat, RunDir
 KIND = "label_efficiency"
 RESULT = "label_efficiency.json"
 PROGRESS_EVERY_S = 1.0  # a progress event at most this often (and at every task's first and last call)
-# (val, training) split per layout when a job or command names none: nuScenes-mini's; SemanticKITTI's
-# 08 and 00-07, 09, 10
-DEFAULT_SPLITS = {"nuscenes": ("mini_val", "mini_train"), "semantickitti": ("val", "train")}
-
-
 def layout_defaults(dataroot: str | Path, layout: str, version: str = "v1.0-mini") -> tuple[str, str, str]:
     """(nuScenes version, val split, training split) a folder of ``layout`` is read with by default: a
-    nuScenes folder holding one version other than ``version`` (a v1.0-trainval world) is read in that one,
-    with val/train; SemanticKITTI: val (08) / train."""
-    default_val, default_train = DEFAULT_SPLITS[layout]
+    nuScenes folder holding one version other than ``version`` (a v1.0-trainval world) is read in that one
+    (:func:`relviz.data.kitti.default_splits` names the splits)."""
     if layout == "nuscenes" and not (Path(dataroot) / version).is_dir():
-        found = sorted(p.name for p in Path(dataroot).glob("v1.0-*") if p.is_dir())
+        found = nuscenes_versions(dataroot)
         version = found[0] if len(found) == 1 else version
-    if layout == "nuscenes" and version != "v1.0-mini":
-        default_val, default_train = "val", "train"
-    return version, default_val, default_train
+    return (version, *default_splits(layout, version))
 
 
 def open_fewshot_splits(dataroot: str | Path, fmt: str = "auto", version: str = "v1.0-mini", split: str | None = None,
                         train_split: str | None = None) -> tuple[str, object, object]:
     """(layout, val set, training set) of a nuScenes dataroot or a SemanticKITTI folder, for few-shot:
     ``fmt`` auto / nuscenes / semantickitti; ``split`` and ``train_split`` None take the layout's
-    :data:`DEFAULT_SPLITS` (``version`` is nuScenes'; both nuScenes splits share one table load)."""
+    :func:`layout_defaults` (``version`` is nuScenes'; both nuScenes splits share one table load)."""
     from relviz.data import NuScenesLidarSeg
 
     layout = resolve_format(dataroot, fmt)
@@ -84,7 +76,7 @@ class FewshotJob:
     SemanticKITTI), with ``seed`` (the probe's, and the first of the ``finetune_seeds`` fine-tuning
     seeds ``seed``, ``seed`` + 1, ...), the sparse ``backend`` and ``device``. ``format``: the
     dataroot's layout, "auto" (detected), "nuscenes" or "semantickitti"; ``split`` and
-    ``train_split`` None: the layout's defaults (:data:`DEFAULT_SPLITS`; ``version`` is nuScenes')."""
+    ``train_split`` None: the layout's defaults (:func:`layout_defaults`; ``version`` is nuScenes')."""
 
     checkpoint: str
     dataroot: str

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from relviz.models.minkunet import MinkUNet, MinkUNetConfig
 
 FORMAT = "relviz-checkpoint/1"
+# where a student's features come from, by kind: said on every row, legend and export that shows them
+PROVENANCE = {"checkpoint": "relviz checkpoint", "features": "imported feature set",
+              "published": "imported published checkpoint"}
 # Prefixes stripped from foreign checkpoints, outermost first.
 _PREFIXES = ("module.", "model_points.", "model.", "net3d.", "encoder.")
 

@@ -423,13 +423,20 @@ def register_feature_set(source: str | Path, datasets, target: str | Path, link:
     return open_feature_set(target)
 
 
+def feature_set_folders(folder: str | Path) -> list[Path]:
+    """The sub-folders of ``folder`` (a workspace's ``features/``) that hold registered sets, by name;
+    temporaries of a registration under way (dot names) left out."""
+    folder = Path(folder)
+    return [sub for sub in sorted(folder.iterdir()) if sub.is_dir() and not sub.name.startswith(".")] \
+        if folder.is_dir() else []
+
+
 def registered_feature_sets(folder: str | Path) -> list[FeatureSet]:
     """The feature sets registered in ``folder`` (a workspace's ``features/``), by name; a sub-folder
     whose manifest cannot be read is left out."""
-    folder = Path(folder)
     out = []
-    for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if sub.is_dir() and not sub.name.startswith(".") and (sub / MANIFEST).is_file():
+    for sub in feature_set_folders(folder):
+        if (sub / MANIFEST).is_file():
             try:
                 out.append(open_feature_set(sub))
             except InputError:
@@ -454,5 +461,5 @@ def refuse_feature_set(source, purpose: str = "fine-tuning") -> None:
 
 __all__ = ["DATASET_KINDS", "DTYPES", "FORMAT", "FeatureSet", "FeatureSetManifest", "KINDS", "MANIFEST", "check_name",
            "dataset_kind", "feature_tokens", "open_declared_datasets", "open_feature_set", "read_manifest",
-           "refuse_feature_set", "register_feature_set", "registered_feature_sets", "text_space_matches", "token_path",
+           "refuse_feature_set", "register_feature_set", "feature_set_folders", "registered_feature_sets", "text_space_matches", "token_path",
            "validate_feature_set", "write_feature_file", "write_feature_set"]
