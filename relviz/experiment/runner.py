@@ -70,7 +70,7 @@ class Experiment:
         where it came from, named in errors. Every run's config is built and checked here."""
         self.settings, self.spec, self.text, self.source = settings, spec, text, str(source)
         self.folder = experiments_dir(settings) / spec.name
-        self.plans = [self._plan(cell, seed) for cell in spec.cells() for seed in spec.seeds]
+        self.plans = [self._plan(cell, seed) for cell, seed in spec.runs()]
         try:  # an out-of-distribution dataset that is not there fails now, not after hours of training
             ood_roots(settings, spec.evaluation)
         except ExperimentError as e:
@@ -195,7 +195,7 @@ class Experiment:
                          config=p.config.to_dict(), status=job.status if job else "pending",
                          step=job.last_step if job else 0, total_steps=job.total_steps if job else None,
                          error=job.error if job else None,
-                         evaluated=stored_evaluation(p.run_dir, p.config, self.spec.evaluation) is not None)
+                         evaluated=stored_evaluation(p.run_dir, p.config, self.spec.evaluation_for(p.cell)) is not None)
         self._write_state(state)
         skip_evaluation = set() if skip_evaluation is None else skip_evaluation
         todo = [p for p in self.plans if state["runs"][p.key]["status"] == "succeeded"
@@ -227,7 +227,7 @@ class Experiment:
         """Evaluate a finished run (and the teacher on its keyframes, once); False if that failed."""
         entry = state["runs"][plan.key]
         try:
-            evaluate_run(plan.run_dir, plan.config, self.spec.evaluation, self.settings, log)
+            evaluate_run(plan.run_dir, plan.config, self.spec.evaluation_for(plan.cell), self.settings, log)
             teacher_reference(self.folder / "teacher.json", plan.config, self.spec.evaluation, self.settings)
             entry.update(evaluated=True, evaluation_error=None)
         except RelvizError as e:  # a run that cannot be evaluated is reported; the others go on
@@ -324,7 +324,7 @@ class Experiment:
                          "job_id": job.id if job else None, "status": job.status if job else "pending",
                          "step": job.last_step if job else 0, "total_steps": job.total_steps if job else None,
                          "progress": job.progress if job else 0.0, "error": job.error if job else None,
-                         "evaluated": stored_evaluation(p.run_dir, p.config, self.spec.evaluation) is not None,
+                         "evaluated": stored_evaluation(p.run_dir, p.config, self.spec.evaluation_for(p.cell)) is not None,
                          "evaluation_error": entry.get("evaluation_error")})
         counts: dict[str, int] = {}
         for r in runs:
@@ -347,7 +347,7 @@ class Experiment:
         runs, curves = [], {}
         for p in self.plans:
             entry = state["runs"].get(p.key) or {}
-            evaluation = stored_evaluation(p.run_dir, p.config, self.spec.evaluation)
+            evaluation = stored_evaluation(p.run_dir, p.config, self.spec.evaluation_for(p.cell))
             runs.append({"key": p.key, "cell": p.cell.label, "seed": p.seed, "status": entry.get("status", "pending"),
                          "run_dir": str(p.run_dir), "metrics": run_metrics(evaluation) if evaluation else None,
                          "replicates": run_replicates(evaluation) if evaluation else None})

@@ -26,6 +26,7 @@ finetune = [0.01, 0.1]   # few-shot by fine-tuning the whole student, at these f
 finetune_steps = 30      # its optimizer steps (default: SLidR's 100 epochs)
 finetune_batch = 2       # frames per step (default: SLidR's 16)
 finetune_seeds = 3       # fine-tuning seeds per run and fraction, seed, seed + 1, ...; each run's mIoU is their mean
+fewshot_frames = "all"   # few-shot scored on every val frame, or on the "evaluation_set" (val_scenes x val_per_scene)
 split = "mini_val"       # default: each run's val_split
 train_split = "mini_val" # frames the probe learns from (default: each run's split)
 ood_datasets = ["synthetic-kitti"]  # out of distribution: folders under <workspace>/datasets or absolute paths,
@@ -75,12 +76,15 @@ class EvaluationSpec:
     split: str | None = None
     train_split: str | None = None
     ood_datasets: tuple[str, ...] = ()  # added later, only they are computed: not part of the protocol
+    fewshot_frames: str = "all"  # few-shot scored on "all" val frames or on the "evaluation_set" (val_scenes x val_per_scene)
 
     def protocol(self, config: TrainConfig) -> dict[str, Any]:
         """Everything that decides a run's evaluation results besides its weights and the fraction
         (results are kept per fraction, so fractions can be added later). ``finetune_seeds`` only
         when the runs are fine-tuned: the other evaluations do not depend on it."""
         tuned = {"finetune_seeds": self.finetune_seeds} if self.finetune else {}
+        if self.fewshot_frames != "all":  # absent for "all": results stored before the field existed stay valid
+            tuned["fewshot_frames"] = self.fewshot_frames
         return {"dataset": config.dataset, "version": config.version, "split": self.split or config.val_split,
                 "train_split": self.train_split or config.split, "val_scenes": self.val_scenes,
                 "val_per_scene": self.val_per_scene, "replicates": self.replicates,
@@ -132,6 +136,14 @@ class ExperimentSpec:
                 str(v) if a == "loss" else f"{a}{v}" for a, v in values.items()))[:48] or "base"
             out.append(Cell(i, values, label, slug))
         return out
+
+    def runs(self) -> list[tuple[Cell, int]]:
+        """Every (cell, seed) the experiment trains, in the file's order."""
+        return [(cell, seed) for cell in self.cells() for seed in self.seeds]
+
+    def evaluation_for(self, cell: Cell) -> EvaluationSpec:
+        """The evaluations a run of ``cell`` gets."""
+        return self.evaluation
 
     def identity(self) -> dict[str, Any]:
         """What a re-run must declare alike to continue this experiment: its cells. Seeds may be added
@@ -197,6 +209,15 @@ def _ood_datasets(value: Any, source: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+FEWSHOT_FRAMES = ("all", "evaluation_set")
+
+
+def _choice(value: Any, choices: tuple[str, ...], source: str, where: str) -> str:
+    if value not in choices:
+        raise ExperimentFileError(source, where, f"must be one of {', '.join(repr(c) for c in choices)}, got {shorten(value)}")
+    return value
+
+
 def _count_or_all(value, source: str, where: str) -> int | None:
     """A whole number >= 1, or "all" (None)."""
     if value is None or value == "all":
@@ -230,7 +251,9 @@ def _evaluation(table: dict, source: str) -> EvaluationSpec:
         finetune_seeds=_int(table.get("finetune_seeds", d.finetune_seeds), source, "[evaluate] 'finetune_seeds'", 1),
         split=_split(table.get("split"), source, "[evaluate] 'split'"),
         train_split=_split(table.get("train_split"), source, "[evaluate] 'train_split'"),
-        ood_datasets=_ood_datasets(table.get("ood_datasets", []), source))
+        ood_datasets=_ood_datasets(table.get("ood_datasets", []), source),
+        fewshot_frames=_choice(table.get("fewshot_frames", d.fewshot_frames), FEWSHOT_FRAMES, source,
+                               "[evaluate] 'fewshot_frames'"))
 
 
 def _training_fields(table: dict, source: str, where: str) -> None:
