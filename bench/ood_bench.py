@@ -27,8 +27,10 @@ from relviz.data.dataset import NuScenesLidarSeg
 from relviz.data.kitti import SemanticKitti
 from relviz.data.synthetic import SynthConfig, generate
 from relviz.data.synthetic_kitti import KittiSynthConfig, generate_kitti
-from relviz.eval.domain import (REFLECTANCE_TO_INTENSITY, RescaledKitti, domain_classifier, drop_interval,
-                                leave_one_scene_out, random_halves, transfer_scores, world_pass)
+from relviz.eval.domain import (REFLECTANCE_TO_INTENSITY, CommonKitti, CommonNuScenes, CommonRescaledKitti,
+                                RescaledKitti, domain_classifier, drop_interval, leave_one_scene_out,
+                                paired_student_difference, random_halves, transfer_scores, world_pass)
+from relviz.stats import holm
 from relviz.models.checkpoint import load_student
 
 STUDENTS = ("contrastive", "similarity", "relational")
@@ -49,9 +51,11 @@ def worlds(home: Path, args) -> dict[str, list]:
         generate_kitti(kitti_root, KittiSynthConfig(seed=args.kitti_seed, sequences=args.kitti_sequences,
                                                     scans_per_sequence=args.kitti_scans))
         timing["kitti_generation_s"] = time.perf_counter() - start
-    nus = [NuScenesLidarSeg(nus_root, "v1.0-trainval", split, load_images=False) for split in ("train", "val")]
-    return {"nuscenes": nus, "kitti": [SemanticKitti(kitti_root, "trainval")],
-            "kitti_scaled": [RescaledKitti(kitti_root, "trainval", scale=REFLECTANCE_TO_INTENSITY)],
+    nus_cls, kitti_cls, scaled_cls = ((CommonNuScenes, CommonKitti, CommonRescaledKitti) if args.common_classes
+                                      else (NuScenesLidarSeg, SemanticKitti, RescaledKitti))
+    nus = [nus_cls(nus_root, "v1.0-trainval", split, load_images=False) for split in ("train", "val")]
+    return {"nuscenes": nus, "kitti": [kitti_cls(kitti_root, "trainval")],
+            "kitti_scaled": [scaled_cls(kitti_root, "trainval", scale=REFLECTANCE_TO_INTENSITY)],
             "roots": {"nuscenes": str(nus_root), "kitti": str(kitti_root)}, "timing": timing}
 
 
@@ -79,6 +83,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--permutations", type=int, default=100)
+    parser.add_argument("--common-classes", action="store_true",
+                        help="both worlds labelled with relviz.data.common_classes' 12 classes (the probes' scores "
+                             "over one class list)")
     parser.add_argument("--domain-only", action="store_true",
                         help="the world passes and domain classifiers only (no leave-one-scene-out probes)")
     args = parser.parse_args()
@@ -86,6 +93,7 @@ def main() -> None:
     start = time.perf_counter()
     data = worlds(Path(args.home), args)
     result = {"config": vars(args), "worlds": data["roots"], "timing": data["timing"], "students": {}}
+    confusions = {}  # student -> world -> leave-one-scene-out confusions, for the paired comparisons
     for name in args.students:
         model, _ = load_student(str(Path(args.checkpoints) / f"student-{name}.safetensors"), backend="torch")
         per_world, passes = {}, {}
@@ -99,6 +107,7 @@ def main() -> None:
             per_world[world] = leave_one_scene_out(model, datasets, passes[world], args.probe_seeds,
                                                    args.max_per_class, args.epochs, progress=progress_line(name, world))
         nus = passes["nuscenes"]
+        confusions[name] = {w: (per_world[w], passes[w].scenes) for w in per_world}
         entry = {"domain": {}}
         if not args.domain_only:
             entry["probe"] = {w: transfer_scores(per_world[w], passes[w].scenes, args.probe_seeds,
@@ -118,7 +127,32 @@ def main() -> None:
         result["timing"]["total_s"] = time.perf_counter() - start
         Path(args.out).write_text(json.dumps(result, indent=1))
         print(f"{name} done in {entry['seconds']:.0f} s", flush=True)
+    if not args.domain_only and len(confusions) > 1:
+        result["paired"] = paired_comparisons(confusions)
+        Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+def paired_comparisons(confusions: dict) -> list[dict]:
+    """Every pair of students on the same frames: the KITTI world's mIoU (raw, scaled) and the drop
+    from the nuScenes world, one family under Holm."""
+    names, rows = list(confusions), []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            for w in ("kitti", "kitti_scaled"):
+                for measure in ("miou", "drop"):
+                    def side(student):
+                        out, scenes_out = confusions[student][w]
+                        entry = {"out": out, "scenes_out": scenes_out}
+                        if measure == "drop":
+                            entry["in"], entry["scenes_in"] = confusions[student]["nuscenes"]
+                        return entry
+                    rows.append({"a": a, "b": b, "world": w, **paired_student_difference(side(a), side(b))})
+    for row, adjusted in zip(rows, holm([r["p"] for r in rows])):
+        row["p_holm"] = adjusted
+        row["verdict"] = row.get("verdict") or ("cannot be told" if adjusted is None or adjusted > 0.05
+                                                else "a > b" if row["value"] > 0 else "a < b")
+    return rows
 
 
 if __name__ == "__main__":

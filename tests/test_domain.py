@@ -16,8 +16,10 @@ from relviz.data.kitti import SemanticKitti
 from relviz.data.kitti_classes import KITTI_CLASSES
 from relviz.data.synthetic_kitti import KittiSynthConfig, generate_kitti
 from relviz.errors import InputError
-from relviz.eval.domain import (RescaledKitti, domain_classifier, drop_interval, group_folds, random_halves,
-                                transfer_scores)
+from relviz.data.classes import CLASSES
+from relviz.data.common_classes import COMMON_CLASSES, KITTI_TO_COMMON, NUSCENES_TO_COMMON
+from relviz.eval.domain import (CommonKitti, CommonRescaledKitti, RescaledKitti, domain_classifier, drop_interval,
+                                group_folds, paired_student_difference, random_halves, transfer_scores)
 
 Z = 4.0  # bounds below are 4 binomial standard deviations: a seeded draw outside one has chance < 1e-4
 
@@ -160,3 +162,75 @@ def test_eval_fewshot_reads_a_kitti_folder_with_its_19_classes(tiny_kitti):
     assert len(out["iou"]) == 19 and out["interval_refused"].startswith("1 scene")
     bad = runner.invoke(app, args[:-6] + ["--format", "kitti"])
     assert bad.exit_code == 2 and "format must be one of auto, nuscenes, semantickitti, got 'kitti'" in bad.output
+
+
+# --- one class list for both worlds, and students compared on the same frames -------------------------
+
+def test_the_common_class_list_is_reached_from_both_worlds_by_name():
+    def common(lookup, names, name):
+        return COMMON_CLASSES[lookup[names.index(name)]]
+    for kitti, shared in [("road", "driveable_surface"), ("parking", "driveable_surface"), ("person", "pedestrian"),
+                          ("other-vehicle", "other_vehicle"), ("trunk", "vegetation"), ("pole", "manmade"),
+                          ("traffic-sign", "manmade"), ("other-ground", "other_flat"), ("bicyclist", "ignore"),
+                          ("motorcyclist", "ignore"), ("ignore", "ignore")]:
+        assert common(KITTI_TO_COMMON, KITTI_CLASSES, kitti) == shared
+    for nus, shared in [("bus", "other_vehicle"), ("trailer", "other_vehicle"), ("driveable_surface", "driveable_surface"),
+                        ("barrier", "ignore"), ("traffic_cone", "ignore"), ("manmade", "manmade"), ("ignore", "ignore")]:
+        assert common(NUSCENES_TO_COMMON, CLASSES, nus) == shared
+    # every common class has ground truth in both worlds' label sets: a score is over the same classes
+    everything = set(range(1, len(COMMON_CLASSES)))
+    assert set(KITTI_TO_COMMON.tolist()) - {0} == everything == set(NUSCENES_TO_COMMON.tolist()) - {0}
+
+
+def test_a_common_class_kitti_frame_is_its_labels_mapped(tiny_kitti):
+    raw, common, scaled = SemanticKitti(tiny_kitti, "val"), CommonKitti(tiny_kitti, "val"), \
+        CommonRescaledKitti(tiny_kitti, "val")
+    expected = np.array([COMMON_CLASSES.index({"road": "driveable_surface", "parking": "driveable_surface",
+                                               "person": "pedestrian", "other-vehicle": "other_vehicle",
+                                               "trunk": "vegetation", "pole": "manmade", "traffic-sign": "manmade",
+                                               "building": "manmade", "fence": "manmade",
+                                               "other-ground": "other_flat"}.get(KITTI_CLASSES[c], KITTI_CLASSES[c])
+                                              if KITTI_CLASSES[c] not in ("bicyclist", "motorcyclist") else "ignore")
+                         for c in raw[0]["labels"]])
+    np.testing.assert_array_equal(common[0]["labels"], expected)
+    np.testing.assert_array_equal(scaled[0]["labels"], expected)
+    assert common.classes == COMMON_CLASSES and common.num_classes == 12
+    voxelized = common.voxelized(0.5, False)  # a student's own voxelization keeps the class list
+    assert voxelized.classes == COMMON_CLASSES and voxelized[0]["labels"].max() <= 12
+
+
+def test_paired_student_differences_equal_a_direct_computation_and_pair_the_scenes():
+    rng = np.random.default_rng(7)
+    scenes_in = [f"scene-{k // 2:02d}" for k in range(24)]
+    scenes_out = [f"{k // 3:02d}" for k in range(33)]
+    a_in, a_out = random_confusions(rng, 2, 24, 13, 0.8), random_confusions(rng, 2, 33, 13, 0.5)
+    b_in, b_out = random_confusions(rng, 2, 24, 13, 0.7), random_confusions(rng, 2, 33, 13, 0.45)
+
+    def mean_miou(cms):
+        return np.mean([direct_miou(c.sum(0)) for c in cms])
+    out = paired_student_difference({"out": a_out, "scenes_out": scenes_out}, {"out": b_out, "scenes_out": scenes_out},
+                                    n_resamples=300)
+    assert out["value"] == pytest.approx(mean_miou(a_out) - mean_miou(b_out), rel=1e-12)
+    assert out["low"] < out["value"] < out["high"] and 0 < out["p"] <= 1 and out["measure"] == "mIoU on the second world"
+    drop = paired_student_difference({"in": a_in, "scenes_in": scenes_in, "out": a_out, "scenes_out": scenes_out},
+                                     {"in": b_in, "scenes_in": scenes_in, "out": b_out, "scenes_out": scenes_out},
+                                     n_resamples=300)
+    expected = (mean_miou(a_in) - mean_miou(a_out)) - (mean_miou(b_in) - mean_miou(b_out))
+    assert drop["value"] == pytest.approx(expected, rel=1e-12) and drop["measure"] == "drop"
+    # a student against itself: every shared resample gives exactly 0 (the pairing), so p = 1
+    same = paired_student_difference({"out": a_out, "scenes_out": scenes_out}, {"out": a_out, "scenes_out": scenes_out})
+    assert same["value"] == 0 and same["low"] == same["high"] == 0 and same["p"] == 1
+    # the pairing: B = A with one frame's confusions moved between classes keeps the interval far narrower
+    # than two students' independent intervals would be
+    b_close = a_out.copy()
+    b_close[:, 0, 1, 1] -= 5
+    b_close[:, 0, 1, 2] += 5
+    close = paired_student_difference({"out": a_out, "scenes_out": scenes_out}, {"out": b_close, "scenes_out": scenes_out})
+    alone = transfer_scores(a_out, scenes_out, [0, 1], COMMON_CLASSES)["interval"]
+    assert close["high"] - close["low"] < (alone["high"] - alone["low"]) / 10
+    few = paired_student_difference({"out": a_out[:, :27], "scenes_out": scenes_out[:27]},
+                                    {"out": b_out[:, :27], "scenes_out": scenes_out[:27]})
+    assert few["verdict"] == "too few scenes" and few["p"] is None
+    with pytest.raises(InputError, match="same frames"):
+        paired_student_difference({"out": a_out, "scenes_out": scenes_out},
+                                  {"out": b_out[:, :27], "scenes_out": scenes_out[:27]})

@@ -32,14 +32,16 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from relviz.data.dataset import collate
+from relviz.data.common_classes import COMMON_CLASSES, KITTI_TO_COMMON, NUSCENES_TO_COMMON, NUM_COMMON_CLASSES, to_common
+from relviz.data.dataset import NuScenesLidarSeg, collate
 from relviz.data.kitti import SemanticKitti
 from relviz.errors import InputError
 from relviz.eval.features import dataset_for, point_features_of
 from relviz.eval.fewshot import class_count, class_names, eval_mode, linear_probe
 from relviz.eval.keyframe_sums import ConfusionSums
 from relviz.segmentation import confusion_matrix
-from relviz.stats import MIN_SCENES, cluster_bootstrap, refusal, resample_multiplicities, scene_statistic
+from relviz.stats import (MIN_SCENES, cluster_bootstrap, refusal, resample_multiplicities, scene_statistic,
+                          two_sided_bootstrap_p)
 
 REFLECTANCE_TO_INTENSITY = 255.0  # SemanticKITTI's reflectance 0..1 onto nuScenes' intensity range 0..255
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -60,6 +62,39 @@ class RescaledKitti(SemanticKitti):
         item["points"][:, 3] *= self.scale
         item["voxel_features"] *= self.scale
         return item
+
+
+class CommonClasses:
+    """Mixin: a dataset whose labels are the common class list of :mod:`relviz.data.common_classes`
+    (``common_lookup`` maps its own classes), so that two worlds are scored over the same classes."""
+
+    classes = COMMON_CLASSES
+    num_classes = NUM_COMMON_CLASSES
+    common_lookup: np.ndarray
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        if item.get("labels") is not None:
+            item["labels"] = to_common(item["labels"], self.common_lookup)
+        return item
+
+
+class CommonNuScenes(CommonClasses, NuScenesLidarSeg):
+    """:class:`~relviz.data.dataset.NuScenesLidarSeg` labelled with the common class list."""
+
+    common_lookup = NUSCENES_TO_COMMON
+
+
+class CommonKitti(CommonClasses, SemanticKitti):
+    """:class:`~relviz.data.kitti.SemanticKitti` labelled with the common class list."""
+
+    common_lookup = KITTI_TO_COMMON
+
+
+class CommonRescaledKitti(CommonClasses, RescaledKitti):
+    """:class:`RescaledKitti` labelled with the common class list."""
+
+    common_lookup = KITTI_TO_COMMON
 
 
 # --- one pass of a student over a world ----------------------------------------------------------------
@@ -227,6 +262,43 @@ def drop_interval(per_frame_in: np.ndarray, scenes_in: Sequence[str], per_frame_
     return {"value": value, "low": float(low), "high": float(high), "confidence": confidence,
             "method": "percentile bootstrap, scenes of each world resampled independently",
             "n_resamples": len(reps), "verdict": verdict, "refused": None}
+
+
+def paired_student_difference(a: dict, b: dict, n_resamples: int = 1000, confidence: float = 0.95) -> dict:
+    """Student A minus student B, paired on the same frames: ``a`` and ``b`` each hold ``"out"``, the
+    leave-one-scene-out confusions [R, K, C + 1, C + 1] on the second world, and optionally ``"in"``,
+    those on the first world, with ``"scenes_out"`` / ``"scenes_in"`` [K] (the same frames for both
+    students). Without ``"in"``: the difference of the second world's mIoU; with it: the difference of
+    the drops, (A_in - A_out) - (B_in - B_out). Each world's scenes are resampled once per replicate
+    and the same resample is applied to both students (the pairing); the worlds independently.
+    Returns the value, a percentile interval, the two-sided bootstrap p (:func:`relviz.stats.two_sided_bootstrap_p`;
+    the family's correction is the caller's) and "too few scenes" under :data:`relviz.stats.MIN_SCENES`."""
+    worlds = ["out"] + (["in"] if "in" in a else [])
+    if ("in" in a) != ("in" in b):
+        raise InputError("both students need the first world's confusions, or neither")
+    value, reps, counts = 0.0, np.zeros(n_resamples), []
+    for seed, world in enumerate(worlds):
+        scenes = a[f"scenes_{world}"]
+        if list(scenes) != list(b[f"scenes_{world}"]) or a[world].shape != b[world].shape:
+            raise InputError(f"the two students must be scored on the same frames of the {world} world")
+        sign = -1.0 if world == "out" and "in" in a else 1.0  # a drop is in - out
+        stat_a, stat_b = seed_mean_miou(a[world], scenes), seed_mean_miou(b[world], scenes)
+        n = len(set(scenes))
+        counts.append(n)
+        value += sign * float(stat_a(np.ones(n)) - stat_b(np.ones(n)))
+        draws = resample_multiplicities(n, n_resamples, seed=seed)
+        reps += sign * (stat_a(draws) - stat_b(draws))
+    measure = "drop" if "in" in a else "mIoU on the second world"
+    why = refusal(min(counts))
+    if why:
+        return {"value": value, "measure": measure, "low": None, "high": None, "p": None,
+                "verdict": "too few scenes", "refused": why}
+    reps = reps[np.isfinite(reps)]
+    low, high = np.quantile(reps, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return {"value": value, "measure": measure, "low": float(low), "high": float(high), "confidence": confidence,
+            "p": two_sided_bootstrap_p(reps), "n_resamples": len(reps),
+            "method": "percentile bootstrap over scenes, one resample of each world shared by both students",
+            "refused": None}
 
 
 # --- the domain classifier ---------------------------------------------------------------------------
