@@ -1,5 +1,7 @@
 """A job's thread share reaches every thread pool of its process: torch's OpenMP and numpy's OpenBLAS
-(whose spinning threads beyond the share made scikit-learn's fits 13x slower on a loaded machine)."""
+(whose spinning threads beyond the share made scikit-learn's fits 13x slower on a loaded machine, in a
+benchmark that set no limit). OpenBLAS also reads OMP_NUM_THREADS, so this guards the rule rather than
+a bug the jobs had."""
 
 import json
 import os

@@ -45,8 +45,9 @@ class JobPriority:
 
     def env(self) -> dict[str, str]:
         """Environment for the job: OpenMP, MKL and numpy's OpenBLAS size their pools from it before
-        torch starts (torchrun, too, keeps an OMP_NUM_THREADS it is given). OpenBLAS's spinning
-        threads beyond the job's share made scikit-learn's fits 13x slower on a loaded 2-core machine."""
+        torch starts (torchrun, too, keeps an OMP_NUM_THREADS it is given). numpy's OpenBLAS falls back
+        to OMP_NUM_THREADS; it is named as well so that no pool is left to its default (spinning BLAS
+        threads beyond a process's share made scikit-learn's fits 13x slower on a loaded 2-core machine)."""
         if not self.threads:
             return {}
         return {name: str(self.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
