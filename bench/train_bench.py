@@ -9,11 +9,24 @@
 with their pairs; ``drop_cuboids``) against the plain online mode: the loader with 0 and 2 workers
 and the demo student's steps/s.
 
-Usage: RELVIZ_HOME=workspace .venv/bin/python bench/train_bench.py [--mixed]   (needs the demo dataset and teacher)
+``--rate STEPS`` measures only the demo student's steps (teacher cache warm, no workers, ``--threads``
+torch threads, default 1: a background job's share of 2 cores): the median wall and CPU seconds of
+STEPS steps after 2 warm-up steps, as JSON with the load average. To compare two versions of the code
+on the same world and load, run it alternately with ``PYTHONPATH`` on a copy of each version's
+package (``git archive <rev> relviz | tar -x -C DIR``; bench/README.md, "Training step, before and after").
+
+``--paired REV STEPS`` compares the sparse backend (``relviz/sparse``: its kernel maps and convolution)
+with its version at git revision REV in one process, paired: each of STEPS batches is trained on by
+both versions in turn (order alternating), so that the machine's load falls on both alike; medians
+of the wall and CPU seconds and of the per-batch ratios.
+
+Usage: RELVIZ_HOME=workspace .venv/bin/python bench/train_bench.py
+       [--mixed | --rate STEPS | --paired REV STEPS] [--threads T]      (needs the demo dataset and teacher)
 """
 
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -54,6 +67,84 @@ def steps_per_second(cfg: TrainConfig) -> float:
     return round(rate, 3)
 
 
+def step_rate(cfg: TrainConfig, steps: int) -> dict:
+    """Median wall and CPU (this process) seconds of ``steps`` optimizer steps after 2 warm-up steps."""
+    trainer = _trainer(cfg.with_overrides(max_steps=steps + 3))
+    trainer.model.train()
+    batches = iter(trainer.loader(0))
+    wall, cpu = [], []
+    for i in range(steps + 2):
+        t, c = time.perf_counter(), time.process_time()
+        trainer.optimizer.zero_grad()
+        for _ in range(cfg.accumulate):
+            trainer._micro_step(next(batches)).backward()
+        trainer.optimizer.step()
+        if i >= 2:
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+    shutil.rmtree(trainer.run_dir.parent, ignore_errors=True)
+    return {"steps": steps, "median_step_s": round(statistics.median(wall), 4),
+            "it_s": round(1 / statistics.median(wall), 3), "median_cpu_step_s": round(statistics.median(cpu), 4),
+            "mean_it_s": round(steps / sum(wall), 3)}
+
+
+def _sparse_at(rev: str) -> tuple:
+    """(CoordinateManager.kernel_map, sparse_conv_features) of relviz/sparse as it is at git revision
+    ``rev``, loaded from ``git show`` beside the current modules."""
+    import subprocess
+    import types
+
+    root = Path(__file__).resolve().parents[1]
+    modules = {}
+    for name in ("core", "nn"):
+        source = subprocess.run(["git", "-C", str(root), "show", f"{rev}:relviz/sparse/{name}.py"],
+                                capture_output=True, text=True, check=True).stdout
+        source = source.replace("from relviz.sparse.core import", "from relviz_sparse_core_at_rev import")
+        module = types.ModuleType(f"relviz_sparse_{name}_at_rev")
+        sys.modules[module.__name__] = module
+        exec(compile(source, f"{rev}:relviz/sparse/{name}.py", "exec"), module.__dict__)
+        modules[name] = module
+    return modules["core"].CoordinateManager.kernel_map, modules["nn"].sparse_conv_features
+
+
+def paired_rate(cfg: TrainConfig, rev: str, steps: int) -> dict:
+    """Each of ``steps`` batches trained on by the current sparse backend and by the one at ``rev``
+    (order alternating; 2 warm-up batches): medians of wall and CPU seconds per step and of the
+    per-batch ratios rev / current."""
+    import relviz.sparse.core as core
+    import relviz.sparse.nn as sparse_nn
+
+    versions = {"current": (core.CoordinateManager.kernel_map, sparse_nn.sparse_conv_features),
+                rev: _sparse_at(rev)}
+    trainer = _trainer(cfg.with_overrides(max_steps=steps + 3))
+    trainer.model.train()
+    batches = iter(trainer.loader(0))
+    times = {v: {"wall": [], "cpu": []} for v in versions}
+    for i in range(steps + 2):
+        micro = [next(batches) for _ in range(cfg.accumulate)]
+        for v in (list(versions) if i % 2 else list(versions)[::-1]):
+            core.CoordinateManager.kernel_map, sparse_nn.sparse_conv_features = versions[v]
+            t, c = time.perf_counter(), time.process_time()
+            trainer.optimizer.zero_grad()
+            for batch in micro:
+                trainer._micro_step(batch).backward()
+            trainer.optimizer.step()
+            if i >= 2:
+                times[v]["wall"].append(time.perf_counter() - t)
+                times[v]["cpu"].append(time.process_time() - c)
+    core.CoordinateManager.kernel_map, sparse_nn.sparse_conv_features = versions["current"]
+    shutil.rmtree(trainer.run_dir.parent, ignore_errors=True)
+    med = statistics.median
+    rec = {"steps": steps}
+    for v, t in times.items():
+        rec[v] = {"it_s": round(1 / med(t["wall"]), 3), "median_step_s": round(med(t["wall"]), 4),
+                  "median_cpu_step_s": round(med(t["cpu"]), 4)}
+    for kind in ("wall", "cpu"):
+        rec[f"median_ratio_{kind}_{rev}_over_current"] = round(
+            med(a / b for a, b in zip(times[rev][kind], times["current"][kind])), 3)
+    return rec
+
+
 def loader_per_second(cfg: TrainConfig, workers: int) -> float:
     trainer = _trainer(cfg.with_overrides(workers=workers, max_steps=(LOADED + 1) // cfg.accumulate + 1))
     batches = iter(trainer.loader(0))
@@ -72,6 +163,21 @@ def main() -> None:
     demo = TrainConfig.from_settings(settings, preset="demo", dataset=str(settings.dataset_root("synthetic-mini")),
                                      workers=0, max_steps=STEPS + 2, teacher_features="cache")
     online = demo.with_overrides(teacher_features="online")
+    if "--rate" in sys.argv or "--paired" in sys.argv:
+        threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 1
+        torch.set_num_threads(threads)
+        import relviz
+
+        rec = {"threads": threads, "code": str(Path(relviz.__file__).parent),
+               "loadavg_before": open("/proc/loadavg").read().split()[:3]}
+        if "--rate" in sys.argv:
+            rec.update(step_rate(demo, int(sys.argv[sys.argv.index("--rate") + 1])))
+        else:
+            at = sys.argv.index("--paired")
+            rec.update(paired_rate(demo, sys.argv[at + 1], int(sys.argv[at + 2])))
+        rec["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+        print(json.dumps(rec), flush=True)
+        return
     if "--mixed" in sys.argv:
         mixed = online.with_overrides(image_augment=True, drop_cuboids=True)
         rec = {"threads": torch.get_num_threads(),
