@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from relviz.config import Settings
 from relviz.errors import RelvizError
@@ -120,7 +123,8 @@ def publish_students(experiment, report: dict, directory: Path = REPO_CHECKPOINT
     from relviz.train.rundir import RunDir
 
     evaluated = {r["key"] for r in report["runs"] if r["metrics"] is not None}
-    by_loss = {loss: {p.seed: p for p in experiment.plans if p.config.loss == loss and p.key in evaluated}
+    by_loss = {loss: {p.seed: p for p in experiment.plans if p.config.loss == loss and p.key in evaluated
+                         and p.cell.sweep == 0}  # the paper's comparison: the [grid]'s cells, never a sweep's
                for loss in LOSS_NAMES}
     common = set.intersection(*(set(seeds) for seeds in by_loss.values()))
     if not common:
@@ -216,25 +220,95 @@ def build_demo(settings: Settings, retrain_teacher: bool = False, teacher_minute
 # Measured by the demo experiment of 2026-12-01 on the 2-core CPU (docs/results.md): seconds per training
 # step of one run with two runs at once (one torch thread each; 0.84-1.09 s once the strided-coordinates
 # fix was in), and per evaluation of a finished run (U/T/G and zero-shot on 16 keyframes 10-25 s, the
-# linear probe 20-70 s, fine-tuning 60 steps 2-4 min). The whole experiment took 93 min.
+# linear probe 20-70 s, fine-tuning 60 steps 2-4 min). The whole experiment took 93 min (its evaluations
+# then ran one at a time in the supervisor, beside the two trainings).
 DEMO_SECONDS_PER_STEP = 1.0
 DEMO_SECONDS_PER_EVALUATION = 240.0
-# One evidence run's evaluation (evidence.toml's [evaluate]), built from pieces measured on 2026-12-06
-# (docs/evidence.md; one torch thread, nice 10, the machine shared at load 4-6): structure on 24
-# keyframes 19 s; the probe 15 s + 0.43 s per labelled frame (8, 80, 800) + 0.23 s per scored val frame
-# (172, every val frame), 544 s; fine-tuning 86 s per 60 steps + the 172 frames scored, x 3 seeds x 3
-# fractions, 1128 s.
-EVIDENCE_SECONDS_PER_EVALUATION = 1690.0
+
+
+@dataclass(frozen=True)
+class EvaluationCost:
+    """Seconds of the pieces of one run's evaluation on the 2-core demo machine (one torch thread,
+    nice 10), measured on 2026-12-06 on a 30-scene evidence-like world with the demo student, the
+    machine shared at load 4-6 (docs/evidence.md, "The compute budget, measured")."""
+
+    structure_s_per_keyframe: float = 7.9 / 10  # U, T, G and zero-shot: 7.9 s on 10 keyframes
+    probe_s: float = 15.0  # a linear probe's fixed part (fitting the head: 300 full-batch epochs)
+    probe_s_per_labelled_frame: float = 0.43  # the probe's features of a labelled frame
+    finetune_s_per_frame_step: float = 0.7  # a fine-tuning step, per frame of its batch (1.4 s at batch 2)
+    score_s_per_frame: float = 0.23  # scoring a val frame (student + head), probe or fine-tuned
+
+
+EVIDENCE_COST = EvaluationCost()
+
+
+def evidence_split_scenes() -> dict[str, list[str]]:
+    """The evidence world's scene names by split (``train``, ``val``), as nuscenes-devkit's split
+    lists put them (:func:`relviz.data.synthetic.config.trainval_scene_names`)."""
+    from nuscenes.utils.splits import create_splits_scenes
+
+    from relviz.data.synthetic.config import trainval_scene_names
+
+    val = set(create_splits_scenes()["val"])
+    names = trainval_scene_names(EVIDENCE_SCENES)
+    return {"train": [n for n in names if n not in val], "val": [n for n in names if n in val]}
+
+
+def evaluation_seconds(evaluation, train_scenes: Sequence[str], val_scenes: int, keyframes_per_scene: int,
+                       cost: EvaluationCost = EVIDENCE_COST) -> float:
+    """Seconds of one run's evaluation under ``evaluation`` (an
+    :class:`relviz.experiment.EvaluationSpec`) on a world whose training split has the scenes
+    ``train_scenes`` and whose val split ``val_scenes`` scenes, ``keyframes_per_scene`` each: the
+    structure on the evaluation set's keyframes; per linear-probe fraction the probe's fixed part,
+    its labelled frames (SLidR's scene rule, :func:`relviz.eval.fewshot.fewshot_scenes`) and the
+    scored val frames; per fine-tuning fraction and seed its steps (``finetune_steps``, else 100
+    epochs of the labelled frames) of ``finetune_batch`` frames and the scored val frames. The scored
+    frames are every val frame, or the evaluation set's with ``fewshot_frames = "evaluation_set"``.
+    Out-of-distribution datasets are not counted."""
+    from relviz.eval.fewshot import fewshot_scenes
+
+    k = keyframes_per_scene
+    evaluated = min(evaluation.val_scenes or val_scenes, val_scenes) * min(evaluation.val_per_scene or k, k)
+    scored = evaluated if evaluation.fewshot_frames == "evaluation_set" else val_scenes * k
+
+    def labelled(fraction: float) -> int:
+        return len(fewshot_scenes(train_scenes, fraction)) * k
+
+    seconds = cost.structure_s_per_keyframe * evaluated
+    for fraction in evaluation.linear_probe:
+        seconds += cost.probe_s + cost.probe_s_per_labelled_frame * labelled(fraction) + cost.score_s_per_frame * scored
+    batch = evaluation.finetune_batch
+    for fraction in evaluation.finetune:
+        steps = evaluation.finetune_steps or 100 * math.ceil(labelled(fraction) / batch)
+        seconds += evaluation.finetune_seeds * (cost.finetune_s_per_frame_step * batch * steps
+                                                + cost.score_s_per_frame * scored)
+    return seconds
+
+
+def evidence_evaluation_seconds(evaluation) -> float:
+    """:func:`evaluation_seconds` on the evidence world (:func:`evidence_world`)."""
+    splits = evidence_split_scenes()
+    return evaluation_seconds(evaluation, splits["train"], len(splits["val"]), EVIDENCE_KEYFRAMES)
 
 
 def estimated_minutes(experiment, max_running: int | None = None,
-                      seconds_per_evaluation: float = DEMO_SECONDS_PER_EVALUATION) -> float:
-    """A rough duration of ``experiment`` on the demo machine (see the constants above), with
-    ``max_running`` runs at once (default: the experiment's) and ``seconds_per_evaluation`` per
-    finished run (the supervisor evaluates one run at a time)."""
-    steps = sum(p.config.max_steps or 0 for p in experiment.plans)
-    parallel = max(1, max_running or experiment.spec.max_running)
-    return (steps * DEMO_SECONDS_PER_STEP / parallel + len(experiment.plans) * seconds_per_evaluation) / 60
+                      seconds_per_evaluation: float | Callable[[Any], float] = DEMO_SECONDS_PER_EVALUATION
+                      ) -> float:
+    """A rough duration of ``experiment`` on the demo machine (see the constants above) with
+    ``max_running`` slots (default: the experiment's). Each run is a training (its steps at
+    :data:`DEMO_SECONDS_PER_STEP`, a step's time with two runs at once) and then its evaluation
+    (``seconds_per_evaluation``: a number, or a function of the run's
+    :class:`relviz.experiment.EvaluationSpec`), each occupying one slot while it runs, as the supervisor
+    schedules them. The estimate is Graham's bound for such a list schedule: all the work W spread
+    over the m slots, plus (1 - 1/m) x the longest run (training and evaluation), the tail that may
+    run alone: W / m + (1 - 1/m) L."""
+    spec = experiment.spec
+    per_evaluation = seconds_per_evaluation if callable(seconds_per_evaluation) else \
+        (lambda evaluation: float(seconds_per_evaluation))
+    runs = [(p.config.max_steps or 0) * DEMO_SECONDS_PER_STEP + per_evaluation(spec.evaluation_for(p.cell))
+            for p in experiment.plans]
+    slots = max(1, max_running or spec.max_running)
+    return (sum(runs) / slots + (1 - 1 / slots) * max(runs, default=0.0)) / 60
 
 
 def check_outside_checkout(home: Path) -> None:
@@ -266,7 +340,7 @@ def build_evidence(settings: Settings, detach: bool = True, max_running: int | N
     # the file names its dataset and teacher, so the detached supervisor (which reads the settings
     # again) builds the same runs as this process
     experiment = Experiment.from_file(settings, EVIDENCE_EXPERIMENT)
-    minutes = estimated_minutes(experiment, max_running, EVIDENCE_SECONDS_PER_EVALUATION)
+    minutes = estimated_minutes(experiment, max_running, evidence_evaluation_seconds)
     out.update(experiment=experiment.spec.name, runs=len(experiment.plans), estimated_minutes=round(minutes))
     log(f"experiment {experiment.spec.name}: {len(experiment.plans)} runs in {experiment.folder} (about "
         f"{minutes / 60:.1f} h on 2 CPU cores; run again to continue an interrupted one)")

@@ -30,23 +30,39 @@ def _effective(spec, cell) -> tuple:
 
 
 def test_three_losses_at_five_seeds():
+    """The grid's cells (the ones the loss claims read) are the three losses, each with 5 seeds."""
     spec = _spec()
-    assert len(spec.seeds) >= 5 and len(spec.seeds) >= MIN_SEEDS
-    assert PAPER_LOSSES <= {cell.values.get("loss", spec.train.get("loss")) for cell in spec.cells()}
+    grid = [c for c in spec.cells() if c.table == "grid"]
+    assert {cell.values.get("loss", spec.train.get("loss")) for cell in grid} == PAPER_LOSSES
+    assert all(len(spec.seeds_for(c)) >= max(5, MIN_SEEDS) for c in grid)
 
 
 def test_nine_distinct_configurations_with_three_seeds():
     spec = _spec()
     cells = spec.cells()
     assert len({_effective(spec, c) for c in cells}) == len(cells) >= 9  # no cell repeats another's training
-    assert len(spec.seeds) >= 3  # every cell is trained with every seed
+    seeds = {c.index: [s for cell, s in spec.runs() if cell.index == c.index] for c in cells}
+    assert all(len(seeds[c.index]) >= 3 for c in cells)
+    # the sweeps move structure with the student and data fixed: each differs from its loss's grid
+    # cell only in that loss's own option (temperature for contrastive, intra_weight for relational)
+    grid = {c.values["loss"]: c for c in cells if c.table == "grid"}
+    for cell in cells:
+        if cell.table != "grid":
+            reference = grid[cell.values["loss"]]
+            changed = {k for k in set(cell.values) | set(reference.values)
+                       if cell.values.get(k) != reference.values.get(k)}
+            assert changed and changed <= set(TrainConfig(loss=cell.values["loss"]).loss_function().keywords)
 
 
 def test_evaluation_on_twelve_val_scenes_and_few_shot_fractions():
-    evaluation = _spec().evaluation
+    spec = _spec()
+    evaluation = spec.evaluation
     assert evaluation.val_scenes is not None and evaluation.val_scenes >= max(12, MIN_SCENES)
-    assert set(FRACTIONS) <= set(evaluation.linear_probe)
-    assert set(FRACTIONS) <= set(evaluation.finetune)
+    assert evaluation.fewshot_frames == "evaluation_set"
+    for cell in spec.cells():  # every configuration has the probe (the correlation reads it); the grid is fine-tuned
+        assert set(FRACTIONS) <= set(spec.evaluation_for(cell).linear_probe)
+        if cell.table == "grid":
+            assert spec.evaluation_for(cell) == evaluation and set(FRACTIONS) <= set(evaluation.finetune)
     assert evaluation.finetune_seeds >= 3
 
 

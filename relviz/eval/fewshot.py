@@ -28,6 +28,11 @@ layer on every labelled voxel with the fine-tuning loss), or, as a control, the 
 number of points drawn uniformly (``balance="natural"``, classes at their natural frequencies, as
 fine-tuning sees them). Scores use relviz's fixed class list (the classes with ground truth in the
 scored frames) with nuscenes-devkit's rule beside it (:func:`segmentation_scores`).
+
+The scored frames are every frame of the val split, or (``val_frames``) given indices into it, such
+as an experiment's evaluation set (a few keyframes spread over some scenes): the scores, the scene
+ids of the intervals and the per-scene values are then those of the given frames and their scenes,
+and the result names them (:func:`val_selection`); a result over every frame is as it always was.
 """
 
 from __future__ import annotations
@@ -146,10 +151,27 @@ def describe_selection(result: Mapping, max_names: int = 4) -> str:
             f"(requested {_percent(result['fraction'])}): {names}")
 
 
-def frame_scenes(dataset) -> list[int]:
-    """Each frame's scene [K] as an index 0..S-1 (the cluster of the intervals over scenes)."""
+def frame_scenes(dataset, frames: Sequence[int] | None = None) -> list[int]:
+    """Each scored frame's scene [K] as an index 0..S-1 among the scenes of the scored frames (the
+    cluster of the intervals over scenes): of every frame of ``dataset``, or of ``frames`` (indices
+    into it, in the order they are scored)."""
     names = [dataset.scene_of(i) for i in range(len(dataset))]
-    return scene_ids(names, range(len(names))).tolist()
+    return scene_ids(names, range(len(names)) if frames is None else frames).tolist()
+
+
+def scored_frames(dataset, frames: Sequence[int] | None) -> list[int]:
+    """The indices of ``dataset`` that are scored: every frame (``frames`` None) or ``frames``, checked
+    to be distinct indices into it (K >= 1)."""
+    if frames is None:
+        return list(range(len(dataset)))
+    chosen = [int(i) for i in frames]
+    if not chosen:
+        raise InputError("val_frames: give at least one val frame to score (or None for every frame)")
+    bad = [i for i in chosen if not 0 <= i < len(dataset)]
+    if bad or len(set(chosen)) != len(chosen):
+        raise InputError(f"val_frames: expected distinct indices into the {len(dataset)} val frames, got "
+                         f"{'out-of-range ' + str(bad[:4]) if bad else 'a repeated index'}")
+    return chosen
 
 
 def segmentation_scores(per_frame: np.ndarray, n_resamples: int = 1000, seed: int = 0,
@@ -212,23 +234,35 @@ def point_features(model, batch: dict, device) -> torch.Tensor:
 
 
 def score_on(model, head: torch.nn.Module, val_set: NuScenesLidarSeg, device="cpu",
-             progress: Progress | None = None) -> np.ndarray:
-    """Confusion matrices [K, C + 1, C + 1] (C = :func:`class_count` of ``val_set``), one per val frame,
-    of ``argmax head(features) + 1`` against the labels (one frame at a time, the model in eval mode and
+             progress: Progress | None = None, frames: Sequence[int] | None = None) -> np.ndarray:
+    """Confusion matrices [K, C + 1, C + 1] (C = :func:`class_count` of ``val_set``), one per scored
+    val frame (every frame of ``val_set``, or the indices ``frames`` [K] in their order), of
+    ``argmax head(features) + 1`` against the labels (one frame at a time, the model in eval mode and
     inference mode)."""
     width = class_count(val_set) + 1
+    chosen = scored_frames(val_set, frames)
     val_set = dataset_for(model, val_set)
-    per_frame = np.zeros((len(val_set), width, width), dtype=np.int64)
+    per_frame = np.zeros((len(chosen), width, width), dtype=np.int64)
     with torch.inference_mode(), eval_mode(model):
-        for i in range(len(val_set)):
+        for k, i in enumerate(chosen):
             batch = collate([val_set[i]])
             if "labels" not in batch:
                 raise InputError(f"val frame {val_set.sample_tokens[i]} has no lidarseg labels to score against")
             logits = head(point_features(model, batch, device).float())
-            per_frame[i] = confusion_matrix(logits.argmax(1).cpu() + 1, batch["labels"], num_classes=width)
+            per_frame[k] = confusion_matrix(logits.argmax(1).cpu() + 1, batch["labels"], num_classes=width)
             if progress:
-                progress("evaluate", i + 1, len(val_set))
+                progress("evaluate", k + 1, len(chosen))
     return per_frame
+
+
+def val_selection(val_set, frames: Sequence[int] | None) -> dict:
+    """What a result scored on a subset of the val frames says about it: ``val_frames`` (their sample
+    tokens, in scoring order) and ``val_split_frames`` (the split's frame count); nothing when every
+    frame was scored (results then stay as they were before subsets existed)."""
+    if frames is None:
+        return {}
+    return {"val_frames": [val_set.sample_tokens[i] for i in scored_frames(val_set, frames)],
+            "val_split_frames": len(val_set)}
 
 
 BALANCES = ("class", "natural")  # the probe's training sample: capped per class, or at natural frequencies
@@ -307,19 +341,22 @@ def linear_probe(features: torch.Tensor, labels: torch.Tensor, epochs: int = 300
 
 def evaluate_fewshot(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarSeg, fraction: float = 0.01,
                      device="cpu", seed: int = 0, progress: Progress | None = None, epochs: int = 300,
-                     lr: float = 0.05, max_per_class: int = 20_000, balance: str = "class") -> dict:
+                     lr: float = 0.05, max_per_class: int = 20_000, balance: str = "class",
+                     val_frames: Sequence[int] | None = None) -> dict:
     """Linear probing: a linear head on the frozen student's features (:func:`linear_probe` with
     ``epochs`` and ``lr``, on :func:`probe_sample`'s points of the few-shot frames: ``max_per_class``
     per class with ``balance="class"``, or as many at natural class frequencies with ``"natural"``,
     the control; ``fraction`` = 1.0: SLidR's linear probing on the whole split), scored on every
-    val frame. Returns a JSON-ready dict: ``method``, :func:`segmentation_scores`, the
-    :func:`selection`, ``seed`` and ``probe`` (the hyper-parameters, ``balance`` and the sample's
-    ``points``)."""
+    val frame, or on the indices ``val_frames`` [K] of ``val_set`` (an evaluation set; the intervals
+    are then over those frames' scenes). Returns a JSON-ready dict: ``method``,
+    :func:`segmentation_scores`, the :func:`selection`, ``seed``, ``probe`` (the hyper-parameters,
+    ``balance`` and the sample's ``points``) and, with ``val_frames``, :func:`val_selection`."""
     check_number("epochs", epochs, integer=True)
     check_number("lr", lr)
     check_number("max_per_class", max_per_class, integer=True)
     if balance not in BALANCES:
         raise InputError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+    scored = scored_frames(val_set, val_frames)  # bad indices fail before the probe spends minutes
     frames, chosen = selection(train_set, fraction)
     n_classes = class_count(train_set)
     if class_count(val_set) != n_classes:
@@ -327,9 +364,10 @@ def evaluate_fewshot(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarS
                          f"{class_count(val_set)}: a probe needs one class list")
     x, y = probe_sample(model, train_set, frames, max_per_class, seed, device, progress, balance, n_classes)
     head = linear_probe(x, y, epochs, lr, seed, n_classes).to(device)
-    per_frame = score_on(model, head, val_set, device, progress)
-    return {"method": "linear_probe", **segmentation_scores(per_frame, seed=seed, scenes=frame_scenes(val_set),
+    subset = None if val_frames is None else scored
+    per_frame = score_on(model, head, val_set, device, progress, subset)
+    return {"method": "linear_probe", **segmentation_scores(per_frame, seed=seed, scenes=frame_scenes(val_set, subset),
                                                             names=class_names(val_set)),
             **chosen, "seed": seed,
             "probe": {"optimizer": "adam", "epochs": epochs, "lr": lr, "max_per_class": max_per_class,
-                      "balance": balance, "points": len(y)}}
+                      "balance": balance, "points": len(y)}, **val_selection(val_set, subset)}

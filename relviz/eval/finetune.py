@@ -65,8 +65,8 @@ from relviz.errors import InputError, NonFiniteError
 from relviz.eval.features import dataset_for, student_voxel_features
 from relviz.eval.keyframe_sums import ConfusionSums
 from relviz.eval.fewshot import (NUM_CLASSES, Progress, check_number, class_count, class_names, evaluate_fewshot,
-                                 frame_scenes, score_on,
-                                 segmentation_scores, selection)
+                                 frame_scenes, score_on, scored_frames,
+                                 segmentation_scores, selection, val_selection)
 from relviz.losses import lovasz_softmax
 from relviz.models.featureset import refuse_feature_set
 from relviz.stats import (cluster_bootstrap, paired_difference, refusal, resample_multiplicities, scene_statistic,
@@ -222,9 +222,12 @@ def finetune(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarSeg, frac
              epochs: int | None = 100, steps: int | None = None, lr: float = 0.02, lr_head: float = 2.0,
              batch: int = 16, momentum: float = 0.9, dampening: float = 0.1, weight_decay: float = 1e-4,
              augment: bool = True, seed: int = 0, device="cpu", progress: Progress | None = None,
-             loss: str = "cross_entropy+lovasz", bn: str = "train", bn_momentum: float = 0.02) -> dict:
+             loss: str = "cross_entropy+lovasz", bn: str = "train", bn_momentum: float = 0.02,
+             val_frames: Sequence[int] | None = None) -> dict:
     """Fine-tune a copy of ``model`` (the caller's is never changed) with a linear head on the
-    voxel labels of ``fraction`` of ``train_set``'s frames, score it on every frame of ``val_set``.
+    voxel labels of ``fraction`` of ``train_set``'s frames, score it on every frame of ``val_set``,
+    or on the indices ``val_frames`` [K] of it (an evaluation set: the intervals are then over those
+    frames' scenes, and the result carries :func:`relviz.eval.fewshot.val_selection`).
 
     ``steps`` (optimizer steps) replaces ``epochs`` (passes over the labelled frames, ``batch``
     frames a step) when given. ``loss``: one of ``LOSSES`` (SLidR's cross-entropy + Lovász-softmax
@@ -235,16 +238,18 @@ def finetune(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarSeg, frac
     ``scenes``, ``frames``, their counts and shares of the split, see
     :func:`relviz.eval.fewshot.selection`), ``seed``, ``schedule``, ``loss`` (per step),
     ``wall_s`` and ``device``."""
+    subset = None if val_frames is None else scored_frames(val_set, val_frames)  # checked before training
     student, head, trained = train_finetune(
         model, train_set, fraction, epochs=epochs, steps=steps, lr=lr, lr_head=lr_head, batch=batch, momentum=momentum,
         dampening=dampening, weight_decay=weight_decay, augment=augment, seed=seed, device=device, progress=progress,
         loss=loss, bn=bn, bn_momentum=bn_momentum)
     start = time.perf_counter()
     head.eval()
-    per_frame = score_on(student, head, val_set, trained["device"], progress)
+    per_frame = score_on(student, head, val_set, trained["device"], progress, subset)
     wall_s = {**trained["wall_s"], "evaluate": time.perf_counter() - start}
-    return {"method": "finetune", **segmentation_scores(per_frame, seed=seed, scenes=frame_scenes(val_set),
-                                                        names=class_names(val_set)), **trained, "wall_s": wall_s}
+    return {"method": "finetune", **segmentation_scores(per_frame, seed=seed, scenes=frame_scenes(val_set, subset),
+                                                        names=class_names(val_set)), **trained, "wall_s": wall_s,
+            **val_selection(val_set, subset)}
 
 
 def finetune_seeds(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarSeg, fraction: float = 0.01,
@@ -390,12 +395,13 @@ def label_efficiency(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarS
                      progress: Progress | None = None, probe: dict | None = None,
                      finished: Mapping[tuple[str, ...], dict] | None = None,
                      on_finished: Callable[[tuple[str, ...], dict], None] | None = None, replicates: int = 0,
-                     **schedule) -> dict:
+                     val_frames: Sequence[int] | None = None, **schedule) -> dict:
     """mIoU against the labelled fraction, for fine-tuning (:func:`finetune`, with ``schedule``'s
     keyword arguments, once per fine-tuning seed, :func:`finetune_over_seeds`) and for linear probing
     (:func:`relviz.eval.fewshot.evaluate_fewshot` with ``seed``, with ``probe``'s: ``epochs``, ``lr``,
     ``max_per_class``, ``balance``). ``finetune_seeds``: a count (seeds ``seed``, ``seed`` + 1, ...) or
-    the seeds; ``replicates``: scene resamples kept per fraction (:func:`finetune_over_seeds`).
+    the seeds; ``replicates``: scene resamples kept per fraction (:func:`finetune_over_seeds`);
+    ``val_frames``: the indices of ``val_set`` both methods are scored on (None: every frame).
     Fractions whose rule picks the same frames (1, 5 and 10% of a split under 100 scenes) are run
     once. Phases of ``progress`` are prefixed with the method, percentage and fine-tuning seed
     ("finetune 10%, seed 1: train", "probe 10%: features"). ``finished``: results of frame
@@ -424,11 +430,13 @@ def label_efficiency(model, train_set: NuScenesLidarSeg, val_set: NuScenesLidarS
             label = f"finetune {fraction * 100:g}%"
             tuned = finetune_over_seeds(
                 [finetune(model, train_set, val_set, fraction, seed=s, device=device,
-                          progress=_prefixed(progress, f"{label}, seed {s}"), **schedule) for s in seeds],
+                          progress=_prefixed(progress, f"{label}, seed {s}"), val_frames=val_frames, **schedule)
+                 for s in seeds],
                 replicates=replicates)
             tuned = {**chosen, **tuned}
             probed = evaluate_fewshot(model, train_set, val_set, fraction, device, seed,
-                                      _prefixed(progress, f"probe {fraction * 100:g}%"), **(probe or {}))
+                                      _prefixed(progress, f"probe {fraction * 100:g}%"), val_frames=val_frames,
+                                      **(probe or {}))
             done[frames] = {"finetune": tuned, "linear_probe": probed,
                             "finetune_minus_probe": finetune_minus_probe(tuned, probed, seed=seed)}
             if on_finished is not None:

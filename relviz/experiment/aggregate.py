@@ -23,6 +23,22 @@ STRUCTURE_METRICS = {"uniformity": "U", "tolerance": "T", "gap": "G", "zeroshot_
                      "zeroshot_miou_paired": "zero-shot mIoU (paired points)"}
 
 
+GRID = "grid"  # the ``table`` of a cell of the [grid] table (relviz.experiment.spec.Cell.table)
+
+
+def grid_cells(cells: list[dict]) -> list[dict]:
+    """The cells (report rows or ``{"cell", "values", "table"}``) of the [grid] table, not of a
+    [[sweep]]; every cell of a report written before sweeps existed (it has no ``table``)."""
+    return [c for c in cells if c.get("table", GRID) == GRID]
+
+
+def report_cells(cells: list[dict]) -> list[dict]:
+    """The ``{"cell", "values", "table"}`` of :func:`aggregate` from a stored report's cell rows
+    (what a re-derivation aggregates again); a row without ``table`` was written before sweeps
+    existed, when every cell was the [grid]'s."""
+    return [{"cell": c["cell"], "values": c["values"], "table": c.get("table", GRID)} for c in cells]
+
+
 def run_metrics(evaluation: dict) -> dict[str, float]:
     """A run's evaluation (its ``evaluation.json``) as metric -> value: the structure metrics,
     ``linear_probe@<fraction>`` / ``finetune@<fraction>`` few-shot mIoU (fine-tuning's: the mean over
@@ -165,7 +181,9 @@ def gap_correlations(cells: list[dict], runs: list[dict], teacher: dict | None, 
 
 def aggregate(cells: list[dict], runs: list[dict], teacher: dict | None = None, curves: dict | None = None,
               protocol: dict | None = None) -> dict:
-    """The report. ``cells``: ``{"cell", "values"}`` in grid order; ``runs``: ``{"key", "cell",
+    """The report. ``cells``: ``{"cell", "values", "table"}`` in the file's order, ``table`` "grid"
+    for a cell of the [grid] table (the loss comparisons read those) or "sweep <k>" (a report written
+    before sweeps existed has no ``table``: every cell was the grid's); ``runs``: ``{"key", "cell",
     "seed", "status", "metrics"}`` (metrics None when the run has no evaluation); ``teacher``: the
     teacher's structure on the same keyframes (:func:`relviz.experiment.teacher_reference`);
     ``curves``: run key -> validation events."""
@@ -174,7 +192,8 @@ def aggregate(cells: list[dict], runs: list[dict], teacher: dict | None = None, 
     rows = []
     for cell in cells:
         done = [r for r in runs if r["cell"] == cell["cell"] and r["metrics"] is not None]
-        rows.append({"cell": cell["cell"], "values": cell["values"], "seeds": [r["seed"] for r in done],
+        rows.append({"cell": cell["cell"], "values": cell["values"], "table": cell.get("table", GRID),
+                     "seeds": [r["seed"] for r in done],
                      "metrics": {m: {**interval_over_seeds([r["metrics"][m] for r in done if m in r["metrics"]]),
                                      "values": [r["metrics"].get(m) for r in done]} for m in metrics}})
     missing = [{"key": r["key"], "status": r["status"]} for r in runs if r["metrics"] is None]
@@ -311,7 +330,7 @@ def to_markdown(report: dict, title: str) -> str:
 def to_csv(report: dict) -> str:
     """One row per cell: ``<metric>_mean``, ``_low``, ``_high`` and ``_n`` for every metric."""
     buf = io.StringIO()
-    axes = list(report["cells"][0]["values"]) if report["cells"] else []
+    axes = list(dict.fromkeys(a for row in report["cells"] for a in row["values"]))  # every table's, in order
     columns = ["cell", *axes, "seeds", *(f"{m}_{s}" for m in report["metrics"] for s in ("mean", "low", "high", "n"))]
     w = csv.DictWriter(buf, fieldnames=columns)
     w.writeheader()

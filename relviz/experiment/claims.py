@@ -24,8 +24,10 @@ student seed (the run), its value the mean over its fine-tuning seeds (and on ea
 resample, the mean of theirs), so an interval over student seeds carries the fine-tuning's noise
 (divided by their count) with the student's; the claim's text names that unit.
 
-The gap-vs-performance claims are over configurations (the cells), with "too few configurations"
-below :data:`relviz.eval.evidence.MIN_FOR_INFERENCE`.
+The loss comparisons read the cell of each loss of the experiment's [grid] table (the last of that
+loss when the grid has several), never a [[sweep]]'s cell. The gap-vs-performance claims are over
+every configuration (the cells of the grid and of every sweep), with "too few configurations" below
+:data:`relviz.eval.evidence.MIN_FOR_INFERENCE`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 
 from relviz.eval.evidence import MIN_FOR_INFERENCE
 from relviz.eval.report import format_p, parse_fewshot_metric
-from relviz.experiment.aggregate import CONFIDENCE, interval_over_seeds, runs_by_cell
+from relviz.experiment.aggregate import CONFIDENCE, grid_cells, interval_over_seeds, runs_by_cell
 from relviz.stats import MIN_SCENES, MIN_SEEDS, holm, sign_flip_p, t_test_p, two_stage_bootstrap
 
 HOLDS, REVERSED, NOISE, MISSING = "holds", "reversed", "cannot be told from noise", "not measured"
@@ -46,7 +48,9 @@ ALPHA = 1 - CONFIDENCE
 
 
 def _cells_by_loss(report: Mapping) -> dict[str, Mapping]:
-    return {c["values"].get("loss"): c for c in report["cells"] if "loss" in c["values"]}
+    """Loss -> the [grid] table's cell of that loss (the last, when the grid has several), never a
+    [[sweep]]'s: the loss comparison is the grid's design (its seeds, its evaluations)."""
+    return {c["values"].get("loss"): c for c in grid_cells(report["cells"]) if "loss" in c["values"]}
 
 
 def _teacher(report: Mapping) -> Mapping:

@@ -11,9 +11,11 @@ one place.
 
 from __future__ import annotations
 
+import fcntl
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from relviz.config import Settings
 from relviz.experiment.spec import EvaluationSpec, ExperimentError
@@ -106,35 +108,51 @@ def _structure(model, teacher, cache, val, evaluation: EvaluationSpec, device) -
                                   aggregation=evaluation.prompt_aggregation)
 
 
-def _linear_probe(model, train, val, fraction: float, seed: int, device) -> dict:
-    """Linear-probe few-shot: a probe on ``fraction`` of ``train``'s frames, mIoU on every val frame."""
+def _fewshot_val_frames(val, evaluation: EvaluationSpec) -> list[int] | None:
+    """The val frames few-shot is scored on: None (every frame of ``val``) under ``fewshot_frames =
+    "all"``; under ``"evaluation_set"`` the keyframes the structure is evaluated on (the evaluation
+    set's scenes x keyframes, :func:`relviz.eval.structure.evaluation_keyframes`)."""
+    from relviz.eval.structure import evaluation_keyframes
+
+    if evaluation.fewshot_frames == "all":
+        return None
+    return evaluation_keyframes(val, evaluation.eval_set)[0]
+
+
+def _linear_probe(model, train, val, fraction: float, seed: int, device, val_frames: list[int] | None) -> dict:
+    """Linear-probe few-shot: a probe on ``fraction`` of ``train``'s frames, mIoU on every val frame
+    (``val_frames`` None) or on the val frames ``val_frames``."""
     from relviz.eval.fewshot import evaluate_fewshot
 
-    return evaluate_fewshot(model, train, val, fraction, device=device, seed=seed)
+    return evaluate_fewshot(model, train, val, fraction, device=device, seed=seed, val_frames=val_frames)
 
 
-def _finetune(model, train, val, fraction: float, evaluation: EvaluationSpec, device) -> dict:
+def _finetune(model, train, val, fraction: float, evaluation: EvaluationSpec, device,
+              val_frames: list[int] | None) -> dict:
     """Fine-tuned few-shot: the whole student with a head on ``fraction`` of ``train``'s frames, once
-    per fine-tuning seed (``evaluation.seed``, + 1, ...: ``finetune_seeds`` of them); ``miou`` is the
-    mean over them, each seed's value beside it, with the mean on ``evaluation.replicates`` shared
-    scene resamples for the claims (:func:`relviz.eval.finetune.finetune_over_seeds`)."""
-    from relviz.eval.fewshot import selection
+    per fine-tuning seed (``evaluation.seed``, + 1, ...: ``finetune_seeds`` of them), scored on every
+    val frame (``val_frames`` None) or on ``val_frames``; ``miou`` is the mean over them, each seed's
+    value beside it, with the mean on ``evaluation.replicates`` shared scene resamples for the claims
+    (:func:`relviz.eval.finetune.finetune_over_seeds`)."""
+    from relviz.eval.fewshot import selection, val_selection
     from relviz.eval.finetune import finetune, finetune_over_seeds, seed_list
 
     schedule = {"batch": evaluation.finetune_batch}
     if evaluation.finetune_steps is not None:
         schedule["steps"] = evaluation.finetune_steps
-    runs = [finetune(model, train, val, fraction, seed=seed, device=device, **schedule)
+    runs = [finetune(model, train, val, fraction, seed=seed, device=device, val_frames=val_frames, **schedule)
             for seed in seed_list(evaluation.finetune_seeds, evaluation.seed)]
     # resample seed 0: the structure's (structure_metrics' bootstrap_seed), so a run keeps one set of draws
     return {**selection(train, fraction)[1],
-            **finetune_over_seeds(runs, bootstrap_seed=0, replicates=evaluation.replicates)}
+            **finetune_over_seeds(runs, bootstrap_seed=0, replicates=evaluation.replicates),
+            **val_selection(val, val_frames)}
 
 
-def _fewshot(method: str, model, train, val, fraction: float, evaluation: EvaluationSpec, device) -> dict:
+def _fewshot(method: str, model, train, val, fraction: float, evaluation: EvaluationSpec, device,
+             val_frames: list[int] | None = None) -> dict:
     if method == "finetune":
-        return _finetune(model, train, val, fraction, evaluation, device)
-    return _linear_probe(model, train, val, fraction, evaluation.seed, device)
+        return _finetune(model, train, val, fraction, evaluation, device, val_frames)
+    return _linear_probe(model, train, val, fraction, evaluation.seed, device, val_frames)
 
 
 def _teacher_structure(teacher, cache, val, evaluation: EvaluationSpec) -> dict:
@@ -159,9 +177,13 @@ def evaluate_run(run_dir: str | Path, config: TrainConfig, evaluation: Evaluatio
                  log: Callable[[str], None] | None = None) -> dict:
     """Every evaluation of ``evaluation`` for the finished run in ``run_dir`` (trained with ``config``):
     ``structure`` (U, T, G, zero-shot mIoU), ``linear_probe`` and ``finetune`` (fraction -> few-shot
-    result; fine-tuning's over ``finetune_seeds`` seeds), and ``ood`` (out-of-distribution dataset ->
-    its ``dataroot``, ``format`` and the same few-shot results on its own splits), as stored in the
-    run's ``evaluation.json`` (pieces already there for this checkpoint and protocol are kept)."""
+    result; fine-tuning's over ``finetune_seeds`` seeds; scored on every val frame, or with
+    ``fewshot_frames = "evaluation_set"`` on the structure's keyframes), and ``ood``
+    (out-of-distribution dataset -> its ``dataroot``, ``format`` and the same few-shot results on its
+    own splits, scored on every frame of its val split: the evaluation set is drawn from the run's
+    own val split), as stored in the run's ``evaluation.json`` (pieces already there for this
+    checkpoint and protocol are kept; the file is replaced whole after each piece, so an evaluation
+    killed mid-way leaves the pieces done before it, never half of one)."""
     from relviz.models.checkpoint import file_sha256, load_student
     from relviz.train.trainer import resolve_device
 
@@ -190,13 +212,21 @@ def evaluate_run(run_dir: str | Path, config: TrainConfig, evaluation: Evaluatio
         result["structure"] = _plain(_structure(student(), *_teacher(settings, config, device), val, evaluation,
                                                 device))
         write_json(evaluation_path(run_dir), result)
+    val_frames: list = []  # drawn once, and only when a few-shot result is left to compute
+
+    def scored() -> list[int] | None:
+        if not val_frames:
+            val_frames.append(_fewshot_val_frames(val, evaluation))
+        return val_frames[0]
+
     for method, fractions in evaluation.wanted().items():
         done = result.setdefault(method, {})
         for fraction in fractions:
             if f"{fraction:g}" not in done:
                 if log:
                     log(f"{name}: {method.replace('_', ' ')} few-shot at {fraction:g}")
-                done[f"{fraction:g}"] = _plain(_fewshot(method, student(), train, val, fraction, evaluation, device))
+                done[f"{fraction:g}"] = _plain(_fewshot(method, student(), train, val, fraction, evaluation, device,
+                                                        scored()))
                 write_json(evaluation_path(run_dir), result)
     for dataset, (root, layout) in ood.items():
         entry = result.setdefault("ood", {}).setdefault(dataset, {"dataroot": str(root), "format": layout})
@@ -221,20 +251,43 @@ def teacher_key(config: TrainConfig, evaluation: EvaluationSpec) -> str:
                        **_plain(evaluation.protocol(config))}, sort_keys=True)
 
 
-def teacher_reference(path: str | Path, config: TrainConfig, evaluation: EvaluationSpec, settings: Settings) -> dict:
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock (``flock``) on the file ``path`` (created if missing) for the block,
+    waiting for another process that holds it; the kernel releases it when the holder exits, killed
+    or not, so a stale lock never blocks."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def _stored_references(path: str | Path) -> dict:
+    stored = read_json(path)
+    return stored if isinstance(stored, dict) else {}
+
+
+def teacher_reference(path: str | Path, config: TrainConfig, evaluation: EvaluationSpec, settings: Settings,
+                      log: Callable[[str], None] | None = None) -> dict:
     """The teacher's structure (:func:`_teacher_structure`) for ``config``'s teacher and dataset under
-    ``evaluation``, stored in ``path`` (one JSON file of entries by :func:`teacher_key`)."""
+    ``evaluation``, stored in ``path`` (one JSON file of entries by :func:`teacher_key`, replaced
+    whole). Computed once: evaluations running at once wait on the lock file ``<path>.lock`` while one
+    of them computes it, then read it."""
     from relviz.train.trainer import resolve_device
 
     protocol = _plain(evaluation.protocol(config))
     key = teacher_key(config, evaluation)
-    stored = read_json(path)
-    stored = stored if isinstance(stored, dict) else {}
-    if key not in stored:
-        device = resolve_device(config.device)
-        teacher, cache = _teacher(settings, config, device)
-        val, _ = _datasets(settings, config, protocol)
-        stored[key] = {"teacher": config.teacher, "protocol": protocol,
-                       "structure": _plain(_teacher_structure(teacher, cache, val, evaluation))}
-        write_json(path, stored)
+    if key in (stored := _stored_references(path)):
+        return stored[key]
+    with file_lock(f"{path}.lock"):
+        stored = _stored_references(path)  # again, under the lock: another process may have written it
+        if key not in stored:
+            device = resolve_device(config.device)
+            teacher, cache = _teacher(settings, config, device)
+            val, _ = _datasets(settings, config, protocol)
+            stored[key] = {"teacher": config.teacher, "protocol": protocol,
+                           "structure": _plain(_teacher_structure(teacher, cache, val, evaluation))}
+            write_json(path, stored)
+            if log:
+                log(f"teacher's structure computed on {evaluation.eval_set.describe()} ({Path(path).name})")
     return stored[key]

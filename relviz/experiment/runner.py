@@ -5,21 +5,33 @@
     <home>/experiments/<name>/supervisor.lock  held (flock) by the one process supervising it; its pid
     <home>/experiments/<name>/teacher.json     the teacher's structure on the evaluation keyframes
     <home>/experiments/<name>/report.{json,csv,md}
-    <home>/runs/<name>-c<i>-<cell>-s<seed>/    one run per cell and seed (a job's run folder)
+    <home>/runs/<name>-c<i>-<cell>-s<seed>/    one run per cell and seed (a job's run folder), with
+        evaluation.json          its evaluations (:mod:`relviz.experiment.evaluate`, replaced whole per piece)
+        evaluation.lock          held (flock) by the process evaluating the run; its pid
+        evaluation.log           that process's output
+        evaluation_error.json    why its last evaluation failed (read by the supervisor that launched it)
 
-Supervising (:meth:`Experiment.supervise`) is a loop of steps: launch missing runs and resume interrupted
-ones while fewer than ``max_running`` run, evaluate finished ones, write the state. The jobs are
-detached process groups, so they outlive a supervisor that stops; a re-run of the experiment skips
-finished runs, resumes the interrupted ones from their checkpoints and launches the rest.
+Supervising (:meth:`Experiment.supervise`) is a loop of steps: evaluate finished runs and launch missing
+runs (resuming interrupted ones) while fewer than ``max_running`` trainings and evaluations run, write
+the state. Trainings are jobs (:mod:`relviz.jobs`) and evaluations processes of their own
+(``python -m relviz.experiment NAME --evaluate KEY``, launched as a job is: an argument list, a session
+of its own, the job's niceness and thread rule, :mod:`relviz.jobs.priority`), so both share the slots
+and outlive a supervisor that stops; a re-run of the experiment skips finished runs, resumes the
+interrupted ones from their checkpoints, lets running evaluations finish (their lock says they run),
+evaluates again what an evaluation killed mid-way left (from the pieces it stored) and launches the rest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +39,10 @@ from typing import Callable, Iterator
 
 from relviz.config import Settings
 from relviz.errors import InputError, RelvizError
-from relviz.experiment.aggregate import aggregate, run_metrics, run_replicates, write_report
+from relviz.experiment.aggregate import aggregate, report_cells, run_metrics, run_replicates, write_report
 from relviz.experiment.claims import paper_claims
-from relviz.experiment.evaluate import evaluate_run, ood_roots, stored_evaluation, teacher_key, teacher_reference
+from relviz.experiment.evaluate import (EVALUATION_FILE, evaluate_run, ood_roots, stored_evaluation, teacher_key,
+                                       teacher_reference)
 from relviz.experiment.spec import Cell, ExperimentError, ExperimentSpec, read_spec_text, spec_from_text
 from relviz.files import atomic_path, read_json, write_json
 from relviz.jobs import Job, JobStore
@@ -38,6 +51,13 @@ from relviz.train.rundir import RunDir
 
 ACTIVE = ("queued", "running")
 INTERRUPTED = ("cancelled", "lost")
+EVALUATION_LOCK = "evaluation.lock"
+EVALUATION_LOG = "evaluation.log"
+EVALUATION_ERROR = "evaluation_error.json"
+# an evaluation process of this supervisor that ended with neither its results nor an error (killed,
+# out of memory) is launched again (it continues from the pieces it stored) until it has ended so this
+# many times; then its run is reported as failed until the next supervision
+EVALUATION_ATTEMPTS = 2
 
 
 def experiments_dir(settings: Settings) -> Path:
@@ -47,6 +67,58 @@ def experiments_dir(settings: Settings) -> Path:
 def list_experiments(settings: Settings) -> list[str]:
     root = experiments_dir(settings)
     return sorted(p.name for p in root.iterdir() if (p / "grid.toml").is_file()) if root.is_dir() else []
+
+
+def settings_to_json(settings: Settings) -> str:
+    """``settings`` as one JSON object (paths as strings): what an evaluation process is given, so that
+    it builds the runs' configs over exactly the supervisor's settings (the demo replaces some)."""
+    return json.dumps({f.name: str(v) if isinstance(v := getattr(settings, f.name), Path) else v
+                       for f in dataclasses.fields(settings)})
+
+
+def settings_from_json(text: str) -> Settings:
+    """The settings :func:`settings_to_json` wrote; an InputError naming what is wrong otherwise."""
+    try:
+        values = json.loads(text)
+        for key in ("home", "config_file"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return Settings(**values)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise InputError(f"--settings: expected the JSON object of relviz settings an experiment's supervisor "
+                         f"writes (home, device, ...), got {text[:80]!r} ({e})") from None
+
+
+def evaluation_holder(run_dir: str | Path) -> int | None:
+    """The pid of the process evaluating the run in ``run_dir`` now (it holds the run's evaluation lock;
+    -1 when it has not said its pid yet), or None when none does."""
+    path = Path(run_dir) / EVALUATION_LOCK
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = f.read().strip()
+            return int(text) if text.isdigit() else -1
+        return None  # closing the file releases the shared lock just taken
+
+
+@contextmanager
+def holding_evaluation_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run's evaluation lock with this process's pid for the block (an evaluation started by
+    hand: the supervisor's own hand theirs over at launch); an ExperimentError when another process
+    evaluates the run."""
+    path = Path(run_dir) / EVALUATION_LOCK
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExperimentError(f"run {run_dir} is being evaluated by process {evaluation_holder(run_dir)}") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
 
 
 @dataclass(frozen=True)
@@ -71,6 +143,8 @@ class Experiment:
         self.settings, self.spec, self.text, self.source = settings, spec, text, str(source)
         self.folder = experiments_dir(settings) / spec.name
         self.plans = [self._plan(cell, seed) for cell, seed in spec.runs()]
+        self._evaluations: dict[str, subprocess.Popen] = {}  # run key -> the evaluation process launched here
+        self._evaluation_ends: dict[str, int] = {}  # run key -> its processes that ended without results
         try:  # an out-of-distribution dataset that is not there fails now, not after hours of training
             ood_roots(settings, spec.evaluation)
         except ExperimentError as e:
@@ -171,20 +245,39 @@ class Experiment:
         return {k for k, j in self._jobs(store, self.read_state()).items() if j is not None and j.status in wanted}
 
     def _advance(self, store: JobStore, resume: set[str] | None = None, max_running: int | None = None,
-                skip_evaluation: set[str] | None = None, log: Callable[[str], None] | None = None) -> dict:
-        """One step of supervision: launch runs without a job and resume the runs in ``resume``
-        (each key is removed once resumed) while fewer than ``max_running`` (default the file's) run;
-        then evaluate one finished run not in ``skip_evaluation`` (a run whose evaluation fails is
-        added to it). Writes and returns the state."""
+                 skip_evaluation: set[str] | None = None, log: Callable[[str], None] | None = None) -> dict:
+        """One step of supervision, with at most ``max_running`` (default the file's) trainings and
+        evaluations running at once: first evaluate finished runs not in ``skip_evaluation`` (each in a
+        process of its own, :meth:`_launch_evaluation`), then launch runs without a job and resume the
+        runs in ``resume`` (each key is removed once resumed). An evaluation launched here that failed
+        is added to ``skip_evaluation`` with its ``evaluation_error`` in the state. Writes and returns
+        the state."""
         resume = set() if resume is None else resume
+        skip_evaluation = set() if skip_evaluation is None else skip_evaluation
         limit = max_running or self.spec.max_running
         self.save_grid()
         state = self.read_state()
         self._check_configs(state)
         jobs = self._jobs(store, state)
-        running = sum(j is not None and j.status in ACTIVE for j in jobs.values())
+        # the locks first: an evaluation whose lock is free now has written all it will before the results are read
+        evaluating = {p.key for p in self.plans if evaluation_holder(p.run_dir) is not None}
+        evaluated = {p.key: stored_evaluation(p.run_dir, p.config, self.spec.evaluation_for(p.cell)) is not None
+                     for p in self.plans}
         for p in self.plans:
-            job, entry = jobs[p.key], state["runs"].setdefault(p.key, {})
+            state["runs"].setdefault(p.key, {})
+        self._collect_evaluations(state, evaluated, evaluating, skip_evaluation, log)
+        running = sum(j is not None and j.status in ACTIVE for j in jobs.values()) + len(evaluating)
+        # evaluations first: a finished run's results come as soon as a slot is free, and the longest
+        # pieces of work (fine-tuning evaluations) start early rather than last, alone
+        for p in self.plans:
+            job = jobs[p.key]
+            if running < limit and job is not None and job.status == "succeeded" and not evaluated[p.key] \
+                    and p.key not in evaluating and p.key not in skip_evaluation:
+                self._launch_evaluation(store, p, state["runs"][p.key], log)  # False: another process took it
+                evaluating.add(p.key)
+                running += 1
+        for p in self.plans:
+            job, entry = jobs[p.key], state["runs"][p.key]
             if job is not None and job.status not in (*INTERRUPTED, "failed"):
                 resume.discard(p.key)  # finished, or resumed by someone else meanwhile
             if running < limit and (job is None or p.key in resume):
@@ -194,14 +287,11 @@ class Experiment:
             entry.update(job_id=job.id if job else None, cell=p.cell.label, seed=p.seed, run_dir=str(p.run_dir),
                          config=p.config.to_dict(), status=job.status if job else "pending",
                          step=job.last_step if job else 0, total_steps=job.total_steps if job else None,
-                         error=job.error if job else None,
-                         evaluated=stored_evaluation(p.run_dir, p.config, self.spec.evaluation_for(p.cell)) is not None)
+                         error=job.error if job else None, evaluated=evaluated[p.key],
+                         evaluating=p.key in evaluating)
+            if evaluated[p.key]:  # by whichever process: an error of an earlier try is no longer the run's
+                entry["evaluation_error"] = None
         self._write_state(state)
-        skip_evaluation = set() if skip_evaluation is None else skip_evaluation
-        todo = [p for p in self.plans if state["runs"][p.key]["status"] == "succeeded"
-                and not state["runs"][p.key]["evaluated"] and p.key not in skip_evaluation]
-        if todo and not self._evaluate(todo[0], state, log):
-            skip_evaluation.add(todo[0].key)
         return state
 
     def _launch(self, store: JobStore, plan: RunPlan, job: Job | None, log) -> Job:
@@ -223,27 +313,124 @@ class Experiment:
         last = RunDir(plan.run_dir).last
         return f"step {read_metadata(last).get('step')}" if last.is_file() else "the start (no checkpoint)"
 
-    def _evaluate(self, plan: RunPlan, state: dict, log) -> bool:
-        """Evaluate a finished run (and the teacher on its keyframes, once); False if that failed."""
-        entry = state["runs"][plan.key]
+    def _launch_evaluation(self, store: JobStore, plan: RunPlan, entry: dict, log) -> bool:
+        """Start the evaluation of a finished run in a process of its own, ``python -m relviz.experiment
+        NAME --evaluate KEY`` (an argument list, a session of its own, the niceness and torch threads
+        of ``store``'s jobs, :mod:`relviz.jobs.priority`), its output in the run's ``evaluation.log``.
+        The run's evaluation lock is taken here and handed to the process (an inherited descriptor),
+        so no second evaluation of the run can start in between; False (nothing launched) when
+        another process holds it."""
+        from relviz.jobs.priority import choose_priority, renice
+
+        fd = os.open(plan.run_dir / EVALUATION_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            (plan.run_dir / EVALUATION_ERROR).unlink(missing_ok=True)  # from an earlier try
+            priority = store.priority or choose_priority(1)
+            args = [sys.executable, "-m", "relviz.experiment", self.spec.name, "--evaluate", plan.key,
+                    "--lock-fd", str(fd), "--settings", settings_to_json(self.settings), *priority.args()]
+            env = {**os.environ, **priority.env(), "PYTHONUNBUFFERED": "1"}
+            with open(plan.run_dir / EVALUATION_LOG, "ab") as out:
+                proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, env=env, cwd=str(plan.run_dir), pass_fds=(fd,))
+            os.ftruncate(fd, 0)
+            os.write(fd, str(proc.pid).encode())
+            try:
+                renice(proc.pid, priority.niceness)  # at once, for its imports; it renices itself too
+            except ProcessLookupError:
+                pass  # already gone: the next step reads how it ended
+        finally:
+            os.close(fd)  # the child's copy keeps the lock until it exits
+        # reaped whenever it ends, also after this supervision has returned (no zombie of a --wait shell)
+        threading.Thread(target=proc.wait, name=f"relviz-evaluation-{plan.key}", daemon=True).start()
+        self._evaluations[plan.key] = proc
+        entry.update(evaluation_error=None)
+        if log:
+            log(f"{plan.key}: evaluating in process {proc.pid} (log: {plan.run_dir / EVALUATION_LOG})")
+        return True
+
+    def _collect_evaluations(self, state: dict, evaluated: dict[str, bool], evaluating: set[str],
+                             skip_evaluation: set[str], log) -> None:
+        """The evaluation processes launched here that have ended (their lock is free): evaluated, or
+        failed (their ``evaluation_error.json``: the run's ``evaluation_error``, not tried again in this
+        supervision), or gone without either (killed): launched again by the next step, until
+        :data:`EVALUATION_ATTEMPTS` such ends."""
+        for key, proc in list(self._evaluations.items()):
+            if key in evaluating:
+                continue
+            del self._evaluations[key]
+            try:
+                code = proc.wait(timeout=10)  # its lock is free, so it has exited or is exiting
+            except subprocess.TimeoutExpired:
+                code = None
+            plan = next(p for p in self.plans if p.key == key)
+            entry = state["runs"][key]
+            failure = read_json(plan.run_dir / EVALUATION_ERROR)
+            if evaluated[key]:
+                entry.update(evaluation_error=None)
+                if log:
+                    log(f"{key}: evaluated")
+            elif isinstance(failure, dict) and failure.get("error"):
+                entry.update(evaluation_error=str(failure["error"]))
+                skip_evaluation.add(key)
+                if log:
+                    log(f"{key}: evaluation failed ({failure['error']})")
+            else:
+                ends = self._evaluation_ends[key] = self._evaluation_ends.get(key, 0) + 1
+                if ends >= EVALUATION_ATTEMPTS:
+                    entry.update(evaluation_error=f"the evaluation process ended {ends} times without its results or "
+                                                 f"an error (last exit code {code}; killed?); its output is in "
+                                                 f"{plan.run_dir / EVALUATION_LOG}")
+                    skip_evaluation.add(key)
+                if log:
+                    log(f"{key}: the evaluation process ended without its results (exit code {code}); "
+                        + ("not tried again until the next supervision" if ends >= EVALUATION_ATTEMPTS else
+                           "evaluating again from the pieces it stored"))
+
+    def plan(self, key: str) -> RunPlan:
+        """The run ``key`` of the experiment (c<i>-<cell>-s<seed>)."""
+        for p in self.plans:
+            if p.key == key:
+                return p
+        raise ExperimentError(f"experiment {self.spec.name} has no run {key!r} (runs: "
+                              f"{', '.join(p.key for p in self.plans[:4])}{', ...' if len(self.plans) > 4 else ''})")
+
+    def evaluate_in_this_process(self, key: str, log: Callable[[str], None] | None = None) -> bool:
+        """Evaluate the finished run ``key`` here (what an evaluation process runs; its caller holds the
+        run's evaluation lock): the teacher's reference first (once per experiment: under its lock,
+        :func:`teacher_reference`), then the run's evaluations (:func:`evaluate_run`, continuing from
+        the pieces stored). A failure is written to the run's ``evaluation_error.json``, which the
+        supervisor reports as the run's ``evaluation_error``; returns whether it succeeded."""
+        plan = self.plan(key)
+        error_path = plan.run_dir / EVALUATION_ERROR
+        for stale in plan.run_dir.glob(f".{EVALUATION_FILE}.*.tmp"):  # a write cut short by a kill
+            stale.unlink(missing_ok=True)
+        try:
+            teacher_reference(self.folder / "teacher.json", plan.config, self.spec.evaluation, self.settings, log)
             evaluate_run(plan.run_dir, plan.config, self.spec.evaluation_for(plan.cell), self.settings, log)
-            teacher_reference(self.folder / "teacher.json", plan.config, self.spec.evaluation, self.settings)
-            entry.update(evaluated=True, evaluation_error=None)
         except RelvizError as e:  # a run that cannot be evaluated is reported; the others go on
-            entry.update(evaluated=False, evaluation_error=str(e))
-            if log:
-                log(f"{plan.key}: evaluation failed ({e})")
-        self._write_state(state)
-        return entry["evaluated"]
+            message = str(e)
+        except Exception as e:  # a bug, not the input: reported the same way, with its traceback in the log
+            traceback.print_exc()
+            message = f"{type(e).__name__}: {e} (traceback in {plan.run_dir / EVALUATION_LOG})"
+        else:
+            error_path.unlink(missing_ok=True)
+            return True
+        write_json(error_path, {"error": message, "at": time.time()})
+        if log:
+            log(f"{key}: evaluation failed ({message})")
+        return False
 
     def _finished(self, state: dict, resume: set[str], skip_evaluation: set[str]) -> bool:
-        """Nothing left for this supervision: no run active, pending or to resume, and every
-        succeeded run evaluated (or its evaluation failed)."""
+        """Nothing left for this supervision: no run active, pending or to resume, no evaluation
+        running, and every succeeded run evaluated (or its evaluation failed)."""
         runs = [(p.key, state["runs"][p.key]) for p in self.plans]  # not runs of seeds no longer declared
         return not resume and all(
-            r["status"] not in (*ACTIVE, "pending") and (r["status"] != "succeeded" or r["evaluated"] or k in
-                                                           skip_evaluation) for k, r in runs)
+            r["status"] not in (*ACTIVE, "pending") and not r.get("evaluating")
+            and (r["status"] != "succeeded" or r["evaluated"] or k in skip_evaluation) for k, r in runs)
 
     @contextmanager
     def supervising(self) -> Iterator[None]:
@@ -281,11 +468,13 @@ class Experiment:
                   poll_s: float = 2.0, log: Callable[[str], None] | None = None,
                   stop: Callable[[dict], bool] | None = None) -> dict:
         """Run the experiment to its end: resume interrupted runs (and failed ones with
-        ``retry_failed``), launch the missing ones, ``max_running`` at most at once, evaluate each
-        finished run; then write the report and return it. ``stop(state)`` True ends the loop early
-        (the jobs go on; a later call continues). A run that is cancelled or lost during this call is
-        left so until the next call."""
+        ``retry_failed``), launch the missing ones, evaluate each finished run, ``max_running``
+        trainings and evaluations at most at once; then write the report and return it. ``stop(state)``
+        True ends the loop early (the jobs and evaluations go on; a later call continues). A run that is
+        cancelled or lost during this call is left so until the next call; an evaluation that failed in
+        this call is tried again by the next."""
         with self.supervising():
+            self._evaluations, self._evaluation_ends = {}, {}
             resume = self.interrupted(store, retry_failed)
             failed_evaluations: set[str] = set()  # in this call: tried again by the next one
             while True:
@@ -325,6 +514,7 @@ class Experiment:
                          "step": job.last_step if job else 0, "total_steps": job.total_steps if job else None,
                          "progress": job.progress if job else 0.0, "error": job.error if job else None,
                          "evaluated": stored_evaluation(p.run_dir, p.config, self.spec.evaluation_for(p.cell)) is not None,
+                         "evaluation_pid": (holder := evaluation_holder(p.run_dir)), "evaluating": holder is not None,
                          "evaluation_error": entry.get("evaluation_error")})
         counts: dict[str, int] = {}
         for r in runs:
@@ -355,7 +545,8 @@ class Experiment:
                 curves[p.key] = read_validation_curve(p.run_dir).to_dict("records")
         keys = {teacher_key(p.config, self.spec.evaluation) for p in self.plans}
         teacher = (read_json(self.folder / "teacher.json") or {}).get(keys.pop()) if len(keys) == 1 else None
-        report = aggregate([{"cell": c.label, "values": c.values} for c in self.spec.cells()], runs, teacher=teacher,
+        report = aggregate([{"cell": c.label, "values": c.values, "table": c.table} for c in self.spec.cells()], runs,
+                           teacher=teacher,
                            curves=curves, protocol=self.spec.evaluation.protocol(self.plans[0].config))
         report["claims"] = paper_claims(report)
         report = {"name": self.spec.name, **report,
@@ -372,7 +563,7 @@ def rederive(stored: dict) -> dict:
     for key in ("cells", "runs"):
         if not isinstance(stored.get(key), list):
             raise InputError(f"a stored report needs its '{key}' list; got {type(stored.get(key)).__name__}")
-    cells = [{"cell": c["cell"], "values": c["values"]} for c in stored["cells"]]
+    cells = report_cells(stored["cells"])
     runs = [{k: r.get(k) for k in ("key", "cell", "seed", "status", "run_dir", "metrics", "replicates")}
             for r in stored["runs"]]
     report = aggregate(cells, runs, teacher=stored.get("teacher"), curves=stored.get("curves"),

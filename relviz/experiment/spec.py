@@ -1,5 +1,5 @@
-"""An experiment's declaration: a TOML file with a grid of training configurations, the seeds each
-cell is trained with, and the evaluations every finished run gets.
+"""An experiment's declaration: a TOML file with a grid of training configurations (and sweeps
+beside it), the seeds each cell is trained with, and the evaluations every finished run gets.
 
 ```toml
 [experiment]
@@ -13,6 +13,13 @@ max_steps = 400
 
 [grid]                   # one cell per combination of these lists (TrainConfig fields)
 loss = ["contrastive", "similarity", "relational"]
+
+[[sweep]]                # more cells after the grid's (any number of [[sweep]] tables, each a product grid)
+seeds = [0, 1, 2]        # its cells' seeds (default: [experiment] seeds)
+loss = ["contrastive"]
+temperature = [0.03, 0.2]
+linear_probe = [0.01]    # its runs' few-shot fractions, in place of [evaluate]'s (default: [evaluate]'s);
+finetune = []            # only these two: every other evaluation key is the experiment's
 
 [evaluate]
 val_scenes = "all"       # val scenes for U, T, G and zero-shot mIoU (a number: drawn with seed 0)
@@ -34,22 +41,29 @@ ood_datasets = ["synthetic-kitti"]  # out of distribution: folders under <worksp
                          # declared) at the fractions above, on its own splits, as the metrics
                          # "linear_probe@0.01@synthetic-kitti", "finetune@0.1@synthetic-kitti" (default none)
 ```
+
+The cells are the [grid]'s (indexes 0, 1, ...) followed by each sweep's in the file's order, so a run's
+key ``c<index>-<slug>-s<seed>`` never changes when a sweep is appended. A sweep's cell that would train
+exactly as an earlier cell (the same fields over the preset and [train], the loss options its loss does
+not read aside) is refused: it would count one configuration twice.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from relviz.errors import RelvizError, shorten
-from relviz.train.config import TrainConfig, preset_names
+from relviz.train.config import TrainConfig, merge_layers, preset_names, read_preset
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TABLES = ("experiment", "train", "grid", "evaluate")
+TABLES = ("experiment", "train", "grid", "sweep", "evaluate")
+SWEEP_FRACTIONS = ("linear_probe", "finetune")  # the [evaluate] keys a [[sweep]] may set for its runs
 EXPERIMENT_KEYS = ("name", "seeds", "max_running", "preset")
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")  # seeds are their own axis
 
@@ -105,14 +119,46 @@ class EvaluationSpec:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """One ``[[sweep]]`` table: a product grid of training fields (field -> its values) whose cells are
+    trained with ``seeds`` (None: the experiment's) and evaluated with the few-shot fractions
+    ``linear_probe`` and ``finetune`` (None: [evaluate]'s)."""
+
+    grid: dict[str, list]
+    seeds: tuple[int, ...] | None = None
+    linear_probe: tuple[float, ...] | None = None
+    finetune: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Cell:
-    """One combination of the grid's values: ``values`` (field -> value), ``label`` ("loss=relational,
-    lr=0.1", or "base" for an empty grid) and ``slug`` (the same for folder names)."""
+    """One combination of a grid's values: ``values`` (field -> value), ``label`` ("loss=relational,
+    lr=0.1", or "base" for an empty grid), ``slug`` (the same for folder names) and ``sweep``: 0 for
+    a cell of the [grid] table, k for one of the k-th [[sweep]] table."""
 
     index: int
     values: dict[str, Any]
     label: str
     slug: str
+    sweep: int = 0
+
+    @property
+    def table(self) -> str:
+        """The table the cell comes from, as a report names it: "grid", or "sweep <k>"."""
+        return "grid" if self.sweep == 0 else f"sweep {self.sweep}"
+
+
+def _product(grid: dict[str, list], start: int, sweep: int) -> list[Cell]:
+    """The cells of one product grid, the first axis varying slowest, indexed from ``start``."""
+    axes = list(grid)
+    out = []
+    for i, combo in enumerate(itertools.product(*(grid[a] for a in axes))):
+        values = dict(zip(axes, combo))
+        label = ",".join(f"{a}={v}" for a, v in values.items()) or "base"
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(
+            str(v) if a == "loss" else f"{a}{v}" for a, v in values.items()))[:48] or "base"
+        out.append(Cell(start + i, values, label, slug, sweep))
+    return out
 
 
 @dataclass(frozen=True)
@@ -124,32 +170,40 @@ class ExperimentSpec:
     evaluation: EvaluationSpec = EvaluationSpec()
     max_running: int = 1
     preset: str | None = None
+    sweeps: tuple[Sweep, ...] = ()
 
     def cells(self) -> list[Cell]:
-        """The grid's combinations, the first axis varying slowest (the file's order)."""
-        axes = list(self.grid)
-        out = []
-        for i, combo in enumerate(itertools.product(*(self.grid[a] for a in axes))):
-            values = dict(zip(axes, combo))
-            label = ",".join(f"{a}={v}" for a, v in values.items()) or "base"
-            slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(
-                str(v) if a == "loss" else f"{a}{v}" for a, v in values.items()))[:48] or "base"
-            out.append(Cell(i, values, label, slug))
+        """The [grid]'s combinations (indexes 0, 1, ...), then each [[sweep]]'s, every grid's first
+        axis varying slowest (the file's order)."""
+        out = _product(self.grid, 0, 0)
+        for number, sweep in enumerate(self.sweeps, start=1):
+            out += _product(sweep.grid, len(out), number)
         return out
 
+    def seeds_for(self, cell: Cell) -> tuple[int, ...]:
+        """The seeds ``cell`` is trained with: its sweep's, else the experiment's."""
+        sweep = self.sweeps[cell.sweep - 1] if cell.sweep else None
+        return self.seeds if sweep is None or sweep.seeds is None else sweep.seeds
+
     def runs(self) -> list[tuple[Cell, int]]:
-        """Every (cell, seed) the experiment trains, in the file's order."""
-        return [(cell, seed) for cell in self.cells() for seed in self.seeds]
+        """Every (cell, seed) the experiment trains, in the file's order: each cell with its seeds."""
+        return [(cell, seed) for cell in self.cells() for seed in self.seeds_for(cell)]
 
     def evaluation_for(self, cell: Cell) -> EvaluationSpec:
-        """The evaluations a run of ``cell`` gets."""
-        return self.evaluation
+        """The evaluations a run of ``cell`` gets: [evaluate], with its sweep's few-shot fractions."""
+        sweep = self.sweeps[cell.sweep - 1] if cell.sweep else None
+        if sweep is None:
+            return self.evaluation
+        return replace(self.evaluation, **{k: getattr(sweep, k) for k in SWEEP_FRACTIONS
+                                           if getattr(sweep, k) is not None})
 
     def identity(self) -> dict[str, Any]:
-        """What a re-run must declare alike to continue this experiment: its cells. Seeds may be added
-        (runs are keyed by cell and seed), evaluations changed (results are kept per protocol and
-        fraction) and ``max_running`` changed."""
-        return {"name": self.name, "preset": self.preset, "train": self.train, "grid": self.grid}
+        """What a re-run must declare alike to continue this experiment: its cells (the [grid]'s and
+        every sweep's, in order: they give the runs' keys). Seeds may be added (runs are keyed by
+        cell and seed; a sweep's too), evaluations changed (results are kept per protocol and
+        fraction; a sweep's fractions too) and ``max_running`` changed."""
+        return {"name": self.name, "preset": self.preset, "train": self.train, "grid": self.grid,
+                "sweeps": [s.grid for s in self.sweeps]}
 
 
 class ExperimentFileError(ExperimentError):
@@ -265,13 +319,125 @@ def _training_fields(table: dict, source: str, where: str) -> None:
                                   f"known: {', '.join(TRAIN_FIELDS)}")
 
 
+def _seeds(value: Any, source: str, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                                                       for s in value):
+        raise ExperimentFileError(source, where, f"must be a non-empty list of whole numbers >= 0, got {shorten(value)}")
+    if len(set(value)) != len(value):
+        raise ExperimentFileError(source, where, f"lists a seed twice: {shorten(value)}")
+    return tuple(value)
+
+
+def _axes(table: dict, train: dict, source: str, where: str) -> dict[str, list]:
+    """A product grid's axes (training field -> its values), each a non-empty list of distinct values
+    of a field [train] does not set."""
+    for key, values in table.items():
+        if not isinstance(values, list) or not values:
+            raise ExperimentFileError(source, f"{where} '{key}'", f"must be a non-empty list of values, got {shorten(values)}")
+        if len({repr(v) for v in values}) != len(values):
+            raise ExperimentFileError(source, f"{where} '{key}'", f"lists a value twice: {shorten(values)}")
+        if key in train:
+            raise ExperimentFileError(source, f"{where} '{key}'", "is also set in [train]; give it in one place")
+    return {k: list(v) for k, v in table.items()}
+
+
+def _sweeps(data: dict, train: dict, source: str) -> tuple[Sweep, ...]:
+    """The ``[[sweep]]`` tables: each a product grid of training fields, with optional ``seeds`` and the
+    few-shot fractions of :data:`SWEEP_FRACTIONS`; any other key is refused, named as ``[[sweep]] <k>``."""
+    tables = data.get("sweep", [])
+    if not isinstance(tables, list) or any(not isinstance(t, dict) for t in tables):
+        raise ExperimentFileError(source, "[[sweep]]", f"must be an array of tables ([[sweep]] headers, each a grid "
+                                                       f"of training fields), got {shorten(tables)}")
+    sweeps = []
+    for number, table in enumerate(tables, start=1):
+        where = f"[[sweep]] {number}"
+        if "seed" in table:
+            raise ExperimentFileError(source, f"{where} 'seed'", "a sweep's seeds are declared as seeds = [...] "
+                                                                 "(default: [experiment] seeds)")
+        evaluation = sorted(set(table) & {f.name for f in fields(EvaluationSpec)} - set(TRAIN_FIELDS)
+                            - set(SWEEP_FRACTIONS))  # val_scenes, split, ...: training fields first
+        if evaluation:
+            raise ExperimentFileError(source, f"{where} '{evaluation[0]}'", f"a sweep sets only the few-shot fractions "
+                                      f"{' and '.join(SWEEP_FRACTIONS)} of its runs; every other evaluation key is "
+                                      f"the experiment's, in [evaluate]")
+        unknown = sorted(set(table) - set(TRAIN_FIELDS) - {"seeds", *SWEEP_FRACTIONS})
+        if unknown:
+            raise ExperimentFileError(source, f"{where} {shorten(unknown[0], 40)}", f"unknown key; a sweep takes "
+                                      f"training fields (lists of values), seeds and {', '.join(SWEEP_FRACTIONS)}; "
+                                      f"known training fields: {', '.join(TRAIN_FIELDS)}")
+        grid = {k: v for k, v in table.items() if k in TRAIN_FIELDS}
+        if not grid:
+            raise ExperimentFileError(source, where, "declares no training field; a sweep is a grid of at least one "
+                                                     "field such as temperature = [0.03, 0.2]")
+        sweeps.append(Sweep(
+            grid=_axes(grid, train, source, where),
+            seeds=_seeds(table["seeds"], source, f"{where} 'seeds'") if "seeds" in table else None,
+            **{k: _fractions(table[k], source, f"{where} '{k}'") for k in SWEEP_FRACTIONS if k in table}))
+    return tuple(sweeps)
+
+
+_BY_SETTINGS = object()  # a field the machine's settings give (dataset, device; a teacher they name): unknown here
+
+
+@functools.cache
+def _loss_options() -> dict[str, frozenset[str]]:
+    """Loss -> the training fields it reads (:meth:`TrainConfig.loss_function`), for every registered loss."""
+    from relviz.losses import LOSSES
+
+    return {loss: frozenset(TrainConfig(loss=loss).loss_function().keywords) for loss in LOSSES}
+
+
+def _trained_as(base: dict, train: dict, cell: Cell) -> tuple[dict, dict]:
+    """What ``cell`` trains with, as far as the file decides it: the fields over ``base`` (the
+    defaults and the preset) and [train], without the loss options its loss does not read; and the
+    fields left out. A field the machine's settings may give (dataset, device, the teacher and its
+    weights) that neither [train] nor the cell sets is marked :data:`_BY_SETTINGS`, equal only to
+    another cell's such mark: two cells are refused only when they train alike whatever the settings."""
+    fields_ = merge_layers(base, train, cell.values)
+    given = set(train) | set(cell.values)
+    if not {"teacher", "teacher_pretrained"} & given:
+        fields_.update(teacher=_BY_SETTINGS, teacher_pretrained=_BY_SETTINGS)
+    fields_.update({k: _BY_SETTINGS for k in ("dataset", "device") if k not in given})
+    options = _loss_options()
+    ignored = frozenset().union(*options.values()) - options.get(fields_.get("loss"), frozenset().union(*options.values()))
+    return {k: v for k, v in fields_.items() if k not in ignored}, {k: fields_[k] for k in sorted(ignored)}
+
+
+def _check_distinct(spec: "ExperimentSpec", source: str) -> None:
+    """Refuse a sweep's cell that trains exactly as an earlier cell (see :func:`_trained_as`): one
+    configuration would be counted twice. The [grid]'s cells are not compared among themselves (a
+    product grid's cells differ in a declared value)."""
+    base = {k: v for k, v in TrainConfig().to_dict().items() if k != "seed"}
+    base = merge_layers(base, read_preset(spec.preset) if spec.preset else {})
+    seen: list[tuple[Cell, dict, dict]] = []
+    for cell in spec.cells():
+        key, ignored = _trained_as(base, spec.train, cell)
+        twin = next(((c, other) for c, k, other in seen if k == key), None) if cell.sweep else None
+        if twin is not None:
+            c, other = twin
+            unread = [k for k in ignored if ignored[k] != other[k]]
+            why = f"; the {key.get('loss')} loss does not read {', '.join(unread)}" if unread else ""
+            raise ExperimentFileError(source, f"[[sweep]] {cell.sweep}", f"cell {cell.label!r} trains exactly as cell "
+                                      f"{c.label!r} of {'[grid]' if c.sweep == 0 else f'[[sweep]] {c.sweep}'} (the same "
+                                      f"training fields over the preset and [train]{why}): one configuration would be "
+                                      f"counted twice; leave it out")
+        seen.append((cell, key, ignored))
+    labels: dict[str, Cell] = {}
+    for cell in spec.cells():  # distinct trainings, but labels that print alike (1 and "1")
+        if cell.label in labels:
+            raise ExperimentFileError(source, "[grid]" if cell.sweep == 0 else f"[[sweep]] {cell.sweep}",
+                                      f"cell {cell.label!r} has the label of an earlier cell (values that print "
+                                      f"alike, such as 1 and \"1\"); give each value once, in one type")
+        labels[cell.label] = cell
+
+
 def parse_spec(data: dict, source: str, default_name: str) -> ExperimentSpec:
     """An :class:`ExperimentSpec` from a parsed TOML table; ``source`` names the file in errors.
     Training values are checked when configs are built (:meth:`relviz.experiment.Experiment`)."""
     unknown = sorted(set(data) - set(TABLES))
     if unknown:
         raise ExperimentFileError(source, "tables", f"unknown table(s) {', '.join(shorten(k, 40) for k in unknown)}; expected "
-                                     f"{', '.join(f'[{t}]' for t in TABLES)}")
+                                     f"[experiment], [train], [grid], [[sweep]], [evaluate]")
     exp = _table(data, "experiment", source)
     bad_keys = sorted(set(exp) - set(EXPERIMENT_KEYS))
     if bad_keys:
@@ -283,13 +449,7 @@ def parse_spec(data: dict, source: str, default_name: str) -> ExperimentSpec:
                                                   f"got {shorten(name)}")
     if "seeds" not in exp:
         raise ExperimentFileError(source, "[experiment] 'seeds'", "is missing; expected a list of seeds such as [0, 1, 2]")
-    seeds = exp["seeds"]
-    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
-                                                       for s in seeds):
-        raise ExperimentFileError(source, "[experiment] 'seeds'", f"must be a non-empty list of whole numbers >= 0, got "
-                                                   f"{shorten(seeds)}")
-    if len(set(seeds)) != len(seeds):
-        raise ExperimentFileError(source, "[experiment] 'seeds'", f"lists a seed twice: {shorten(seeds)}")
+    seeds = _seeds(exp["seeds"], source, "[experiment] 'seeds'")
     max_running = _int(exp.get("max_running", 1), source, "[experiment] 'max_running'", 1)
     preset = exp.get("preset")
     if preset is not None and preset not in preset_names():
@@ -298,16 +458,11 @@ def parse_spec(data: dict, source: str, default_name: str) -> ExperimentSpec:
     train, grid = _table(data, "train", source), _table(data, "grid", source)
     _training_fields(train, source, "[train]")
     _training_fields(grid, source, "[grid]")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ExperimentFileError(source, f"[grid] '{key}'", f"must be a non-empty list of values, got {shorten(values)}")
-        if len({repr(v) for v in values}) != len(values):
-            raise ExperimentFileError(source, f"[grid] '{key}'", f"lists a value twice: {shorten(values)}")
-        if key in train:
-            raise ExperimentFileError(source, f"[grid] '{key}'", "is also set in [train]; give it in one place")
-    return ExperimentSpec(name=name, seeds=tuple(seeds), train=dict(train), grid={k: list(v) for k, v in grid.items()},
+    spec = ExperimentSpec(name=name, seeds=seeds, train=dict(train), grid=_axes(grid, train, source, "[grid]"),
                           evaluation=_evaluation(_table(data, "evaluate", source), source), max_running=max_running,
-                          preset=preset)
+                          preset=preset, sweeps=_sweeps(data, train, source))
+    _check_distinct(spec, source)
+    return spec
 
 
 def read_spec_text(path: str | Path) -> str:
