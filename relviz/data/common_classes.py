@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from relviz.data.classes import CLASSES
+from relviz.errors import RelvizError
 from relviz.data.kitti_classes import KITTI_CLASSES
 
 COMMON_CLASSES = (
@@ -48,7 +49,7 @@ _KITTI = {
 def _lookup(names: tuple[str, ...], mapping: dict[str, str]) -> np.ndarray:
     unknown = sorted(set(mapping) - set(names)) + sorted(set(mapping.values()) - set(COMMON_CLASSES))
     if unknown:  # a renamed class must fail here, not silently become "ignore"
-        raise ValueError(f"class map names unknown classes: {unknown}")
+        raise RelvizError(f"relviz/data/common_classes.py: the class maps name unknown classes {unknown}")
     return np.array([COMMON_CLASSES.index(mapping.get(n, "ignore")) for n in names], dtype=np.int64)
 
 
