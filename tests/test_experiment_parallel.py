@@ -156,3 +156,27 @@ def test_an_evaluation_process_gets_the_supervisors_settings_exactly(tmp_path):
     settings = dataclasses.replace(load_settings(), dataset="synthetic-mini", teacher="demo", teacher_pretrained=None,
                                    config_file=tmp_path / "relviz.toml")
     assert settings_from_json(settings_to_json(settings)) == settings
+
+
+def test_a_lock_holder_is_the_pid_written_by_the_process_holding_the_flock(tmp_path):
+    import subprocess
+    import sys
+
+    from relviz.experiment.runner import lock_holder
+
+    path = tmp_path / "x.lock"
+    assert lock_holder(path) is None  # no file
+    path.write_text("4242")
+    assert lock_holder(path) is None  # a file nobody holds
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert lock_holder(path) == 4242
+        path.write_text("not a pid")
+        assert lock_holder(path) == -1
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock_holder(path) is None  # released with its process

@@ -92,7 +92,12 @@ def settings_from_json(text: str) -> Settings:
 def evaluation_holder(run_dir: str | Path) -> int | None:
     """The pid of the process evaluating the run in ``run_dir`` now (it holds the run's evaluation lock;
     -1 when it has not said its pid yet), or None when none does."""
-    path = Path(run_dir) / EVALUATION_LOCK
+    return lock_holder(Path(run_dir) / EVALUATION_LOCK)
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid written in the lock file ``path`` by the process holding its flock (-1 when it has not
+    written it yet), or None when no process holds it."""
     if not path.is_file():
         return None
     with open(path) as f:
@@ -453,16 +458,7 @@ class Experiment:
 
     def supervisor_pid(self) -> int | None:
         """The pid of the process supervising the experiment now, or None."""
-        path = self.folder / "supervisor.lock"
-        if not path.is_file():
-            return None
-        with open(path) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                text = f.read().strip()
-                return int(text) if text.isdigit() else -1
-            return None
+        return lock_holder(self.folder / "supervisor.lock")
 
     def supervise(self, store: JobStore, max_running: int | None = None, retry_failed: bool = False,
                   poll_s: float = 2.0, log: Callable[[str], None] | None = None,
