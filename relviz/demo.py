@@ -22,11 +22,11 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from relviz.config import Settings
 from relviz.errors import RelvizError
-from relviz.files import atomic_path
+from relviz.files import atomic_path, without_paths
 from relviz.teacher.demo import DEMO_TEACHER_PATH, REPO_CHECKPOINTS
 
 DEMO_DATASET = "synthetic-mini"
@@ -44,6 +44,9 @@ EVIDENCE_DATASET = "synthetic-evidence"
 EVIDENCE_SCENES = 243
 EVIDENCE_KEYFRAMES = 4
 EVIDENCE_EXPERIMENT = Path(__file__).parent / "experiment" / "evidence.toml"
+# the evidence experiment's evaluated runs, carried from the machines that ran them (no weights):
+# a new machine continues from them (:mod:`relviz.experiment.carry`)
+EVIDENCE_CARRIED = REPO_CHECKPOINTS / "evidence"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -147,9 +150,9 @@ def publish_students(experiment, report: dict, directory: Path = REPO_CHECKPOINT
         meta["experiment"] = {"name": experiment.spec.name, "run": plan.key, "seed": plan.seed}
         meta["scores"] = _summary(read_json(evaluation_path(plan.run_dir)) or {})
         half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        written.append(save_checkpoint(directory / f"student-{loss}.safetensors", half, _without_paths(meta)))
+        written.append(save_checkpoint(directory / f"student-{loss}.safetensors", half, without_paths(meta)))
         log(f"student {loss}: {plan.key} -> {written[-1].name}")
-    write_report(_without_paths(report), directory / "experiment", f"{experiment.spec.name} (relviz demo)")
+    write_report(without_paths(report), directory / "experiment", f"{experiment.spec.name} (relviz demo)")
     write_manifest(directory)
     return written
 
@@ -164,18 +167,6 @@ def _summary(evaluation: dict) -> dict:
             **{f"{method}@{fraction}": {"miou": r.get("miou"), "miou_interval": r.get("miou_interval"),
                                         "frames": len(r.get("frames") or [])}
                for method in ("linear_probe", "finetune") for fraction, r in (evaluation.get(method) or {}).items()}}
-
-
-def _without_paths(value):
-    """``value`` (JSON-like) with every absolute path shortened to its last component: what is
-    committed names no machine's folders."""
-    if isinstance(value, dict):
-        return {k: _without_paths(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_paths(v) for v in value]
-    if isinstance(value, str) and value.startswith("/") and len(value) > 1:
-        return Path(value).name
-    return value
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -292,10 +283,11 @@ def evidence_evaluation_seconds(evaluation) -> float:
 
 
 def estimated_minutes(experiment, max_running: int | None = None,
-                      seconds_per_evaluation: float | Callable[[Any], float] = DEMO_SECONDS_PER_EVALUATION
-                      ) -> float:
+                      seconds_per_evaluation: float | Callable[[Any], float] = DEMO_SECONDS_PER_EVALUATION,
+                      done: Collection[str] = ()) -> float:
     """A rough duration of ``experiment`` on the demo machine (see the constants above) with
-    ``max_running`` slots (default: the experiment's). Each run is a training (its steps at
+    ``max_running`` slots (default: the experiment's), for its runs but those keyed in ``done``
+    (evaluated already, here or carried in). Each run is a training (its steps at
     :data:`DEMO_SECONDS_PER_STEP`, a step's time with two runs at once) and then its evaluation
     (``seconds_per_evaluation``: a number, or a function of the run's
     :class:`relviz.experiment.EvaluationSpec`), each occupying one slot while it runs, as the supervisor
@@ -306,7 +298,7 @@ def estimated_minutes(experiment, max_running: int | None = None,
     per_evaluation = seconds_per_evaluation if callable(seconds_per_evaluation) else \
         (lambda evaluation: float(seconds_per_evaluation))
     runs = [(p.config.max_steps or 0) * DEMO_SECONDS_PER_STEP + per_evaluation(spec.evaluation_for(p.cell))
-            for p in experiment.plans]
+            for p in experiment.plans if p.key not in done]
     slots = max(1, max_running or spec.max_running)
     return (sum(runs) / slots + (1 - 1 / slots) * max(runs, default=0.0)) / 60
 
@@ -321,14 +313,17 @@ def check_outside_checkout(home: Path) -> None:
 
 
 def build_evidence(settings: Settings, detach: bool = True, max_running: int | None = None,
-                   workers: int | None = None, log=print) -> dict:
+                   workers: int | None = None, carried_from: Path | None = EVIDENCE_CARRIED, log=print) -> dict:
     """The evidence world (generated when missing, with ``workers`` processes) and the evidence
-    experiment (:data:`EVIDENCE_EXPERIMENT`): started in the background when ``detach`` (its
+    experiment (:data:`EVIDENCE_EXPERIMENT`), with the runs evaluated on other machines carried in from
+    ``carried_from`` (:data:`EVIDENCE_CARRIED`; none trained again): started in the background when ``detach`` (its
     supervisor's pid is returned; run again to continue after a stop), else supervised here to its
     report. The workspace must be outside the checkout; the demo teacher must exist (``relviz demo``).
     Returns ``dataset_s`` (generation seconds, 0 when it existed), ``experiment``, ``runs``,
     ``estimated_minutes`` and ``supervisor_pid`` (detached) or ``report`` (the report's folder)."""
     from relviz.experiment import Experiment
+    from relviz.experiment.carry import carry_in
+    from relviz.experiment.evaluate import stored_evaluation
     from relviz.jobs import JobStore
 
     check_outside_checkout(settings.home)
@@ -340,7 +335,13 @@ def build_evidence(settings: Settings, detach: bool = True, max_running: int | N
     # the file names its dataset and teacher, so the detached supervisor (which reads the settings
     # again) builds the same runs as this process
     experiment = Experiment.from_file(settings, EVIDENCE_EXPERIMENT)
-    minutes = estimated_minutes(experiment, max_running, evidence_evaluation_seconds)
+    if carried_from is not None and Path(carried_from).is_dir():
+        experiment.save_grid()
+        out["carried"] = carry_in(experiment, carried_from)
+        log(f"{len(out['carried'])} evaluated runs carried in from {carried_from}")
+    done = [p.key for p in experiment.plans
+            if stored_evaluation(p.run_dir, p.config, experiment.spec.evaluation_for(p.cell)) is not None]
+    minutes = estimated_minutes(experiment, max_running, evidence_evaluation_seconds, done)
     out.update(experiment=experiment.spec.name, runs=len(experiment.plans), estimated_minutes=round(minutes))
     log(f"experiment {experiment.spec.name}: {len(experiment.plans)} runs in {experiment.folder} (about "
         f"{minutes / 60:.1f} h on 2 CPU cores; run again to continue an interrupted one)")

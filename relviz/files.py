@@ -80,3 +80,15 @@ def file_version(path: str | Path) -> str:
     path = Path(path)
     st = path.stat()
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
+def without_paths(value: Any) -> Any:
+    """``value`` (JSON-like) with every absolute path shortened to its last component: what is
+    committed names no machine's folders."""
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith("/") and len(value) > 1:
+        return Path(value).name
+    return value

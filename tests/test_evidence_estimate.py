@@ -38,7 +38,7 @@ def test_the_evidence_worlds_splits_and_one_evaluation_from_the_measured_pieces(
 
 def _experiment(runs: list[tuple[int, float]], slots: int):
     """An experiment-like object: runs of (training steps, evaluation seconds), ``slots`` at once."""
-    plans = [SimpleNamespace(config=SimpleNamespace(max_steps=steps), cell=i) for i, (steps, _) in enumerate(runs)]
+    plans = [SimpleNamespace(config=SimpleNamespace(max_steps=steps), cell=i, key=f"r{i}") for i, (steps, _) in enumerate(runs)]
     return SimpleNamespace(plans=plans, spec=SimpleNamespace(max_running=slots, evaluation_for=lambda cell: cell))
 
 
@@ -82,8 +82,8 @@ def test_the_evidence_file_is_estimated_per_run_from_its_own_evaluation():
     """Each run is estimated with its cell's evaluation (the sweeps' probe-only runs cost less), and a
     number still works as one evaluation's seconds for every run (the demo's)."""
     spec = load_spec(EVIDENCE_EXPERIMENT)
-    experiment = SimpleNamespace(plans=[SimpleNamespace(config=SimpleNamespace(max_steps=800), cell=cell)
-                                        for cell, _ in spec.runs()], spec=spec)
+    experiment = SimpleNamespace(plans=[SimpleNamespace(config=SimpleNamespace(max_steps=800), cell=cell, key=f"r{i}")
+                                        for i, (cell, _) in enumerate(spec.runs())], spec=spec)
     per_run = [800 * DEMO_SECONDS_PER_STEP + evidence_evaluation_seconds(spec.evaluation_for(p.cell))
                for p in experiment.plans]
     slots = spec.max_running

@@ -108,6 +108,28 @@ def experiment_rederive(report_json: Path = typer.Argument(..., help="A stored r
     typer.echo(json.dumps(report, indent=2, default=str) if as_json else files["markdown"].read_text())
 
 
+@experiment_app.command("carry")
+def experiment_carry(name: str,
+                     to: Path = typer.Option(None, "--to", help="Write every evaluated run here (one JSON each)."),
+                     from_: Path = typer.Option(None, "--from", help="Take the runs carried here into the workspace."),
+                     as_json: bool = JSON_OPTION) -> None:
+    """Carry finished runs between machines: ``--to DIR`` writes each evaluated run's evaluation and
+    curve (no weights, no paths); ``--from DIR`` makes them runs of the experiment here, which a
+    later ``relviz experiment run`` does not train again."""
+    from relviz.errors import InputError
+    from relviz.experiment.carry import carry_in, carry_out
+
+    if (to is None) == (from_ is None):
+        raise InputError("give one of --to DIR (write the evaluated runs) or --from DIR (take carried runs in)")
+    exp = _open(name)
+    if to is not None:
+        done = [str(p) for p in carry_out(exp, to)]
+    else:
+        exp.save_grid()
+        done = carry_in(exp, from_)
+    typer.echo(json.dumps(done) if as_json else "\n".join(done) or "nothing to carry")
+
+
 @experiment_app.command("list")
 def experiment_list(as_json: bool = JSON_OPTION) -> None:
     """The workspace's experiments."""

@@ -10,6 +10,8 @@
         evaluation.lock          held (flock) by the process evaluating the run; its pid
         evaluation.log           that process's output
         evaluation_error.json    why its last evaluation failed (read by the supervisor that launched it)
+        curve.json               a run carried from another machine: its validation curve
+                                 (:mod:`relviz.experiment.carry`; such a run has no job and is not trained)
 
 Supervising (:meth:`Experiment.supervise`) is a loop of steps: evaluate finished runs and launch missing
 runs (resuming interrupted ones) while fewer than ``max_running`` trainings and evaluations run, write
@@ -54,6 +56,7 @@ INTERRUPTED = ("cancelled", "lost")
 EVALUATION_LOCK = "evaluation.lock"
 EVALUATION_LOG = "evaluation.log"
 EVALUATION_ERROR = "evaluation_error.json"
+CURVE_FILE = "curve.json"  # a carried run's validation curve (its events stayed where it trained)
 # an evaluation process of this supervisor that ended with neither its results nor an error (killed,
 # out of memory) is launched again (it continues from the pieces it stored) until it has ended so this
 # many times; then its run is reported as failed until the next supervision
@@ -281,16 +284,18 @@ class Experiment:
                 self._launch_evaluation(store, p, state["runs"][p.key], log)  # False: another process took it
                 evaluating.add(p.key)
                 running += 1
-        for p in self.plans:
+        for p in self.launch_order():
             job, entry = jobs[p.key], state["runs"][p.key]
             if job is not None and job.status not in (*INTERRUPTED, "failed"):
                 resume.discard(p.key)  # finished, or resumed by someone else meanwhile
-            if running < limit and (job is None or p.key in resume):
+            if evaluated[p.key]:  # its evaluation is what a run is for (a carried run has no job here)
+                resume.discard(p.key)
+            elif running < limit and (job is None or p.key in resume):
                 job = self._launch(store, p, job, log)
                 resume.discard(p.key)
                 running += 1
             entry.update(job_id=job.id if job else None, cell=p.cell.label, seed=p.seed, run_dir=str(p.run_dir),
-                         config=p.config.to_dict(), status=job.status if job else "pending",
+                         config=p.config.to_dict(), status=run_status(job, evaluated[p.key]),
                          step=job.last_step if job else 0, total_steps=job.total_steps if job else None,
                          error=job.error if job else None, evaluated=evaluated[p.key],
                          evaluating=p.key in evaluating)
@@ -394,6 +399,15 @@ class Experiment:
                     log(f"{key}: the evaluation process ended without its results (exit code {code}); "
                         + ("not tried again until the next supervision" if ends >= EVALUATION_ATTEMPTS else
                            "evaluating again from the pieces it stored"))
+
+    def launch_order(self) -> list[RunPlan]:
+        """The runs in the order they are launched: seed by seed (every cell's first seed, then every
+        cell's second, ...), so that an experiment stopped part-way has every configuration at its
+        first seeds rather than some cells at all their seeds and others at none."""
+        position = {}
+        for p in self.plans:
+            position[p.key] = sum(q.cell.index == p.cell.index and q.seed < p.seed for q in self.plans)
+        return sorted(self.plans, key=lambda p: position[p.key])  # stable: the file's cell order within a seed
 
     def plan(self, key: str) -> RunPlan:
         """The run ``key`` of the experiment (c<i>-<cell>-s<seed>)."""
@@ -505,11 +519,12 @@ class Experiment:
         runs = []
         for p in self.plans:
             job, entry = jobs[p.key], state["runs"].get(p.key) or {}
+            evaluated = stored_evaluation(p.run_dir, p.config, self.spec.evaluation_for(p.cell)) is not None
             runs.append({"key": p.key, "cell": p.cell.label, "seed": p.seed, "run_dir": str(p.run_dir),
-                         "job_id": job.id if job else None, "status": job.status if job else "pending",
+                         "job_id": job.id if job else None, "status": run_status(job, evaluated),
                          "step": job.last_step if job else 0, "total_steps": job.total_steps if job else None,
                          "progress": job.progress if job else 0.0, "error": job.error if job else None,
-                         "evaluated": stored_evaluation(p.run_dir, p.config, self.spec.evaluation_for(p.cell)) is not None,
+                         "evaluated": evaluated,
                          "evaluation_pid": (holder := evaluation_holder(p.run_dir)), "evaluating": holder is not None,
                          "evaluation_error": entry.get("evaluation_error")})
         counts: dict[str, int] = {}
@@ -539,6 +554,8 @@ class Experiment:
                          "replicates": run_replicates(evaluation) if evaluation else None})
             if (p.run_dir / "events.jsonl").is_file():
                 curves[p.key] = read_validation_curve(p.run_dir).to_dict("records")
+            elif isinstance(carried := read_json(p.run_dir / CURVE_FILE), list):
+                curves[p.key] = carried
         keys = {teacher_key(p.config, self.spec.evaluation) for p in self.plans}
         teacher = (read_json(self.folder / "teacher.json") or {}).get(keys.pop()) if len(keys) == 1 else None
         report = aggregate([{"cell": c.label, "values": c.values, "table": c.table} for c in self.spec.cells()], runs,
@@ -548,6 +565,14 @@ class Experiment:
         report = {"name": self.spec.name, **report,
                   "files": {k: str(v) for k, v in write_report(report, self.folder, self.spec.name).items()}}
         return report
+
+
+def run_status(job: Job | None, evaluated: bool) -> str:
+    """A run's status: its job's, else ``carried`` when its evaluation is stored (from another
+    machine), else ``pending``."""
+    if job is not None:
+        return job.status
+    return "carried" if evaluated else "pending"
 
 
 def rederive(stored: dict) -> dict:

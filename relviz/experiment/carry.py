@@ -1,0 +1,142 @@
+"""Carrying an experiment's finished runs from one machine to another.
+
+An experiment that needs more hours than one machine keeps (the evidence experiment: about 8 hours,
+where a working session's machine lasts 3) continues on the next machine from what the last one
+finished. :func:`carry_out` writes, for every evaluated run, one small JSON file: its training fields
+and its evaluation with no machine's paths, its validation curve, and the machine that produced it
+(its weights stay behind: the report needs none). :func:`carry_in` puts those files back as runs of
+the same experiment in another workspace; the supervisor treats a run whose evaluation is stored as
+finished (status ``carried``) and trains only the others.
+
+    <directory>/<run key>.json     one evaluated run
+    <directory>/teacher.json       the teacher's reference on the evaluation keyframes
+
+A carried run is taken only when it is the run the experiment declares now: the same training fields
+and an evaluation holding everything its cell asks for, under the same protocol (paths compared by
+name). Nothing a workspace already holds is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from relviz.errors import InputError
+from relviz.experiment.evaluate import EVALUATION_FILE, _plain, file_lock, stored_evaluation, teacher_key
+from relviz.experiment.runner import CURVE_FILE, Experiment
+from relviz.files import read_json, without_paths, write_json
+
+CARRIED_FORMAT = "relviz-carried-run/1"
+TEACHER_FILE = "teacher.json"
+
+
+def machine() -> dict:
+    """What produced a run: its numbers differ between machines only in floating-point rounding."""
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    import torch
+
+    return {"machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__}
+
+
+def carry_out(experiment: Experiment, directory: str | Path) -> list[Path]:
+    """One ``<key>.json`` in ``directory`` for every evaluated run of ``experiment`` (rewritten when
+    present: a run's evaluation only grows), and the teacher's reference. Returns the files written."""
+    from relviz.jobs import read_validation_curve
+
+    directory = Path(directory)
+    written = []
+    for plan in experiment.plans:
+        evaluation = stored_evaluation(plan.run_dir, plan.config, experiment.spec.evaluation_for(plan.cell))
+        if evaluation is None:
+            continue
+        path = directory / f"{plan.key}.json"
+        old = read_json(path)
+        if (plan.run_dir / "events.jsonl").is_file():
+            curve = read_validation_curve(plan.run_dir).to_dict("records")
+            trained_on = machine()
+        else:  # a run carried in earlier: its curve and origin as they came
+            curve = read_json(plan.run_dir / CURVE_FILE) or []
+            trained_on = (old or {}).get("trained_on")
+        write_json(path, without_paths(_plain({
+            "format": CARRIED_FORMAT, "experiment": experiment.spec.name, "key": plan.key, "cell": plan.cell.label,
+            "seed": plan.seed, "config": plan.config.to_dict(), "evaluation": evaluation, "curve": curve,
+            "trained_on": trained_on})))
+        written.append(path)
+    key, reference = _teacher(experiment)
+    if reference is not None:
+        write_json(directory / TEACHER_FILE, without_paths(reference))
+        written.append(directory / TEACHER_FILE)
+    return written
+
+
+def _teacher(experiment: Experiment) -> tuple[str, dict | None]:
+    """The experiment's teacher key here and its stored reference (None when not computed yet)."""
+    plan = experiment.plans[0]  # every run shares the teacher and the protocol (the report reads one)
+    key = teacher_key(plan.config, experiment.spec.evaluation)
+    return key, (read_json(experiment.folder / TEACHER_FILE) or {}).get(key)
+
+
+def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
+    """Put the runs carried in ``directory`` into ``experiment``'s workspace: each file naming a run
+    the experiment declares, with the same training fields and a complete evaluation under the same
+    protocol, becomes that run's ``evaluation.json`` and ``curve.json`` (paths restored to this
+    workspace's); a run that holds an evaluation here is left as it is. A file that names a run of
+    this experiment but does not match it is refused with what differs. Returns the keys carried in."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"no carried runs at {directory} (a folder written by `relviz experiment carry`)")
+    plans = {p.key: p for p in experiment.plans}
+    carried = []
+    for path in sorted(directory.glob("*.json")):
+        if path.name == TEACHER_FILE:
+            continue
+        record = read_json(path)
+        if not isinstance(record, dict) or record.get("format") != CARRIED_FORMAT:
+            raise InputError(f"{path}: not a carried run (its 'format' should be {CARRIED_FORMAT!r})")
+        if record.get("experiment") != experiment.spec.name:
+            continue
+        plan = plans.get(record.get("key"))
+        if plan is None:
+            raise InputError(f"{path}: run {record.get('key')!r} is not a run of experiment {experiment.spec.name} "
+                             f"as declared now")
+        evaluation_spec = experiment.spec.evaluation_for(plan.cell)
+        if stored_evaluation(plan.run_dir, plan.config, evaluation_spec) is not None:
+            continue
+        config = without_paths(_plain(plan.config.to_dict()))
+        if record.get("config") != config:
+            changed = ", ".join(f"{k}: {record['config'].get(k)!r} carried, {v!r} here" for k, v in config.items()
+                                if (record.get("config") or {}).get(k) != v)
+            raise InputError(f"{path}: run {plan.key} was trained with other fields ({changed})")
+        protocol = _plain(evaluation_spec.protocol(plan.config))
+        evaluation = record.get("evaluation")
+        if not isinstance(evaluation, dict) or evaluation.get("protocol") != without_paths(protocol):
+            raise InputError(f"{path}: run {plan.key} was evaluated under another protocol "
+                             f"({(evaluation or {}).get('protocol')!r}, here {without_paths(protocol)!r})")
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(plan.run_dir / CURVE_FILE, record.get("curve") or [])
+        write_json(plan.run_dir / EVALUATION_FILE, {**evaluation, "protocol": protocol})
+        if stored_evaluation(plan.run_dir, plan.config, evaluation_spec) is None:
+            (plan.run_dir / EVALUATION_FILE).unlink()
+            raise InputError(f"{path}: run {plan.key}'s evaluation lacks results its cell asks for "
+                             f"({evaluation_spec.wanted()})")
+        carried.append(plan.key)
+    reference = read_json(directory / TEACHER_FILE)
+    key, here = _teacher(experiment)
+    if isinstance(reference, dict) and here is None:
+        plan = experiment.plans[0]
+        protocol = _plain(experiment.spec.evaluation.protocol(plan.config))
+        if reference.get("protocol") != without_paths(protocol):
+            raise InputError(f"{directory / TEACHER_FILE}: the teacher's reference was computed under another "
+                             f"protocol ({reference.get('protocol')!r}, here {without_paths(protocol)!r})")
+        with file_lock(experiment.folder / f"{TEACHER_FILE}.lock"):  # evaluations may write it meanwhile
+            stored = read_json(experiment.folder / TEACHER_FILE) or {}
+            stored.setdefault(key, {**reference, "protocol": protocol})
+            write_json(experiment.folder / TEACHER_FILE, stored)
+    return carried
