@@ -23,7 +23,8 @@ import platform
 from pathlib import Path
 
 from relviz.errors import InputError
-from relviz.experiment.evaluate import EVALUATION_FILE, _plain, file_lock, stored_evaluation, teacher_key
+from relviz.experiment.evaluate import (EVALUATION_FILE, _plain, evaluation_complete, file_lock, stored_evaluation,
+                                       teacher_key)
 from relviz.experiment.runner import CURVE_FILE, Experiment
 from relviz.files import read_json, without_paths, write_json
 
@@ -93,7 +94,7 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
     if not directory.is_dir():
         raise InputError(f"no carried runs at {directory} (a folder written by `relviz experiment carry`)")
     plans = {p.key: p for p in experiment.plans}
-    carried = []
+    taken = []  # every file checked before any is written: a refusal leaves the workspace as it was
     for path in sorted(directory.glob("*.json")):
         if path.name == TEACHER_FILE:
             continue
@@ -111,22 +112,23 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
             continue
         config = without_paths(_plain(plan.config.to_dict()))
         if record.get("config") != config:
-            changed = ", ".join(f"{k}: {record['config'].get(k)!r} carried, {v!r} here" for k, v in config.items()
-                                if (record.get("config") or {}).get(k) != v)
+            changed = ", ".join(f"{k}: {(record.get('config') or {}).get(k)!r} carried, {v!r} here"
+                                for k, v in config.items() if (record.get("config") or {}).get(k) != v)
             raise InputError(f"{path}: run {plan.key} was trained with other fields ({changed})")
         protocol = _plain(evaluation_spec.protocol(plan.config))
         evaluation = record.get("evaluation")
         if not isinstance(evaluation, dict) or evaluation.get("protocol") != without_paths(protocol):
             raise InputError(f"{path}: run {plan.key} was evaluated under another protocol "
                              f"({(evaluation or {}).get('protocol')!r}, here {without_paths(protocol)!r})")
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(plan.run_dir / CURVE_FILE, record.get("curve") or [])
-        write_json(plan.run_dir / EVALUATION_FILE, {**evaluation, "protocol": protocol})
-        if stored_evaluation(plan.run_dir, plan.config, evaluation_spec) is None:
-            (plan.run_dir / EVALUATION_FILE).unlink()
+        evaluation = {**evaluation, "protocol": protocol}  # this workspace's paths
+        if not evaluation_complete(evaluation, plan.config, evaluation_spec):
             raise InputError(f"{path}: run {plan.key}'s evaluation lacks results its cell asks for "
                              f"({evaluation_spec.wanted()})")
-        carried.append(plan.key)
+        taken.append((plan, evaluation, record.get("curve") or []))
+    for plan, evaluation, curve in taken:
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(plan.run_dir / CURVE_FILE, curve)
+        write_json(plan.run_dir / EVALUATION_FILE, evaluation)  # last: the run counts as evaluated from here
     reference = read_json(directory / TEACHER_FILE)
     key, here = _teacher(experiment)
     if isinstance(reference, dict) and here is None:
@@ -139,4 +141,4 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
             stored = read_json(experiment.folder / TEACHER_FILE) or {}
             stored.setdefault(key, {**reference, "protocol": protocol})
             write_json(experiment.folder / TEACHER_FILE, stored)
-    return carried
+    return [plan.key for plan, _, _ in taken]

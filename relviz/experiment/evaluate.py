@@ -39,13 +39,18 @@ def stored_evaluation(run_dir: str | Path, config: TrainConfig, evaluation: Eval
     """The run's stored evaluation when it holds everything ``evaluation`` asks for, under its
     protocol, else None."""
     stored = read_json(evaluation_path(run_dir))
+    return stored if evaluation_complete(stored, config, evaluation) else None
+
+
+def evaluation_complete(stored: Any, config: TrainConfig, evaluation: EvaluationSpec) -> bool:
+    """Whether ``stored`` (a run's evaluation as JSON gives it) holds everything ``evaluation`` asks
+    for, under its protocol for ``config``."""
     if not isinstance(stored, dict) or stored.get("protocol") != _plain(evaluation.protocol(config)) \
             or "structure" not in stored:
-        return None
+        return False
     places = [stored, *(((stored.get("ood") or {}).get(name) or {}) for name in evaluation.ood_datasets)]
-    done = all(f"{f:g}" in (place.get(method) or {}) for place in places
+    return all(f"{f:g}" in (place.get(method) or {}) for place in places
                for method, fractions in evaluation.wanted().items() for f in fractions)
-    return stored if done else None
 
 
 def _datasets(settings: Settings, config: TrainConfig, protocol: dict):

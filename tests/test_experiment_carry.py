@@ -1,0 +1,153 @@
+"""An experiment continues on another machine from the runs a first one finished: carried out as
+small files with no machine's paths, carried in as runs the supervisor never trains again, giving the
+same report; a carried run that is not the run declared here is refused with what differs."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from relviz.cli import app as cli_app
+from relviz.config import load_settings
+from relviz.errors import InputError
+from relviz.experiment import Experiment
+from relviz.experiment.carry import carry_in, carry_out
+from relviz.experiment.evaluate import _plain, evaluation_path, stored_evaluation, teacher_key
+from relviz.jobs import JobStore
+
+GRID = """[experiment]
+name = "small"
+seeds = [0, 1]
+[train]
+max_steps = 10
+lr = {lr}
+[grid]
+loss = ["relational", "contrastive"]
+[evaluate]
+val_scenes = 2
+linear_probe = [0.1, 1.0]
+finetune = [0.1]
+"""
+
+
+def _experiment(home: Path, monkeypatch, lr: float = 0.001) -> Experiment:
+    """The small experiment in workspace ``home`` (its dataset an empty folder: nothing here trains)."""
+    monkeypatch.setenv("RELVIZ_HOME", str(home))
+    (home / "datasets" / "synthetic-mini").mkdir(parents=True, exist_ok=True)
+    grid = home / "small.toml"
+    grid.write_text(GRID.format(lr=lr))
+    exp = Experiment.from_file(load_settings(), grid)
+    exp.save_grid()
+    return exp
+
+
+def _finish(exp: Experiment, skip: set[str] = frozenset()) -> None:
+    """Every run but ``skip`` evaluated, as an evaluation process writes it, with a validation curve."""
+    for i, plan in enumerate(exp.plans):
+        if plan.key in skip:
+            continue
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        events = [{"ts": 1.0 + k, "event": "val", "step": step, "uniformity": 1.0 + i / 10, "tolerance": 0.8,
+                   "gap": 0.5, "zeroshot_miou": 0.3 + step / 100} for k, step in enumerate((5, 10))]
+        (plan.run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+        miou = 0.3 + 0.05 * i
+        evaluation_path(plan.run_dir).write_text(json.dumps({
+            "protocol": _plain(exp.spec.evaluation.protocol(plan.config)),
+            "structure": {"uniformity": 1.5, "tolerance": 0.8, "gap": 0.2 + i / 20, "zeroshot_miou": miou},
+            "linear_probe": {"0.1": {"miou": miou / 2}, "1": {"miou": miou}},
+            "finetune": {"0.1": {"miou": miou / 2 + 0.05}}}))
+    key = teacher_key(exp.plans[0].config, exp.spec.evaluation)
+    (exp.folder / "teacher.json").write_text(json.dumps({key: {
+        "teacher": exp.plans[0].config.teacher, "protocol": _plain(exp.spec.evaluation.protocol(exp.plans[0].config)),
+        "structure": {"uniformity": 2.0, "tolerance": 0.6}}}))
+
+
+def _comparable(report: dict) -> dict:
+    return {"cells": report["cells"], "claims": report["claims"], "teacher": report.get("teacher"),
+            "runs": [{k: r[k] for k in ("key", "metrics")} for r in report["runs"]], "curves": report.get("curves")}
+
+
+def test_a_second_machine_continues_from_the_carried_runs_and_reports_the_same(tmp_path, monkeypatch):
+    first = _experiment(tmp_path / "first", monkeypatch)
+    unfinished = first.plans[-1].key
+    _finish(first, skip={unfinished})
+    carried = tmp_path / "carried"
+    written = carry_out(first, carried)
+    assert sorted(p.name for p in written) == sorted([f"{p.key}.json" for p in first.plans[:-1]] + ["teacher.json"])
+    for path in written:  # nothing names the first machine's folders
+        assert str(tmp_path) not in path.read_text(), path
+    record = json.loads((carried / f"{first.plans[0].key}.json").read_text())
+    assert record["trained_on"]["cores"] >= 1 and record["curve"][-1]["step"] == 10
+
+    second = _experiment(tmp_path / "second", monkeypatch)
+    assert second.plans[0].run_dir != first.plans[0].run_dir  # another workspace
+    assert carry_in(second, carried) == [p.key for p in first.plans[:-1]]
+    for a, b in zip(first.plans[:-1], second.plans[:-1]):
+        theirs = stored_evaluation(b.run_dir, b.config, second.spec.evaluation_for(b.cell))
+        ours = stored_evaluation(a.run_dir, a.config, first.spec.evaluation_for(a.cell))
+        assert theirs is not None and {k: v for k, v in theirs.items() if k != "protocol"} == \
+            {k: v for k, v in ours.items() if k != "protocol"}
+    status = second.status(JobStore(load_settings()))
+    assert [r["status"] for r in status["runs"]] == ["carried"] * 3 + ["pending"]
+    assert _comparable(second.report()) == _comparable(first.report().copy())
+
+    # the supervisor trains only what is missing: one job, for the run the first machine did not finish
+    launched = []
+    second.supervise(JobStore(load_settings()), poll_s=0.05, log=launched.append, stop=lambda state: True)
+    jobs = JobStore(load_settings()).list()
+    assert [j.run_dir for j in jobs] == [second.plans[-1].run_dir] and unfinished in launched[0], launched
+    for job in jobs:
+        JobStore(load_settings()).cancel(job.id)
+
+    # carried in again: nothing changes, nothing held here is replaced
+    before = {p.key: evaluation_path(p.run_dir).read_text() for p in second.plans[:-1]}
+    assert carry_in(second, carried) == []
+    assert {p.key: evaluation_path(p.run_dir).read_text() for p in second.plans[:-1]} == before
+
+
+def test_a_carried_run_that_is_not_the_declared_run_is_refused(tmp_path, monkeypatch):
+    first = _experiment(tmp_path / "first", monkeypatch, lr=0.001)
+    _finish(first)
+    carried = tmp_path / "carried"
+    carry_out(first, carried)
+    other = _experiment(tmp_path / "other", monkeypatch, lr=0.002)  # the same keys, another learning rate
+    with pytest.raises(InputError, match=r"lr: 0.001 carried, 0.002 here"):
+        carry_in(other, carried)
+    assert not any(evaluation_path(p.run_dir).is_file() for p in other.plans)
+
+    record = json.loads((carried / f"{first.plans[0].key}.json").read_text())
+    record["evaluation"]["protocol"]["val_scenes"] = 5  # evaluated on other keyframes
+    (carried / f"{first.plans[0].key}.json").write_text(json.dumps(record))
+    same = _experiment(tmp_path / "same", monkeypatch)
+    with pytest.raises(InputError, match="another protocol"):
+        carry_in(same, carried)
+
+    record["evaluation"]["protocol"]["val_scenes"] = 2
+    del record["evaluation"]["finetune"]  # incomplete: its cell asks for fine-tuning at 10%
+    (carried / f"{first.plans[0].key}.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match="lacks results"):
+        carry_in(same, carried)
+    assert not any(evaluation_path(p.run_dir).is_file() for p in same.plans)  # none, not the valid others
+
+    record["evaluation"]["finetune"] = {"0.1": {"miou": 0.2}}
+    (carried / f"{first.plans[0].key}.json").write_text(json.dumps(record))
+    (carried / "junk.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="junk.json: not a carried run"):
+        carry_in(same, carried)
+    with pytest.raises(InputError, match="no carried runs"):
+        carry_in(same, tmp_path / "nowhere")
+
+
+def test_the_cli_carries_out_and_in(tmp_path, monkeypatch):
+    first = _experiment(tmp_path / "first", monkeypatch)
+    _finish(first)
+    out = CliRunner().invoke(cli_app, ["experiment", "carry", "small", "--to", str(tmp_path / "carried"), "--json"])
+    assert out.exit_code == 0, out.output
+    assert len(json.loads(out.output)) == len(first.plans) + 1  # the runs and the teacher's reference
+    second = _experiment(tmp_path / "second", monkeypatch)
+    into = CliRunner().invoke(cli_app, ["experiment", "carry", str(tmp_path / "second" / "small.toml"),
+                                        "--from", str(tmp_path / "carried"), "--json"])
+    assert into.exit_code == 0 and json.loads(into.output) == [p.key for p in second.plans], into.output
+    both = CliRunner().invoke(cli_app, ["experiment", "carry", "small"])
+    assert both.exit_code == 2 and "give one of --to DIR" in both.output
