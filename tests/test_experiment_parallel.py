@@ -50,7 +50,52 @@ def _kill(run_dir) -> int:
     return pid
 
 
-@pytest.mark.slow  # 2 one-step trainings and 6 evaluation processes: about 2.5 CPU-minutes
+def test_evaluations_run_in_processes_in_the_slots_and_report_failures(synthetic_root, tmp_path):
+    """The suite's check (5 processes, structure only): with one slot the second training waits while
+    the first run's evaluation process holds the slot; each evaluation is a process with its log; the
+    teacher's reference is computed once; a failed evaluation is reported in the state and ends the
+    supervision. The kill -9 campaign below (``-m campaign``) kills evaluations mid-way."""
+    grid = tmp_path / "slots.toml"
+    grid.write_text(_grid(synthetic_root).replace("finetune = [1.0]", "finetune = []"))
+    settings = load_settings()
+    exp = Experiment.from_file(settings, grid)
+    first, second = exp.plans
+    busy: list[int] = []
+    waited: list[bool] = []
+
+    def watch(state: dict) -> bool:
+        busy.append(_busy(state))
+        if state["runs"][first.key].get("evaluating"):
+            waited.append(state["runs"][second.key]["job_id"] is None)
+        return False
+
+    lines: list[str] = []
+    report = exp.supervise(JobStore(settings), poll_s=0.1, log=lines.append, stop=watch)
+    assert max(busy) == 1 and waited and all(waited), (busy, waited)
+    assert report["missing"] == [] and all(stored_evaluation(p.run_dir, p.config, exp.spec.evaluation) is not None
+                                           for p in exp.plans)
+    for p in exp.plans:
+        assert sum(f"{p.key}: evaluating in process" in line for line in lines) == 1, lines
+        assert "structure and zero-shot on" in (p.run_dir / EVALUATION_LOG).read_text()
+    logs = "".join((p.run_dir / EVALUATION_LOG).read_text() for p in exp.plans)
+    assert logs.count("teacher's structure computed") == 1, logs
+    assert report["teacher"] is not None and len(read_json(exp.folder / "teacher.json")) == 1
+
+    # a failed evaluation (the student damaged, its evaluation to compute again) is reported in the
+    # state and the status, and the supervision ends
+    (first.run_dir / "evaluation.json").unlink()
+    (first.run_dir / "student.safetensors").write_bytes(b"not a checkpoint")
+    lines.clear()
+    Experiment.from_file(settings, grid).supervise(JobStore(settings), poll_s=0.1, log=lines.append)
+    entry = exp.read_state()["runs"][first.key]
+    assert entry["evaluated"] is False and entry["evaluation_error"], entry
+    assert [r["evaluation_error"] for r in exp.status(JobStore(settings))["runs"]] == [entry["evaluation_error"], None]
+    assert any(f"{first.key}: evaluation failed" in line for line in lines), lines
+
+
+# the kill -9 campaign: 2 one-step trainings and 6 evaluation processes, about 2.5 CPU-minutes; not in
+# `make test` (pyproject's addopts deselect `campaign`): `pytest -m campaign` (bench/README.md)
+@pytest.mark.campaign
 def test_evaluations_share_the_slots_survive_kill_9_and_report_failures(synthetic_root, tmp_path):
     grid = tmp_path / "slots.toml"
     grid.write_text(_grid(synthetic_root))
