@@ -51,10 +51,11 @@ def _finish(exp: Experiment, skip: set[str] = frozenset()) -> None:
         events = [{"ts": 1.0 + k, "event": "val", "step": step, "uniformity": 1.0 + i / 10, "tolerance": 0.8,
                    "gap": 0.5, "zeroshot_miou": 0.3 + step / 100} for k, step in enumerate((5, 10))]
         (plan.run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-        miou = 0.3 + 0.05 * i
+        q = i + i * i / 7  # not linear in i: the paired differences between cells vary over seeds
+        miou = 0.3 + 0.05 * q
         evaluation_path(plan.run_dir).write_text(json.dumps({
             "protocol": _plain(exp.spec.evaluation.protocol(plan.config)),
-            "structure": {"uniformity": 1.5, "tolerance": 0.8, "gap": 0.2 + i / 20, "zeroshot_miou": miou},
+            "structure": {"uniformity": 1.5 + q / 30, "tolerance": 0.8 - q / 40, "gap": 0.2 + q / 20, "zeroshot_miou": miou},
             "linear_probe": {"0.1": {"miou": miou / 2}, "1": {"miou": miou}},
             "finetune": {"0.1": {"miou": miou / 2 + 0.05}}}))
     key = teacher_key(exp.plans[0].config, exp.spec.evaluation)
@@ -74,7 +75,10 @@ def test_a_second_machine_continues_from_the_carried_runs_and_reports_the_same(t
     _finish(first, skip={unfinished})
     carried = tmp_path / "carried"
     written = carry_out(first, carried)
-    assert sorted(p.name for p in written) == sorted([f"{p.key}.json" for p in first.plans[:-1]] + ["teacher.json"])
+    assert sorted(p.name for p in written if p.parent == carried) == \
+        sorted([f"{p.key}.json" for p in first.plans[:-1]] + ["teacher.json"])
+    stored = json.loads((carried / "report" / "report.json").read_text())  # the report so far, committed with them
+    assert [r["key"] for r in stored["runs"] if r["metrics"] is None] == [unfinished]
     for path in written:  # nothing names the first machine's folders
         assert str(tmp_path) not in path.read_text(), path
     record = json.loads((carried / f"{first.plans[0].key}.json").read_text())
@@ -144,7 +148,7 @@ def test_the_cli_carries_out_and_in(tmp_path, monkeypatch):
     _finish(first)
     out = CliRunner().invoke(cli_app, ["experiment", "carry", "small", "--to", str(tmp_path / "carried"), "--json"])
     assert out.exit_code == 0, out.output
-    assert len(json.loads(out.output)) == len(first.plans) + 1  # the runs and the teacher's reference
+    assert len(json.loads(out.output)) == len(first.plans) + 1 + 3  # the runs, the teacher's reference, the report
     second = _experiment(tmp_path / "second", monkeypatch)
     into = CliRunner().invoke(cli_app, ["experiment", "carry", str(tmp_path / "second" / "small.toml"),
                                         "--from", str(tmp_path / "carried"), "--json"])

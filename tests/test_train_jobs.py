@@ -394,6 +394,9 @@ def _assert_run_folder_whole(run_dir) -> None:
             torch.load(path, weights_only=True)
 
 
+# a campaign (about a minute: one reference run and several killed, resumed ones), run on demand with
+# `pytest -m campaign`; the suite keeps test_kill9_then_resume_continues_from_last_checkpoint
+@pytest.mark.campaign
 def test_kill9_at_random_moments_resumes_to_the_same_weights(tiny, tmp_path, workspace_home):
     cfg = {**tiny.to_dict(), "split": "mini_val", "max_steps": 6, "checkpoint_every": 1, "val_every": 0,
            "val_scenes": 1, "val_per_scene": 1}

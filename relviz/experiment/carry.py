@@ -10,6 +10,7 @@ finished (status ``carried``) and trains only the others.
 
     <directory>/<run key>.json     one evaluated run
     <directory>/teacher.json       the teacher's reference on the evaluation keyframes
+    <directory>/report/            the report of the runs carried so far (report.json, .csv, .md)
 
 A carried run is taken only when it is the run the experiment declares now: the same training fields
 and an evaluation holding everything its cell asks for, under the same protocol (paths compared by
@@ -25,11 +26,13 @@ from pathlib import Path
 from relviz.errors import InputError
 from relviz.experiment.evaluate import (EVALUATION_FILE, _plain, evaluation_complete, file_lock, stored_evaluation,
                                        teacher_key)
+from relviz.experiment.aggregate import write_report
 from relviz.experiment.runner import CURVE_FILE, Experiment
 from relviz.files import read_json, without_paths, write_json
 
 CARRIED_FORMAT = "relviz-carried-run/1"
 TEACHER_FILE = "teacher.json"
+REPORT_FOLDER = "report"  # <directory>/report/report.{json,csv,md}: the report of the carried runs
 
 
 def machine() -> dict:
@@ -74,6 +77,11 @@ def carry_out(experiment: Experiment, directory: str | Path) -> list[Path]:
     if reference is not None:
         write_json(directory / TEACHER_FILE, without_paths(reference))
         written.append(directory / TEACHER_FILE)
+    if written:  # the report of the runs evaluated so far, as the Experiments page reads a committed one
+        report = without_paths(experiment.report())
+        report.pop("files", None)
+        files = write_report(report, directory / REPORT_FOLDER, f"{experiment.spec.name} (carried runs)")
+        written += list(files.values())
     return written
 
 
