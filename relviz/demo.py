@@ -127,7 +127,8 @@ def publish_students(experiment, report: dict, directory: Path = REPO_CHECKPOINT
 
     evaluated = {r["key"] for r in report["runs"] if r["metrics"] is not None}
     by_loss = {loss: {p.seed: p for p in experiment.plans if p.config.loss == loss and p.key in evaluated
-                         and p.cell.sweep == 0}  # the paper's comparison: the [grid]'s cells, never a sweep's
+                         and p.cell.sweep == 0  # the paper's comparison: the [grid]'s cells, never a sweep's
+                         and RunDir(p.run_dir).final.is_file()}  # trained here (a carried run has no weights)
                for loss in LOSS_NAMES}
     common = set.intersection(*(set(seeds) for seeds in by_loss.values()))
     if not common:

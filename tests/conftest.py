@@ -11,6 +11,17 @@ import pytest
 import torch
 
 
+def pytest_collection_modifyitems(config, items):
+    """Fault campaigns (``@pytest.mark.campaign``, minutes each) run only when ``-m`` names them: not in
+    ``make test``, nor under another ``-m`` such as ``-m 'not slow'``."""
+    if "campaign" in (config.option.markexpr or ""):
+        return
+    campaigns = [item for item in items if item.get_closest_marker("campaign")]
+    if campaigns:
+        config.hook.pytest_deselected(items=campaigns)
+        items[:] = [item for item in items if not item.get_closest_marker("campaign")]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_workspace(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("workspace")

@@ -94,6 +94,8 @@ def test_a_second_machine_continues_from_the_carried_runs_and_reports_the_same(t
             {k: v for k, v in ours.items() if k != "protocol"}
     status = second.status(JobStore(load_settings()))
     assert [r["status"] for r in status["runs"]] == ["carried"] * 3 + ["pending"]
+    assert [r["status"] for r in second.report()["runs"]] == ["carried"] * 3 + ["pending"]  # no supervisor yet
+    assert json.loads((second.plans[0].run_dir / "carried.json").read_text())["trained_on"] == record["trained_on"]
     assert _comparable(second.report()) == _comparable(first.report().copy())
 
     # the supervisor trains only what is missing: one job, for the run the first machine did not finish
@@ -104,13 +106,18 @@ def test_a_second_machine_continues_from_the_carried_runs_and_reports_the_same(t
     for job in jobs:
         JobStore(load_settings()).cancel(job.id)
 
+    # carried on from the second machine: the runs keep the machine they ran on
+    again = json.loads(next(p for p in carry_out(second, tmp_path / "again") if p.name == record["key"] + ".json")
+                       .read_text())
+    assert again["trained_on"] == record["trained_on"] and again["evaluation"] == record["evaluation"]
+
     # carried in again: nothing changes, nothing held here is replaced
     before = {p.key: evaluation_path(p.run_dir).read_text() for p in second.plans[:-1]}
     assert carry_in(second, carried) == []
     assert {p.key: evaluation_path(p.run_dir).read_text() for p in second.plans[:-1]} == before
 
 
-def test_a_carried_run_that_is_not_the_declared_run_is_refused(tmp_path, monkeypatch):
+def test_a_carried_run_that_is_not_the_declared_run_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     first = _experiment(tmp_path / "first", monkeypatch, lr=0.001)
     _finish(first)
     carried = tmp_path / "carried"
@@ -120,27 +127,49 @@ def test_a_carried_run_that_is_not_the_declared_run_is_refused(tmp_path, monkeyp
         carry_in(other, carried)
     assert not any(evaluation_path(p.run_dir).is_file() for p in other.plans)
 
-    record = json.loads((carried / f"{first.plans[0].key}.json").read_text())
-    record["evaluation"]["protocol"]["val_scenes"] = 5  # evaluated on other keyframes
-    (carried / f"{first.plans[0].key}.json").write_text(json.dumps(record))
+    # each refusal below comes from the LAST file read (sorted by key), after the valid others were
+    # checked: none of them is written, nor the teacher's reference
+    last = carried / f"{sorted(p.key for p in first.plans)[-1]}.json"
+    record = json.loads(last.read_text())
     same = _experiment(tmp_path / "same", monkeypatch)
-    with pytest.raises(InputError, match="another protocol"):
-        carry_in(same, carried)
 
+    def refused(match: str) -> None:
+        with pytest.raises(InputError, match=match):
+            carry_in(same, carried)
+        assert not any(evaluation_path(p.run_dir).is_file() or p.run_dir.is_dir() for p in same.plans)
+        assert not (same.folder / "teacher.json").is_file()
+
+    record["evaluation"]["protocol"]["val_scenes"] = 5  # evaluated on other keyframes
+    last.write_text(json.dumps(record))
+    refused("another protocol")
     record["evaluation"]["protocol"]["val_scenes"] = 2
     del record["evaluation"]["finetune"]  # incomplete: its cell asks for fine-tuning at 10%
-    (carried / f"{first.plans[0].key}.json").write_text(json.dumps(record))
-    with pytest.raises(InputError, match="lacks results"):
-        carry_in(same, carried)
-    assert not any(evaluation_path(p.run_dir).is_file() for p in same.plans)  # none, not the valid others
-
+    last.write_text(json.dumps(record))
+    refused("lacks results")
     record["evaluation"]["finetune"] = {"0.1": {"miou": 0.2}}
-    (carried / f"{first.plans[0].key}.json").write_text(json.dumps(record))
-    (carried / "junk.json").write_text("[1, 2]")
-    with pytest.raises(InputError, match="junk.json: not a carried run"):
-        carry_in(same, carried)
+    last.write_text(json.dumps(record))
+
+    teacher = json.loads((carried / "teacher.json").read_text())
+    other_teacher = json.loads(teacher["key"])
+    other_teacher["teacher"][0] = "another-teacher"
+    (carried / "teacher.json").write_text(json.dumps({**teacher, "key": json.dumps(other_teacher, sort_keys=True)}))
+    refused("the teacher's reference of experiment 'small' under")
+    (carried / "teacher.json").write_text(json.dumps(teacher))
+
+    (carried / "zz-junk.json").write_text("[1, 2]")
+    refused("zz-junk.json: not a carried run")
+    (carried / "zz-junk.json").unlink()
     with pytest.raises(InputError, match="no carried runs"):
         carry_in(same, tmp_path / "nowhere")
+
+    # a run with a training of its own here (begun, interrupted or done) keeps it: not carried over it
+    own = same.plans[0]
+    own.run_dir.mkdir(parents=True)
+    (own.run_dir / "events.jsonl").write_text(json.dumps({"ts": 1.0, "event": "start", "step": 0}) + "\n")
+    assert carry_in(same, carried) == [p.key for p in same.plans[1:]]
+    assert not evaluation_path(own.run_dir).is_file()
+    assert json.loads((same.folder / "teacher.json").read_text())[
+        teacher_key(own.config, same.spec.evaluation)]["teacher"] == own.config.teacher
 
 
 def test_the_cli_carries_out_and_in(tmp_path, monkeypatch):

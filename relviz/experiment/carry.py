@@ -8,6 +8,8 @@ and its evaluation with no machine's paths, its validation curve, and the machin
 the same experiment in another workspace; the supervisor treats a run whose evaluation is stored as
 finished (status ``carried``) and trains only the others.
 
+    <run folder>/carried.json      a carried run's validation curve and the machine it ran on
+
     <directory>/<run key>.json     one evaluated run
     <directory>/teacher.json       the teacher's reference on the evaluation keyframes
     <directory>/report/            the report of the runs carried so far (report.json, .csv, .md)
@@ -19,6 +21,7 @@ name). Nothing a workspace already holds is replaced.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -27,8 +30,9 @@ from relviz.errors import InputError
 from relviz.experiment.evaluate import (EVALUATION_FILE, _plain, evaluation_complete, file_lock, stored_evaluation,
                                        teacher_key)
 from relviz.experiment.aggregate import write_report
-from relviz.experiment.runner import CURVE_FILE, Experiment
+from relviz.experiment.runner import CARRIED_FILE, Experiment
 from relviz.files import read_json, without_paths, write_json
+from relviz.train.rundir import RunDir
 
 CARRIED_FORMAT = "relviz-carried-run/1"
 TEACHER_FILE = "teacher.json"
@@ -51,7 +55,8 @@ def machine() -> dict:
 
 def carry_out(experiment: Experiment, directory: str | Path) -> list[Path]:
     """One ``<key>.json`` in ``directory`` for every evaluated run of ``experiment`` (rewritten when
-    present: a run's evaluation only grows), and the teacher's reference. Returns the files written."""
+    present: a run's evaluation only grows), the teacher's reference and the report of the runs
+    evaluated so far (``report/``). Returns the files written."""
     from relviz.jobs import read_validation_curve
 
     directory = Path(directory)
@@ -60,14 +65,12 @@ def carry_out(experiment: Experiment, directory: str | Path) -> list[Path]:
         evaluation = stored_evaluation(plan.run_dir, plan.config, experiment.spec.evaluation_for(plan.cell))
         if evaluation is None:
             continue
+        came = read_json(plan.run_dir / CARRIED_FILE)
+        if isinstance(came, dict):  # carried in earlier: its curve and origin as they came
+            curve, trained_on = came.get("curve") or [], came.get("trained_on")
+        else:
+            curve, trained_on = read_validation_curve(plan.run_dir).to_dict("records"), machine()
         path = directory / f"{plan.key}.json"
-        old = read_json(path)
-        if (plan.run_dir / "events.jsonl").is_file():
-            curve = read_validation_curve(plan.run_dir).to_dict("records")
-            trained_on = machine()
-        else:  # a run carried in earlier: its curve and origin as they came
-            curve = read_json(plan.run_dir / CURVE_FILE) or []
-            trained_on = (old or {}).get("trained_on")
         write_json(path, without_paths(_plain({
             "format": CARRIED_FORMAT, "experiment": experiment.spec.name, "key": plan.key, "cell": plan.cell.label,
             "seed": plan.seed, "config": plan.config.to_dict(), "evaluation": evaluation, "curve": curve,
@@ -75,7 +78,8 @@ def carry_out(experiment: Experiment, directory: str | Path) -> list[Path]:
         written.append(path)
     key, reference = _teacher(experiment)
     if reference is not None:
-        write_json(directory / TEACHER_FILE, without_paths(reference))
+        write_json(directory / TEACHER_FILE, {"experiment": experiment.spec.name, "key": _portable(key),
+                                              "reference": without_paths(reference)})
         written.append(directory / TEACHER_FILE)
     if written:  # the report of the runs evaluated so far, as the Experiments page reads a committed one
         report = without_paths(experiment.report())
@@ -83,6 +87,11 @@ def carry_out(experiment: Experiment, directory: str | Path) -> list[Path]:
         files = write_report(report, directory / REPORT_FOLDER, f"{experiment.spec.name} (carried runs)")
         written += list(files.values())
     return written
+
+
+def _portable(key: str) -> str:
+    """A teacher key (JSON naming the teacher, its weights and the protocol) with no machine's paths."""
+    return json.dumps(without_paths(json.loads(key)), sort_keys=True)
 
 
 def _teacher(experiment: Experiment) -> tuple[str, dict | None]:
@@ -95,9 +104,11 @@ def _teacher(experiment: Experiment) -> tuple[str, dict | None]:
 def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
     """Put the runs carried in ``directory`` into ``experiment``'s workspace: each file naming a run
     the experiment declares, with the same training fields and a complete evaluation under the same
-    protocol, becomes that run's ``evaluation.json`` and ``curve.json`` (paths restored to this
-    workspace's); a run that holds an evaluation here is left as it is. A file that names a run of
-    this experiment but does not match it is refused with what differs. Returns the keys carried in."""
+    protocol, becomes that run's ``evaluation.json`` and ``carried.json`` (its curve and origin; paths
+    restored to this workspace's). A run evaluated here, or with a training of its own here (begun,
+    interrupted or finished), is left as it is. A file that names a run of this experiment but does
+    not match it, or a teacher's reference of another teacher or protocol, is refused with what
+    differs, before anything is written. Returns the keys carried in."""
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"no carried runs at {directory} (a folder written by `relviz experiment carry`)")
@@ -116,7 +127,8 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
             raise InputError(f"{path}: run {record.get('key')!r} is not a run of experiment {experiment.spec.name} "
                              f"as declared now")
         evaluation_spec = experiment.spec.evaluation_for(plan.cell)
-        if stored_evaluation(plan.run_dir, plan.config, evaluation_spec) is not None:
+        if stored_evaluation(plan.run_dir, plan.config, evaluation_spec) is not None \
+                or RunDir(plan.run_dir).events.is_file():  # its own training here goes on
             continue
         config = without_paths(_plain(plan.config.to_dict()))
         if record.get("config") != config:
@@ -132,21 +144,36 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
         if not evaluation_complete(evaluation, plan.config, evaluation_spec):
             raise InputError(f"{path}: run {plan.key}'s evaluation lacks results its cell asks for "
                              f"({evaluation_spec.wanted()})")
-        taken.append((plan, evaluation, record.get("curve") or []))
-    for plan, evaluation, curve in taken:
+        taken.append((plan, evaluation, {"curve": record.get("curve") or [], "trained_on": record.get("trained_on"),
+                                         "carried_from": path.name}))
+    reference = _carried_teacher(experiment, directory)
+    for plan, evaluation, came in taken:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(plan.run_dir / CURVE_FILE, curve)
+        write_json(plan.run_dir / CARRIED_FILE, came)
         write_json(plan.run_dir / EVALUATION_FILE, evaluation)  # last: the run counts as evaluated from here
-    reference = read_json(directory / TEACHER_FILE)
-    key, here = _teacher(experiment)
-    if isinstance(reference, dict) and here is None:
-        plan = experiment.plans[0]
-        protocol = _plain(experiment.spec.evaluation.protocol(plan.config))
-        if reference.get("protocol") != without_paths(protocol):
-            raise InputError(f"{directory / TEACHER_FILE}: the teacher's reference was computed under another "
-                             f"protocol ({reference.get('protocol')!r}, here {without_paths(protocol)!r})")
+    if reference is not None:
+        key = teacher_key(experiment.plans[0].config, experiment.spec.evaluation)
         with file_lock(experiment.folder / f"{TEACHER_FILE}.lock"):  # evaluations may write it meanwhile
             stored = read_json(experiment.folder / TEACHER_FILE) or {}
-            stored.setdefault(key, {**reference, "protocol": protocol})
+            stored.setdefault(key, reference)
             write_json(experiment.folder / TEACHER_FILE, stored)
     return [plan.key for plan, _, _ in taken]
+
+
+def _carried_teacher(experiment: Experiment, directory: Path) -> dict | None:
+    """The teacher's reference carried in ``directory`` with this workspace's paths, when this
+    experiment has none yet; refused when it is another experiment's, teacher's or protocol's."""
+    path = directory / TEACHER_FILE
+    carried = read_json(path)
+    key, here = _teacher(experiment)
+    if carried is None or here is not None:
+        return None
+    if not isinstance(carried, dict) or not isinstance(carried.get("reference"), dict):
+        raise InputError(f"{path}: not a carried teacher's reference (an object with 'experiment', 'key' and "
+                         f"'reference')")
+    if carried.get("experiment") != experiment.spec.name or carried.get("key") != _portable(key):
+        raise InputError(f"{path}: the teacher's reference of experiment {carried.get('experiment')!r} under "
+                         f"{carried.get('key')}, not this experiment's under {_portable(key)}")
+    config = experiment.plans[0].config
+    return {**carried["reference"], "teacher": config.teacher,
+            "protocol": _plain(experiment.spec.evaluation.protocol(config))}

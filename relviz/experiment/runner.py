@@ -10,7 +10,7 @@
         evaluation.lock          held (flock) by the process evaluating the run; its pid
         evaluation.log           that process's output
         evaluation_error.json    why its last evaluation failed (read by the supervisor that launched it)
-        curve.json               a run carried from another machine: its validation curve
+        carried.json             a run carried from another machine: its validation curve and origin
                                  (:mod:`relviz.experiment.carry`; such a run has no job and is not trained)
 
 Supervising (:meth:`Experiment.supervise`) is a loop of steps: evaluate finished runs and launch missing
@@ -56,7 +56,7 @@ INTERRUPTED = ("cancelled", "lost")
 EVALUATION_LOCK = "evaluation.lock"
 EVALUATION_LOG = "evaluation.log"
 EVALUATION_ERROR = "evaluation_error.json"
-CURVE_FILE = "curve.json"  # a carried run's validation curve (its events stayed where it trained)
+CARRIED_FILE = "carried.json"  # a carried run's validation curve and origin (its events stayed where it trained)
 # an evaluation process of this supervisor that ended with neither its results nor an error (killed,
 # out of memory) is launched again (it continues from the pieces it stored) until it has ended so this
 # many times; then its run is reported as failed until the next supervision
@@ -549,13 +549,16 @@ class Experiment:
         for p in self.plans:
             entry = state["runs"].get(p.key) or {}
             evaluation = stored_evaluation(p.run_dir, p.config, self.spec.evaluation_for(p.cell))
-            runs.append({"key": p.key, "cell": p.cell.label, "seed": p.seed, "status": entry.get("status", "pending"),
+            status = entry.get("status", "pending")
+            if evaluation is not None and status == "pending":  # carried in, no supervisor since
+                status = "carried"
+            runs.append({"key": p.key, "cell": p.cell.label, "seed": p.seed, "status": status,
                          "run_dir": str(p.run_dir), "metrics": run_metrics(evaluation) if evaluation else None,
                          "replicates": run_replicates(evaluation) if evaluation else None})
-            if (p.run_dir / "events.jsonl").is_file():
+            if isinstance(carried := read_json(p.run_dir / CARRIED_FILE), dict):
+                curves[p.key] = carried.get("curve") or []
+            elif (p.run_dir / "events.jsonl").is_file():
                 curves[p.key] = read_validation_curve(p.run_dir).to_dict("records")
-            elif isinstance(carried := read_json(p.run_dir / CURVE_FILE), list):
-                curves[p.key] = carried
         keys = {teacher_key(p.config, self.spec.evaluation) for p in self.plans}
         teacher = (read_json(self.folder / "teacher.json") or {}).get(keys.pop()) if len(keys) == 1 else None
         report = aggregate([{"cell": c.label, "values": c.values, "table": c.table} for c in self.spec.cells()], runs,
