@@ -42,6 +42,17 @@ def _busy(state: dict) -> int:
         bool(r.get("evaluating")) for r in state["runs"].values())
 
 
+def _supervise_to_a_reported_failure(exp: Experiment, grid, settings, key: str) -> None:
+    """Supervise once; the evaluation of run ``key`` fails and is reported in the state, the status
+    and the log, and the supervision ends."""
+    lines: list[str] = []
+    Experiment.from_file(settings, grid).supervise(JobStore(settings), poll_s=0.1, log=lines.append)
+    entry = exp.read_state()["runs"][key]
+    assert entry["evaluated"] is False and entry["evaluation_error"], entry
+    assert [r["evaluation_error"] for r in exp.status(JobStore(settings))["runs"]] == [entry["evaluation_error"], None]
+    assert any(f"{key}: evaluation failed" in line for line in lines), lines
+
+
 def _kill(run_dir) -> int:
     """kill -9 the process group of the process evaluating ``run_dir``, wait until its lock is free."""
     pid = wait_for(lambda: (p := evaluation_holder(run_dir)) not in (None, -1) and p, timeout=30, what="the pid")
@@ -85,12 +96,7 @@ def test_evaluations_run_in_processes_in_the_slots_and_report_failures(synthetic
     # state and the status, and the supervision ends
     (first.run_dir / "evaluation.json").unlink()
     (first.run_dir / "student.safetensors").write_bytes(b"not a checkpoint")
-    lines.clear()
-    Experiment.from_file(settings, grid).supervise(JobStore(settings), poll_s=0.1, log=lines.append)
-    entry = exp.read_state()["runs"][first.key]
-    assert entry["evaluated"] is False and entry["evaluation_error"], entry
-    assert [r["evaluation_error"] for r in exp.status(JobStore(settings))["runs"]] == [entry["evaluation_error"], None]
-    assert any(f"{first.key}: evaluation failed" in line for line in lines), lines
+    _supervise_to_a_reported_failure(exp, grid, settings, first.key)
 
 
 # the kill -9 campaign: 2 one-step trainings and 6 evaluation processes, about 2.5 CPU-minutes; not in
@@ -157,12 +163,7 @@ def test_evaluations_share_the_slots_survive_kill_9_and_report_failures(syntheti
     done = read_json(first.run_dir / "evaluation.json")
     write_json(first.run_dir / "evaluation.json", {k: v for k, v in done.items() if k != "finetune"})
     student.write_bytes(b"not a checkpoint")
-    lines.clear()
-    Experiment.from_file(settings, grid).supervise(JobStore(settings), poll_s=0.1, log=lines.append)
-    entry = exp.read_state()["runs"][first.key]
-    assert entry["evaluated"] is False and entry["evaluation_error"], entry
-    assert [r["evaluation_error"] for r in exp.status(JobStore(settings))["runs"]] == [entry["evaluation_error"], None]
-    assert any(f"{first.key}: evaluation failed" in line for line in lines), lines
+    _supervise_to_a_reported_failure(exp, grid, settings, first.key)
     shutil.copy(kept, student)
     Experiment.from_file(settings, grid).supervise(JobStore(settings), poll_s=0.1)
     entry = exp.read_state()["runs"][first.key]
