@@ -204,11 +204,16 @@ def fewshot(info: CheckpointInfo, root: str, compute: bool = False) -> dict | No
 
 
 def eval_set_controls(scenes_col, per_scene_col, key: str, per_scene: int = 2) -> EvalSet:
-    """The evaluation set's two controls (val scenes, keyframes spread over each) and their EvalSet."""
+    """The evaluation set's two controls (val scenes, keyframes spread over each) and their EvalSet; their
+    help says what a setting not computed before costs (the workspace's measured time per keyframe)."""
+    per_keyframe = workspace.seconds_per_keyframe(settings())
+    cost = (" A setting not computed before first gathers the features of its keyframes in the background"
+            + (f" (about {per_keyframe:.1f} s per keyframe and checkpoint here, measured)" if per_keyframe else "")
+            + "; the page shows the last result meanwhile.")
     scenes = scenes_col.select_slider("val scenes", ["all", 1, 2, 5, 10, 20, 50], value="all", key=f"{key}_scenes",
-                                      help="Scenes are the unit of uncertainty: intervals need 10 or more.")
+                                      help="Scenes are the unit of uncertainty: intervals need 10 or more." + cost)
     k = per_scene_col.slider("keyframes per scene", 1, 8, per_scene, key=f"{key}_k",
-                             help="Spread over each scene (one drawn from each equal stretch of it).")
+                             help="Spread over each scene (one drawn from each equal stretch of it)." + cost)
     return EvalSet(None if scenes == "all" else int(scenes), k, 0)
 
 
@@ -230,6 +235,21 @@ def structure(info: CheckpointInfo | None, root: str, n: EvalSet, per_class: int
     return _structure(info, _mtime(info), root, n, per_class, seed, _teacher_key(settings()))
 
 
-def structure_points(info: CheckpointInfo | None, root: str, n: EvalSet, per_class: int, seed: int):
-    """(features [S, D], labels [S]) of the sample behind :func:`structure` of the same inputs."""
-    return workspace.metric_sample(val_features(info, root, n), structure(info, root, n, per_class, seed))
+def live_ids(jobs) -> set[str]:
+    """The ids of the jobs that are queued or running: a page refreshes itself only while there are some."""
+    return {j.id for j in jobs if j.status in ("queued", "running")}
+
+
+def live_jobs(store, kind: str | None = None) -> set[str]:
+    """:func:`live_ids` of the store's jobs (of ``kind``); empty when the store cannot be read (the page
+    says why where it lists the jobs)."""
+    try:
+        return live_ids(j for j in store.list() if kind is None or j.kind == kind)
+    except RelvizError:
+        return set()
+
+
+def source_key(info: CheckpointInfo | None) -> tuple:
+    """What a value derived from a student's (or the teacher's, None) features depends on: the source,
+    its file's modification time and the teacher's version (:func:`app_pages.kept.cached` keys hold it)."""
+    return info, _mtime(info), _teacher_key(settings())

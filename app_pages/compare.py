@@ -3,7 +3,8 @@ and their structure during training."""
 
 import streamlit as st
 
-from app_pages import common
+from app_pages import common, kept
+from app_pages.background import structures_or_last
 from relviz.eval.report import comparison_rows, sample_notes
 from relviz.jobs import read_validation_curve
 from relviz.viz import explain
@@ -31,18 +32,14 @@ if len(chosen) < 2:
     st.stop()
 
 root = str(common.dataset_root(s))
-try:
-    with st.status("computing features and metrics", expanded=False) as status:
-        results, panels = {}, {}
-        for i, label in enumerate([*chosen, None], start=1):
-            status.update(label=f"features and metrics: {label or 'teacher'} ({i}/{len(chosen) + 1})")
-            info = ckpts.get(label)
-            results[label or "teacher"] = common.structure(info, root, n_samples, per_class, 0)
-            panels[label or "teacher"] = common.structure_points(info, root, n_samples, per_class, 0)
-        status.update(label="done", state="complete")
+try:  # computed in the background when not on disk, the last comparison shown meanwhile
+    results, (sources, n_samples, per_class, _) = structures_or_last(
+        {**{x: ckpts[x] for x in chosen}, "teacher": None}, root, n_samples, per_class, 0, "compare")
+    chosen = [x for x in sources if x != "teacher"]
 except Exception as e:
     common.error_panel("Cannot compare these checkpoints", e)
     st.stop()
+ckpts = {**ckpts, **{x: sources[x] for x in chosen}}  # what is shown, also while another choice is computed
 
 few = {label: common.fewshot(ckpts[label], root) for label in chosen}
 rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "source": ckpts[x].provenance,
@@ -71,12 +68,14 @@ if missing and st.button(f"Compute few-shot mIoU ({len(missing)} checkpoint{'s' 
         st.stop()
     st.rerun()
 
-st.plotly_chart(shared_pca_figure(panels, "teacher"), width="stretch", key="cmp_pca")
+shown = (kept.sources_key(sources), root, n_samples, per_class)  # what the figures below are of: kept
+st.plotly_chart(kept.cached("cmp_pca", shown, lambda: shared_pca_figure({x: kept.structure_points(
+    info, root, n_samples, per_class, 0) for x, info in sources.items()}, "teacher")), width="stretch",
+                key="cmp_pca")
 st.caption("Every panel in the teacher's first two principal axes, with the same axis ranges.")
-st.plotly_chart(per_class_figure(results, "tolerance_per_class", "Tolerance per class", "tolerance"), width="stretch",
-                key="cmp_tpc")
-st.plotly_chart(per_class_figure(results, "zeroshot_iou", "Zero-shot IoU per class", "IoU"), width="stretch",
-                key="cmp_iou")
+for key, args in (("cmp_tpc", ("tolerance_per_class", "Tolerance per class", "tolerance")),
+                  ("cmp_iou", ("zeroshot_iou", "Zero-shot IoU per class", "IoU"))):
+    st.plotly_chart(kept.cached(key, shown, lambda: per_class_figure(results, *args)), width="stretch", key=key)
 curves = {x: c for x in chosen if not (c := read_validation_curve(ckpts[x].path.parent)).empty}
 if curves:
     st.plotly_chart(validation_figure(curves, teacher=results["teacher"]), width="stretch", key="cmp_curves")

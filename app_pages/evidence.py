@@ -3,7 +3,8 @@ few-shot mIoU, with correlations and their intervals) and one student's class re
 
 import streamlit as st
 
-from app_pages import common
+from app_pages import common, kept
+from app_pages.background import structures_or_last
 from relviz.eval.evidence import MEASURES, MIN_CHECKPOINTS, gap_vs_performance
 from relviz.eval.relations import class_relations
 from relviz.eval.report import comparison_rows
@@ -25,16 +26,13 @@ c1, c2, c3 = st.columns(3)
 n_samples = common.eval_set_controls(c1, c2, "ev")
 per_class = c3.select_slider("points per class", [100, 250, 500, 1000, 2000, 5000], value=500, key="ev_pc")
 root = str(common.dataset_root(s))
-try:
-    bar = st.progress(0.0, text="metrics of every checkpoint")
-    results = {}
-    for i, (label, info) in enumerate({**ckpts, "teacher": None}.items()):
-        bar.progress(i / (len(ckpts) + 1), text=f"metrics: {label} ({i + 1}/{len(ckpts) + 1})")
-        results[label] = common.structure(info, root, n_samples, per_class, 0)
-    bar.empty()
+try:  # computed in the background when not on disk, the last evidence shown meanwhile
+    results, (sources, n_samples, per_class, _) = structures_or_last({**ckpts, "teacher": None}, root, n_samples,
+                                                                      per_class, 0, "evidence")
 except Exception as e:
     common.error_panel("Cannot compute the metrics", e)
     st.stop()
+ckpts = {x: info for x, info in sources.items() if x != "teacher"}  # what is shown (also while others compute)
 rows = comparison_rows([{"checkpoint": x, "loss": ckpts[x].loss, "source": ckpts[x].provenance, "structure": results[x],
                          "fewshot": common.fewshot(ckpts[x], root), "configuration": configuration_of(ckpts[x])}
                         for x in ckpts], results["teacher"])
@@ -62,10 +60,12 @@ if any(m[performance] is not None for m in evidence["measures"]):
 
 st.subheader("Class relations")
 student = st.selectbox("student", list(ckpts), key="ev_student")
-relations = class_relations(common.val_features(ckpts[student], root, n_samples), per_class, 0)
+of = (student, common.source_key(ckpts[student]), root, n_samples, per_class)  # kept for a second visit
+relations = kept.cached("relations", of, lambda: class_relations(common.val_features(ckpts[student], root,
+                                                                                         n_samples), per_class, 0))
 st.metric("Linear CKA with the teacher", f"{relations['cka']:.3f}",
           help="Linear CKA (Kornblith et al. 2019) of student and teacher features at the same points: 1 is the "
                "same structure up to rotation and scale.")
-st.plotly_chart(relation_figure(relations, student), width="stretch", key="ev_rel")
+st.plotly_chart(kept.cached("ev_rel", of, lambda: relation_figure(relations, student)), width="stretch", key="ev_rel")
 st.caption(f"Cosine similarity of class centroids on the protocol sample ({relations['sample']['size']:,} points); "
            f"mean |difference| off the diagonal: {relations['mean_abs_difference']:.3f}.")

@@ -52,13 +52,18 @@ with st.form("fewshot_launch"):
             st.error(str(e))
 
 
-@st.fragment(run_every="3s")
+live = common.live_jobs(store, "label_efficiency")  # the curves refresh only while one runs (once more after)
+
+
+@st.fragment(run_every="3s" if live else None)
 def curves():
     try:
         jobs = [j for j in store.list() if j.kind == "label_efficiency"]
     except RelvizError as e:
         st.error(str(e))
         return
+    if common.live_ids(jobs) != live:
+        st.rerun(scope="app")
     for j in jobs:
         if j.status in ("running", "queued"):
             p = store.progress_of(j)

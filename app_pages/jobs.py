@@ -10,8 +10,7 @@ from relviz.jobs import describe_rule, loss_curve, validation_curve
 from relviz.losses import LOSSES
 from relviz.models.minkunet import ARCHITECTURES
 from relviz.train.config import TrainConfig
-from relviz.viz.fewshot import checkpoint_label_efficiency, label_efficiency_curves
-from relviz.viz.training import loss_figure, validation_figure
+from relviz.viz.jobs_view import job_figures
 
 st.title("Distillation jobs")
 s = common.settings()
@@ -43,9 +42,11 @@ with st.form("launch"):
             except RelvizError as e:
                 st.error(str(e))
 st.caption(describe_rule())
+# the page refreshes itself only while a job is queued or running (and once more when that changes)
+live = common.live_jobs(store)
 
 
-@st.fragment(run_every="2s")
+@st.fragment(run_every="2s" if live else None)
 def job_list() -> list:
     """The jobs table (status, phase and estimate from each run folder now); returns the jobs listed."""
     try:
@@ -54,6 +55,8 @@ def job_list() -> list:
     except RelvizError as e:
         st.error(str(e))
         return []
+    if common.live_ids(jobs) != live:
+        st.rerun(scope="app")
     if not jobs:
         st.info("No jobs yet.")
     else:
@@ -63,7 +66,6 @@ def job_list() -> list:
     return jobs
 
 
-@st.fragment(run_every="2s")
 def job_detail(job_id: str):
     try:
         job = store.get(job_id)
@@ -71,22 +73,20 @@ def job_detail(job_id: str):
     except RelvizError as e:
         st.error(str(e))
         return
+    if bool(common.live_ids([job])) != (job_id in live):
+        st.rerun(scope="app")
     st.metric("status", job.status)
     st.progress(progress.fraction, text=progress.text())  # the phase's count and estimate (none once ended)
     if progress.priority:
         st.caption(f"Runs at {progress.priority}.")
-    if not (curve := validation_curve(events)).empty:
-        st.plotly_chart(validation_figure({job.name: curve}), width="stretch", key=f"val-{job_id}")
-    if job.kind == "label_efficiency" and (result := common.fewshot_result(job.run_dir)) is not None:
-        st.plotly_chart(label_efficiency_curves(checkpoint_label_efficiency({job.name: result})), width="stretch",
-                        key=f"fewshot-{job_id}")
-    if not (losses := loss_curve(events)).empty:
-        st.plotly_chart(loss_figure({job.name: losses}), width="stretch", key=f"loss-{job_id}")
+    for kind, figure in job_figures(job.name, validation_curve(events), loss_curve(events), common.fewshot_result(
+            job.run_dir) if job.kind == "label_efficiency" else None).items():
+        st.plotly_chart(figure, width="stretch", key=f"{kind}-{job_id}")
     action = {"running": "Cancel", "cancelled": "Resume", "lost": "Resume", "failed": "Resume"}.get(job.status)
     if action and st.button(action, key=f"{action.lower()}-{job_id}"):
         try:  # a cancel waits for the trainer's checkpoint (SIGKILL after 30 s)
             (store.cancel if action == "Cancel" else store.resume)(job_id)
-            st.rerun(scope="fragment")
+            st.rerun(scope="app")
         except RelvizError as e:
             st.error(str(e))
     with st.expander("log (last lines)", expanded=job.status != "running"):
@@ -95,4 +95,5 @@ def job_detail(job_id: str):
 
 names = {j.id: j.name for j in job_list()}  # its first run returns the jobs, a job launched above among them
 if names:
-    job_detail(st.selectbox("Job", list(names), format_func=lambda i: f"{i} ({names[i]})", key="job_pick"))
+    picked = st.selectbox("Job", list(names), format_func=lambda i: f"{i} ({names[i]})", key="job_pick")
+    st.fragment(job_detail, run_every="2s" if picked in live else None)(picked)

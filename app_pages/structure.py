@@ -5,7 +5,7 @@ other; a text query's matches are ringed in both)."""
 import numpy as np
 import streamlit as st
 
-from app_pages import common
+from app_pages import common, kept
 from app_pages.background import structure_or_last
 from app_pages.teachers_section import teachers_side_by_side
 from relviz.errors import RelvizError
@@ -58,7 +58,7 @@ ring = np.zeros(len(y), bool)
 ring[[i for i in st.session_state.get("linked_sample", []) if i < len(y)]] = True
 places, st.session_state["structure_selected"] = None, {}  # the teacher's sample has no place in the scene
 if ckpts.get(choice) is not None:
-    places = sv.sample_places(common.val_features(ckpts[choice], root, n_samples), metrics)
+    places = kept.sample_places(ckpts[choice], root, n_samples, per_class, seed)
     tokens = common.dataset(root).sample_tokens
     # this selection, by keyframe, for the Zero-shot page's 3D view; its box selection ringed here
     st.session_state["structure_selected"] = sv.selection_by_token(places, ring, tokens)
@@ -73,7 +73,8 @@ if query.strip() and threshold is not None:
         st.caption(note)
     except RelvizError as e:
         st.error(str(e))
-pca = pca_figure(z, y, dims=3 if view == "3D" else 2, highlight=ring, highlight_name="ringed")
+pca = pca_figure(z, y, dims=3 if view == "3D" else 2, highlight=ring, highlight_name="ringed",  # the basis kept
+                 basis=kept.pca_basis(ckpts.get(choice), root, n_samples, per_class, seed, 3 if view == "3D" else 2))
 st.plotly_chart(pca, width="stretch", key="pca", **({} if view == "3D" else dict(
     on_select=lambda: select_from("pca"), selection_mode=("box", "lasso"))))
 if places is None:

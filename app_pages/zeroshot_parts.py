@@ -2,6 +2,7 @@
 search of the val split. Not a page of its own (app.py does not list it): the page passes what they read."""
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import streamlit as st
@@ -9,22 +10,25 @@ import torch
 
 from app_pages import common
 from relviz.config import Settings
-from relviz.errors import RelvizError
 from relviz.eval.features import point_features_cached
 from relviz.eval.search import split_features
 from relviz.teacher.text import teacher_vocabulary
-from relviz.tensors import one_thread
 from relviz.viz import zeroshot_view as zv
 from relviz.viz.live_cloud import live_cloud, points_name, typed
+from relviz.viz.live_cloud.channel import new_token, register
 from relviz.viz.split_search import search_prompt, thumbnails, top_points_table
+from relviz.viz.zeroshot_live import LiveInputs, session_live_state
 from relviz.workspace import CheckpointInfo
 
 
 @st.fragment
 def live(s: Settings, ds, sample: int, item: dict, feats: torch.Tensor, keep: np.ndarray, embed) -> None:
-    """Reruns alone on each keystroke: the frame gets new colours, never new positions. ``feats`` [N, D]:
-    the keyframe's student features; ``keep``: the points shown; ``embed``: prompts -> text embeddings."""
-    q = typed("zs_live", "zs_queries", "\n".join(n.replace("_", " ") for n in common.CLASS_NAMES))
+    """Reruns alone on each message of the frame that needs Streamlit (keystrokes go to the direct channel,
+    which answers the same way: relviz.viz.zeroshot_live): the frame gets new colours, never new positions.
+    ``feats`` [N, D]: the keyframe's student features; ``keep``: the points shown; ``embed``: prompts -> text
+    embeddings."""
+    state = session_live_state(st.session_state, "\n".join(n.replace("_", " ") for n in common.CLASS_NAMES))
+    q = typed("zs_live", "zs_queries", state.text, newer_than=state.seq)
     if not q.new and (stamps := st.session_state.pop("zs_reply_stamps", None)):
         q = replace(q, new=True, stamps=stamps)  # the message a rerun of the page took over: answer it
     token = ds.sample_tokens[sample]
@@ -36,25 +40,19 @@ def live(s: Settings, ds, sample: int, item: dict, feats: torch.Tensor, keep: np
         st.session_state.update(zs_mode_wanted=zv.MODES[3] if q.focus else zv.MODES[0], zs_focus_shown=q.focus,
                                 zs_reply_stamps=q.stamps)  # else the frame waits 3 s for an answer to its message
         st.rerun(scope="app")  # with the radio above showing it (a widget's value is set before it is drawn)
-    mode = st.session_state.get("zs_mode", zv.MODES[0])
-    threshold = common.in_range(st.session_state.get("zs_threshold"), -1, 1)
-    view, error = st.session_state.get("zs_view"), None
-    try:
-        with one_thread():  # small tensors per keystroke: see relviz.tensors.one_thread
-            view = zv.live_view(feats, item["labels"], q.text, threshold, mode, embed, q.cursor, q.focus, view,
-                                teacher_vocabulary(s.teacher_spec))
-    except RelvizError as e:  # the frame shows the message and keeps the last good colours
-        error = str(e)
-    st.session_state.update(zs_view=view, zs_error=error)
     # this keyframe's selections, made here or on the Feature structure page, in the selection colour
     selections = [(where, by_token[token]) for where, by_token in (
         ("3D view", st.session_state.get("zs_selected")),
         ("Feature structure page", st.session_state.get("structure_selected"))) if by_token and token in by_token]
-    coloring, legend = zv.mark_selections(*zv.shown(view, len(feats), keep), keep, selections)
-    live_cloud(s.cache_dir, shown_xyz, coloring, legend, text=q.text,
-               reply=q.reply(view.timings if view else {}, error), key="zs_live",
-               note=f"{zv.summary(view, len(feats))} · showing {len(keep):,} of {len(feats):,} points (uniform "
-                    f"random, seed 0)")
+    inputs = LiveInputs(feats, item["labels"], keep, common.in_range(st.session_state.get("zs_threshold"), -1, 1),
+                        st.session_state.get("zs_mode", zv.MODES[0]), embed, teacher_vocabulary(s.teacher_spec),
+                        selections)
+    view, error = state.compute(inputs, q)
+    st.session_state.update(zs_view=view, zs_error=error)
+    channel = register(st.session_state.setdefault("zs_channel_token", new_token()), partial(state.answer, inputs),
+                       st.get_option("server.address") or "127.0.0.1")
+    live_cloud(s.cache_dir, shown_xyz, *inputs.colours(view), text=q.text, reply=q.reply(view.timings if view else {},
+               error), key="zs_live", note=inputs.note(view), channel=channel)
     if q.commit:
         st.rerun(scope="app")
 

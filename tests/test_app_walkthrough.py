@@ -224,3 +224,36 @@ def test_a_structure_control_that_needs_new_features_computes_them_in_the_backgr
     at.run()  # not restarted: still the reason, and the last result
     assert any("cancelled at keyframe" in e.value for e in at.error) and not at.get("progress")
     assert any("Showing teacher on every scene x 3 keyframes per scene" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("page, prefix", [("app_pages/compare.py", "cmp"), ("app_pages/evidence.py", "ev")])
+def test_compare_and_evidence_keep_the_last_result_while_a_new_one_is_computed(app_workspace, page, prefix):
+    """Compare and Evidence computed every missing result in the page's run (a minute and more for new
+    keyframes). Now, as Feature structure: the last result stays on screen with a note and a progress bar per
+    result being computed, and the page shows the new one when the background threads have stored it."""
+    import time
+
+    from relviz.config import load_settings
+    from relviz.workspace import DEFAULT_EVAL_SET, structure, structure_on_disk
+
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.switch_page(page).run()  # the first visit waits for what it lacks, then shows it
+    assert not at.exception, at.exception
+    before = at.dataframe[0].value
+    at.select_slider(key=f"{prefix}_pc").set_value(250).run()  # 250 points per class: not computed yet
+    assert not at.exception, at.exception
+    assert any(i.value.startswith("Showing ") and "(points per class 500, seed 0)" in i.value for i in at.info)
+    assert at.dataframe[0].value.equals(before)  # the last result stays on screen meanwhile
+    assert at.get("progress") and all("on every scene x 2 keyframes per scene" in p.proto.text
+                                      for p in at.get("progress"))
+    deadline = time.time() + 300
+    while time.time() < deadline and at.get("progress"):
+        time.sleep(1)
+        at.run()
+    assert not at.get("progress") and not [i for i in at.info if i.value.startswith("Showing ")]
+    s = load_settings()
+    root = s.dataset_root("synthetic-mini")
+    assert structure_on_disk(s, root, None, DEFAULT_EVAL_SET, 250, 0)
+    teacher = structure(s, root, None, DEFAULT_EVAL_SET, 250, 0, teacher_fn=None)  # stored: read, not computed
+    assert teacher["sample"]["per_class"] == 250
+    assert any("up to 250" in c.value for c in at.caption)

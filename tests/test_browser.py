@@ -1,6 +1,7 @@
 """A real browser (headless Chromium driven by Playwright) against `relviz app` on localhost:
 every page loads without an exception, a zero-shot query runs, a job launched from the Jobs page
-shows its phase and is cancelled, and each page is screenshotted into artifacts/browser/."""
+shows its phase and is cancelled, Home and the Jobs page go idle when nothing changes, and each page
+is screenshotted into artifacts/browser/."""
 
 import os
 import re
@@ -69,6 +70,21 @@ def _settle(page, timeout_ms=240_000):
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
 
 
+# counts the script runs that end in this document (the app root's state turning to notRunning)
+RUNS_JS = """new MutationObserver((changes) => { for (const c of changes) if (c.oldValue !== 'notRunning' &&
+  c.target.getAttribute('data-test-script-state') === 'notRunning') window.relvizRuns = (window.relvizRuns || 0) + 1; })
+  .observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                      attributeFilter: ['data-test-script-state']});"""
+
+
+def _assert_idle(page, what: str, seconds: float = 4.0) -> None:
+    """Nothing changes: no script run starts by itself (a polling fragment would rerun every 1-3 s)."""
+    _settle(page)
+    before = page.evaluate("window.relvizRuns || 0")
+    page.wait_for_timeout(1000 * seconds)
+    assert page.evaluate("window.relvizRuns || 0") == before, f"{what} keeps rerunning with nothing changing"
+
+
 def test_every_page_in_a_real_browser(server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -78,6 +94,7 @@ def test_every_page_in_a_real_browser(server):
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.add_init_script(f"document.addEventListener('DOMContentLoaded', () => {{ {RUNS_JS} }})")
         # an offline tool reaches no other host: every request of every page load goes to the app itself
         outside: list[str] = []
         page.on("request", lambda r: outside.append(r.url) if r.url.startswith(("http:", "https:", "ws:", "wss:"))
@@ -91,6 +108,8 @@ def test_every_page_in_a_real_browser(server):
             nav = page.locator("[data-testid='stSidebarNav']").inner_text()
             assert "Feature structure" in nav and "common" not in nav, (name, nav)
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+            if name == "home":  # the first visit after the server started (issue #31) goes idle
+                _assert_idle(page, "Home")
         assert not outside, outside
         _launch_watch_and_cancel_a_job(page, server)
         # a zero-shot query in the browser
@@ -130,4 +149,6 @@ def _launch_watch_and_cancel_a_job(page, server) -> None:
     page.get_by_role("button", name="Cancel").click()
     bar.get_by_text(re.compile(r"^cancelled")).wait_for(timeout=120_000)
     assert page.locator("[data-testid='stException']").count() == 0
+    page.wait_for_timeout(2500)  # the last refresh of the job's view (every 2 s while it ran) reruns the page once
+    _assert_idle(page, "the Jobs page with no job running")
     page.screenshot(path=str(ARTIFACTS / "jobs-cancelled.png"), full_page=True)

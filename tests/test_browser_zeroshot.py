@@ -3,12 +3,32 @@ localhost): typing a free-text query changes the legend and the colours drawn in
 the drawn colours are the legend's. Screenshots go to artifacts/browser/."""
 
 import io
+import os
 import re
+import statistics
+import sys
+import time
 
 import numpy as np
 from PIL import Image
 
-from test_browser import ARTIFACTS, CHROMIUM, _settle, pytestmark, server  # noqa: F401 (skip rule, fixture)
+from test_browser import ARTIFACTS, CHROMIUM, ROOT, _settle, pytestmark, server  # noqa: F401 (skip rule, fixture)
+
+sys.path.insert(0, str(ROOT / "bench"))
+from screencast import Screencast, canvas_box, visible_at  # noqa: E402 (bench/screencast.py, shared with the bench)
+
+# Keystroke to the screen's recoloured 3D view, by Chrome's screencast (bench/README.md, "Zero-shot live view"). The
+# bound is the bench's p95 of that visible clock in the condition nearest the test suite's: a plain training process
+# at niceness 0 with torch's threads beside the app (`--training`; the suite's other worker is such a neighbour), on
+# the 2-core machine while a background experiment ran 2 jobs: 151 ms at load 5.7-6.3, 2026-12-07, 101 keys.
+# Why the median of PRESSES keys is compared with a p95: if a key here takes as long as the bench's keys, each is over
+# the p95 with probability 0.05, and the median of 5 is over it only when 3 or more are:
+# sum(C(5, k) 0.05^k 0.95^(5 - k), k = 3..5) = 0.0012. So a failure says the answer got slower than the bench
+# measured (or the machine is far busier than then: the message gives the load). Through Streamlit instead of the
+# direct channel the same keys took 146 ms median, 193 ms p95 (load 6.4): that they went by the channel is asserted
+# apart.
+PRESSES = 5
+VISIBLE_P95_MS = 151
 
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"]
@@ -72,6 +92,7 @@ def test_typing_a_free_text_query_recolours_the_live_view(server):  # noqa: F811
         assert share_in(before_pixels, colors) < 0.9  # ... and they are not the old ones
         assert "after the keystroke" in frame.inner_text("#status")
         page.screenshot(path=str(ARTIFACTS / "zeroshot-live.png"), full_page=True)
+        _visible_latency_of_key_presses(page, frame)
 
         # a box selection in the 3D view: its points are drawn in the selection colour, and the legend
         # counts them (the share of the shown points the frame itself counted)
@@ -97,3 +118,36 @@ def test_typing_a_free_text_query_recolours_the_live_view(server):  # noqa: F811
         assert record["key"] <= record["sent"] <= record["received"] <= record["drawn"] <= record["painted"]
         page.screenshot(path=str(ARTIFACTS / "zeroshot-selection.png"), full_page=True)
         browser.close()
+
+
+def _visible_latency_of_key_presses(page, frame, presses: int = PRESSES) -> None:
+    """Key presses in the heat-map mode (every new prompt recolours the view), each timed from just before it
+    is sent to the first screencast frame whose 3D view changed: all shown, answered by the direct channel,
+    and their median under the bench's p95."""
+    answered = frame.evaluate("window.relvizTimings.length")
+    page.get_by_text("similarity to a query", exact=True).click()  # the page's radio: a rerun of the page
+    _settle(page)
+    frame.wait_for_function("() => { const s = window.relvizState; return s && s.inflight === null && !s.pending; }")
+    frame.locator("#plot").scroll_into_view_if_needed()
+    box = canvas_box(frame.locator("#plot"))
+    frame.locator("#queries").press("End")
+    screencast = Screencast(page)
+    screencast.start()
+    pressed = []
+    for letter in "slick"[:presses]:
+        count = frame.evaluate("window.relvizTimings.length")
+        time.sleep(0.3)  # the screen is still before the press
+        pressed.append(time.time())
+        page.keyboard.press(letter)
+        frame.wait_for_function(f"window.relvizTimings.length > {count} && window.relvizState.inflight === null",
+                                timeout=60_000)
+    time.sleep(0.3)
+    screencast.stop()
+    records = frame.evaluate(f"window.relvizTimings.slice({answered})")[-presses:]
+    seen = visible_at(screencast.frames, pressed, box)
+    visible = [1000 * (v - t) for v, t in zip(seen, pressed) if v is not None]
+    app = [r["painted"] - r["key"] for r in records]
+    print(f"visible ms {[round(v) for v in visible]}, the app's own {[round(a) for a in app]}")
+    assert [r["channel"] for r in records] == ["direct"] * presses and all(r["redrawn"] for r in records)
+    assert len(visible) == presses, f"{presses - len(visible)} presses never showed a recoloured view"
+    assert statistics.median(visible) < VISIBLE_P95_MS, (visible, app, f"load average {os.getloadavg()}")

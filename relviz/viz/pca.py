@@ -9,7 +9,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from relviz.data.classes import CLASS_COLORS, CLASSES
-from relviz.metrics import fit_pca
+from relviz.metrics import PCA, fit_pca
 
 CLASS_COLOR = {c: f"rgb{tuple(int(v) for v in CLASS_COLORS[c])}" for c in range(1, len(CLASSES))}
 
@@ -34,11 +34,13 @@ HIGHLIGHT = dict(color="rgba(0,0,0,0)", line=dict(color="black", width=1.5))
 
 
 def pca_figure(features: torch.Tensor, labels: torch.Tensor, dims: int = 2, height: int = 560,
-               highlight: np.ndarray | None = None, highlight_name: str = "selected") -> go.Figure:
+               highlight: np.ndarray | None = None, highlight_name: str = "selected", basis: PCA | None = None
+               ) -> go.Figure:
     """A sample's features [N, D] with labels [N] projected on their own first ``dims`` (2 or 3)
     principal axes, coloured by class; the axis titles carry the explained variance. ``highlight``
-    (bool [N]) rings those points in black, as one more trace named ``highlight_name``."""
-    pca = fit_pca(features, k=3 if dims == 3 else 2)
+    (bool [N]) rings those points in black, as one more trace named ``highlight_name``. ``basis``: the
+    features' PCA (:func:`relviz.metrics.fit_pca` with k = ``dims``) when the caller keeps it."""
+    pca = fit_pca(features, k=3 if dims == 3 else 2) if basis is None else basis
     p = pca.transform(features).cpu().numpy()
     ev = pca.explained_variance_ratio.tolist()
     fig = go.Figure(_class_traces(p, labels.cpu().numpy(), dims, True, 2 if dims == 3 else 3))

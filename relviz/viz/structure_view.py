@@ -36,9 +36,11 @@ class SamplePlaces:
     frames: list[int]
 
 
-def sample_places(val: dict, metrics: dict) -> SamplePlaces:
-    """The places of the sample behind ``metrics`` (a structure result of the student's ``val``)."""
-    keyframe, point = (t.numpy() for t in sample_locations(val, sample_indices(val, metrics)))
+def sample_places(val: dict, metrics: dict, idx: torch.Tensor | None = None) -> SamplePlaces:
+    """The places of the sample behind ``metrics`` (a structure result of the student's ``val``); ``idx``:
+    its :func:`relviz.eval.structure.sample_indices` when the caller keeps them."""
+    idx = sample_indices(val, metrics) if idx is None else idx
+    keyframe, point = (t.numpy() for t in sample_locations(val, idx))
     frames = val["keyframe_index"].tolist()
     return SamplePlaces(np.asarray(frames, dtype=np.int64)[keyframe], point, frames)
 

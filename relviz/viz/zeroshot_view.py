@@ -87,14 +87,21 @@ def segment(features: torch.Tensor, truth: np.ndarray | None, labels: LabelSet,
     return Segmentation(labels, query, best.numpy(), text, background, scores, counts, colors, timings)
 
 
-def similarity_to(features: torch.Tensor, embedding: torch.Tensor) -> np.ndarray:
-    """Cosine similarity [N] of point features [N, D] to one embedding [D]."""
-    return (F.normalize(features.float(), dim=1) @ F.normalize(embedding.float(), dim=0)).numpy()
+def similarity_to(features: torch.Tensor, embedding: torch.Tensor, unit: bool = False) -> np.ndarray:
+    """Cosine similarity [N] of point features [N, D] to one embedding [D]; ``unit``: the features are
+    float32 and L2-normalised already (:func:`unit_rows`: a keyframe's, once for every keystroke)."""
+    return ((features if unit else unit_rows(features)) @ F.normalize(embedding.float(), dim=0)).numpy()
+
+
+def unit_rows(features: torch.Tensor) -> torch.Tensor:
+    """``features`` [N, D] as float32 with unit rows."""
+    return F.normalize(features.float(), dim=1)
 
 
 def coloring(seg: Segmentation, mode: str, features: torch.Tensor, truth: np.ndarray | None,
-             heat: str | None = None) -> Coloring:
-    """The colouring of a view mode (one of :data:`MODES`); ``heat``: the prompt of the similarity view."""
+             heat: str | None = None, unit: torch.Tensor | None = None) -> Coloring:
+    """The colouring of a view mode (one of :data:`MODES`); ``heat``: the prompt of the similarity view;
+    ``unit``: :func:`unit_rows` of ``features`` when the caller keeps them."""
     if mode == "prediction":
         return query_coloring(seg.query, seg.colors)
     if mode in ("ground truth", "errors") and truth is None:
@@ -104,7 +111,9 @@ def coloring(seg: Segmentation, mode: str, features: torch.Tensor, truth: np.nda
     if mode == "errors":
         return error_coloring(scored_prediction(torch.from_numpy(seg.query), seg.labels).numpy(), truth)
     if mode == "similarity to a query":
-        return similarity_coloring(similarity_to(features, seg.text[seg.labels.prompts.index(heat)]))
+        heat_text = seg.text[seg.labels.prompts.index(heat)]
+        return similarity_coloring(similarity_to(features, heat_text) if unit is None else
+                                   similarity_to(unit, heat_text, unit=True))
     raise InputError(f"unknown colour mode {mode!r}; expected one of {', '.join(MODES)}")
 
 
@@ -165,16 +174,17 @@ class View:
 
 def live_view(features: torch.Tensor, truth: np.ndarray | None, text: str, threshold: float | None, mode: str,
               embed: Callable[[Sequence[str]], torch.Tensor], cursor: int | None = None, focus: str | None = None,
-              previous: View | None = None, vocabulary: frozenset[str] | None = None) -> View:
+              previous: View | None = None, vocabulary: frozenset[str] | None = None,
+              unit: torch.Tensor | None = None) -> View:
     """Parse the query ``text`` (raises InputError with the line at fault), segment ``features``
     [N, D], colour by ``mode`` and build the legend; colours and the heat-map prompt continue
-    ``previous``."""
+    ``previous``; ``unit``: :func:`unit_rows` of ``features`` when the caller keeps them."""
     labels = parse_queries(text, threshold)
     before = list(zip(previous.seg.labels.prompts, previous.seg.colors)) if previous else ()
     seg = segment(features, truth, labels, embed, before)
     heat = heat_prompt(labels, text, cursor, focus, previous.heat if previous else None)
     t0 = time.perf_counter()
-    shown = coloring(seg, mode, features, truth, heat)
+    shown = coloring(seg, mode, features, truth, heat, unit)
     rows = legend(seg, shown, mode, heat if mode == MODES[3] else None, vocabulary)
     return View(seg, shown, rows, heat, {**seg.timings, "colour_ms": 1000 * (time.perf_counter() - t0)})
 

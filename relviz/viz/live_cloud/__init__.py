@@ -7,6 +7,9 @@ uint8 colour index per point and a colour table of at most 128 entries, which th
 as one byte per point and draws (``cloud.js``: WebGL2 points with an orbit camera). Positions never
 travel with an answer: they are written once per point set as a file in the component's folder,
 which the browser fetches (and caches) by its content hash. Nothing is fetched from the internet.
+Keystrokes go by ``fetch`` to the app's own direct channel when the page gives one (``channel.py``:
+answered without Streamlit's rerun loop, which cost more than the answer); Ctrl+Enter, legend clicks
+and selections, which change the page around the view, go through Streamlit.
 
 Why not plotly.js: ``Plotly.restyle`` of a scatter3d's marker colours recomputes the whole trace
 (each point is a glyph mesh), which costs far more than the 100 ms a keystroke may take at 33k points
@@ -84,14 +87,16 @@ def points_file(folder: Path, xyz: np.ndarray) -> str:
 
 
 def live_cloud(root: str | Path, xyz: np.ndarray, coloring: Coloring, legend: list[dict], *, text: str,
-               reply: dict | None = None, note: str = "", height: int = 560, key: str) -> dict | None:
+               reply: dict | None = None, note: str = "", height: int = 560, channel: dict | None = None,
+               key: str) -> dict | None:
     """Draw (or recolour) the live point cloud; returns the frame's last message (None before one).
 
     root: a writable folder for the served files; xyz float32 [N, 3]; coloring: one index per
     point; legend: rows ``{prompt, color, class, scored, points, fraction, iou, unseen}`` (or a
     ``{heat: [low, high], prompt}`` row for a similarity colouring); text: the query text the box
     starts with (used once, when the frame is created); reply: what answers the frame's message
-    (``seq``, timings, ``error``); note: a line shown under the legend."""
+    (``seq``, timings, ``error``); note: a line shown under the legend; channel: where the frame posts its
+    keystrokes directly (:func:`relviz.viz.live_cloud.channel.register`), None: through Streamlit."""
     from streamlit.components.v1 import declare_component
 
     folder = component_folder(str(root))
@@ -102,7 +107,7 @@ def live_cloud(root: str | Path, xyz: np.ndarray, coloring: Coloring, legend: li
     return _declared[str(folder)](
         points=points_file(folder, xyz), n=len(xyz), colors=coloring.index.astype(np.uint8).tobytes(),
         table=hex_colors(coloring.table), legend=legend, text=text, reply=reply or {}, note=note, height=height,
-        key=key, default=None)
+        channel=channel, key=key, default=None)
 
 
 @dataclass
@@ -131,11 +136,23 @@ class Typed:
         return {**self.stamps, **timings, "end": 1000 * time.time(), "error": error}
 
 
-def typed(key: str, text_key: str, default: str) -> Typed:
+def message_typed(message: dict, start: float, text: str | None = None, focus: str | None = None) -> Typed:
+    """The :class:`Typed` of one message of the frame (a dict as posted: unchecked values are dropped),
+    ``start``: when the server began answering it (epoch ms)."""
+    cursor, selection, points = message.get("cursor"), message.get("selection"), message.get("points")
+    stamps = {"seq": message.get("seq"), "key": message.get("key"), "sent": message.get("sent"), "start": start}
+    return Typed(str(message.get("text", "")) if text is None else text, cursor if isinstance(cursor, int) else None,
+                 message.get("focus") if isinstance(message.get("focus"), str) else focus, bool(message.get("commit")),
+                 True, stamps, selection if isinstance(selection, list) else None,  # checked by the page
+                 points if isinstance(points, str) else None)
+
+
+def typed(key: str, text_key: str, default: str, newer_than: float | None = None) -> Typed:
     """Read the frame ``key``'s last message from Streamlit's session state and keep its text under
     ``text_key``, a plain session key that outlives the frame (other pages, another student or
-    keyframe), starting from ``default``. Call it first in the fragment (its time is the server's
-    start)."""
+    keyframe), starting from ``default``. A message numbered ``newer_than`` or lower (the direct channel
+    answered a later one) brings no text, only its Ctrl+Enter. Call it first in the fragment (its time is
+    the server's start)."""
     import streamlit as st
 
     start = 1000 * time.time()
@@ -146,12 +163,8 @@ def typed(key: str, text_key: str, default: str) -> Typed:
     if not isinstance(message, dict) or message.get("seq") is None or message.get("seq") == seen:
         return Typed(state[text_key], focus=state.get(f"{key}_focus"))
     state[f"{key}_seen"] = message["seq"]
+    if newer_than is not None and isinstance(message["seq"], (int, float)) and message["seq"] <= newer_than:
+        return Typed(state[text_key], focus=state.get(f"{key}_focus"), commit=bool(message.get("commit")))
     state[text_key] = str(message.get("text", ""))
     state[f"{key}_focus"] = message.get("focus") if isinstance(message.get("focus"), str) else None
-    cursor = message.get("cursor")
-    stamps = {"seq": message["seq"], "key": message.get("key"), "sent": message.get("sent"), "start": start}
-    selection = message.get("selection")  # its indices are checked by the page (zeroshot_view.selected_points)
-    points = message.get("points")
-    return Typed(state[text_key], cursor if isinstance(cursor, int) else None, state[f"{key}_focus"],
-                 bool(message.get("commit")), True, stamps, selection if isinstance(selection, list) else None,
-                 points if isinstance(points, str) else None)
+    return message_typed(message, start, state[text_key], state[f"{key}_focus"])
