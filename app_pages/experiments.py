@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common
-from relviz.demo import EXPERIMENT_REPORT_DIR
+from relviz.demo import EVIDENCE_CARRIED, EXPERIMENT_REPORT_DIR
 from relviz.errors import RelvizError
 from relviz.experiment import Experiment, list_experiments
 from relviz.files import read_json
@@ -15,22 +15,24 @@ from relviz.experiment.aggregate import evaluation_set_words
 from relviz.viz.experiment import (claims_frame, curves_figure, differences_frame, label_efficiency,
                                    label_efficiency_figure, report_frame)
 
-COMMITTED = "demo (committed with the demo checkpoints)"
+# reports committed in the repository, shown without a workspace experiment
+COMMITTED = {"demo (committed with the demo checkpoints)": EXPERIMENT_REPORT_DIR,
+             "evidence (its runs carried so far, committed)": EVIDENCE_CARRIED / "report"}
 
 st.title("Experiments")
 s = common.settings()
 names = list_experiments(s)
-committed = read_json(EXPERIMENT_REPORT_DIR / "report.json")
-choices = names + ([COMMITTED] if committed else [])
+committed = {label: r for label, folder in COMMITTED.items() if (r := read_json(folder / "report.json"))}
+choices = names + list(committed)
 if not choices:
     st.info("No experiment yet. Declare one in a TOML file (see relviz/experiment/demo.toml) and start it with "
             "`relviz experiment run FILE --detach`.")
     st.stop()
 choice = st.selectbox("experiment", choices, key="exp_name")
 
-if choice == COMMITTED:
-    report = committed
-    st.caption(f"The report `relviz demo` wrote into {EXPERIMENT_REPORT_DIR.name}/ of the demo checkpoints.")
+if choice in committed:
+    report = committed[choice]
+    st.caption(f"The report committed in {'/'.join(COMMITTED[choice].parts[-3:])}/.")
 else:
     try:
         exp = Experiment.open(s, choice)

@@ -97,9 +97,19 @@ def test_the_committed_demo_report_is_shown_without_a_workspace_experiment(monke
              "metrics": {"uniformity": 1.4 + s / 100, "zeroshot_miou": 0.4}} for s in range(3)]
     write_report(aggregate([{"cell": "loss=relational", "values": {"loss": "relational"}}], runs), tmp_path, "demo")
     monkeypatch.setattr(relviz.demo, "EXPERIMENT_REPORT_DIR", tmp_path)
+    # the evidence experiment's carried runs: their report (relviz experiment carry --to), one seed here
+    evidence = tmp_path / "evidence"
+    write_report(aggregate([{"cell": "loss=contrastive", "values": {"loss": "contrastive"}}],
+                           [{**runs[0], "cell": "loss=contrastive", "status": "carried"}]), evidence / "report", "e")
+    monkeypatch.setattr(relviz.demo, "EVIDENCE_CARRIED", evidence)
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("app_pages/experiments.py").run()
     assert not at.exception, at.exception
+    assert at.selectbox(key="exp_name").options == ["demo (committed with the demo checkpoints)",
+                                                    "evidence (its runs carried so far, committed)"]
     assert at.selectbox(key="exp_name").value.startswith("demo (committed")
     assert len(at.dataframe) == 1 and not at.get("progress") and not at.button  # nothing of it runs here
     assert at.dataframe[0].value.to_dict("records")[0]["U"].startswith("1.410 ± ")
+    at.selectbox(key="exp_name").set_value("evidence (its runs carried so far, committed)").run()
+    assert not at.exception, at.exception
+    assert at.dataframe[0].value.to_dict("records")[0]["cell"] == "loss=contrastive"
