@@ -69,3 +69,19 @@ def minkowski_unet_layout(layers: tuple[int, ...], planes: tuple[int, ...], init
     if final_bias:
         keys["final.bias"] = (1, out_ch)
     return keys
+
+
+# a small experiment file (two losses; few-shot by the probe at 10% and 100%, fine-tuning at 10%) for
+# tests that write its evaluations themselves: nothing of it trains unless a test runs it
+SMALL_GRID = """[experiment]
+name = "small"
+seeds = [0, 1, 2]
+[train]
+max_steps = 10
+[grid]
+loss = ["relational", "contrastive"]
+[evaluate]
+val_scenes = 2
+linear_probe = [0.1, 1.0]
+finetune = [0.1]
+"""

@@ -8,23 +8,13 @@ from pathlib import Path
 import scipy.stats
 from streamlit.testing.v1 import AppTest
 
+from support import SMALL_GRID
 from relviz.config import load_settings
 from relviz.experiment import Experiment
 from relviz.experiment.evaluate import evaluation_path
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-GRID = """[experiment]
-name = "small"
-seeds = [0, 1, 2]
-[train]
-max_steps = 10
-[grid]
-loss = ["relational", "contrastive"]
-[evaluate]
-val_scenes = 2
-linear_probe = [0.1, 1.0]
-finetune = [0.1]
-"""
+GRID = SMALL_GRID
 # run (loss, seed) -> zero-shot mIoU; contrastive seed 2 is not evaluated yet
 ZEROSHOT = {("relational", 0): 0.40, ("relational", 1): 0.44, ("relational", 2): 0.42,
             ("contrastive", 0): 0.30, ("contrastive", 1): 0.33}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from support import SMALL_GRID
 from relviz.cli import app as cli_app
 from relviz.config import load_settings
 from relviz.errors import InputError
@@ -16,19 +17,8 @@ from relviz.experiment.carry import carry_in, carry_out
 from relviz.experiment.evaluate import _plain, evaluation_path, stored_evaluation, teacher_key
 from relviz.jobs import JobStore
 
-GRID = """[experiment]
-name = "small"
-seeds = [0, 1]
-[train]
-max_steps = 10
-lr = {lr}
-[grid]
-loss = ["relational", "contrastive"]
-[evaluate]
-val_scenes = 2
-linear_probe = [0.1, 1.0]
-finetune = [0.1]
-"""
+# two seeds, the learning rate a placeholder (format)
+GRID = SMALL_GRID.replace("seeds = [0, 1, 2]", "seeds = [0, 1]").replace("max_steps = 10", "max_steps = 10\nlr = {lr}")
 
 
 def _experiment(home: Path, monkeypatch, lr: float = 0.001) -> Experiment:
