@@ -433,3 +433,29 @@ def test_out_of_distribution_metrics_are_named_by_dataset_and_old_reports_rederi
     again = json.loads((tmp_path / "report.json").read_text())
     assert again["metrics"] == stored["metrics"] and again["headings"] == stored["headings"]
     assert [c["verdict"] for c in again["claims"]] == [c["verdict"] for c in stored["claims"]]
+
+
+def test_a_stopped_job_still_holds_its_slot(synthetic_root, tmp_path, monkeypatch):
+    """A job whose process is stopped (SIGSTOP) goes "lost" by its stale heartbeat while the process
+    still exists: it still holds its slot (no run is launched beside it past max_running) and is not
+    resumed (never two trainers), until it runs again."""
+    import relviz.jobs.store
+
+    grid = tmp_path / "slot.toml"
+    grid.write_text(_grid(synthetic_root, name="slot", max_steps=50).replace("max_running = 2", "max_running = 1"))
+    settings = load_settings()
+    exp = Experiment.from_file(settings, grid)
+    first, second = exp.launch_order()[:2]
+    exp.supervise(JobStore(settings), poll_s=0.1, stop=lambda state: state["runs"][first.key]["step"] >= 1)
+    store = JobStore(settings)
+    job = store.get(exp.read_state()["runs"][first.key]["job_id"])
+    os.killpg(job.pgid, signal.SIGSTOP)
+    try:
+        monkeypatch.setattr(relviz.jobs.store, "HEARTBEAT_STALE_S", 0.5)
+        wait_for(lambda: store.get(job.id).status == "lost", timeout=30, what="the stale heartbeat")
+        state = exp._advance(store, resume={first.key}, log=None)
+        assert state["runs"][first.key]["status"] == "lost" and state["runs"][second.key]["job_id"] is None, state
+        assert store.get(job.id).pid == job.pid  # not resumed in a second process
+    finally:
+        os.killpg(job.pgid, signal.SIGCONT)
+        store.cancel(job.id)

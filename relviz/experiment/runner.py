@@ -274,7 +274,9 @@ class Experiment:
         for p in self.plans:
             state["runs"].setdefault(p.key, {})
         self._collect_evaluations(state, evaluated, evaluating, skip_evaluation, log)
-        running = sum(j is not None and j.status in ACTIVE for j in jobs.values()) + len(evaluating)
+        # a job lost by a stale heartbeat whose process still runs (stopped, hung) still holds its slot
+        running = sum(j is not None and (j.status in ACTIVE or j.status == "lost" and store.process_alive(j))
+                      for j in jobs.values()) + len(evaluating)
         # evaluations first: a finished run's results come as soon as a slot is free, and the longest
         # pieces of work (fine-tuning evaluations) start early rather than last, alone
         for p in self.plans:
@@ -290,7 +292,7 @@ class Experiment:
                 resume.discard(p.key)  # finished, or resumed by someone else meanwhile
             if evaluated[p.key]:  # its evaluation is what a run is for (a carried run has no job here)
                 resume.discard(p.key)
-            elif running < limit and (job is None or p.key in resume):
+            elif running < limit and (job is None or p.key in resume and not store.process_alive(job)):
                 job = self._launch(store, p, job, log)
                 resume.discard(p.key)
                 running += 1

@@ -301,6 +301,11 @@ class JobStore:
         except psutil.NoSuchProcess:
             return False
 
+    def process_alive(self, job: Job) -> bool:
+        """Whether the job's process still runs (also for a job ``lost`` by a stale heartbeat: a stopped
+        or hung process holds its CPU and memory, and its run folder, until it ends)."""
+        return self._alive(job)
+
     def reconcile(self, job: Job) -> Job:
         """Bring a job's state up to date from its events and its process."""
         if job.status in ("succeeded", "failed", "cancelled"):
