@@ -90,19 +90,24 @@ def _start(info: CheckpointInfo | None, label: str, root: str, n: EvalSet, per_c
     per_keyframe = workspace.seconds_per_keyframe(s)
     total = keyframe_count(root, n)
     job = Computation(describe(label, n), total, None if per_keyframe is None else per_keyframe * total,
-                      queued=_one_at_a_time().locked())
+                      queued=True)  # until its thread holds the turn
     # the loaders run here, in the page's thread (Streamlit's caches and spinners need it); the thread
     # gets the loaded objects
     teacher = common.active_teacher(s)
     model = None if info is None else common.student(info)[0]
 
     def run() -> None:
+        turn = _one_at_a_time()
         try:
-            with _one_at_a_time():
+            while not turn.acquire(timeout=0.5):  # waiting its turn, a Cancel still ends it
+                job.progress(0, job.total)
+            try:
                 job.queued, job.started = False, time.time()
                 job.progress(0, job.total)  # cancelled while it waited: nothing computed
                 workspace.structure(s, root, info, n, per_class, seed, lambda: teacher, lambda: model,
                                     progress=job.progress)
+            finally:
+                turn.release()
         except Exception as e:  # said on every page waiting on it; "Compute again" starts another
             job.error = str(e) if isinstance(e, RelvizError) else f"{type(e).__name__}: {e}"
         finally:

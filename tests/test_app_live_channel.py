@@ -73,3 +73,33 @@ def test_the_channel_refuses_what_no_session_sent(app_workspace):
         with pytest.raises(urllib.error.HTTPError) as refused:
             _post(args["channel"]["port"], path, body)
         assert refused.value.code == status, path
+
+
+def test_an_idle_connection_holds_up_no_one_and_bad_lengths_are_refused():
+    """A client that connects and sends nothing (or less than it announced) does not delay another
+    session's answer: each connection has its own thread and is closed after the handler's timeout."""
+    import socket
+    import time
+
+    from relviz.viz.live_cloud import channel
+
+    token = channel.new_token()
+    where = channel.register(token, lambda message: ({"echo": message["x"]}, bytes([1, 2, 3])))
+    port = where["port"]
+    idle = socket.create_connection(("127.0.0.1", port))  # connected, silent
+    short = socket.create_connection(("127.0.0.1", port))
+    short.sendall(f"POST {where['path']} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode())  # 1 of 100
+    try:
+        start = time.monotonic()
+        meta, colors = _post(port, where["path"], json.dumps({"x": 7}).encode())
+        assert meta == {"echo": 7} and colors == bytes([1, 2, 3])
+        assert time.monotonic() - start < channel._Handler.timeout  # not behind either of them
+    finally:
+        idle.close()
+        short.close()
+    for length in ("\u00b2", "-5", "abc"):  # '²'.isdigit() is True; none is a length
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{where['path']}", data=b"{}", method="POST")
+        request.add_unredirected_header("Content-Length", length.encode("latin-1").decode("latin-1"))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 400, length

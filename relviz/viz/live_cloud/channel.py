@@ -8,7 +8,7 @@ to a small HTTP server in the app's process, which calls the answer its page reg
 (the same computation the fragment makes) and returns the colours at once.
 
 One server per process, started on first use, on the address Streamlit serves on (127.0.0.1 unless
-told otherwise) and a free port; one thread answers, one request at a time. A session is known by a
+told otherwise) and a free port; a thread per connection, each closed after 5 s of silence. A session is known by a
 random token (:func:`register`), so a request can only reach a session whose page gave it the token.
 Where the frame cannot reach it (a proxy, https, another host's firewall), it sends its messages
 through Streamlit as before. ``RELVIZ_LIVE_CHANNEL=off`` turns it off (the bench's comparison).
@@ -26,7 +26,8 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # an answer: the message (dict) -> (JSON-able dict, one colour index byte per point)
 Answer = Callable[[dict], tuple[dict, bytes]]
@@ -36,6 +37,7 @@ MAX_BODY = 1 << 20  # a message is the query text and a few numbers
 
 class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
+    timeout = 5  # s: a connection that sends nothing (or less than it announced) is closed, never waited on
 
     def log_message(self, format, *args) -> None:  # noqa: A002 (the base class's name)
         pass  # no line per keystroke in the app's log
@@ -62,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
         if answer is None:
             return self._send(404, b"unknown session", "text/plain")
         length = self.headers.get("Content-Length") or "0"
-        length = int(length) if length.isdigit() else 0
+        length = int(length) if length.isascii() and length.isdecimal() else 0
         if not 0 < length <= MAX_BODY:
             return self._send(400, b"expected a message of at most 1 MiB", "text/plain")
         try:
@@ -73,14 +75,19 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, b"bad message: not a JSON object", "text/plain")
         try:
             meta, colors = answer(message)
+            head = json.dumps(meta).encode()
         except Exception as e:  # noqa: BLE001 (said to the frame, which sends its next message through Streamlit)
             return self._send(500, f"{type(e).__name__}: {e}".encode(), "text/plain")
-        head = json.dumps(meta).encode()
         self._send(200, struct.pack("<I", len(head)) + head + colors)
 
 
-class _Server(HTTPServer):
+class _Server(ThreadingHTTPServer):
+    """A thread per connection (daemon threads): one slow or idle client never holds up another."""
+
+    daemon_threads = True
+
     def __init__(self, host: str) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::1", "::" as the app's host
         super().__init__((host, 0), _Handler)
         self.answers: OrderedDict[str, Answer] = OrderedDict()
 
@@ -113,7 +120,10 @@ def register(token: str, answer: Answer, host: str = "127.0.0.1") -> dict | None
     host name), or None when the channel is off."""
     if not enabled():
         return None
-    server = _running(host)
+    try:
+        server = _running(host)
+    except OSError:  # an address this machine cannot bind: the page's messages go through Streamlit
+        return None
     with _lock:
         server.answers.pop(token, None)
         server.answers[token] = answer
