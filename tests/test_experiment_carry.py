@@ -2,6 +2,7 @@
 small files with no machine's paths, carried in as runs the supervisor never trains again, giving the
 same report; a carried run that is not the run declared here is refused with what differs."""
 
+import gzip
 import json
 from pathlib import Path
 
@@ -54,6 +55,14 @@ def _finish(exp: Experiment, skip: set[str] = frozenset()) -> None:
         "structure": {"uniformity": 2.0, "tolerance": 0.6}}}))
 
 
+def _load(path: Path):
+    return json.loads(gzip.decompress(path.read_bytes()))
+
+
+def _save(path: Path, value) -> None:
+    path.write_bytes(gzip.compress(json.dumps(value).encode()))
+
+
 def _comparable(report: dict) -> dict:
     return {"cells": report["cells"], "claims": report["claims"], "teacher": report.get("teacher"),
             "runs": [{k: r[k] for k in ("key", "metrics")} for r in report["runs"]], "curves": report.get("curves")}
@@ -66,12 +75,17 @@ def test_a_second_machine_continues_from_the_carried_runs_and_reports_the_same(t
     carried = tmp_path / "carried"
     written = carry_out(first, carried)
     assert sorted(p.name for p in written if p.parent == carried) == \
-        sorted([f"{p.key}.json" for p in first.plans[:-1]] + ["teacher.json"])
+        sorted([f"{p.key}.json.gz" for p in first.plans[:-1]] + ["teacher.json.gz"])
     stored = json.loads((carried / "report" / "report.json").read_text())  # the report so far, committed with them
     assert [r["key"] for r in stored["runs"] if r["metrics"] is None] == [unfinished]
     for path in written:  # nothing names the first machine's folders
-        assert str(tmp_path) not in path.read_text(), path
-    record = json.loads((carried / f"{first.plans[0].key}.json").read_text())
+        text = json.dumps(_load(path)) if path.suffix == ".gz" else path.read_text()
+        assert str(tmp_path) not in text, path
+    before = {p: p.read_bytes() for p in written if p.suffix == ".gz"}
+    assert carry_out(first, carried) == written  # carried again: the runs' files the same, byte for byte
+    assert {p: p.read_bytes() for p in written if p.suffix == ".gz"} == before
+    assert all(r.get("replicates") is None for r in stored["runs"])  # in the runs' files, not the report
+    record = _load(carried / f"{first.plans[0].key}.json.gz")
     assert record["trained_on"]["cores"] >= 1 and record["curve"][-1]["step"] == 10
 
     second = _experiment(tmp_path / "second", monkeypatch)
@@ -97,8 +111,7 @@ def test_a_second_machine_continues_from_the_carried_runs_and_reports_the_same(t
         JobStore(load_settings()).cancel(job.id)
 
     # carried on from the second machine: the runs keep the machine they ran on
-    again = json.loads(next(p for p in carry_out(second, tmp_path / "again") if p.name == record["key"] + ".json")
-                       .read_text())
+    again = _load(next(p for p in carry_out(second, tmp_path / "again") if p.name == record["key"] + ".json.gz"))
     assert again["trained_on"] == record["trained_on"] and again["evaluation"] == record["evaluation"]
 
     # carried in again: nothing changes, nothing held here is replaced
@@ -119,8 +132,8 @@ def test_a_carried_run_that_is_not_the_declared_run_is_refused_before_anything_i
 
     # each refusal below comes from the LAST file read (sorted by key), after the valid others were
     # checked: none of them is written, nor the teacher's reference
-    last = carried / f"{sorted(p.key for p in first.plans)[-1]}.json"
-    record = json.loads(last.read_text())
+    last = carried / f"{sorted(p.key for p in first.plans)[-1]}.json.gz"
+    record = _load(last)
     same = _experiment(tmp_path / "same", monkeypatch)
 
     def refused(match: str) -> None:
@@ -130,25 +143,25 @@ def test_a_carried_run_that_is_not_the_declared_run_is_refused_before_anything_i
         assert not (same.folder / "teacher.json").is_file()
 
     record["evaluation"]["protocol"]["val_scenes"] = 5  # evaluated on other keyframes
-    last.write_text(json.dumps(record))
+    _save(last, record)
     refused("another protocol")
     record["evaluation"]["protocol"]["val_scenes"] = 2
     del record["evaluation"]["finetune"]  # incomplete: its cell asks for fine-tuning at 10%
-    last.write_text(json.dumps(record))
+    _save(last, record)
     refused("lacks results")
     record["evaluation"]["finetune"] = {"0.1": {"miou": 0.2}}
-    last.write_text(json.dumps(record))
+    _save(last, record)
 
-    teacher = json.loads((carried / "teacher.json").read_text())
+    teacher = _load(carried / "teacher.json.gz")
     other_teacher = json.loads(teacher["key"])
     other_teacher["teacher"][0] = "another-teacher"
-    (carried / "teacher.json").write_text(json.dumps({**teacher, "key": json.dumps(other_teacher, sort_keys=True)}))
+    _save(carried / "teacher.json.gz", {**teacher, "key": json.dumps(other_teacher, sort_keys=True)})
     refused("the teacher's reference of experiment 'small' under")
-    (carried / "teacher.json").write_text(json.dumps(teacher))
+    _save(carried / "teacher.json.gz", teacher)
 
-    (carried / "zz-junk.json").write_text("[1, 2]")
-    refused("zz-junk.json: not a carried run")
-    (carried / "zz-junk.json").unlink()
+    (carried / "zz-junk.json.gz").write_text("[1, 2]")  # not gzip
+    refused("zz-junk.json.gz: not a carried run")
+    (carried / "zz-junk.json.gz").unlink()
     with pytest.raises(InputError, match="no carried runs"):
         carry_in(same, tmp_path / "nowhere")
 

@@ -10,9 +10,10 @@ finished (status ``carried``) and trains only the others.
 
     <run folder>/carried.json      a carried run's validation curve and the machine it ran on
 
-    <directory>/<run key>.json     one evaluated run
-    <directory>/teacher.json       the teacher's reference on the evaluation keyframes
-    <directory>/report/            the report of the runs carried so far (report.json, .csv, .md)
+    <directory>/<run key>.json.gz  one evaluated run (gzipped JSON)
+    <directory>/teacher.json.gz    the teacher's reference on the evaluation keyframes
+    <directory>/report/            the report of the runs carried so far (report.json, .csv, .md; the
+                                   runs' scene replicates are in their own files)
 
 A carried run is taken only when it is the run the experiment declares now: the same training fields
 and an evaluation holding everything its cell asks for, under the same protocol (paths compared by
@@ -21,6 +22,7 @@ name). Nothing a workspace already holds is replaced.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
@@ -31,12 +33,31 @@ from relviz.experiment.evaluate import (EVALUATION_FILE, _plain, evaluation_comp
                                        teacher_key)
 from relviz.experiment.aggregate import write_report
 from relviz.experiment.runner import CARRIED_FILE, Experiment
-from relviz.files import read_json, without_paths, write_json
+from relviz.files import atomic_path, read_json, without_paths, write_json
 from relviz.train.rundir import RunDir
 
 CARRIED_FORMAT = "relviz-carried-run/1"
-TEACHER_FILE = "teacher.json"
+SUFFIX = ".json.gz"
+TEACHER_FILE = "teacher.json"  # the experiment's folder's (relviz.experiment.evaluate.teacher_reference)
+CARRIED_TEACHER = f"teacher{SUFFIX}"
 REPORT_FOLDER = "report"  # <directory>/report/report.{json,csv,md}: the report of the carried runs
+
+
+def _write_gz(path: Path, value) -> None:
+    """``value`` as gzipped JSON (about a third of the bytes: a run's evaluation holds its scene
+    replicates and per-frame confusion matrices), written atomically, byte-identical for the same value
+    (no time stamp or file name in the gzip header: a run carried again changes no file)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as out:
+            out.write(json.dumps(value, sort_keys=True).encode())
+
+
+def _read_gz(path: Path):
+    """The JSON value of a gzipped file; None when it is not gzip or not JSON."""
+    try:
+        return json.loads(gzip.decompress(path.read_bytes()))
+    except (OSError, EOFError, ValueError):
+        return None
 
 
 def machine() -> dict:
@@ -70,20 +91,22 @@ def carry_out(experiment: Experiment, directory: str | Path) -> list[Path]:
             curve, trained_on = came.get("curve") or [], came.get("trained_on")
         else:
             curve, trained_on = read_validation_curve(plan.run_dir).to_dict("records"), machine()
-        path = directory / f"{plan.key}.json"
-        write_json(path, without_paths(_plain({
+        path = directory / f"{plan.key}{SUFFIX}"
+        _write_gz(path, without_paths(_plain({
             "format": CARRIED_FORMAT, "experiment": experiment.spec.name, "key": plan.key, "cell": plan.cell.label,
             "seed": plan.seed, "config": plan.config.to_dict(), "evaluation": evaluation, "curve": curve,
             "trained_on": trained_on})))
         written.append(path)
     key, reference = _teacher(experiment)
     if reference is not None:
-        write_json(directory / TEACHER_FILE, {"experiment": experiment.spec.name, "key": _portable(key),
-                                              "reference": without_paths(reference)})
-        written.append(directory / TEACHER_FILE)
+        _write_gz(directory / CARRIED_TEACHER, {"experiment": experiment.spec.name, "key": _portable(key),
+                                                "reference": without_paths(reference)})
+        written.append(directory / CARRIED_TEACHER)
     if written:  # the report of the runs evaluated so far, as the Experiments page reads a committed one
         report = without_paths(experiment.report())
         report.pop("files", None)
+        for run in report["runs"]:  # the scene replicates stay in the runs' files (the report is re-derived from them)
+            run.pop("replicates", None)
         files = write_report(report, directory / REPORT_FOLDER, f"{experiment.spec.name} (carried runs)")
         written += list(files.values())
     return written
@@ -114,10 +137,10 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
         raise InputError(f"no carried runs at {directory} (a folder written by `relviz experiment carry`)")
     plans = {p.key: p for p in experiment.plans}
     taken = []  # every file checked before any is written: a refusal leaves the workspace as it was
-    for path in sorted(directory.glob("*.json")):
-        if path.name == TEACHER_FILE:
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        if path.name == CARRIED_TEACHER:
             continue
-        record = read_json(path)
+        record = _read_gz(path)
         if not isinstance(record, dict) or record.get("format") != CARRIED_FORMAT:
             raise InputError(f"{path}: not a carried run (its 'format' should be {CARRIED_FORMAT!r})")
         if record.get("experiment") != experiment.spec.name:
@@ -163,8 +186,8 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
 def _carried_teacher(experiment: Experiment, directory: Path) -> dict | None:
     """The teacher's reference carried in ``directory`` with this workspace's paths, when this
     experiment has none yet; refused when it is another experiment's, teacher's or protocol's."""
-    path = directory / TEACHER_FILE
-    carried = read_json(path)
+    path = directory / CARRIED_TEACHER
+    carried = _read_gz(path) if path.is_file() else None
     key, here = _teacher(experiment)
     if carried is None or here is not None:
         return None
