@@ -157,6 +157,8 @@ def test_a_carried_run_that_is_not_the_declared_run_is_refused_before_anything_i
     other_teacher["teacher"][0] = "another-teacher"
     _save(carried / "teacher.json.gz", {**teacher, "key": json.dumps(other_teacher, sort_keys=True)})
     refused("the teacher's reference of experiment 'small' under")
+    (carried / "teacher.json.gz").write_text("not gzip")
+    refused("teacher.json.gz: not a carried teacher's reference")
     _save(carried / "teacher.json.gz", teacher)
 
     (carried / "zz-junk.json.gz").write_text("[1, 2]")  # not gzip

@@ -187,10 +187,10 @@ def _carried_teacher(experiment: Experiment, directory: Path) -> dict | None:
     """The teacher's reference carried in ``directory`` with this workspace's paths, when this
     experiment has none yet; refused when it is another experiment's, teacher's or protocol's."""
     path = directory / CARRIED_TEACHER
-    carried = _read_gz(path) if path.is_file() else None
     key, here = _teacher(experiment)
-    if carried is None or here is not None:
+    if not path.is_file() or here is not None:
         return None
+    carried = _read_gz(path)
     if not isinstance(carried, dict) or not isinstance(carried.get("reference"), dict):
         raise InputError(f"{path}: not a carried teacher's reference (an object with 'experiment', 'key' and "
                          f"'reference')")
