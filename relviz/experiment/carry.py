@@ -78,24 +78,24 @@ def carry_out(experiment: Experiment, directory: str | Path) -> list[Path]:
     """One ``<key>.json`` in ``directory`` for every evaluated run of ``experiment`` (rewritten when
     present: a run's evaluation only grows), the teacher's reference and the report of the runs
     evaluated so far (``report/``). Returns the files written."""
-    from relviz.jobs import read_validation_curve
-
     directory = Path(directory)
+    report = experiment.report()  # its curves are the runs' (a carried run's as it came), read once
+    here = None  # this machine, for the runs trained here
     written = []
     for plan in experiment.plans:
         evaluation = stored_evaluation(plan.run_dir, plan.config, experiment.spec.evaluation_for(plan.cell))
         if evaluation is None:
             continue
         came = read_json(plan.run_dir / CARRIED_FILE)
-        if isinstance(came, dict):  # carried in earlier: its curve and origin as they came
-            curve, trained_on = came.get("curve") or [], came.get("trained_on")
+        if isinstance(came, dict):  # carried in earlier: its origin as it came
+            trained_on = came.get("trained_on")
         else:
-            curve, trained_on = read_validation_curve(plan.run_dir).to_dict("records"), machine()
+            trained_on = here = here or machine()
         path = directory / f"{plan.key}{SUFFIX}"
         _write_gz(path, without_paths(_plain({
             "format": CARRIED_FORMAT, "experiment": experiment.spec.name, "key": plan.key, "cell": plan.cell.label,
-            "seed": plan.seed, "config": plan.config.to_dict(), "evaluation": evaluation, "curve": curve,
-            "trained_on": trained_on})))
+            "seed": plan.seed, "config": plan.config.to_dict(), "evaluation": evaluation,
+            "curve": (report.get("curves") or {}).get(plan.key) or [], "trained_on": trained_on})))
         written.append(path)
     key, reference = _teacher(experiment)
     if reference is not None:
@@ -103,7 +103,7 @@ def carry_out(experiment: Experiment, directory: str | Path) -> list[Path]:
                                                 "reference": without_paths(reference)})
         written.append(directory / CARRIED_TEACHER)
     if written:  # the report of the runs evaluated so far, as the Experiments page reads a committed one
-        report = without_paths(experiment.report())
+        report = without_paths(report)
         report.pop("files", None)
         for run in report["runs"]:  # the scene replicates stay in the runs' files (the report is re-derived from them)
             run.pop("replicates", None)
@@ -169,13 +169,12 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
                              f"({evaluation_spec.wanted()})")
         taken.append((plan, evaluation, {"curve": record.get("curve") or [], "trained_on": record.get("trained_on"),
                                          "carried_from": path.name}))
-    reference = _carried_teacher(experiment, directory)
+    key, reference = _carried_teacher(experiment, directory)
     for plan, evaluation, came in taken:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(plan.run_dir / CARRIED_FILE, came)
         write_json(plan.run_dir / EVALUATION_FILE, evaluation)  # last: the run counts as evaluated from here
     if reference is not None:
-        key = teacher_key(experiment.plans[0].config, experiment.spec.evaluation)
         with file_lock(experiment.folder / f"{TEACHER_FILE}.lock"):  # evaluations may write it meanwhile
             stored = read_json(experiment.folder / TEACHER_FILE) or {}
             stored.setdefault(key, reference)
@@ -183,13 +182,14 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
     return [plan.key for plan, _, _ in taken]
 
 
-def _carried_teacher(experiment: Experiment, directory: Path) -> dict | None:
-    """The teacher's reference carried in ``directory`` with this workspace's paths, when this
-    experiment has none yet; refused when it is another experiment's, teacher's or protocol's."""
+def _carried_teacher(experiment: Experiment, directory: Path) -> tuple[str, dict | None]:
+    """(the experiment's teacher key here, the teacher's reference carried in ``directory`` with this
+    workspace's paths when this experiment has none yet, else None); refused when it is another
+    experiment's, teacher's or protocol's."""
     path = directory / CARRIED_TEACHER
     key, here = _teacher(experiment)
     if not path.is_file() or here is not None:
-        return None
+        return key, None
     carried = _read_gz(path)
     if not isinstance(carried, dict) or not isinstance(carried.get("reference"), dict):
         raise InputError(f"{path}: not a carried teacher's reference (an object with 'experiment', 'key' and "
@@ -198,5 +198,5 @@ def _carried_teacher(experiment: Experiment, directory: Path) -> dict | None:
         raise InputError(f"{path}: the teacher's reference of experiment {carried.get('experiment')!r} under "
                          f"{carried.get('key')}, not this experiment's under {_portable(key)}")
     config = experiment.plans[0].config
-    return {**carried["reference"], "teacher": config.teacher,
-            "protocol": _plain(experiment.spec.evaluation.protocol(config))}
+    return key, {**carried["reference"], "teacher": config.teacher,
+                 "protocol": _plain(experiment.spec.evaluation.protocol(config))}

@@ -406,10 +406,8 @@ class Experiment:
         """The runs in the order they are launched: seed by seed (every cell's first seed, then every
         cell's second, ...), so that an experiment stopped part-way has every configuration at its
         first seeds rather than some cells at all their seeds and others at none."""
-        position = {}
-        for p in self.plans:
-            position[p.key] = sum(q.cell.index == p.cell.index and q.seed < p.seed for q in self.plans)
-        return sorted(self.plans, key=lambda p: position[p.key])  # stable: the file's cell order within a seed
+        # stable: the file's cell order within a seed
+        return sorted(self.plans, key=lambda p: self.spec.seeds_for(p.cell).index(p.seed))
 
     def plan(self, key: str) -> RunPlan:
         """The run ``key`` of the experiment (c<i>-<cell>-s<seed>)."""
