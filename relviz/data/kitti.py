@@ -4,11 +4,11 @@ reads from :class:`~relviz.data.dataset.NuScenesLidarSeg` (a "scene" is a sequen
 
 The layout (``root`` or ``root/dataset`` holds ``sequences``)::
 
-    sequences/NN/velodyne/XXXXXX.bin   float32 [N, 4]: x, y, z (metres, sensor frame: x forward, y left,
+    sequences/08/velodyne/000123.bin   float32 [N, 4]: x, y, z (metres, sensor frame: x forward, y left,
                                        z up), reflectance in [0, 1]
-    sequences/NN/labels/XXXXXX.label   uint32 [N]: semantic id (low 16 bits) | instance id << 16
-    sequences/NN/calib.txt             optional: "P0: 12 numbers" ... "Tr: 12 numbers" (3 x 4 each)
-    sequences/NN/poses.txt             optional: one 3 x 4 pose (12 numbers) per scan, camera 0 frame
+    sequences/08/labels/000123.label   uint32 [N]: semantic id (low 16 bits) | instance id << 16
+    sequences/08/calib.txt             optional: "P0: 12 numbers" ... "Tr: 12 numbers" (3 x 4 each)
+    sequences/08/poses.txt             optional: one 3 x 4 pose (12 numbers) per scan, camera 0 frame
 
 Few-shot selection (:func:`fewshot_scans`), as SLidR's ``downstream/dataloader_kitti.py`` and ScaLR's
 ``datasets/semantic_kitti_for_scalr.py`` do it: every scan path of the training sequences, sorted,
@@ -179,7 +179,7 @@ class SemanticKitti(LidarFrames):
     ``points`` float32 [N, 4] (x, y, z, reflectance), ``labels`` int64 [N] learning classes 0..19
     (None without labels), ``voxels`` int32 [V, 3], ``voxel_features`` float32 [V, 1] (reflectance of
     the voxel's first point), ``inverse`` int64 [N], empty ``pair_points`` / ``pair_cameras`` [0] and
-    ``pair_pixels`` [0, 2], ``sample_token`` = ``lidar_token`` = "NN/XXXXXX", ``camera_tokens`` [].
+    ``pair_pixels`` [0, 2], ``sample_token`` = ``lidar_token`` = "08/000123" (sequence / scan), ``camera_tokens`` [].
     A "scene" is a sequence: :meth:`scene_of` gives its two-digit name.
     """
 

@@ -7,8 +7,8 @@ A feature set is a folder::
     <keyframe>.safetensors          one per keyframe of the declared split(s)
 
 ``<keyframe>`` is the dataset's keyframe identity, ``dataset.sample_tokens[i]``: the nuScenes sample
-token (``sample["token"]``), or SemanticKITTI's ``NN/XXXXXX`` (sequence / scan: a file
-``NN/XXXXXX.safetensors`` in a sub-folder). Each file holds ``features`` [N, D] in the order of the
+token (``sample["token"]``), or SemanticKITTI's sequence / scan such as ``08/000123`` (a file
+``08/000123.safetensors`` in a sub-folder). Each file holds ``features`` [N, D] in the order of the
 keyframe's lidar points (manifest ``kind`` "points"), or ``features`` [V, D] and an integer
 ``point_to_voxel`` [N] into them ("voxels"), in the manifest's ``dtype`` (float16 or float32).
 
@@ -40,7 +40,7 @@ KINDS = ("points", "voxels")  # features per point, or per voxel with each point
 DTYPES = ("float16", "float32")
 DATASET_KINDS = ("nuscenes", "semantickitti")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a registered set's folder name
-TOKEN = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)?")  # a nuScenes token, or KITTI's NN/XXXXXX
+TOKEN = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)?")  # a nuScenes token, or KITTI's sequence/scan (08/000123)
 TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 SAFETENSORS_DTYPES = {"F16": "float16", "F32": "float32", "BF16": "bfloat16", "F64": "float64"}
 INDEX_DTYPES = ("I32", "I64", "U32")  # point_to_voxel
@@ -138,7 +138,7 @@ def token_path(directory: str | Path, token: str) -> Path:
     """The file of keyframe ``token`` in a feature set folder."""
     if not isinstance(token, str) or not TOKEN.fullmatch(token):
         raise InputError(f"keyframe identity {shorten(token)} is not a nuScenes token (letters, digits, '-', '_') "
-                         f"nor a SemanticKITTI NN/XXXXXX")
+                         f"nor a SemanticKITTI sequence/scan such as 08/000123")
     return Path(directory) / f"{token}{SUFFIX}"
 
 
