@@ -44,6 +44,11 @@ EVIDENCE_DATASET = "synthetic-evidence"
 EVIDENCE_SCENES = 243
 EVIDENCE_KEYFRAMES = 4
 EVIDENCE_EXPERIMENT = Path(__file__).parent / "experiment" / "evidence.toml"
+# The evidence experiment's out-of-distribution world (issue #29, docs/evidence.md): the synthetic
+# SemanticKITTI-format world of seed 0 with 20 scans a sequence: 200 training scans (00-07, 09, 10;
+# the field's every-100th-scan rule labels 2 at 1%, 20 at 10%) and the 20 scans of val sequence 08.
+EVIDENCE_KITTI_DATASET = "synthetic-kitti-evidence"
+EVIDENCE_KITTI_SCANS = 20
 # the evidence experiment's evaluated runs, carried from the machines that ran them (no weights):
 # a new machine continues from them (:mod:`relviz.experiment.carry`)
 EVIDENCE_CARRIED = REPO_CHECKPOINTS / "evidence"
@@ -55,6 +60,40 @@ def evidence_world():
     from relviz.data.synthetic import SynthConfig
 
     return SynthConfig(version="v1.0-trainval", scenes=EVIDENCE_SCENES, samples_per_scene=EVIDENCE_KEYFRAMES)
+
+
+def evidence_kitti_world():
+    """The generator settings of the evidence experiment's out-of-distribution world
+    (:class:`relviz.data.synthetic_kitti.KittiSynthConfig`)."""
+    from relviz.data.synthetic_kitti import KittiSynthConfig
+
+    return KittiSynthConfig(seed=0, scans_per_sequence=EVIDENCE_KITTI_SCANS)
+
+
+def ensure_kitti_world(settings: Settings, name: str, world, log=print) -> Path:
+    """The synthetic SemanticKITTI-format world ``name`` in the workspace, generated with ``world`` (a
+    :class:`relviz.data.synthetic_kitti.KittiSynthConfig`) when missing. An existing one generated with
+    other settings is refused: the runs' out-of-distribution results would not be the declared world's."""
+    from relviz.data.synthetic_kitti import generate_kitti
+
+    root = settings.ensure().dataset_root(name)
+    stamp = root / "relviz_synthetic_kitti.json"
+    if root.exists():
+        try:
+            found = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            found = None
+        declared = dataclasses.asdict(world)
+        if not isinstance(found, dict) or any(found.get(k) != v for k, v in declared.items()):
+            raise RelvizError(f"dataset {root} is not the {name} world ({stamp.name} missing or with other settings "
+                              f"than {declared}); move it aside and run again to generate the declared one")
+        return root
+    log(f"generating the synthetic SemanticKITTI-format world into {root} ({world.sequences} sequences of "
+        f"{world.scans_per_sequence} scans) ...")
+    start = time.perf_counter()
+    generate_kitti(root, world)
+    log(f"{name} ready in {time.perf_counter() - start:.0f} s")
+    return root
 
 
 def student_path(loss: str) -> Path:
@@ -229,6 +268,7 @@ class EvaluationCost:
     probe_s_per_labelled_frame: float = 0.43  # the probe's features of a labelled frame
     finetune_s_per_frame_step: float = 0.7  # a fine-tuning step, per frame of its batch (1.4 s at batch 2)
     score_s_per_frame: float = 0.23  # scoring a val frame (student + head), probe or fine-tuned
+    kitti_scan_s: float = 1.0  # a synthetic KITTI scan's features, labelled or scored (bench/README.md, #29)
 
 
 EVIDENCE_COST = EvaluationCost()
@@ -247,7 +287,7 @@ def evidence_split_scenes() -> dict[str, list[str]]:
 
 
 def evaluation_seconds(evaluation, train_scenes: Sequence[str], val_scenes: int, keyframes_per_scene: int,
-                       cost: EvaluationCost = EVIDENCE_COST) -> float:
+                       cost: EvaluationCost = EVIDENCE_COST, ood_scans: tuple[int, int] = (0, 0)) -> float:
     """Seconds of one run's evaluation under ``evaluation`` (an
     :class:`relviz.experiment.EvaluationSpec`) on a world whose training split has the scenes
     ``train_scenes`` and whose val split ``val_scenes`` scenes, ``keyframes_per_scene`` each: the
@@ -256,7 +296,8 @@ def evaluation_seconds(evaluation, train_scenes: Sequence[str], val_scenes: int,
     scored val frames; per fine-tuning fraction and seed its steps (``finetune_steps``, else 100
     epochs of the labelled frames) of ``finetune_batch`` frames and the scored val frames. The scored
     frames are every val frame, or the evaluation set's with ``fewshot_frames = "evaluation_set"``.
-    Out-of-distribution datasets are not counted."""
+    Each out-of-distribution dataset counts as a SemanticKITTI-format one of ``ood_scans`` (train, val)
+    scans, its linear probes only (a fine-tuning on it is not counted)."""
     from relviz.eval.fewshot import fewshot_scenes
 
     k = keyframes_per_scene
@@ -274,13 +315,20 @@ def evaluation_seconds(evaluation, train_scenes: Sequence[str], val_scenes: int,
         steps = evaluation.finetune_steps or 100 * math.ceil(labelled(fraction) / batch)
         seconds += evaluation.finetune_seeds * (cost.finetune_s_per_frame_step * batch * steps
                                                 + cost.score_s_per_frame * scored)
+    ood_train, ood_val = ood_scans
+    for fraction in evaluation.wanted_ood()["linear_probe"] if evaluation.ood_datasets else ():
+        seconds += len(evaluation.ood_datasets) * (cost.probe_s + cost.kitti_scan_s
+                                                   * (math.ceil(ood_train * fraction) + ood_val))
     return seconds
 
 
 def evidence_evaluation_seconds(evaluation) -> float:
     """:func:`evaluation_seconds` on the evidence world (:func:`evidence_world`)."""
     splits = evidence_split_scenes()
-    return evaluation_seconds(evaluation, splits["train"], len(splits["val"]), EVIDENCE_KEYFRAMES)
+    kitti = evidence_kitti_world()
+    val_scans = kitti.scans_per_sequence  # sequence 08
+    return evaluation_seconds(evaluation, splits["train"], len(splits["val"]), EVIDENCE_KEYFRAMES,
+                              ood_scans=(kitti.sequences * kitti.scans_per_sequence - val_scans, val_scans))
 
 
 def estimated_minutes(experiment, max_running: int | None = None,
@@ -332,6 +380,7 @@ def build_evidence(settings: Settings, detach: bool = True, max_running: int | N
         raise RelvizError(f"the demo teacher {DEMO_TEACHER_PATH} is missing; train it with `relviz demo` first")
     start = time.perf_counter()
     ensure_dataset(settings, log, EVIDENCE_DATASET, evidence_world(), workers)
+    ensure_kitti_world(settings, EVIDENCE_KITTI_DATASET, evidence_kitti_world(), log)
     out = {"dataset_s": round(time.perf_counter() - start, 1)}
     # the file names its dataset and teacher, so the detached supervisor (which reads the settings
     # again) builds the same runs as this process

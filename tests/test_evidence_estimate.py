@@ -36,6 +36,19 @@ def test_the_evidence_worlds_splits_and_one_evaluation_from_the_measured_pieces(
         7.9 / 10 * 24 + 1.4 * 100 * 4 + 0.23 * 172, rel=2 * gamma(40))
 
 
+def test_an_out_of_distribution_dataset_adds_its_linear_probes():
+    """Each ``ood_datasets`` entry adds, per out-of-distribution probe fraction, the probe's fixed part and
+    1 s per KITTI scan: the labelled ones (the field's every-k-th rule: 2 of the 200 at 1%, 20 at 10%) and
+    the 20 scored scans of sequence 08; its fine-tuning is not counted."""
+    base = EvaluationSpec(val_scenes=12, val_per_scene=2, linear_probe=(0.01,), fewshot_frames="evaluation_set")
+    ood = dataclasses.replace(base, ood_datasets=("k",), ood_linear_probe=(0.01, 0.1), ood_finetune=(0.1,))
+    assert evidence_evaluation_seconds(ood) - evidence_evaluation_seconds(base) == pytest.approx(
+        2 * 15 + 1.0 * (2 + 20) + 1.0 * (20 + 20), rel=2 * gamma(20))
+    two = dataclasses.replace(ood, ood_datasets=("k", "l"))
+    assert evidence_evaluation_seconds(two) - evidence_evaluation_seconds(base) == pytest.approx(
+        2 * (2 * 15 + 62.0), rel=2 * gamma(20))
+
+
 def _experiment(runs: list[tuple[int, float]], slots: int):
     """An experiment-like object: runs of (training steps, evaluation seconds), ``slots`` at once."""
     plans = [SimpleNamespace(config=SimpleNamespace(max_steps=steps), cell=i, key=f"r{i}") for i, (steps, _) in enumerate(runs)]

@@ -107,6 +107,45 @@ def test_an_existing_world_of_another_size_is_refused(tmp_path):
         ensure_dataset(settings, lambda line: None, EVIDENCE_DATASET, evidence_world())
 
 
+def test_out_of_distribution_world_gives_several_scans_to_each_of_its_fractions():
+    """The evidence file's out-of-distribution world is the demo's declared KITTI-format world, linear
+    probe only, and the field's scan rule labels at least 2 scans at each of its fractions."""
+    from relviz.data.kitti import fewshot_scans
+    from relviz.demo import EVIDENCE_KITTI_DATASET, evidence_kitti_world
+
+    evaluation = _spec().evaluation
+    assert evaluation.ood_datasets == (EVIDENCE_KITTI_DATASET,) and evaluation.wanted_ood()["finetune"] == ()
+    world = evidence_kitti_world()
+    train = [f"{s}/{i:06d}" for s in world.sequence_names if s != "08" for i in range(world.scans_per_sequence)]
+    assert [len(fewshot_scans(train, f)) for f in evaluation.wanted_ood()["linear_probe"]] == [2, 20]
+
+
+def test_an_out_of_distribution_world_of_other_settings_is_refused(tmp_path):
+    """ensure_kitti_world generates the declared world once, reuses it, and refuses a folder generated
+    with other settings (or none) rather than score runs on another world."""
+    import json
+
+    import pytest
+
+    from relviz.config import load_settings
+    from relviz.data.synthetic_kitti import KittiSynthConfig
+    from relviz.demo import ensure_kitti_world
+    from relviz.errors import RelvizError
+
+    settings = load_settings(env={"RELVIZ_HOME": str(tmp_path / "home")}, cwd=tmp_path)
+    small = KittiSynthConfig(sequences=2, scans_per_sequence=1, azimuth_steps=64, beams=8)
+    root = ensure_kitti_world(settings, "kitti", small, log=lambda line: None)
+    assert sorted(p.name for p in (root / "sequences").iterdir()) == sorted(small.sequence_names)
+    stamp = (root / "relviz_synthetic_kitti.json").read_bytes()
+    assert ensure_kitti_world(settings, "kitti", small, log=lambda line: None) == root
+    assert (root / "relviz_synthetic_kitti.json").read_bytes() == stamp  # reused, not generated again
+    with pytest.raises(RelvizError, match="is not the kitti world .*other settings"):
+        ensure_kitti_world(settings, "kitti", KittiSynthConfig(sequences=2, scans_per_sequence=2), log=print)
+    (root / "relviz_synthetic_kitti.json").write_text(json.dumps({"seed": 0}))
+    with pytest.raises(RelvizError, match="is not the kitti world"):
+        ensure_kitti_world(settings, "kitti", small, log=print)
+
+
 def test_evidence_workspace_must_be_outside_the_checkout(tmp_path):
     import pytest
 

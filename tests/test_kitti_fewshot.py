@@ -107,6 +107,51 @@ def test_an_experiment_evaluates_its_out_of_distribution_datasets(tiny_kitti, sy
         evaluate_run(run, config, EvaluationSpec(val_scenes=1, ood_datasets=("nowhere",)), load_settings())
 
 
+def test_out_of_distribution_fractions_replace_the_runs_own(tiny_kitti, synthetic_root, tmp_path, one_thread):
+    """``ood_linear_probe`` / ``ood_finetune``: the out-of-distribution dataset is evaluated at its own
+    fractions (here a probe at 0.5 and no fine-tuning, where the run's own are a probe at 1 and a
+    fine-tuning at 1); a stored evaluation is complete with exactly those; absent, the run's own apply."""
+    import shutil
+
+    from relviz.config import load_settings
+    from relviz.eval.fewshot import evaluate_fewshot
+    from relviz.experiment import EvaluationSpec, evaluate_run, stored_evaluation
+    from relviz.experiment.spec import ExperimentFileError, parse_spec
+    from relviz.models.checkpoint import file_sha256, load_student
+    from relviz.train import from_dict
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(STUDENT, run / "student.safetensors")
+    config = from_dict({"dataset": str(synthetic_root)})
+    evaluation = EvaluationSpec(val_scenes=1, linear_probe=(1.0,), finetune=(1.0,), ood_datasets=(str(tiny_kitti),),
+                                ood_linear_probe=(0.5,), ood_finetune=())
+    assert evaluation.wanted_ood() == {"linear_probe": (0.5,), "finetune": ()}
+    assert EvaluationSpec(linear_probe=(0.1,), finetune=(1.0,)).wanted_ood() == {"linear_probe": (0.1,),
+                                                                                  "finetune": (1.0,)}
+    own = {"checkpoint_sha256": file_sha256(run / "student.safetensors"),
+           "protocol": json.loads(json.dumps(evaluation.protocol(config))), "structure": {"uniformity": 1.0},
+           "linear_probe": {"1": {"miou": 0.3}}, "finetune": {"1": {"miou": 0.4}}}
+    (run / "evaluation.json").write_text(json.dumps(own))
+    assert stored_evaluation(run, config, evaluation) is None
+    result = evaluate_run(run, config, evaluation, load_settings())
+    entry = result["ood"][str(tiny_kitti)]
+    model, _ = load_student(STUDENT)
+    direct = evaluate_fewshot(model, SemanticKitti(tiny_kitti, "train"), SemanticKitti(tiny_kitti, "val"), 0.5, seed=0)
+    assert entry["linear_probe"] == {"0.5": entry["linear_probe"]["0.5"]} and entry["finetune"] == {}
+    assert entry["linear_probe"]["0.5"]["miou"] == direct["miou"]
+    assert stored_evaluation(run, config, evaluation) is not None
+    # the same stored results are not complete where the run's own fractions apply out of distribution
+    assert stored_evaluation(run, config, EvaluationSpec(**{**evaluation.__dict__, "ood_linear_probe": None})) is None
+    table = {"experiment": {"seeds": [0]}, "evaluate": {"ood_datasets": ["k"], "ood_linear_probe": [0.01, 0.1],
+                                                       "ood_finetune": []}}
+    parsed = parse_spec(table, "x.toml", "x").evaluation
+    assert (parsed.ood_linear_probe, parsed.ood_finetune) == ((0.01, 0.1), ())
+    assert parse_spec({"experiment": {"seeds": [0]}}, "x.toml", "x").evaluation.ood_linear_probe is None
+    with pytest.raises(ExperimentFileError, match=r"\[evaluate\] 'ood_linear_probe': must be a list of fractions"):
+        parse_spec({"experiment": {"seeds": [0]}, "evaluate": {"ood_linear_probe": [2]}}, "x.toml", "x")
+
+
 def test_zeroshot_on_a_kitti_folder_scores_its_19_class_prompts(tiny_kitti):
     """`relviz eval zeroshot` on a SemanticKITTI folder: each point takes the class of its nearest
     KITTI prompt row (max over the names, each read under every template), mIoU over the classes with

@@ -166,7 +166,9 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
         evaluation = {**evaluation, "protocol": protocol}  # this workspace's paths
         if not evaluation_complete(evaluation, plan.config, evaluation_spec):
             raise InputError(f"{path}: run {plan.key}'s evaluation lacks results its cell asks for "
-                             f"({evaluation_spec.wanted()})")
+                             f"({evaluation_spec.wanted()}"
+                             + (f"; on {', '.join(evaluation_spec.ood_datasets)}: {evaluation_spec.wanted_ood()}"
+                                if evaluation_spec.ood_datasets else "") + ")")
         taken.append((plan, evaluation, {"curve": record.get("curve") or [], "trained_on": record.get("trained_on"),
                                          "carried_from": path.name}))
     key, reference = _carried_teacher(experiment, directory)

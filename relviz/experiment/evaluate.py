@@ -48,9 +48,11 @@ def evaluation_complete(stored: Any, config: TrainConfig, evaluation: Evaluation
     if not isinstance(stored, dict) or stored.get("protocol") != _plain(evaluation.protocol(config)) \
             or "structure" not in stored:
         return False
-    places = [stored, *(((stored.get("ood") or {}).get(name) or {}) for name in evaluation.ood_datasets)]
-    return all(f"{f:g}" in (place.get(method) or {}) for place in places
-               for method, fractions in evaluation.wanted().items() for f in fractions)
+    places = [(stored, evaluation.wanted()),
+              *((((stored.get("ood") or {}).get(name) or {}), evaluation.wanted_ood())
+                for name in evaluation.ood_datasets)]
+    return all(f"{f:g}" in (place.get(method) or {}) for place, wanted in places
+               for method, fractions in wanted.items() for f in fractions)
 
 
 def _datasets(settings: Settings, config: TrainConfig, protocol: dict):
@@ -236,7 +238,7 @@ def evaluate_run(run_dir: str | Path, config: TrainConfig, evaluation: Evaluatio
     for dataset, (root, layout) in ood.items():
         entry = result.setdefault("ood", {}).setdefault(dataset, {"dataroot": str(root), "format": layout})
         splits: list = []  # opened once, and only when something is left to evaluate
-        for method, fractions in evaluation.wanted().items():
+        for method, fractions in evaluation.wanted_ood().items():
             done = entry.setdefault(method, {})
             for fraction in fractions:
                 if f"{fraction:g}" not in done:

@@ -40,6 +40,8 @@ ood_datasets = ["synthetic-kitti"]  # out of distribution: folders under <worksp
                          # nuScenes or SemanticKITTI layout; each gets the linear probe (and the fine-tuning when
                          # declared) at the fractions above, on its own splits, as the metrics
                          # "linear_probe@0.01@synthetic-kitti", "finetune@0.1@synthetic-kitti" (default none)
+ood_linear_probe = [0.01]  # the fractions out of distribution, in place of each run's own (default: the same);
+ood_finetune = []        # [] for none: a fine-tuning out of distribution costs as much as one in distribution
 ```
 
 The cells are the [grid]'s (indexes 0, 1, ...) followed by each sweep's in the file's order, so a run's
@@ -90,6 +92,8 @@ class EvaluationSpec:
     split: str | None = None
     train_split: str | None = None
     ood_datasets: tuple[str, ...] = ()  # added later, only they are computed: not part of the protocol
+    ood_linear_probe: tuple[float, ...] | None = None  # None: the in-distribution fractions (a sweep's own)
+    ood_finetune: tuple[float, ...] | None = None
     fewshot_frames: str = "all"  # few-shot scored on "all" val frames or on the "evaluation_set" (val_scenes x val_per_scene)
 
     def protocol(self, config: TrainConfig) -> dict[str, Any]:
@@ -116,6 +120,13 @@ class EvaluationSpec:
     def wanted(self) -> dict[str, tuple[float, ...]]:
         """Few-shot method -> its fractions."""
         return {"linear_probe": self.linear_probe, "finetune": self.finetune}
+
+    def wanted_ood(self) -> dict[str, tuple[float, ...]]:
+        """Few-shot method -> its fractions on each of ``ood_datasets`` (the in-distribution ones where
+        ``ood_<method>`` is not given)."""
+        own = self.wanted()
+        return {"linear_probe": own["linear_probe"] if self.ood_linear_probe is None else self.ood_linear_probe,
+                "finetune": own["finetune"] if self.ood_finetune is None else self.ood_finetune}
 
 
 @dataclass(frozen=True)
@@ -306,6 +317,10 @@ def _evaluation(table: dict, source: str) -> EvaluationSpec:
         split=_split(table.get("split"), source, "[evaluate] 'split'"),
         train_split=_split(table.get("train_split"), source, "[evaluate] 'train_split'"),
         ood_datasets=_ood_datasets(table.get("ood_datasets", []), source),
+        ood_linear_probe=None if "ood_linear_probe" not in table else
+        _fractions(table["ood_linear_probe"], source, "[evaluate] 'ood_linear_probe'"),
+        ood_finetune=None if "ood_finetune" not in table else
+        _fractions(table["ood_finetune"], source, "[evaluate] 'ood_finetune'"),
         fewshot_frames=_choice(table.get("fewshot_frames", d.fewshot_frames), FEWSHOT_FRAMES, source,
                                "[evaluate] 'fewshot_frames'"))
 
