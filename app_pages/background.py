@@ -84,17 +84,23 @@ def describe(label: str, n: EvalSet) -> str:
     return f"{label} on {n.describe()}"
 
 
-def _start(info: CheckpointInfo | None, label: str, root: str, n: EvalSet, per_class: int,
-           seed: int) -> Computation:
+def _loaded(info: CheckpointInfo | None, root: str, n: EvalSet) -> tuple:
+    """(keyframe count, teacher, student or None) for a computation: loaded in the page's thread
+    (Streamlit's caches and spinners need it) and before the server-wide lock is taken, so another
+    session's page never waits on this one's model loads."""
+    s = common.settings()
+    return keyframe_count(root, n), common.active_teacher(s), None if info is None else common.student(info)[0]
+
+
+def _start(info: CheckpointInfo | None, label: str, root: str, n: EvalSet, per_class: int, seed: int,
+           loaded: tuple) -> Computation:
+    """A computation's thread, started at once with what :func:`_loaded` gave: it waits for its turn
+    (queued) and then stores the structure."""
     s = common.settings()
     per_keyframe = workspace.seconds_per_keyframe(s)
-    total = keyframe_count(root, n)
+    total, teacher, model = loaded
     job = Computation(describe(label, n), total, None if per_keyframe is None else per_keyframe * total,
                       queued=True)  # until its thread holds the turn
-    # the loaders run here, in the page's thread (Streamlit's caches and spinners need it); the thread
-    # gets the loaded objects
-    teacher = common.active_teacher(s)
-    model = None if info is None else common.student(info)[0]
 
     def run() -> None:
         turn = _one_at_a_time()
@@ -171,9 +177,11 @@ def structures_or_last(sources: dict[str, CheckpointInfo | None], root: str, n: 
             _running().pop(_key(info, label, root, n, per_class, seed), None)  # on disk: nothing to watch any more
     if missing:
         keys = [_key(info, label, root, n, per_class, seed) for label, info in missing.items()]
-        with _lock():
-            jobs = [_running().get(key) or _running().setdefault(key, _start(info, label, root, n, per_class, seed))
-                    for key, (label, info) in zip(keys, missing.items())]
+        loaded = {key: _loaded(info, root, n) for key, info in zip(keys, missing.values()) if key not in _running()}
+        with _lock():  # only the check and the thread's start: what they need is loaded above
+            jobs = [_running().get(key) or _running().setdefault(
+                key, _start(info, label, root, n, per_class, seed, loaded.get(key) or _loaded(info, root, n)))
+                for key, (label, info) in zip(keys, missing.items())]
         # finished here means with an error: a finished job with its result on disk is not here
         if failed := [job for job in jobs if job.finished]:
             for job in failed:

@@ -167,6 +167,24 @@ def test_out_of_range_numbers_are_said_and_launch_says_why_it_did_not(app_worksp
     assert not at.get("plotly_chart")  # the page stops: nothing is drawn for a seed other than the one shown
 
 
+def _gate_structure(monkeypatch):
+    """workspace.structure waits for the returned event before computing: on a fast machine the
+    background computation could otherwise end before the page's run draws its progress bar."""
+    import threading
+
+    from relviz import workspace
+
+    gate, real = threading.Event(), workspace.structure
+
+    def gated(*args, **kwargs):
+        if not gate.wait(120):
+            raise AssertionError("the test never opened the gate")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workspace, "structure", gated)
+    return gate
+
+
 def test_a_structure_control_that_needs_new_features_computes_them_in_the_background(app_workspace, monkeypatch):
     """4 -> 8 keyframes froze the page for 80 s. Now the page keeps the last result on screen, says what is
     being computed with a count, and shows the new result when the background thread has stored it; a
@@ -181,11 +199,14 @@ def test_a_structure_control_that_needs_new_features_computes_them_in_the_backgr
     assert at.slider(key="st_k").value == 2 and not [i for i in at.info if "Showing" in i.value]  # warm: at once
     before = {m.label: m.value for m in at.metric}
 
+    gate = _gate_structure(monkeypatch)  # the computation waits until the page's state is checked
     at.query_params["k"] = "3"  # as the browser's URL follows the slider (AppTest keeps its own)
     at.slider(key="st_k").set_value(3).run()
     assert not at.exception, at.exception
     assert any("Showing teacher on every scene x 2 keyframes per scene" in i.value for i in at.info)
     assert {m.label: m.value for m in at.metric} == before  # the last result stays on screen meanwhile
+    assert at.get("progress") and "teacher on every scene x 3 keyframes" in at.get("progress")[0].proto.text
+    gate.set()
     deadline = time.time() + 240
     while time.time() < deadline and any("Showing teacher" in i.value for i in at.info):
         time.sleep(1)
@@ -227,7 +248,8 @@ def test_a_structure_control_that_needs_new_features_computes_them_in_the_backgr
 
 
 @pytest.mark.parametrize("page, prefix", [("app_pages/compare.py", "cmp"), ("app_pages/evidence.py", "ev")])
-def test_compare_and_evidence_keep_the_last_result_while_a_new_one_is_computed(app_workspace, page, prefix):
+def test_compare_and_evidence_keep_the_last_result_while_a_new_one_is_computed(app_workspace, page, prefix,
+                                                                               monkeypatch):
     """Compare and Evidence computed every missing result in the page's run (a minute and more for new
     keyframes). Now, as Feature structure: the last result stays on screen with a note and a progress bar per
     result being computed, and the page shows the new one when the background threads have stored it."""
@@ -240,12 +262,14 @@ def test_compare_and_evidence_keep_the_last_result_while_a_new_one_is_computed(a
     at.switch_page(page).run()  # the first visit waits for what it lacks, then shows it
     assert not at.exception, at.exception
     before = at.dataframe[0].value
+    gate = _gate_structure(monkeypatch)  # the computations wait until the page's state is checked
     at.select_slider(key=f"{prefix}_pc").set_value(250).run()  # 250 points per class: not computed yet
     assert not at.exception, at.exception
     assert any(i.value.startswith("Showing ") and "(points per class 500, seed 0)" in i.value for i in at.info)
     assert at.dataframe[0].value.equals(before)  # the last result stays on screen meanwhile
     assert at.get("progress") and all("on every scene x 2 keyframes per scene" in p.proto.text
                                       for p in at.get("progress"))
+    gate.set()
     deadline = time.time() + 300
     while time.time() < deadline and at.get("progress"):
         time.sleep(1)
