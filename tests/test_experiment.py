@@ -402,6 +402,61 @@ def test_fine_tuned_few_shot_claims_use_student_and_fine_tuning_seeds_and_name_t
     assert row["verdict"] == NO_SCENE_VARIANCE and row["test"].startswith("t test")
 
 
+def test_linear_probe_claims_pair_runs_on_the_structures_scene_resamples():
+    """The linear probe stores its per-frame confusions, not resamples: each run's probe mIoU on the
+    structure's shared scene resamples is derived from them (checked against a sum of the frames'
+    confusions by hand), so a probe claim gets the two-stage test over student seeds and scenes
+    instead of "no scene resamples"; with fewer scenes than the rule's minimum, none is derived."""
+    from relviz.eval.fewshot import scene_replicates
+    from relviz.experiment.aggregate import aggregate, run_metrics, run_replicates
+    from relviz.experiment.claims import HOLDS, paper_claims
+    from relviz.segmentation import classes_with_ground_truth, mean_iou_over
+    from relviz.stats import MIN_SCENES, resample_multiplicities
+
+    rng = np.random.default_rng(5)
+    frame_scenes = [s for s in range(12) for _ in range(2)]  # 12 scenes x 2 frames, as the evidence set
+
+    def probe(accuracy: float) -> dict:
+        frames = []
+        for _ in frame_scenes:
+            cm = np.zeros((5, 5), dtype=np.int64)
+            for c in (1, 2, 3):  # class 4 never in the ground truth: outside the fixed list
+                n = int(rng.integers(50, 100))
+                right = int(rng.binomial(n, np.clip(accuracy + rng.normal(0, 0.05), 0, 1)))
+                cm[c, c], cm[c, 4 if c == 3 else c % 3 + 1] = right, n - right
+            frames.append(cm)
+        total = np.sum(frames, axis=0)
+        return {"miou": mean_iou_over(total, classes_with_ground_truth(total)), "frame_scenes": frame_scenes,
+                "confusion_per_frame": np.stack(frames).tolist()}
+
+    result = probe(0.7)
+    drawn = scene_replicates(result, 50, seed=3)
+    m = resample_multiplicities(12, 50, 3)
+    per_frame = np.array(result["confusion_per_frame"])
+    classes = classes_with_ground_truth(per_frame.sum(0))
+    assert classes == (1, 2, 3)
+    for b in range(50):  # the resample's frames summed by hand, mIoU over the fixed list
+        total = sum(m[b, frame_scenes[k]] * per_frame[k] for k in range(24))
+        assert drawn[b] == pytest.approx(mean_iou_over(total, classes), abs=8 * gamma(3 * 24))
+    assert scene_replicates({**result, "frame_scenes": [s % (MIN_SCENES - 1) for s in range(24)]}, 50) is None
+    assert scene_replicates({"miou": 0.5}, 50) is None
+
+    base = _claims_report(seeds=6, scenes=12)
+    accuracy = {"contrastive": 0.6, "similarity": 0.5, "relational": 0.8}
+    runs = []
+    for run in base["runs"]:
+        evaluation = {"structure": {**run["metrics"], "replicates": run["replicates"]},
+                      "linear_probe": {"0.01": probe(accuracy[run["cell"].split("=")[1]])}}
+        replicates = run_replicates(evaluation)
+        assert replicates["values"]["linear_probe@0.01"] == scene_replicates(
+            evaluation["linear_probe"]["0.01"], run["replicates"]["n"], run["replicates"]["seed"])
+        runs.append({**run, "metrics": run_metrics(evaluation), "replicates": replicates})
+    report = aggregate([{"cell": f"loss={x}", "values": {"loss": x}} for x in accuracy], runs, teacher=base["teacher"])
+    row = {c["claim"]: c for c in paper_claims(report)}[
+        "few-shot (linear probe 1% mIoU): relational above similarity (unit: student seeds)"]
+    assert row["test"].startswith("two-stage") and row["verdict"] == HOLDS, row
+
+
 def test_out_of_distribution_metrics_are_named_by_dataset_and_old_reports_rederive(tmp_path):
     """``<method>@<fraction>@<dataset>`` beside the in-distribution names: its own heading, kept out of the
     claims and of the correlation's few-shot metric; the published demo report still rederives alike."""

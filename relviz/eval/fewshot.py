@@ -55,7 +55,7 @@ from relviz.eval.keyframe_sums import ConfusionSums
 from relviz.segmentation import (absent_predictions, classes_with_ground_truth, confusion_matrix, iou_per_class,
                                  mean_iou, mean_iou_over)
 from relviz.eval.selection import scene_ids
-from relviz.stats import cluster_bootstrap, refusal, scene_statistic
+from relviz.stats import cluster_bootstrap, refusal, resample_multiplicities, scene_statistic
 
 FRAME_RULE = "slidr-scene-skip/1"  # name and version of the rule above, stored with every result
 NUM_CLASSES = 16  # the probe's and the fine-tuning head's outputs: classes 1..16, label 0 ignored
@@ -209,6 +209,25 @@ def segmentation_scores(per_frame: np.ndarray, n_resamples: int = 1000, seed: in
             "absent_predictions": {names[c]: n for c, n in absent_predictions(cm, classes).items()},
             "iou": {names[c]: (None if np.isnan(iou[c]) else float(iou[c])) for c in range(1, len(cm))},
             "miou_interval": interval, "confusion": cm.tolist(), "confusion_per_frame": per_frame.tolist()}
+
+
+def scene_replicates(result: Mapping, n: int, seed: int = 0) -> list[float | None] | None:
+    """A few-shot result's mIoU (its ``confusion_per_frame`` over the fixed list of classes with ground
+    truth in its frames) on ``n`` scene resamples of its frames' scenes (``frame_scenes``) drawn by
+    :func:`relviz.stats.resample_multiplicities` with ``seed``: the shared draws on which an experiment
+    pairs its runs (the structure's ``replicates``, the fine-tuning's). None when the frames' scenes are
+    not known or number under :data:`relviz.stats.MIN_SCENES`."""
+    scenes = result.get("frame_scenes")
+    if not scenes or n < 1:
+        return None
+    ids = np.asarray(scenes, dtype=np.int64)
+    n_scenes = int(ids.max()) + 1
+    if refusal(n_scenes):
+        return None
+    sums = ConfusionSums(np.asarray(result["confusion_per_frame"], dtype=np.int64))
+    classes = sums.classes
+    values = scene_statistic(lambda m: sums.miou(m, classes), ids)(resample_multiplicities(n_scenes, n, seed))
+    return [float(v) if math.isfinite(v) else None for v in values]
 
 
 @contextmanager

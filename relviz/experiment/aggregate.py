@@ -57,9 +57,11 @@ REPLICATED = ("uniformity", "tolerance", "gap", "zeroshot_miou", "zeroshot_miou_
 
 def run_replicates(evaluation: dict) -> dict | None:
     """The run's metrics on the shared scene resamples (``{"seed", "n", "values": {metric: [B]}}``):
-    the structure metrics, and ``finetune@<fraction>`` (the mean over the fine-tuning seeds, on the
-    val split's scenes) where the fine-tuning stored resamples drawn alike (same seed and count); None
-    when neither had enough scenes to store them."""
+    the structure metrics; ``finetune@<fraction>`` (the mean over the fine-tuning seeds, on the
+    val split's scenes) where the fine-tuning stored resamples drawn alike (same seed and count); and
+    ``linear_probe@<fraction>``, the probe's per-frame confusions on the same draws
+    (:func:`relviz.eval.fewshot.scene_replicates`; the probe stores none itself). None when nothing had
+    enough scenes for them."""
     stored = (evaluation.get("structure") or {}).get("replicates")
     values = {m: v for m, v in stored["values"].items() if m in REPLICATED} if stored else {}
     for fraction, result in (evaluation.get("finetune") or {}).items():
@@ -67,6 +69,13 @@ def run_replicates(evaluation: dict) -> dict | None:
         if tuned and (stored is None or (tuned["seed"], tuned["n"]) == (stored["seed"], stored["n"])):
             stored = stored or {"seed": tuned["seed"], "n": tuned["n"]}
             values[f"finetune@{fraction}"] = tuned["values"]["miou"]
+    if stored is not None and evaluation.get("linear_probe"):
+        from relviz.eval.fewshot import scene_replicates  # torch: only when a probe is there to resample
+
+        for fraction, result in evaluation["linear_probe"].items():
+            drawn = scene_replicates(result, stored["n"], stored["seed"])
+            if drawn is not None:
+                values[f"linear_probe@{fraction}"] = drawn
     return None if stored is None else {**stored, "values": values}
 
 
