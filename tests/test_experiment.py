@@ -409,7 +409,7 @@ def test_linear_probe_claims_pair_runs_on_the_structures_scene_resamples():
     instead of "no scene resamples"; with fewer scenes than the rule's minimum, none is derived."""
     from relviz.eval.fewshot import scene_replicates
     from relviz.experiment.aggregate import aggregate, run_metrics, run_replicates
-    from relviz.experiment.claims import HOLDS, paper_claims
+    from relviz.experiment.claims import HOLDS, NO_SCENE_VARIANCE, paper_claims
     from relviz.segmentation import classes_with_ground_truth, mean_iou_over
     from relviz.stats import MIN_SCENES, resample_multiplicities
 
@@ -445,21 +445,27 @@ def test_linear_probe_claims_pair_runs_on_the_structures_scene_resamples():
     accuracy = {"contrastive": 0.6, "similarity": 0.5, "relational": 0.8}
     runs = []
     for run in base["runs"]:
+        ood = {"miou": accuracy[run["cell"].split("=")[1]] / 2 + rng.normal(0, 0.01)}  # no scenes to resample
         evaluation = {"structure": {**run["metrics"], "replicates": run["replicates"]},
-                      "linear_probe": {"0.01": probe(accuracy[run["cell"].split("=")[1]])}}
+                      "linear_probe": {"0.01": probe(accuracy[run["cell"].split("=")[1]])},
+                      "ood": {"kitti": {"linear_probe": {"0.01": ood}}}}
         replicates = run_replicates(evaluation)
         assert replicates["values"]["linear_probe@0.01"] == scene_replicates(
             evaluation["linear_probe"]["0.01"], run["replicates"]["n"], run["replicates"]["seed"])
         runs.append({**run, "metrics": run_metrics(evaluation), "replicates": replicates})
     report = aggregate([{"cell": f"loss={x}", "values": {"loss": x}} for x in accuracy], runs, teacher=base["teacher"])
-    row = {c["claim"]: c for c in paper_claims(report)}[
-        "few-shot (linear probe 1% mIoU): relational above similarity (unit: student seeds)"]
+    claims = {c["claim"]: c for c in paper_claims(report)}
+    row = claims["few-shot (linear probe 1% mIoU): relational above similarity (unit: student seeds)"]
     assert row["test"].startswith("two-stage") and row["verdict"] == HOLDS, row
+    # out of distribution without scene resamples: in the family (its t test's p counts in Holm's
+    # adjustment of every claim), no verdict from the seeds alone
+    row = claims["few-shot (linear probe 1% mIoU on kitti): relational above similarity (unit: student seeds)"]
+    assert row["verdict"] == NO_SCENE_VARIANCE and row["p_holm"] is not None and row["test"].startswith("t test")
 
 
 def test_out_of_distribution_metrics_are_named_by_dataset_and_old_reports_rederive(tmp_path):
-    """``<method>@<fraction>@<dataset>`` beside the in-distribution names: its own heading, kept out of the
-    claims and of the correlation's few-shot metric; the published demo report still rederives alike."""
+    """``<method>@<fraction>@<dataset>`` beside the in-distribution names: its own heading, in the claims,
+    not the correlation's few-shot metric; the published demo report still rederives alike."""
     import shutil
 
     from relviz.eval.report import parse_fewshot_metric, split_fewshot_metric
@@ -479,7 +485,9 @@ def test_out_of_distribution_metrics_are_named_by_dataset_and_old_reports_rederi
     report = aggregate([{"cell": "loss=relational", "values": {"loss": "relational"}}], runs)
     assert report["headings"]["linear_probe@0.01@synthetic-kitti"] == "linear probe 1% mIoU on synthetic-kitti"
     assert report["gap_vs_performance"].get("fewshot_metric") in (None, "linear_probe@0.01")
-    assert not any("synthetic-kitti" in c["claim"] for c in paper_claims({**report, "claims": None}))
+    # the paper claims few-shot out of distribution too: its rows are in the family (here missing: one cell)
+    ood_rows = [c for c in paper_claims({**report, "claims": None}) if "synthetic-kitti" in c["claim"]]
+    assert ood_rows and all(c.get("p_holm") is None for c in ood_rows)
 
     shutil.copy("checkpoints/demo/experiment/report.json", tmp_path / "report.json")
     stored = json.loads((tmp_path / "report.json").read_text())

@@ -329,7 +329,8 @@ def to_markdown(report: dict, title: str) -> str:
     if ood:
         lines += ["", f"Out of distribution ({', '.join(ood)}): few-shot on each dataset's own splits (nuScenes: "
                       "mini_train / mini_val or train / val; SemanticKITTI: 00-07, 09, 10 / 08, every k-th scan), "
-                      "mIoU over its own classes; not in the claims."]
+                      "mIoU over its own classes; in the claims' family, with no verdict where no scene resamples exist (one val "
+                      "sequence)."]
     if report["missing"]:
         lines += ["", "Not in the table (no evaluation yet): "
                   + ", ".join(f"{m['key']} ({m['status']})" for m in report["missing"]) + "."]
