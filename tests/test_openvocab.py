@@ -149,6 +149,11 @@ def test_assign_by_text_chunks_and_refuses_other_dimensions():
     assert ((top2[:, 0] - top2[:, 1]) > 2 * bound).all() and ((top2[:, 0] - 0.2).abs() > 2 * bound).all()
     assert torch.equal(whole[0], chunked[0])
     torch.testing.assert_close(whole[1], chunked[1], rtol=0, atol=bound)
+    # features normalised once by the caller (the live view's per-keystroke path): the same decisions, and
+    # the same similarities within the bound (the normalisation is the same row-wise operation)
+    kept = assign_by_text(F.normalize(feats.float(), dim=1), text, threshold=0.2, chunk=7, unit_rows=True)
+    assert torch.equal(whole[0], kept[0])
+    torch.testing.assert_close(whole[1], kept[1], rtol=0, atol=bound)
     with pytest.raises(InputError, match="dimension 8 but the text embeddings 5"):
         assign_by_text(feats, torch.ones(2, 5))
 

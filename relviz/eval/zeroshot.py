@@ -212,7 +212,8 @@ def predict_by_text(point_features: torch.Tensor, text: torch.Tensor | TextClass
 
 def assign_by_text(point_features: torch.Tensor, text: torch.Tensor, threshold: float | None = None,
                    background: torch.Tensor | None = None, chunk: int = 1 << 16,
-                   query_of_row: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   query_of_row: torch.Tensor | None = None,
+                   unit_rows: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Each point's query by cosine similarity, with the unlabelled rule.
 
     point_features [N, D]; text [R, D] query embeddings, one row per query, or several when
@@ -222,7 +223,9 @@ def assign_by_text(point_features: torch.Tensor, text: torch.Tensor, threshold: 
     [N]: ``argmax_p cos(k, t_p)``, or ``UNASSIGNED`` (-1) when that best similarity is below
     ``threshold`` or some background row is strictly more similar; ``best`` float32 [N]:
     ``max_p cos(k, t_p)``, the heat-map value), on the features' device, computed ``chunk`` points at
-    a time (at most [chunk, R + B] similarities at once)."""
+    a time (at most [chunk, R + B] similarities at once). ``unit_rows``: ``point_features`` are float32
+    with unit rows already (``F.normalize(x.float(), dim=1)``, kept by a caller that asks many times, as
+    the live view does per keystroke), so they are not normalised again."""
     _check_dims(point_features, text)
     device = point_features.device
     n_queries = len(text)
@@ -241,7 +244,7 @@ def assign_by_text(point_features: torch.Tensor, text: torch.Tensor, threshold: 
     query = torch.empty(len(point_features), dtype=torch.long, device=device)
     best = torch.empty(len(point_features), dtype=torch.float32, device=device)
     for s in range(0, len(point_features), chunk):
-        k = F.normalize(point_features[s:s + chunk].float(), dim=1)
+        k = point_features[s:s + chunk] if unit_rows else F.normalize(point_features[s:s + chunk].float(), dim=1)
         sim = k @ text.T
         if query_of_row is not None:  # a query's similarity: the max over its rows
             sim = sim.new_full((len(k), n_queries), -torch.inf).scatter_reduce(

@@ -22,7 +22,7 @@ from relviz.errors import RelvizError
 from relviz.tensors import one_thread
 from relviz.viz.labelcolors import Coloring, hex_colors
 from relviz.viz.live_cloud import Typed, message_typed
-from relviz.viz.zeroshot_view import MODES, View, live_view, mark_selections, shown, summary, unit_rows
+from relviz.viz.zeroshot_view import View, live_view, mark_selections, shown, summary, unit_rows
 
 
 @dataclass
@@ -43,7 +43,8 @@ class LiveInputs:
 
     @cached_property
     def unit(self) -> torch.Tensor:
-        """The features as float32 unit rows [N, D], once per page run (for the similarity heat map)."""
+        """The features as float32 unit rows [N, D], once per page run: every keystroke's similarities
+        (and the heat map) read them instead of normalising the keyframe's features again."""
         return unit_rows(self.features)
 
     def colours(self, view: View | None) -> tuple[Coloring, list[dict]]:
@@ -78,7 +79,7 @@ class LiveState:
                 with one_thread():  # small tensors per keystroke: see relviz.tensors.one_thread
                     view = live_view(inputs.features, inputs.truth, q.text, inputs.threshold, inputs.mode,
                                      inputs.embed, q.cursor, q.focus, self.view, inputs.vocabulary,
-                                     inputs.unit if inputs.mode == MODES[3] else None)
+                                     inputs.unit)
             except RelvizError as e:  # the frame shows the message and keeps the last good colours
                 error = str(e)
             self.text, self.view, self.error = q.text, view, error

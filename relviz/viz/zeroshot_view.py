@@ -65,15 +65,17 @@ class Segmentation:
 
 
 def segment(features: torch.Tensor, truth: np.ndarray | None, labels: LabelSet,
-            embed: Callable[[Sequence[str]], torch.Tensor], previous_colors: Sequence[tuple[str, int]] = ()
-            ) -> Segmentation:
+            embed: Callable[[Sequence[str]], torch.Tensor], previous_colors: Sequence[tuple[str, int]] = (),
+            unit: torch.Tensor | None = None) -> Segmentation:
     """Segment point features [N, D] by ``labels`` (prompts embedded by ``embed``), score the mapped
-    queries against ``truth`` [N] (0..16, or None), and give each query a stable colour."""
+    queries against ``truth`` [N] (0..16, or None), and give each query a stable colour; ``unit``:
+    :func:`unit_rows` of ``features`` when the caller keeps them (not normalised again)."""
     t0 = time.perf_counter()
     text = embed(list(labels.prompts))
     background = embed(list(labels.background)) if labels.background else None
     t1 = time.perf_counter()
-    query, best = assign_by_text(features, text, labels.threshold, background)
+    query, best = assign_by_text(features if unit is None else unit, text, labels.threshold, background,
+                                 unit_rows=unit is not None)
     t2 = time.perf_counter()
     scores = {"miou": None, "iou": {}}
     if truth is not None:
@@ -181,7 +183,7 @@ def live_view(features: torch.Tensor, truth: np.ndarray | None, text: str, thres
     ``previous``; ``unit``: :func:`unit_rows` of ``features`` when the caller keeps them."""
     labels = parse_queries(text, threshold)
     before = list(zip(previous.seg.labels.prompts, previous.seg.colors)) if previous else ()
-    seg = segment(features, truth, labels, embed, before)
+    seg = segment(features, truth, labels, embed, before, unit)
     heat = heat_prompt(labels, text, cursor, focus, previous.heat if previous else None)
     t0 = time.perf_counter()
     shown = coloring(seg, mode, features, truth, heat, unit)
