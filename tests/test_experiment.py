@@ -454,6 +454,25 @@ def test_linear_probe_claims_pair_runs_on_the_structures_scene_resamples():
             evaluation["linear_probe"]["0.01"], run["replicates"]["n"], run["replicates"]["seed"])
         runs.append({**run, "metrics": run_metrics(evaluation), "replicates": replicates})
     report = aggregate([{"cell": f"loss={x}", "values": {"loss": x}} for x in accuracy], runs, teacher=base["teacher"])
+    # each cell's interval over seeds and scenes: the two-stage bootstrap of its runs' values and resamples
+    from relviz.experiment.aggregate import to_csv, to_markdown
+    from relviz.stats import two_stage_bootstrap
+
+    cell = next(c for c in report["cells"] if c["cell"] == "loss=relational")
+    mine = [r for r in runs if r["cell"] == "loss=relational"]
+    direct = two_stage_bootstrap([r["metrics"]["linear_probe@0.01"] for r in mine],
+                                 np.array([r["replicates"]["values"]["linear_probe@0.01"] for r in mine]))
+    both = cell["metrics"]["linear_probe@0.01"]["scenes_and_seeds"]
+    assert (both["mean"], both["low"], both["high"], both["n"]) == (direct.value, direct.low, direct.high, 6)
+    assert cell["metrics"]["linear_probe@0.01@kitti"]["scenes_and_seeds"] is None  # no resamples: over seeds only
+    assert f"{both['mean']:.3f} ± {(both['high'] - both['low']) / 2:.3f} †" in to_markdown(report, "t")
+    assert f"{both['low']}" in to_csv(report)
+    one_run = [{**mine[0], "replicates": None}, *mine[1:]]
+    from relviz.experiment.aggregate import interval_over_seeds_and_scenes
+    assert interval_over_seeds_and_scenes(one_run, "linear_probe@0.01") is None  # a run without resamples
+    other_draws = [{**mine[0], "replicates": {**mine[0]["replicates"], "seed": 9}}, *mine[1:]]
+    assert interval_over_seeds_and_scenes(other_draws, "linear_probe@0.01") is None  # not paired: drawn otherwise
+
     claims = {c["claim"]: c for c in paper_claims(report)}
     row = claims["few-shot (linear probe 1% mIoU): relational above similarity (unit: student seeds)"]
     assert row["test"].startswith("two-stage") and row["verdict"] == HOLDS, row

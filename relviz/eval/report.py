@@ -270,6 +270,13 @@ def format_mean_pm(summary: Mapping) -> str:
     return f"{mean:.3f} ± {(summary['high'] - summary['low']) / 2:.3f}"
 
 
+def format_cell(summary: Mapping) -> str:
+    """An experiment cell's metric for a table: ``mean ± half-width`` over seeds and scenes, marked †,
+    where the report has that interval (``scenes_and_seeds``), else over seeds (:func:`format_mean_pm`)."""
+    both = summary.get("scenes_and_seeds")
+    return format_mean_pm(both) + " †" if both else format_mean_pm(summary)
+
+
 def format_p(p: float | None) -> str:
     """A p-value for a table: 3 decimals, scientific below 0.001, ``-`` for none."""
     return "-" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")

@@ -12,8 +12,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from relviz.errors import InputError
-from relviz.eval.report import (FEWSHOT_METHODS, fewshot_metric_name, format_mean_pm, parse_fewshot_metric,
+from relviz.eval.report import (FEWSHOT_METHODS, fewshot_metric_name, format_cell, format_mean_pm, parse_fewshot_metric,
                                 split_fewshot_metric)
 from relviz.files import atomic_path, write_json
 
@@ -101,6 +103,26 @@ def interval_over_seeds(values: list[float], confidence: float = CONFIDENCE) -> 
     except InputError:
         return {"n": len(values), "mean": mean, "low": None, "high": None, "confidence": confidence}
     return {"n": iv.n, "mean": iv.value, "low": iv.low, "high": iv.high, "confidence": confidence}
+
+
+def interval_over_seeds_and_scenes(runs: list[dict], metric: str, confidence: float = CONFIDENCE) -> dict | None:
+    """Mean and two-stage bootstrap interval over the seeds of one cell and the evaluation scenes
+    (:func:`relviz.stats.two_stage_bootstrap`, t with R - 1 df), from the runs' values of ``metric`` on
+    their shared scene resamples (``replicates``, drawn alike: same seed and count); None with fewer than
+    2 runs or where a run has no resamples of it (too few scenes, or a metric without them)."""
+    from relviz.stats import two_stage_bootstrap
+
+    stored = [r.get("replicates") or {} for r in runs]
+    reps = [(s.get("values") or {}).get(metric) for s in stored]
+    values = [r["metrics"].get(metric) for r in runs]
+    if len(runs) < 2 or any(v is None for v in reps + values) or len({(s["seed"], s["n"]) for s in stored}) != 1:
+        return None
+    matrix = np.array([[np.nan if x is None else x for x in v] for v in reps], dtype=np.float64)
+    iv = two_stage_bootstrap(values, matrix, confidence=confidence)
+    if not (math.isfinite(iv.low) and math.isfinite(iv.high)):
+        return None
+    return {"n": iv.n, "mean": iv.value, "low": iv.low, "high": iv.high, "confidence": confidence,
+            "method": iv.method}
 
 
 def fewshot_metric(metrics: list[str]) -> str | None:
@@ -204,7 +226,9 @@ def aggregate(cells: list[dict], runs: list[dict], teacher: dict | None = None, 
         rows.append({"cell": cell["cell"], "values": cell["values"], "table": cell.get("table", GRID),
                      "seeds": [r["seed"] for r in done],
                      "metrics": {m: {**interval_over_seeds([r["metrics"][m] for r in done if m in r["metrics"]]),
-                                     "values": [r["metrics"].get(m) for r in done]} for m in metrics}})
+                                     "values": [r["metrics"].get(m) for r in done],
+                                     "scenes_and_seeds": interval_over_seeds_and_scenes(done, m)}
+                                 for m in metrics}})
     missing = [{"key": r["key"], "status": r["status"]} for r in runs if r["metrics"] is None]
     correlations = gap_correlations(rows, runs, (teacher or {}).get("structure"), fewshot_metric(metrics))
     return {"metrics": metrics, "headings": {m: metric_heading(m) for m in metrics}, "confidence": CONFIDENCE,
@@ -286,12 +310,14 @@ def evaluation_set_words(protocol: dict, teacher: dict | None = None) -> str:
 def to_markdown(report: dict, title: str) -> str:
     metrics = report["metrics"]
     lines = [f"# Experiment {title}", "",
-             f"Mean ± half-width of the {report['confidence']:.0%} interval over seeds ({report['interval']}).", "",
+             f"Mean ± half-width of the {report['confidence']:.0%} interval over seeds and scenes (two-stage bootstrap, "
+             f"t with seeds - 1 df) where the runs stored scene resamples, marked †; else over seeds "
+             f"({report['interval']}).", "",
              "| cell | seeds | " + " | ".join(report["headings"][m] for m in metrics) + " |",
              "|---|---|" + "---|" * len(metrics)]
     for row in report["cells"]:
         lines.append(f"| {row['cell']} | {len(row['seeds'])} | "
-                     + " | ".join(format_mean_pm(row["metrics"][m]) for m in metrics) + " |")
+                     + " | ".join(format_cell(row["metrics"][m]) for m in metrics) + " |")
     t = (report.get("teacher") or {}).get("structure")
     if t:
         lines.append(f"| teacher (2D, paired points) | - | "
@@ -338,16 +364,20 @@ def to_markdown(report: dict, title: str) -> str:
 
 
 def to_csv(report: dict) -> str:
-    """One row per cell: ``<metric>_mean``, ``_low``, ``_high`` and ``_n`` for every metric."""
+    """One row per cell: ``<metric>_mean``, ``_low``, ``_high`` and ``_n`` for every metric (the interval
+    over seeds), and ``_low_scenes_seeds``, ``_high_scenes_seeds`` (over seeds and scenes; empty where the
+    runs stored no scene resamples)."""
     buf = io.StringIO()
     axes = list(dict.fromkeys(a for row in report["cells"] for a in row["values"]))  # every table's, in order
-    columns = ["cell", *axes, "seeds", *(f"{m}_{s}" for m in report["metrics"] for s in ("mean", "low", "high", "n"))]
+    parts = ("mean", "low", "high", "n", "low_scenes_seeds", "high_scenes_seeds")
+    columns = ["cell", *axes, "seeds", *(f"{m}_{s}" for m in report["metrics"] for s in parts)]
     w = csv.DictWriter(buf, fieldnames=columns)
     w.writeheader()
     for row in report["cells"]:
+        both = {m: row["metrics"][m].get("scenes_and_seeds") or {} for m in report["metrics"]}
         w.writerow({"cell": row["cell"], **row["values"], "seeds": len(row["seeds"]),
-                    **{f"{m}_{s}": row["metrics"][m][s] for m in report["metrics"]
-                       for s in ("mean", "low", "high", "n")}})
+                    **{f"{m}_{s}": row["metrics"][m][s] for m in report["metrics"] for s in parts[:4]},
+                    **{f"{m}_{s}_scenes_seeds": both[m].get(s) for m in report["metrics"] for s in ("low", "high")}})
     return buf.getvalue()
 
 

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 import pandas as pd
 import plotly.graph_objects as go
 
-from relviz.eval.report import FEWSHOT_METHODS, NOT_FOR_TEACHER, format_mean_pm, format_p, parse_fewshot_metric
+from relviz.eval.report import (FEWSHOT_METHODS, NOT_FOR_TEACHER, format_cell, format_mean_pm, format_p,
+                                parse_fewshot_metric)
 from relviz.viz.fewshot import label_efficiency_curves
 from relviz.viz.training import validation_figure
 
@@ -18,9 +19,10 @@ from relviz.viz.training import validation_figure
 
 def report_frame(report: Mapping) -> pd.DataFrame:
     """One row per cell: its seeds and every metric as ``mean ± half-width`` of the interval over
-    seeds; then the teacher's structure on the same keyframes."""
+    seeds and scenes (marked †) where the report has it, else over seeds; then the teacher's structure
+    on the same keyframes."""
     rows = [{"cell": c["cell"], "seeds": len(c["seeds"]),
-             **{report["headings"][m]: format_mean_pm(c["metrics"][m]) for m in report["metrics"]}}
+             **{report["headings"][m]: format_cell(c["metrics"][m]) for m in report["metrics"]}}
             for c in report["cells"]]
     teacher = (report.get("teacher") or {}).get("structure")
     if teacher:
@@ -49,16 +51,18 @@ def differences_frame(report: Mapping) -> pd.DataFrame:
 
 
 def label_efficiency(report: Mapping) -> pd.DataFrame:
-    """Few-shot mIoU per cell, method and fraction (columns cell, method, fraction, mean, low, high, n),
-    from the report's ``<method>@<fraction>`` metrics; empty when it has none."""
+    """Few-shot mIoU per cell, method and fraction (columns cell, method, fraction, mean, low, high, n:
+    the interval over seeds and scenes where the report has it, else over seeds), from the report's
+    ``<method>@<fraction>`` metrics; empty when it has none."""
     rows = []
     for c in report["cells"]:
         for m, s in c["metrics"].items():
             parsed = parse_fewshot_metric(m)
             if parsed is not None and s.get("mean") is not None:
                 method, fraction = parsed
+                shown = s.get("scenes_and_seeds") or s  # over seeds and scenes where the report has it
                 rows.append({"cell": c["cell"], "method": method, "fraction": fraction, "mean": s["mean"],
-                             "low": s.get("low"), "high": s.get("high"), "n": s["n"]})
+                             "low": shown.get("low"), "high": shown.get("high"), "n": s["n"]})
     return pd.DataFrame(rows, columns=["cell", "method", "fraction", "mean", "low", "high", "n"])
 
 
