@@ -177,11 +177,15 @@ def structures_or_last(sources: dict[str, CheckpointInfo | None], root: str, n: 
             _running().pop(_key(info, label, root, n, per_class, seed), None)  # on disk: nothing to watch any more
     if missing:
         keys = [_key(info, label, root, n, per_class, seed) for label, info in missing.items()]
-        loaded = {key: _loaded(info, root, n) for key, info in zip(keys, missing.values()) if key not in _running()}
-        with _lock():  # only the check and the thread's start: what they need is loaded above
-            jobs = [_running().get(key) or _running().setdefault(
-                key, _start(info, label, root, n, per_class, seed, loaded.get(key) or _loaded(info, root, n)))
-                for key, (label, info) in zip(keys, missing.items())]
+        jobs = []
+        for key, (label, info) in zip(keys, missing.items()):
+            job = _running().get(key)
+            if job is None:  # loaded outside the lock; under it only the check and the thread's start
+                loaded = _loaded(info, root, n)
+                with _lock():  # another session may have started it meanwhile: that one is watched
+                    job = _running().get(key) or _running().setdefault(
+                        key, _start(info, label, root, n, per_class, seed, loaded))
+            jobs.append(job)
         # finished here means with an error: a finished job with its result on disk is not here
         if failed := [job for job in jobs if job.finished]:
             for job in failed:

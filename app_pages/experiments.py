@@ -58,10 +58,11 @@ else:
             st.error(str(e))
     report = exp.report()  # aggregates what is evaluated now (cheap: reads the runs' stored evaluations)
 
-st.subheader("Cells: mean ± 95% interval over seeds")
+st.subheader("Cells: mean ± 95% interval over seeds and scenes (†), else over seeds")
 st.dataframe(report_frame(report), hide_index=True, width="stretch", key="exp_table")
 p = report.get("protocol") or {}
-st.caption(f"{report['interval']}. U, T, G and zero-shot on {evaluation_set_words(p, report.get('teacher'))} of "
+st.caption(f"† two-stage bootstrap over seeds and the evaluation scenes, where the runs stored scene resamples; "
+           f"else {report['interval']}. U, T, G and zero-shot on {evaluation_set_words(p, report.get('teacher'))} of "
            f"{p.get('split')} "
            f"(up to {p.get('per_class')} points per class, sample seed {p.get('seed')}); few-shot learned on "
            f"{p.get('train_split')} frames, scored on every {p.get('split')} frame. Definitions: docs/protocol.md.")

@@ -333,10 +333,11 @@ def evidence_evaluation_seconds(evaluation) -> float:
 
 def estimated_minutes(experiment, max_running: int | None = None,
                       seconds_per_evaluation: float | Callable[[Any], float] = DEMO_SECONDS_PER_EVALUATION,
-                      done: Collection[str] = ()) -> float:
+                      done: Collection[str] = (), trained: Collection[str] = ()) -> float:
     """A rough duration of ``experiment`` on the demo machine (see the constants above) with
     ``max_running`` slots (default: the experiment's), for its runs but those keyed in ``done``
-    (evaluated already, here or carried in). Each run is a training (its steps at
+    (evaluated already, here or carried in); a run keyed in ``trained`` (its training finished here)
+    counts its evaluation only. Each run is a training (its steps at
     :data:`DEMO_SECONDS_PER_STEP`, a step's time with two runs at once) and then its evaluation
     (``seconds_per_evaluation``: a number, or a function of the run's
     :class:`relviz.experiment.EvaluationSpec`), each occupying one slot while it runs, as the supervisor
@@ -346,8 +347,8 @@ def estimated_minutes(experiment, max_running: int | None = None,
     spec = experiment.spec
     per_evaluation = seconds_per_evaluation if callable(seconds_per_evaluation) else \
         (lambda evaluation: float(seconds_per_evaluation))
-    runs = [(p.config.max_steps or 0) * DEMO_SECONDS_PER_STEP + per_evaluation(spec.evaluation_for(p.cell))
-            for p in experiment.plans if p.key not in done]
+    runs = [(0 if p.key in trained else (p.config.max_steps or 0) * DEMO_SECONDS_PER_STEP)
+            + per_evaluation(spec.evaluation_for(p.cell)) for p in experiment.plans if p.key not in done]
     slots = max(1, max_running or spec.max_running)
     return (sum(runs) / slots + (1 - 1 / slots) * max(runs, default=0.0)) / 60
 
@@ -374,6 +375,7 @@ def build_evidence(settings: Settings, detach: bool = True, max_running: int | N
     from relviz.experiment.carry import carry_in
     from relviz.experiment.evaluate import stored_evaluation
     from relviz.jobs import JobStore
+    from relviz.train.rundir import RunDir
 
     check_outside_checkout(settings.home)
     if not DEMO_TEACHER_PATH.is_file():
@@ -391,7 +393,8 @@ def build_evidence(settings: Settings, detach: bool = True, max_running: int | N
         log(f"{len(out['carried'])} evaluated runs carried in from {carried_from}")
     done = [p.key for p in experiment.plans
             if stored_evaluation(p.run_dir, p.config, experiment.spec.evaluation_for(p.cell)) is not None]
-    minutes = estimated_minutes(experiment, max_running, evidence_evaluation_seconds, done)
+    trained = [p.key for p in experiment.plans if RunDir(p.run_dir).final.is_file()]  # an evaluation is left
+    minutes = estimated_minutes(experiment, max_running, evidence_evaluation_seconds, done, trained)
     out.update(experiment=experiment.spec.name, runs=len(experiment.plans), estimated_minutes=round(minutes))
     log(f"experiment {experiment.spec.name}: {len(experiment.plans)} runs in {experiment.folder} (about "
         f"{minutes / 60:.1f} h on 2 CPU cores; run again to continue an interrupted one)")

@@ -167,9 +167,12 @@ def test_out_of_range_numbers_are_said_and_launch_says_why_it_did_not(app_worksp
     assert not at.get("plotly_chart")  # the page stops: nothing is drawn for a seed other than the one shown
 
 
-def _gate_structure(monkeypatch):
-    """workspace.structure waits for the returned event before computing: on a fast machine the
-    background computation could otherwise end before the page's run draws its progress bar."""
+@pytest.fixture
+def structure_gate(monkeypatch):
+    """A function that makes workspace.structure wait for the event it returns before computing: on a
+    fast machine the background computation could otherwise end before the page's run draws its
+    progress bar. The gate opens at teardown whatever happened, so a failed test never leaves a
+    computation holding the server-wide turn for the tests after it."""
     import threading
 
     from relviz import workspace
@@ -181,11 +184,16 @@ def _gate_structure(monkeypatch):
             raise AssertionError("the test never opened the gate")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(workspace, "structure", gated)
-    return gate
+    def close() -> threading.Event:
+        monkeypatch.setattr(workspace, "structure", gated)
+        return gate
+
+    yield close
+    gate.set()
 
 
-def test_a_structure_control_that_needs_new_features_computes_them_in_the_background(app_workspace, monkeypatch):
+def test_a_structure_control_that_needs_new_features_computes_them_in_the_background(app_workspace, monkeypatch,
+                                                                                     structure_gate):
     """4 -> 8 keyframes froze the page for 80 s. Now the page keeps the last result on screen, says what is
     being computed with a count, and shows the new result when the background thread has stored it; a
     cancelled computation is said and not restarted for the same settings."""
@@ -199,7 +207,7 @@ def test_a_structure_control_that_needs_new_features_computes_them_in_the_backgr
     assert at.slider(key="st_k").value == 2 and not [i for i in at.info if "Showing" in i.value]  # warm: at once
     before = {m.label: m.value for m in at.metric}
 
-    gate = _gate_structure(monkeypatch)  # the computation waits until the page's state is checked
+    gate = structure_gate()  # the computation waits until the page's state is checked
     at.query_params["k"] = "3"  # as the browser's URL follows the slider (AppTest keeps its own)
     at.slider(key="st_k").set_value(3).run()
     assert not at.exception, at.exception
@@ -249,7 +257,7 @@ def test_a_structure_control_that_needs_new_features_computes_them_in_the_backgr
 
 @pytest.mark.parametrize("page, prefix", [("app_pages/compare.py", "cmp"), ("app_pages/evidence.py", "ev")])
 def test_compare_and_evidence_keep_the_last_result_while_a_new_one_is_computed(app_workspace, page, prefix,
-                                                                               monkeypatch):
+                                                                               structure_gate):
     """Compare and Evidence computed every missing result in the page's run (a minute and more for new
     keyframes). Now, as Feature structure: the last result stays on screen with a note and a progress bar per
     result being computed, and the page shows the new one when the background threads have stored it."""
@@ -262,7 +270,7 @@ def test_compare_and_evidence_keep_the_last_result_while_a_new_one_is_computed(a
     at.switch_page(page).run()  # the first visit waits for what it lacks, then shows it
     assert not at.exception, at.exception
     before = at.dataframe[0].value
-    gate = _gate_structure(monkeypatch)  # the computations wait until the page's state is checked
+    gate = structure_gate()  # the computations wait until the page's state is checked
     at.select_slider(key=f"{prefix}_pc").set_value(250).run()  # 250 points per class: not computed yet
     assert not at.exception, at.exception
     assert any(i.value.startswith("Showing ") and "(points per class 500, seed 0)" in i.value for i in at.info)

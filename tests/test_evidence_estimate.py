@@ -105,3 +105,14 @@ def test_the_evidence_file_is_estimated_per_run_from_its_own_evaluation():
     constant = estimated_minutes(experiment, seconds_per_evaluation=240.0) * 60
     assert constant == pytest.approx(len(per_run) * 1040.0 / slots + (1 - 1 / slots) * 1040.0,
                                      rel=2 * gamma(len(per_run) + 4))
+
+
+def test_a_trained_run_counts_its_evaluation_only_and_an_evaluated_one_nothing():
+    """Runs keyed in ``done`` cost nothing; runs keyed in ``trained`` (a finished training whose evaluation
+    is left, e.g. a new out-of-distribution piece) cost their evaluation only."""
+    runs = [(800, 600.0), (800, 300.0), (800, 900.0), (800, 100.0)]
+    experiment = _experiment(runs, 2)
+    evaluation = lambda cell: runs[cell][1]  # noqa: E731
+    work = [0.0 + 300.0, 800 * DEMO_SECONDS_PER_STEP + 900.0, 800 * DEMO_SECONDS_PER_STEP + 100.0]  # r0 done, r1 trained
+    got = estimated_minutes(experiment, seconds_per_evaluation=evaluation, done=["r0"], trained=["r1", "r0"])
+    assert got * 60 == pytest.approx(sum(work) / 2 + 0.5 * max(work), rel=2 * gamma(len(work) + 4))

@@ -407,7 +407,7 @@ def test_linear_probe_claims_pair_runs_on_the_structures_scene_resamples():
     structure's shared scene resamples is derived from them (checked against a sum of the frames'
     confusions by hand), so a probe claim gets the two-stage test over student seeds and scenes
     instead of "no scene resamples"; with fewer scenes than the rule's minimum, none is derived."""
-    from relviz.eval.fewshot import scene_replicates
+    from relviz.eval.fewshot import miou_on_scene_resamples
     from relviz.experiment.aggregate import aggregate, run_metrics, run_replicates
     from relviz.experiment.claims import HOLDS, NO_SCENE_VARIANCE, paper_claims
     from relviz.segmentation import classes_with_ground_truth, mean_iou_over
@@ -430,7 +430,7 @@ def test_linear_probe_claims_pair_runs_on_the_structures_scene_resamples():
                 "confusion_per_frame": np.stack(frames).tolist()}
 
     result = probe(0.7)
-    drawn = scene_replicates(result, 50, seed=3)
+    drawn = miou_on_scene_resamples(result, 50, seed=3)
     m = resample_multiplicities(12, 50, 3)
     per_frame = np.array(result["confusion_per_frame"])
     classes = classes_with_ground_truth(per_frame.sum(0))
@@ -438,8 +438,8 @@ def test_linear_probe_claims_pair_runs_on_the_structures_scene_resamples():
     for b in range(50):  # the resample's frames summed by hand, mIoU over the fixed list
         total = sum(m[b, frame_scenes[k]] * per_frame[k] for k in range(24))
         assert drawn[b] == pytest.approx(mean_iou_over(total, classes), abs=8 * gamma(3 * 24))
-    assert scene_replicates({**result, "frame_scenes": [s % (MIN_SCENES - 1) for s in range(24)]}, 50) is None
-    assert scene_replicates({"miou": 0.5}, 50) is None
+    assert miou_on_scene_resamples({**result, "frame_scenes": [s % (MIN_SCENES - 1) for s in range(24)]}, 50) is None
+    assert miou_on_scene_resamples({"miou": 0.5}, 50) is None
 
     base = _claims_report(seeds=6, scenes=12)
     accuracy = {"contrastive": 0.6, "similarity": 0.5, "relational": 0.8}
@@ -450,7 +450,7 @@ def test_linear_probe_claims_pair_runs_on_the_structures_scene_resamples():
                       "linear_probe": {"0.01": probe(accuracy[run["cell"].split("=")[1]])},
                       "ood": {"kitti": {"linear_probe": {"0.01": ood}}}}
         replicates = run_replicates(evaluation)
-        assert replicates["values"]["linear_probe@0.01"] == scene_replicates(
+        assert replicates["values"]["linear_probe@0.01"] == miou_on_scene_resamples(
             evaluation["linear_probe"]["0.01"], run["replicates"]["n"], run["replicates"]["seed"])
         runs.append({**run, "metrics": run_metrics(evaluation), "replicates": replicates})
     report = aggregate([{"cell": f"loss={x}", "values": {"loss": x}} for x in accuracy], runs, teacher=base["teacher"])

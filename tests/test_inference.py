@@ -275,3 +275,28 @@ def test_the_class_list_of_a_scene_or_resample_depends_on_the_labels_only():
     scene1 = np.array([0.0, 1.0])
     assert sums["a"].classes == sums["b"].classes == (1, 2)
     assert sums["a"].miou(scene1) == pytest.approx(0.9) and sums["b"].miou(scene1) == 1.0
+
+
+def test_confusion_sums_miou_of_many_resamples_at_once_is_mean_iou_over_each():
+    """ConfusionSums.miou computes every resample's mIoU at once (the Experiments page resamples every
+    run's probes): the same as relviz.segmentation.mean_iou_over of each resample's summed matrix, with
+    resamples that leave a listed class without ground truth, one that leaves none (NaN), and the ignore
+    class in the list (never counted)."""
+    from fp_bounds import gamma
+
+    from relviz.eval.keyframe_sums import ConfusionSums
+    from relviz.segmentation import mean_iou_over
+
+    rng = np.random.default_rng(4)
+    per_frame = rng.integers(0, 40, (6, 5, 5))
+    per_frame[:3, 4, :] = 0  # class 4's ground truth only in frames 3-5
+    per_frame[:, 3, :] = 0  # class 3 never in the ground truth, but predicted: outside the list
+    sums = ConfusionSums(per_frame)
+    assert sums.classes == (1, 2, 4)
+    m = np.vstack([resample_multiplicities(6, 200, seed=1), np.eye(6)[0], np.zeros(6)])
+    for listed in (sums.classes, (0, 1, 2, 4)):
+        got = sums.miou(m, listed)
+        want = [mean_iou_over(np.einsum("k,kij->ij", row, per_frame), listed) for row in m]
+        assert math.isnan(got[-1]) and math.isnan(want[-1])
+        np.testing.assert_allclose(got[:-1], want[:-1], rtol=4 * gamma(5), atol=0)
+    assert sums.miou(m[:2].reshape(2, 1, 6)).shape == (2, 1)

@@ -211,11 +211,13 @@ def segmentation_scores(per_frame: np.ndarray, n_resamples: int = 1000, seed: in
             "miou_interval": interval, "confusion": cm.tolist(), "confusion_per_frame": per_frame.tolist()}
 
 
-def scene_replicates(result: Mapping, n: int, seed: int = 0) -> list[float | None] | None:
+def miou_on_scene_resamples(result: Mapping, n: int, seed: int = 0) -> list[float | None] | None:
     """A few-shot result's mIoU (its ``confusion_per_frame`` over the fixed list of classes with ground
     truth in its frames) on ``n`` scene resamples of its frames' scenes (``frame_scenes``) drawn by
-    :func:`relviz.stats.resample_multiplicities` with ``seed``: the shared draws on which an experiment
-    pairs its runs (the structure's ``replicates``, the fine-tuning's). None when the frames' scenes are
+    :func:`relviz.stats.resample_multiplicities` with ``seed``: every run scored on the same frames gets
+    the same draws, so an experiment pairs its runs on them; they are the structure's own draws when the
+    few-shot frames are the structure's evaluation set (``fewshot_frames = "evaluation_set"``: the same
+    scenes, indexed alike by :func:`relviz.eval.selection.scene_ids`). None when the frames' scenes are
     not known or number under :data:`relviz.stats.MIN_SCENES`."""
     scenes = result.get("frame_scenes")
     if not scenes or n < 1:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from relviz.errors import InputError
-from relviz.segmentation import classes_with_ground_truth, confusion_matrix, mean_iou, mean_iou_over
+from relviz.segmentation import classes_with_ground_truth, confusion_matrix, mean_iou
 
 _BLOCK_ENTRIES = 16 * 2**20  # pairwise entries per row block (64 MB in float32), as metrics.uniformity
 _ONEHOT_ENTRIES = 2**26  # points x keyframes up to which kernel sums use a one-hot product
@@ -209,7 +209,12 @@ class ConfusionSums:
     per_keyframe: np.ndarray
 
     def total(self, m: np.ndarray) -> np.ndarray:
-        return np.einsum("...k,kij->...ij", m, self.per_keyframe)
+        """The summed matrices [..., C, C] of multiplicities ``m`` [..., K]: one matrix product (whole
+        counts times whole multiplicities: exact in float64 below 2^53)."""
+        m = np.asarray(m, dtype=np.float64)
+        k, c = self.per_keyframe.shape[0], self.per_keyframe.shape[1:]
+        flat = m.reshape(-1, k) @ self.per_keyframe.reshape(k, -1).astype(np.float64)
+        return flat.reshape(*m.shape[:-1], *c)
 
     @property
     def classes(self) -> tuple[int, ...]:
@@ -217,11 +222,21 @@ class ConfusionSums:
         return classes_with_ground_truth(self.per_keyframe.sum(0))
 
     def miou(self, m: np.ndarray, classes: tuple[int, ...] | None = None) -> np.ndarray:
-        """mIoU over ``classes`` (default :attr:`classes`, fixed at the data's, resamples included)."""
-        listed = self.classes if classes is None else classes
+        """mIoU over ``classes`` (default :attr:`classes`, fixed at the data's, resamples included): for
+        every multiplicity vector at once, :func:`relviz.segmentation.mean_iou_over`'s rule (a listed class
+        without ground truth in the resample leaves the mean; NaN when none has any)."""
+        listed = np.asarray(self.classes if classes is None else classes, dtype=np.int64)
         cm = self.total(m)
-        flat = cm.reshape(-1, *cm.shape[-2:])
-        return np.array([mean_iou_over(c, listed) for c in flat]).reshape(cm.shape[:-2])
+        flat = cm.reshape(-1, *cm.shape[-2:]).astype(np.float64)
+        tp = np.diagonal(flat, axis1=1, axis2=2)[:, listed]
+        support = flat.sum(2)[:, listed]  # rows: ground truth
+        union = support + flat.sum(1)[:, listed] - tp
+        counted = (support > 0) & (listed != 0)  # the ignore class never counts (iou_per_class)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(counted, tp / np.where(union > 0, union, 1.0), 0.0)
+            n = counted.sum(1)
+            out = np.where(n > 0, iou.sum(1) / np.maximum(n, 1), np.nan)
+        return out.reshape(cm.shape[:-2])
 
     def miou_devkit(self, m: np.ndarray) -> np.ndarray:
         """mIoU by nuscenes-devkit's rule (a predicted absent class counts 0), the second figure."""

@@ -61,8 +61,8 @@ def run_replicates(evaluation: dict) -> dict | None:
     """The run's metrics on the shared scene resamples (``{"seed", "n", "values": {metric: [B]}}``):
     the structure metrics; ``finetune@<fraction>`` (the mean over the fine-tuning seeds, on the
     val split's scenes) where the fine-tuning stored resamples drawn alike (same seed and count); and
-    ``linear_probe@<fraction>``, the probe's per-frame confusions on the same draws
-    (:func:`relviz.eval.fewshot.scene_replicates`; the probe stores none itself). None when nothing had
+    ``linear_probe@<fraction>``, the probe's per-frame confusions on draws of the same seed and count
+    (:func:`relviz.eval.fewshot.miou_on_scene_resamples`; the probe stores none itself). None when nothing had
     enough scenes for them."""
     stored = (evaluation.get("structure") or {}).get("replicates")
     values = {m: v for m, v in stored["values"].items() if m in REPLICATED} if stored else {}
@@ -72,10 +72,10 @@ def run_replicates(evaluation: dict) -> dict | None:
             stored = stored or {"seed": tuned["seed"], "n": tuned["n"]}
             values[f"finetune@{fraction}"] = tuned["values"]["miou"]
     if stored is not None and evaluation.get("linear_probe"):
-        from relviz.eval.fewshot import scene_replicates  # torch: only when a probe is there to resample
+        from relviz.eval.fewshot import miou_on_scene_resamples  # torch: only when a probe is there to resample
 
         for fraction, result in evaluation["linear_probe"].items():
-            drawn = scene_replicates(result, stored["n"], stored["seed"])
+            drawn = miou_on_scene_resamples(result, stored["n"], stored["seed"])
             if drawn is not None:
                 values[f"linear_probe@{fraction}"] = drawn
     return None if stored is None else {**stored, "values": values}
