@@ -189,3 +189,25 @@ def test_the_cli_carries_out_and_in(tmp_path, monkeypatch):
     assert into.exit_code == 0 and json.loads(into.output) == [p.key for p in second.plans], into.output
     both = CliRunner().invoke(cli_app, ["experiment", "carry", "small"])
     assert both.exit_code == 2 and "give one of --to DIR" in both.output
+
+
+def test_the_committed_evidence_runs_carry_into_the_evidence_experiment_as_declared(tmp_path, monkeypatch):
+    """What a new machine's `relviz demo --evidence` does first: the runs committed in
+    checkpoints/demo/evidence/ must be complete under the evidence file as it is now (its protocol, its
+    out-of-distribution pieces), or the command stops before anything runs. A change of the evidence
+    file that asks for more than the committed runs hold fails here, not on the next machine."""
+    from relviz.data.synthetic_kitti import KittiSynthConfig, generate_kitti
+    from relviz.demo import EVIDENCE_CARRIED, EVIDENCE_DATASET, EVIDENCE_EXPERIMENT, EVIDENCE_KITTI_DATASET
+
+    monkeypatch.setenv("RELVIZ_HOME", str(tmp_path))
+    (tmp_path / "datasets" / EVIDENCE_DATASET).mkdir(parents=True)  # nothing here trains or reads it
+    generate_kitti(tmp_path / "datasets" / EVIDENCE_KITTI_DATASET,  # any KITTI-layout folder: its format is checked
+                   KittiSynthConfig(sequences=2, scans_per_sequence=1, azimuth_steps=64, beams=8))
+    exp = Experiment.from_file(load_settings(), EVIDENCE_EXPERIMENT)
+    exp.save_grid()
+    committed = sorted(p.name for p in EVIDENCE_CARRIED.glob("*.json.gz") if p.name != "teacher.json.gz")
+    carried = carry_in(exp, EVIDENCE_CARRIED)
+    assert committed and sorted(f"{k}.json.gz" for k in carried) == committed
+    for plan in exp.plans:
+        if plan.key in carried:
+            assert stored_evaluation(plan.run_dir, plan.config, exp.spec.evaluation_for(plan.cell)) is not None
