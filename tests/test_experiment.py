@@ -541,3 +541,15 @@ def test_a_stopped_job_still_holds_its_slot(synthetic_root, tmp_path, monkeypatc
     finally:
         os.killpg(job.pgid, signal.SIGCONT)
         store.cancel(job.id)
+
+
+def test_a_holm_p_of_exactly_five_percent_is_not_a_verdict():
+    """The verdict needs the Holm-adjusted p strictly under 5%: the committed evidence report once said
+    "holds" at an adjusted p of exactly 0.05 (4 x an exact permutation p of 63/5040) because 1 - 0.95 is
+    0.050000000000000044 in floating point."""
+    from relviz.experiment.claims import ALPHA, HOLDS, NOISE, _verdict
+
+    row = {"claim": "c", "sign": -1, "estimate": -0.9, "configurations": 7, "p": 63 / 5040}
+    assert 4 * row["p"] == 0.05 and ALPHA == 0.05
+    assert _verdict({**row, "p_holm": 4 * row["p"]}) == NOISE
+    assert _verdict({**row, "p_holm": 0.0499}) == HOLDS
