@@ -211,6 +211,12 @@ def two_stage_bootstrap(observed: Sequence[float], replicates: np.ndarray, n_res
                     b, se, bool(low > 0 or high < 0), p)
 
 
+def significance_level(confidence: float) -> float:
+    """The test level of a confidence (0.95 -> 0.05), exact to 12 decimals: ``1 - 0.95`` is
+    0.050000000000000044 in floating point, which would let a p of exactly 0.05 pass ``p < level``."""
+    return round(1 - confidence, 12)
+
+
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     """Holm's step-down adjusted p-values (Holm 1979), in the input order: the i-th smallest of the m
     p-values times (m - i + 1), made monotone and capped at 1. None (no test) stays None and does not

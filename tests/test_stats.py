@@ -243,3 +243,11 @@ def test_one_pair_per_point_and_old_caches_are_recomputed(tmp_path):
     again = cached_val_features(path, lambda: calls.append(1) or val)
     assert calls == [1] and torch.equal(again["pair_keyframe"], val["keyframe"][val["pair_index"]])
     assert torch.equal(cached_val_features(path, lambda: 1 / 0)["keyframe"], val["keyframe"])
+
+
+def test_the_significance_level_of_95_percent_is_exactly_five_percent():
+    """1 - 0.95 is 0.050000000000000044 in floating point: a p of exactly 0.05 must not pass ``p < level``."""
+    from relviz.stats import significance_level
+
+    assert 1 - 0.95 > 0.05 and significance_level(0.95) == 0.05 and not 0.05 < significance_level(0.95)
+    assert significance_level(0.99) == 0.01 and significance_level(0.9) == 0.1

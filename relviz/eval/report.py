@@ -192,7 +192,7 @@ def stored_differences(results: Mapping[str, Mapping], confidence: float = 0.95,
     "low", "high", "p", "p_holm", "verdict", "per_scene", "note"}``."""
     import numpy as np
 
-    from relviz.stats import holm, two_sided_bootstrap_p
+    from relviz.stats import holm, significance_level, two_sided_bootstrap_p
 
     rows = []
     for a, b in combinations(results, 2):
@@ -220,7 +220,7 @@ def stored_differences(results: Mapping[str, Mapping], confidence: float = 0.95,
         row["p_holm"] = adjusted
         if adjusted is None:
             row["verdict"] = "no interval"
-        elif adjusted < 1 - confidence:
+        elif adjusted < significance_level(confidence):
             row["verdict"] = "a higher" if row["value"] > 0 else "a lower"
         else:
             row["verdict"] = "cannot be told from noise"

@@ -39,14 +39,14 @@ import numpy as np
 from relviz.eval.evidence import MIN_FOR_INFERENCE
 from relviz.eval.report import format_p, split_fewshot_metric
 from relviz.experiment.aggregate import CONFIDENCE, grid_cells, interval_over_seeds, runs_by_cell
-from relviz.stats import MIN_SCENES, MIN_SEEDS, holm, sign_flip_p, t_test_p, two_stage_bootstrap
+from relviz.stats import MIN_SCENES, MIN_SEEDS, holm, sign_flip_p, significance_level, t_test_p, two_stage_bootstrap
 
 HOLDS, REVERSED, NOISE, MISSING = "holds", "reversed", "cannot be told from noise", "not measured"
 FEW_SEEDS, FEW_SCENES, FEW_CONFIGURATIONS = "too few seeds", "too few scenes", "too few configurations"
 NO_SCENE_VARIANCE = "cannot be told: no scene resamples"  # runs that stored none (few-shot, replicates = 0)
-# 0.05, not 1 - 0.95 (which is 0.050000000000000044 in floating point: a Holm-adjusted p of exactly 0.05,
-# as 4 x an exact permutation p of 1/80, passed "p < ALPHA" by that rounding alone)
-ALPHA = round(1 - CONFIDENCE, 12)
+# 0.05, not 1 - 0.95 (0.050000000000000044: a Holm-adjusted p of exactly 0.05, as 4 x an exact
+# permutation p of 1/80, passed "p < ALPHA" by that rounding alone)
+ALPHA = significance_level(CONFIDENCE)
 
 
 def _cells_by_loss(report: Mapping) -> dict[str, Mapping]:
