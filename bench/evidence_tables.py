@@ -13,13 +13,10 @@ schedule settle?). Then the report's correlations and every claim's verdict."""
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from pathlib import Path
 
-
-def _load(path: Path) -> dict:
-    return json.loads(gzip.decompress(path.read_bytes()))
+from relviz.experiment.carry import read_gz
 
 
 def _with_interval(result: dict | None) -> str:
@@ -32,7 +29,7 @@ def _with_interval(result: dict | None) -> str:
 def run_rows(carried: Path) -> list[dict]:
     rows = []
     for path in sorted(carried.glob("c*.json.gz"), key=lambda p: (int(p.name.split("-")[0][1:]), p.name)):
-        record = _load(path)
+        record = read_gz(path)
         e, s = record["evaluation"], record["evaluation"]["structure"]
         ood = next(iter((e.get("ood") or {}).values()), {})
         last = [c for c in record.get("curve") or [] if c.get("step") is not None]

@@ -270,11 +270,17 @@ def format_mean_pm(summary: Mapping) -> str:
     return f"{mean:.3f} ± {(summary['high'] - summary['low']) / 2:.3f}"
 
 
+def cell_interval(summary: Mapping) -> Mapping:
+    """The interval an experiment cell's metric is shown with: over seeds and scenes where the report
+    has it (``scenes_and_seeds``), else its interval over seeds (``summary`` itself)."""
+    return summary.get("scenes_and_seeds") or summary
+
+
 def format_cell(summary: Mapping) -> str:
-    """An experiment cell's metric for a table: ``mean ± half-width`` over seeds and scenes, marked †,
-    where the report has that interval (``scenes_and_seeds``), else over seeds (:func:`format_mean_pm`)."""
-    both = summary.get("scenes_and_seeds")
-    return format_mean_pm(both) + " †" if both else format_mean_pm(summary)
+    """An experiment cell's metric for a table: ``mean ± half-width`` of :func:`cell_interval`, marked †
+    when it is over seeds and scenes."""
+    shown = cell_interval(summary)
+    return format_mean_pm(shown) + (" †" if shown is not summary else "")
 
 
 def format_p(p: float | None) -> str:

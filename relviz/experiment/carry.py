@@ -52,7 +52,7 @@ def _write_gz(path: Path, value) -> None:
             out.write(json.dumps(value, sort_keys=True).encode())
 
 
-def _read_gz(path: Path):
+def read_gz(path: Path):
     """The JSON value of a gzipped file; None when it is not gzip or not JSON."""
     try:
         return json.loads(gzip.decompress(path.read_bytes()))
@@ -140,7 +140,7 @@ def carry_in(experiment: Experiment, directory: str | Path) -> list[str]:
     for path in sorted(directory.glob(f"*{SUFFIX}")):
         if path.name == CARRIED_TEACHER:
             continue
-        record = _read_gz(path)
+        record = read_gz(path)
         if not isinstance(record, dict) or record.get("format") != CARRIED_FORMAT:
             raise InputError(f"{path}: not a carried run (its 'format' should be {CARRIED_FORMAT!r})")
         if record.get("experiment") != experiment.spec.name:
@@ -192,7 +192,7 @@ def _carried_teacher(experiment: Experiment, directory: Path) -> tuple[str, dict
     key, here = _teacher(experiment)
     if not path.is_file() or here is not None:
         return key, None
-    carried = _read_gz(path)
+    carried = read_gz(path)
     if not isinstance(carried, dict) or not isinstance(carried.get("reference"), dict):
         raise InputError(f"{path}: not a carried teacher's reference (an object with 'experiment', 'key' and "
                          f"'reference')")

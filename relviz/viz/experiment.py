@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import pandas as pd
 import plotly.graph_objects as go
 
-from relviz.eval.report import (FEWSHOT_METHODS, NOT_FOR_TEACHER, format_cell, format_mean_pm, format_p,
-                                parse_fewshot_metric)
+from relviz.eval.report import (FEWSHOT_METHODS, NOT_FOR_TEACHER, cell_interval, format_cell, format_mean_pm,
+                                format_p, parse_fewshot_metric)
 from relviz.viz.fewshot import label_efficiency_curves
 from relviz.viz.training import validation_figure
 
@@ -60,7 +60,7 @@ def label_efficiency(report: Mapping) -> pd.DataFrame:
             parsed = parse_fewshot_metric(m)
             if parsed is not None and s.get("mean") is not None:
                 method, fraction = parsed
-                shown = s.get("scenes_and_seeds") or s  # over seeds and scenes where the report has it
+                shown = cell_interval(s)
                 rows.append({"cell": c["cell"], "method": method, "fraction": fraction, "mean": s["mean"],
                              "low": shown.get("low"), "high": shown.get("high"), "n": s["n"]})
     return pd.DataFrame(rows, columns=["cell", "method", "fraction", "mean", "low", "high", "n"])
