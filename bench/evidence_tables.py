@@ -45,7 +45,7 @@ def run_rows(carried: Path) -> list[dict]:
             **{f"probe {f}": _with_interval((e.get("linear_probe") or {}).get(f)) for f in ("0.01", "0.1", "1")},
             **{f"ft {f}": _with_interval((e.get("finetune") or {}).get(f)) for f in ("0.01", "0.1", "1")},
             **{f"ood {f}": ((ood.get("linear_probe") or {}).get(f) or {}).get("miou") for f in ("0.01", "0.1")},
-            "drop": None if probe_in is None or probe_out is None else probe_in - probe_out,
+            "probe_in": probe_in, "drop": None if probe_in is None or probe_out is None else probe_in - probe_out,
             "moved": moved, "last_steps": [c["step"] for c in last[-2:]]})
     return rows
 
@@ -57,6 +57,8 @@ def _f(v) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--carried", type=Path, default=Path("checkpoints/demo/evidence"))
+    parser.add_argument("--demo-report", type=Path, default=Path("checkpoints/demo/experiment/report.json"),
+                        help="the 3-seed, 2-scene demo experiment's report, whose claims are shown beside")
     args = parser.parse_args()
     rows = run_rows(args.carried)
     print("| run (cell) | seed | U | T | G | zero-shot | probe 1% | probe 10% | probe 100% | fine-tuned 1% | "
@@ -77,9 +79,61 @@ def main() -> None:
         p = c.get("pearson") or {}
         print(f"| {c['measure']} | {c['performance']} | {c['n']} | {_f(p.get('r'))} [{_f(p.get('low'))}, "
               f"{_f(p.get('high'))}] | {_f(p.get('p_permutation'))} |")
-    print("\n| claim | verdict | estimate | p | p (Holm) |\n|---|---|---|---|---|")
+    print_claims(report, json.loads(args.demo_report.read_text()) if args.demo_report.is_file() else {})
+    print_out_of_distribution(rows)
+
+
+def _claim_key(text: str) -> str:
+    """A claim's words without the unit the evidence experiment adds, to find the demo table's row."""
+    return text.split(" (unit:")[0]
+
+
+def _interval(claim: dict) -> str:
+    two = claim.get("two_stage")
+    if two and two.get("low") is not None:
+        return f"[{two['low']:+.3f}, {two['high']:+.3f}] †"
+    t = claim.get("t_interval")
+    return f"[{t[0]:+.3f}, {t[1]:+.3f}]" if t else "-"
+
+
+def _p(v) -> str:
+    return "-" if v is None else (f"{v:.1e}" if v < 0.001 else f"{v:.3f}")
+
+
+def print_claims(report: dict, demo: dict) -> None:
+    """Every claim of the family: verdict, estimate with its 95% interval (two-stage over seeds and
+    scenes, †, where the runs stored scene resamples; else Student t over seeds), the test's p, Holm's,
+    the sign-flip p over seeds, and the demo experiment's estimate and verdict for the same claim (3
+    seeds, 2 scenes; re-derived under the same rules)."""
+    before = {_claim_key(c["claim"]): c for c in demo.get("claims") or []}
+    print("\n| claim | verdict | estimate [95%] | p | p (Holm) | sign-flip p | demo: estimate, verdict |")
+    print("|---|---|---|---|---|---|---|")
     for c in report.get("claims") or []:
-        print(f"| {c['claim']} | {c['verdict']} | {_f(c.get('estimate'))} | {_f(c.get('p'))} | {_f(c.get('p_holm'))} |")
+        d = before.get(_claim_key(c["claim"]))
+        then = "-" if d is None else f"{_f(d.get('estimate'))}, {d['verdict']}"
+        print(f"| {c['claim']} | {c['verdict']} | {_f(c.get('estimate'))} {_interval(c)} | {_p(c.get('p'))} | "
+              f"{_p(c.get('p_holm'))} | {_p(c.get('p_sign'))} | {then} |")
+
+
+def print_out_of_distribution(rows: list[dict]) -> None:
+    """Per cell, over its seeds (Student t; the KITTI-format world's sequence 08 fixed): the probe at 1%
+    in distribution, on the KITTI-format world, and the drop, each seed's drop paired."""
+    from relviz.experiment.aggregate import interval_over_seeds
+
+    def show(values: list[float]) -> str:
+        iv = interval_over_seeds(values)
+        if iv["mean"] is None:
+            return "-"
+        return f"{iv['mean']:.3f}" + ("" if iv["low"] is None else f" [{iv['low']:.3f}, {iv['high']:.3f}]")
+
+    print("\n| cell | seeds | probe 1% in distribution | KITTI probe 1% | KITTI probe 10% | drop at 1% |")
+    print("|---|---|---|---|---|---|")
+    for cell in dict.fromkeys(r["cell"] for r in rows):
+        mine = [r for r in rows if r["cell"] == cell and r["drop"] is not None]
+        if not mine:
+            continue
+        print(f"| {cell} | {len(mine)} | {show([r['probe_in'] for r in mine])} | {show([r['ood 0.01'] for r in mine])} | "
+              f"{show([r['ood 0.1'] for r in mine])} | {show([r['drop'] for r in mine])} |")
 
 
 if __name__ == "__main__":
