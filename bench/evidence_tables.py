@@ -74,11 +74,13 @@ def main() -> None:
         print(f"| {r['run']} | {' -> '.join(map(str, r['last_steps']))} | {_f(m.get('uniformity'))} | "
               f"{_f(m.get('tolerance'))} | {_f(m.get('zeroshot_miou'))} |")
     report = json.loads((args.carried / "report" / "report.json").read_text())
-    print("\n| gap measure | performance | n | Pearson r [95%] | p (permutation) |\n|---|---|---|---|---|")
+    print("\n| gap measure | performance | configurations | Pearson r [95%] | p (permutation) | Spearman rho | "
+          "within a configuration: r (runs, df) |\n|---|---|---|---|---|---|---|")
     for c in report["gap_vs_performance"].get("correlations", []):
-        p = c.get("pearson") or {}
+        p, rho, w = c.get("pearson") or {}, c.get("spearman") or {}, c.get("within") or {}
         print(f"| {c['measure']} | {c['performance']} | {c['n']} | {_f(p.get('r'))} [{_f(p.get('low'))}, "
-              f"{_f(p.get('high'))}] | {_f(p.get('p_permutation'))} |")
+              f"{_f(p.get('high'))}] | {_f(p.get('p_permutation'))} | {_f(rho.get('rho'))} | "
+              f"{_f(w.get('r'))} ({w.get('n', '-')}, {w.get('df', '-')}) |")
     print_claims(report, json.loads(args.demo_report.read_text()) if args.demo_report.is_file() else {})
     print_out_of_distribution(rows)
 
