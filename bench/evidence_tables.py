@@ -7,8 +7,10 @@ their report (checkpoints/demo/evidence/report/report.json: correlations, claims
 Per run: U, T, G and zero-shot mIoU (the structure on the 12 x 2 evaluated keyframes); few-shot mIoU
 in distribution with its 95% percentile interval over the 12 scenes (conditional on the checkpoint);
 out of distribution on the KITTI-format world (sequence 08: one drive, so no interval) and the drop
-(in minus out, at 1%); per configuration, the most U, T and zero-shot moved over the last 100 steps of any of its runs (did
-the schedule settle?). Then the report's correlations and every claim's verdict."""
+(in minus out, at 1%). Per configuration: the most U, T and zero-shot moved over the last 100 steps of
+any of its runs (did the schedule settle?). Then the report's correlations, every claim with its
+interval, p-values and the 3-seed demo table's verdict beside, and the out-of-distribution probe over
+each configuration's seeds."""
 
 from __future__ import annotations
 
