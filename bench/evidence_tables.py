@@ -28,19 +28,23 @@ def _with_interval(result: dict | None) -> str:
     return f"{result['miou']:.3f}" + (f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else "")
 
 
-def run_rows(carried: Path) -> list[dict]:
+CURVE_METRICS = ("uniformity", "tolerance", "zeroshot_miou")
+
+
+def run_rows(carried: Path, ood_dataset: str = "synthetic-kitti-evidence") -> list[dict]:
     rows = []
     for path in sorted(carried.glob("c*.json.gz"), key=lambda p: (int(p.name.split("-")[0][1:]), p.name)):
         record = read_gz(path)
         e, s = record["evaluation"], record["evaluation"]["structure"]
-        ood = next(iter((e.get("ood") or {}).values()), {})
-        last = [c for c in record.get("curve") or [] if c.get("step") is not None]
-        moved = {}
+        ood = (e.get("ood") or {}).get(ood_dataset) or {}
+        last = sorted((c for c in record.get("curve") or [] if c.get("step") is not None), key=lambda c: c["step"])
+        moved, final = {}, {}
         if len(last) >= 2:
             a, b = last[-2], last[-1]
-            moved = {m: abs(b[m] - a[m]) for m in ("uniformity", "tolerance", "zeroshot_miou") if m in a and m in b}
-        probe_in = (e.get("linear_probe") or {}).get("0.01", {}).get("miou")
-        probe_out = (ood.get("linear_probe") or {}).get("0.01", {}).get("miou")
+            moved = {m: abs(b[m] - a[m]) for m in CURVE_METRICS if a.get(m) is not None and b.get(m) is not None}
+            final = {m: b[m] for m in CURVE_METRICS if b.get(m) is not None}
+        probe_in = ((e.get("linear_probe") or {}).get("0.01") or {}).get("miou")
+        probe_out = ((ood.get("linear_probe") or {}).get("0.01") or {}).get("miou")
         rows.append({
             "run": record["key"], "cell": record["cell"], "seed": record["seed"],
             "U": s["uniformity"], "T": s["tolerance"], "G": s["gap"], "zs": s["zeroshot_miou"],
@@ -48,7 +52,7 @@ def run_rows(carried: Path) -> list[dict]:
             **{f"ft {f}": _with_interval((e.get("finetune") or {}).get(f)) for f in ("0.01", "0.1", "1")},
             **{f"ood {f}": ((ood.get("linear_probe") or {}).get(f) or {}).get("miou") for f in ("0.01", "0.1")},
             "probe_in": probe_in, "drop": None if probe_in is None or probe_out is None else probe_in - probe_out,
-            "moved": moved, "last_steps": [c["step"] for c in last[-2:]]})
+            "moved": moved, "final": final, "last_steps": [c["step"] for c in last[-2:]]})
     return rows
 
 
@@ -70,16 +74,19 @@ def main() -> None:
         print(f"| {r['cell']} | {r['seed']} | {_f(r['U'])} | {_f(r['T'])} | {_f(r['G'])} | {_f(r['zs'])} | "
               f"{r['probe 0.01']} | {r['probe 0.1']} | {r['probe 1']} | {r['ft 0.01']} | {r['ft 0.1']} | {r['ft 1']} | "
               f"{_f(r['ood 0.01'])} | {_f(r['ood 0.1'])} | {_f(r['drop'])} |")
-    print("\n| cell | seeds | last validations | U moved, largest | T moved, largest | zero-shot moved, largest |")
-    print("|---|---|---|---|---|---|")
+    print("\n| cell | seeds | last validations | U moved, largest (seed spread at the end) | T moved, largest (spread) | "
+          "zero-shot moved, largest (spread) |\n|---|---|---|---|---|---|")
     for cell in dict.fromkeys(r["cell"] for r in rows):
         mine = [r for r in rows if r["cell"] == cell and r["moved"]]
         if not mine:
             continue
         steps = sorted({" -> ".join(map(str, r["last_steps"])) for r in mine})
-        print(f"| {cell} | {len(mine)} | {', '.join(steps)} | "
-              + " | ".join(_f(max(r["moved"].get(m, float("nan")) for r in mine))
-                           for m in ("uniformity", "tolerance", "zeroshot_miou")) + " |")
+        cols = []
+        for m in CURVE_METRICS:
+            moved = [r["moved"][m] for r in mine if m in r["moved"]]
+            ends = [r["final"][m] for r in mine if m in r["final"]]
+            cols.append(f"{_f(max(moved) if moved else None)} ({_f(max(ends) - min(ends) if ends else None)})")
+        print(f"| {cell} | {len(mine)} | {', '.join(steps)} | " + " | ".join(cols) + " |")
     report = json.loads((args.carried / "report" / "report.json").read_text())
     print("\n| gap measure | performance | configurations | Pearson r [95%] | p (permutation) | Spearman rho | "
           "within a configuration: r (runs, df) |\n|---|---|---|---|---|---|---|")
@@ -99,10 +106,14 @@ def _claim_key(text: str) -> str:
 
 def _interval(claim: dict) -> str:
     two = claim.get("two_stage")
-    if two and two.get("low") is not None:
+    if two and two.get("low") is not None and two["low"] == two["low"]:  # not NaN
         return f"[{two['low']:+.3f}, {two['high']:+.3f}] †"
     t = claim.get("t_interval")
-    return f"[{t[0]:+.3f}, {t[1]:+.3f}]" if t else "-"
+    return f"[{t[0]:+.3f}, {t[1]:+.3f}]" if t else ""
+
+
+def _signed(v) -> str:
+    return "-" if v is None else f"{v:+.3f}"
 
 
 def _p(v) -> str:
@@ -120,7 +131,7 @@ def print_claims(report: dict, demo: dict) -> None:
     for c in report.get("claims") or []:
         d = before.get(_claim_key(c["claim"]))
         then = "-" if d is None else f"{_f(d.get('estimate'))}, {d['verdict']}"
-        print(f"| {c['claim']} | {c['verdict']} | {_f(c.get('estimate'))} {_interval(c)} | {_p(c.get('p'))} | "
+        print(f"| {c['claim']} | {c['verdict']} | {_signed(c.get('estimate'))} {_interval(c)} | {_p(c.get('p'))} | "
               f"{_p(c.get('p_holm'))} | {_p(c.get('p_sign'))} | {then} |")
 
 
@@ -139,6 +150,9 @@ def print_out_of_distribution(rows: list[dict]) -> None:
     print("|---|---|---|---|---|---|")
     for cell in dict.fromkeys(r["cell"] for r in rows):
         mine = [r for r in rows if r["cell"] == cell and r["drop"] is not None]
+        if len(mine) < sum(r["cell"] == cell for r in rows):
+            print(f"| {cell}: {sum(r['cell'] == cell for r in rows) - len(mine)} run(s) without both probes, "
+                  "left out | | | | | |")
         if not mine:
             continue
         print(f"| {cell} | {len(mine)} | {show([r['probe_in'] for r in mine])} | {show([r['ood 0.01'] for r in mine])} | "
