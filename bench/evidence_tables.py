@@ -18,14 +18,14 @@ import argparse
 import json
 from pathlib import Path
 
+from relviz.eval.report import format_p, format_value
+from relviz.experiment.aggregate import interval_over_seeds
 from relviz.experiment.carry import read_gz
 
 
 def _with_interval(result: dict | None) -> str:
-    if not result or result.get("miou") is None:
-        return "-"
-    iv = result.get("miou_interval")
-    return f"{result['miou']:.3f}" + (f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else "")
+    iv = (result or {}).get("miou_interval") or {}
+    return format_value((result or {}).get("miou"), iv.get("low"), iv.get("high"))
 
 
 CURVE_METRICS = ("uniformity", "tolerance", "zeroshot_miou")
@@ -112,47 +112,35 @@ def _interval(claim: dict) -> str:
     return f"[{t[0]:+.3f}, {t[1]:+.3f}]" if t else ""
 
 
-def _signed(v) -> str:
-    return "-" if v is None else f"{v:+.3f}"
-
-
-def _p(v) -> str:
-    return "-" if v is None else (f"{v:.1e}" if v < 0.001 else f"{v:.3f}")
-
-
 def print_claims(report: dict, demo: dict) -> None:
     """Every claim of the family: verdict, estimate with its 95% interval (two-stage over seeds and
     scenes, †, where the runs stored scene resamples; else Student t over seeds), the test's p, Holm's,
     the sign-flip p over seeds, and the demo experiment's estimate and verdict for the same claim (3
-    seeds, 2 scenes; re-derived under the same rules)."""
+    seeds, 2 scenes; its report as committed, whose family had no out-of-distribution rows)."""
     before = {_claim_key(c["claim"]): c for c in demo.get("claims") or []}
     print("\n| claim | verdict | estimate [95%] | p | p (Holm) | sign-flip p | demo: estimate, verdict |")
     print("|---|---|---|---|---|---|---|")
     for c in report.get("claims") or []:
         d = before.get(_claim_key(c["claim"]))
         then = "-" if d is None else f"{_f(d.get('estimate'))}, {d['verdict']}"
-        print(f"| {c['claim']} | {c['verdict']} | {_signed(c.get('estimate'))} {_interval(c)} | {_p(c.get('p'))} | "
-              f"{_p(c.get('p_holm'))} | {_p(c.get('p_sign'))} | {then} |")
+        print(f"| {c['claim']} | {c['verdict']} | {format_value(c.get('estimate'), signed=True)} {_interval(c)} | "
+              f"{format_p(c.get('p'))} | {format_p(c.get('p_holm'))} | {format_p(c.get('p_sign'))} | {then} |")
 
 
 def print_out_of_distribution(rows: list[dict]) -> None:
     """Per cell, over its seeds (Student t; the KITTI-format world's sequence 08 fixed): the probe at 1%
     in distribution, on the KITTI-format world, and the drop, each seed's drop paired."""
-    from relviz.experiment.aggregate import interval_over_seeds
-
     def show(values: list[float]) -> str:
         iv = interval_over_seeds(values)
-        if iv["mean"] is None:
-            return "-"
-        return f"{iv['mean']:.3f}" + ("" if iv["low"] is None else f" [{iv['low']:.3f}, {iv['high']:.3f}]")
+        return format_value(iv["mean"], iv["low"], iv["high"])
 
     print("\n| cell | seeds | probe 1% in distribution | KITTI probe 1% | KITTI probe 10% | drop at 1% |")
     print("|---|---|---|---|---|---|")
     for cell in dict.fromkeys(r["cell"] for r in rows):
-        mine = [r for r in rows if r["cell"] == cell and r["drop"] is not None]
-        if len(mine) < sum(r["cell"] == cell for r in rows):
-            print(f"| {cell}: {sum(r['cell'] == cell for r in rows) - len(mine)} run(s) without both probes, "
-                  "left out | | | | | |")
+        runs = [r for r in rows if r["cell"] == cell]
+        mine = [r for r in runs if r["drop"] is not None]
+        if len(mine) < len(runs):
+            print(f"| {cell}: {len(runs) - len(mine)} run(s) without both probes, left out | | | | | |")
         if not mine:
             continue
         print(f"| {cell} | {len(mine)} | {show([r['probe_in'] for r in mine])} | {show([r['ood 0.01'] for r in mine])} | "
